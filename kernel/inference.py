@@ -1,0 +1,288 @@
+"""Inference requests and responses as backends see them.
+
+A request is answered through itself: ``request.respond(outputs)`` exactly once, or, for a
+decoupled model, through ``request.response_sender()``, which sends zero or more responses and
+exactly one final flag. Both may be called from any thread. The kernel guarantees the client one
+final answer per request: a second final answer raises :class:`KernelError` in the backend and
+never reaches the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import itertools
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from kernel.errors import KernelError, Status
+
+__all__ = [
+    "InferenceRequest",
+    "InferenceResponse",
+    "ParameterValue",
+    "RequestFlags",
+    "ResponseSender",
+]
+
+ParameterValue = bool | int | float | str
+"""What a request or response parameter may hold (the protocol's ``InferParameter`` choices)."""
+
+
+class RequestFlags(enum.IntFlag):
+    """Triton's request flags (``TRITONSERVER_RequestFlag``) for sequences."""
+
+    NONE = 0
+    SEQUENCE_START = 1
+    SEQUENCE_END = 2
+
+
+@dataclass(slots=True)
+class InferenceResponse:
+    """One response: named output arrays, parameters, or an error.
+
+    ``outputs`` are numpy arrays keyed by output name; BYTES outputs are object arrays of
+    ``bytes`` (``str`` items are encoded as UTF-8 on the wire).
+    """
+
+    outputs: dict[str, npt.NDArray[Any]] = field(default_factory=dict)
+    parameters: dict[str, ParameterValue] = field(default_factory=dict)
+    error: KernelError | None = None
+    final: bool = True
+    """Set by the kernel: whether this is the request's last response."""
+
+
+_ids = itertools.count(1)
+
+
+class _ResponseChannel:
+    """The one-way, thread-safe path from a backend's answers to the frontend awaiting them."""
+
+    __slots__ = ("__weakref__", "_buffer", "_closed", "_lock", "_loop", "_loop_thread", "_waiter")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        self._loop = loop
+        self._loop_thread = threading.get_ident()
+        self._lock = threading.Lock()
+        self._closed = False
+        self._buffer: deque[InferenceResponse] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def push(self, response: InferenceResponse, *, final: bool) -> None:
+        with self._lock:
+            if self._closed:
+                raise KernelError(
+                    Status.INTERNAL, "the request has already received its final response"
+                )
+            self._closed = final
+        response.final = final
+        if threading.get_ident() == self._loop_thread or self._loop is None:
+            self._deliver(response)
+        else:
+            try:
+                self._loop.call_soon_threadsafe(self._deliver, response)
+            except RuntimeError:  # the loop is closed: nobody is waiting any more
+                pass
+
+    def _deliver(self, response: InferenceResponse) -> None:
+        self._buffer.append(response)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def abandon(self, reason: str) -> None:
+        """Close with an error unless a final response was already sent."""
+        try:
+            self.push(InferenceResponse(error=KernelError(Status.INTERNAL, reason)), final=True)
+        except KernelError:
+            pass
+
+    async def get(self) -> InferenceResponse:
+        while not self._buffer:
+            loop = self._loop or asyncio.get_running_loop()
+            self._waiter = loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._buffer.popleft()
+
+
+class ResponseSender:
+    """Sends a decoupled model's responses: zero or more, then exactly one final flag.
+
+    Thread-safe. If every reference to the sender is dropped before the final flag was sent,
+    the kernel closes the request with an error, so a client never waits forever.
+    """
+
+    __slots__ = ("__weakref__", "_channel")
+
+    def __init__(self, channel: _ResponseChannel) -> None:
+        self._channel = channel
+        weakref.finalize(
+            self, channel.abandon, "the response sender was released without the final flag"
+        )
+
+    def send(self, response: InferenceResponse | None = None, *, final: bool = False) -> None:
+        """Send ``response`` (may be ``None`` when ``final`` only closes the stream).
+
+        :raises KernelError: ``INTERNAL`` after the final flag was already sent, or when
+            ``response`` is ``None`` and ``final`` is false.
+        """
+        if response is None:
+            if not final:
+                raise KernelError(Status.INTERNAL, "a response sender needs a response or final")
+            response = InferenceResponse()  # a final flag without data
+        self._channel.push(response, final=final)
+
+    @property
+    def is_closed(self) -> bool:
+        """Whether the final flag was sent."""
+        return self._channel.closed
+
+
+class InferenceRequest:
+    """One inference request, as a frontend decoded it.
+
+    Inputs are numpy arrays keyed by input name and may be read-only views of the wire bytes:
+    a backend never writes into them. ``requested_output_names`` is empty when the client asked
+    for every output.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_cancelled",
+        "_channel",
+        "_sender",
+        "arrival_ns",
+        "batch_size",
+        "correlation_id",
+        "enqueued_ns",
+        "flags",
+        "id",
+        "inputs",
+        "model_name",
+        "model_version",
+        "parameters",
+        "priority",
+        "requested_output_names",
+        "timeout_us",
+    )
+
+    def __init__(
+        self,
+        model_name: str,
+        inputs: Mapping[str, npt.NDArray[Any]],
+        *,
+        model_version: int = -1,
+        id: str = "",  # noqa: A002 - the protocol's name
+        requested_output_names: Sequence[str] = (),
+        parameters: Mapping[str, ParameterValue] | None = None,
+        correlation_id: int | str = 0,
+        flags: RequestFlags = RequestFlags.NONE,
+        priority: int = 0,
+        timeout_us: int = 0,
+    ) -> None:
+        self.model_name = model_name
+        self.model_version = model_version
+        self.id = id
+        self.inputs: dict[str, npt.NDArray[Any]] = dict(inputs)
+        self.requested_output_names: tuple[str, ...] = tuple(requested_output_names)
+        self.parameters: dict[str, ParameterValue] = dict(parameters or {})
+        self.correlation_id = correlation_id
+        self.flags = flags
+        self.priority = priority
+        self.timeout_us = timeout_us
+        self.arrival_ns = time.monotonic_ns()
+        # Set by the kernel when it accepts the request:
+        self.batch_size = 1
+        """Rows this request contributes to a batch (1 for models without batching)."""
+        self.enqueued_ns = 0
+        self._cancelled = False
+        self._sender: ResponseSender | None = None
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        self._channel = _ResponseChannel(loop)
+
+    def __repr__(self) -> str:
+        return f"<InferenceRequest {self.model_name!r} id={self.id!r} inputs={list(self.inputs)}>"
+
+    # -- answering --------------------------------------------------------------------------
+
+    def respond(
+        self,
+        outputs: Mapping[str, npt.NDArray[Any]] | None = None,
+        *,
+        error: KernelError | BaseException | None = None,
+        parameters: Mapping[str, ParameterValue] | None = None,
+    ) -> None:
+        """Answer the request once, with outputs or an error. Thread-safe.
+
+        :raises KernelError: ``INTERNAL`` if the request was already answered.
+        """
+        response = InferenceResponse(
+            outputs={name: np.asarray(value) for name, value in (outputs or {}).items()},
+            parameters=dict(parameters or {}),
+            error=None if error is None else KernelError.wrap(error),
+        )
+        self._channel.push(response, final=True)
+
+    def response_sender(self) -> ResponseSender:
+        """The sender for decoupled models (the same object on every call)."""
+        if self._sender is None:
+            self._sender = ResponseSender(self._channel)
+        return self._sender
+
+    @property
+    def answered(self) -> bool:
+        """Whether the final response was sent."""
+        return self._channel.closed
+
+    def fail(self, error: KernelError) -> bool:
+        """Send ``error`` as the final response unless one was sent; ``True`` if this did."""
+        try:
+            self._channel.push(InferenceResponse(error=error), final=True)
+        except KernelError:
+            return False
+        return True
+
+    async def responses(self) -> AsyncIterator[InferenceResponse]:
+        """Every response in order, the last one carrying ``final=True`` (for frontends)."""
+        while True:
+            response = await self._channel.get()
+            yield response
+            if response.final:
+                return
+
+    async def final_response(self) -> InferenceResponse:
+        """The single response of a non-decoupled request (for frontends)."""
+        return await self._channel.get()
+
+    # -- cancellation -----------------------------------------------------------------------
+
+    def cancel(self) -> None:
+        """Mark the request cancelled (client gone or timed out); backends may check it."""
+        self._cancelled = True
+
+    def is_cancelled(self) -> bool:
+        """Whether the client is gone or the request timed out."""
+        return self._cancelled
+
+    @property
+    def sender_taken(self) -> bool:
+        """Whether the backend asked for the response sender (decoupled answering)."""
+        return self._sender is not None

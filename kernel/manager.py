@@ -1,0 +1,360 @@
+"""Model control: which model versions are loaded, loading and unloading them, routing to them.
+
+The manager owns one task group; every loaded :class:`~kernel.models.ModelVersion` runs as a task
+in it. Loads and unloads of one model are serialized by that model's lock; different models load
+concurrently. A reload starts the new versions first and swaps them in only once they are ready;
+the versions they replace then drain the requests they accepted before finalizing.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import anyio
+from anyio.abc import TaskGroup, TaskStatus
+
+from kernel._devices import visible_gpus
+from kernel.backend import ModelContext, ServerHandle
+from kernel.errors import KernelError, Status
+from kernel.models import ModelState, ModelVersion, SchedulerFactory
+from kernel.registry import BackendRegistry
+from kernel.repository import ModelRepository, ModelSource, backend_name, normalize_config, select_versions
+
+__all__ = ["ModelControlMode", "ModelIndexEntry", "ModelManager"]
+
+log = logging.getLogger("kernel.manager")
+
+
+class ModelControlMode(enum.Enum):
+    """tritonserver's ``--model-control-mode``."""
+
+    NONE = "none"
+    POLL = "poll"
+    EXPLICIT = "explicit"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelIndexEntry:
+    """One row of the repository index."""
+
+    name: str
+    version: str
+    state: str
+    reason: str
+
+
+@dataclass(slots=True)
+class _Entry:
+    name: str
+    lock: anyio.Lock = field(default_factory=anyio.Lock)
+    versions: dict[int, ModelVersion] = field(default_factory=dict)
+    state: ModelState = ModelState.UNKNOWN
+    """The model's state when no version serves (loading, unavailable, unloaded)."""
+    reason: str = ""
+    failed_versions: dict[int, str] = field(default_factory=dict)
+    source: ModelSource | None = None
+
+
+class ModelManager:
+    """Loads, unloads, reloads and routes to the model versions of one server."""
+
+    def __init__(
+        self,
+        repository: ModelRepository,
+        registry: BackendRegistry,
+        *,
+        server: ServerHandle,
+        auto_complete: bool = True,
+        backend_config: dict[str, dict[str, str]] | None = None,
+        drain_timeout: float = 30.0,
+        scheduler_factory: SchedulerFactory | None = None,
+    ) -> None:
+        self.repository = repository
+        self.registry = registry
+        self._server = server
+        self._auto_complete = auto_complete
+        self._backend_config = backend_config or {}
+        self.drain_timeout = drain_timeout
+        self._scheduler_factory = scheduler_factory
+        self._entries: dict[str, _Entry] = {}
+        self._tg: TaskGroup | None = None
+        self._closed = anyio.Event()
+        self._load_order: list[ModelVersion] = []
+
+    # -- life of the manager ----------------------------------------------------------------
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Own every model task until :meth:`close`; then unload all, last loaded first."""
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                task_status.started()
+                await self._closed.wait()
+                with anyio.CancelScope(shield=True):
+                    await self._unload_all()
+                tg.cancel_scope.cancel()
+        finally:
+            self._tg = None
+            self.repository.close()
+
+    def close(self) -> None:
+        """Ask :meth:`run` to unload every model and return."""
+        self._closed.set()
+
+    async def _unload_all(self) -> None:
+        for version in reversed(self._load_order):
+            version.stop()
+            await version.finished.wait()
+        self._load_order.clear()
+        for entry in self._entries.values():
+            entry.versions.clear()
+
+    # -- model control ------------------------------------------------------------------------
+
+    def _entry(self, name: str) -> _Entry:
+        entry = self._entries.get(name)
+        if entry is None:
+            entry = self._entries[name] = _Entry(name)
+        return entry
+
+    async def load_startup(self, mode: ModelControlMode, names: list[str]) -> None:
+        """Load what tritonserver loads at start: every model, or the ``--load-model`` ones."""
+        if mode is ModelControlMode.EXPLICIT and "*" not in names:
+            wanted = names
+        else:
+            found, problems = self.repository.scan()
+            wanted = sorted(set(found) | set(problems))
+            for name in problems:
+                entry = self._entry(name)
+                entry.state, entry.reason = ModelState.UNAVAILABLE, problems[name]
+        async with anyio.create_task_group() as tg:
+            for name in wanted:
+                tg.start_soon(self._load_quietly, name)
+
+    async def _load_quietly(self, name: str) -> None:
+        try:
+            await self.load(name)
+        except KernelError as exc:
+            log.error("failed to load '%s': %s", name, exc.message)
+
+    async def load(
+        self, name: str, config: str | None = None, files: Mapping[str, bytes] | None = None
+    ) -> None:
+        """Load or reload model ``name``; ``config`` is a JSON override, ``files`` contents.
+
+        In-flight requests on replaced versions complete on them; new requests go to the new
+        versions once all of them are ready. A failed reload keeps the old versions serving.
+
+        :raises KernelError: why the load failed (the model's index entry says it too).
+        """
+        assert self._tg is not None, "the model manager is not running"
+        entry = self._entry(name)
+        async with entry.lock:
+            try:
+                source = self.repository.read(name, config_override=config, files=dict(files or {}))
+                gpus = len(visible_gpus())
+                normalize_config(source.config, source.config_path, gpus=gpus)
+                backend = backend_name(source.config, source.config_path)
+                versions = select_versions(source)
+            except KernelError as exc:
+                self._fail(entry, exc.message)
+                raise
+            if not entry.versions:
+                entry.state, entry.reason = ModelState.LOADING, ""
+            started: dict[int, ModelVersion] = {}
+            entry.failed_versions.clear()
+            try:
+                if backend == "ensemble":
+                    raise KernelError(
+                        Status.UNSUPPORTED,
+                        f"model '{name}': ensemble scheduling is not available in this build",
+                    )
+                plugin = await self.registry.get(backend)
+                for number in versions:
+                    version = ModelVersion(
+                        plugin,
+                        ModelContext(
+                            name=name,
+                            version=number,
+                            path=source.model_dir / str(number),
+                            model_dir=source.model_dir,
+                            config=source.config.__class__.parse(bytes(source.config)),
+                            backend_config=dict(self._backend_config.get(backend, {})),
+                            logger=logging.getLogger(f"kernel.model.{name}"),
+                            server=self._server,
+                            auto_complete=self._auto_complete,
+                        ),
+                        drain_timeout=self.drain_timeout,
+                        scheduler_factory=self._scheduler_factory,
+                    )
+                    try:
+                        await self._tg.start(version.run)
+                    except Exception as exc:
+                        error = KernelError.wrap(exc)
+                        entry.failed_versions[number] = error.message
+                        raise KernelError(
+                            error.status if error.status is not Status.INTERNAL else Status.UNAVAILABLE,
+                            f"failed to load '{name}' version {number}: {error.message}",
+                        ) from exc
+                    started[number] = version
+            except KernelError as exc:
+                for version in started.values():
+                    version.stop()
+                if not entry.versions:
+                    self._fail(entry, exc.message)
+                    if not entry.failed_versions:
+                        entry.failed_versions = dict.fromkeys(versions, exc.message)
+                log.error("%s", exc.message)
+                raise
+            old = entry.versions
+            entry.versions = started
+            entry.source = source
+            entry.state, entry.reason = ModelState.READY, ""
+            self._load_order.extend(started.values())
+            for replaced in old.values():
+                self._retire(replaced)
+            log.info("loaded '%s' versions %s", name, sorted(started))
+
+    def _retire(self, version: ModelVersion) -> None:
+        """Stop a version no longer routed to; it drains in the background."""
+        version.stop()
+        if version in self._load_order:
+            self._load_order.remove(version)
+        if self._tg is not None:
+            self._tg.start_soon(version.finished.wait)
+
+    def _fail(self, entry: _Entry, reason: str) -> None:
+        if not entry.versions:
+            entry.state, entry.reason = ModelState.UNAVAILABLE, reason
+        if entry.source is not None and entry.source.temporary and not entry.versions:
+            self.repository.release(entry.name)
+
+    async def unload(self, name: str) -> None:
+        """Unload every version of ``name``; returns once they finalized.
+
+        :raises KernelError: ``NOT_FOUND`` (Triton: ``INVALID_ARG``) for a model never seen.
+        """
+        entry = self._entries.get(name)
+        if entry is None:
+            found, _ = self.repository.scan()
+            if name not in found:
+                raise KernelError(
+                    Status.INVALID_ARG,
+                    f"failed to unload '{name}', no version is available",
+                )
+            return
+        async with entry.lock:
+            versions = list(entry.versions.values())
+            entry.versions = {}
+            entry.state, entry.reason = ModelState.UNLOADING, ""
+            for version in versions:
+                version.state = ModelState.UNLOADING
+                version.stop()
+                if version in self._load_order:
+                    self._load_order.remove(version)
+            for version in versions:
+                await version.finished.wait()
+            entry.state, entry.reason = ModelState.UNAVAILABLE, "unloaded"
+            entry.failed_versions.clear()
+            if entry.source is not None and entry.source.temporary:
+                self.repository.release(name)
+            log.info("unloaded '%s'", name)
+
+    async def poll(self) -> None:
+        """One poll of the repositories: load new models, reload changed ones, unload gone ones."""
+        found, problems = self.repository.scan()
+        for name in problems:
+            entry = self._entry(name)
+            if not entry.versions:
+                entry.state, entry.reason = ModelState.UNAVAILABLE, problems[name]
+        async with anyio.create_task_group() as tg:
+            for name, model_dir in found.items():
+                entry = self._entries.get(name)
+                if entry is not None and entry.source is not None and entry.source.temporary:
+                    continue
+                if entry is None or entry.source is None:
+                    if entry is None or entry.state is not ModelState.UNAVAILABLE or entry.reason:
+                        tg.start_soon(self._load_quietly, name)
+                    continue
+                if self.repository.fingerprint(model_dir) != entry.source.fingerprint:
+                    tg.start_soon(self._load_quietly, name)
+            for name, entry in list(self._entries.items()):
+                if name not in found and name not in problems and entry.versions:
+                    if entry.source is not None and entry.source.temporary:
+                        continue
+                    tg.start_soon(self.unload, name)
+
+    # -- routing and reporting ----------------------------------------------------------------
+
+    def route(self, name: str, version: int = -1) -> ModelVersion:
+        """The ready version serving ``name`` (the highest when ``version`` is -1).
+
+        :raises KernelError: with Triton's messages for unknown models and versions.
+        """
+        entry = self._entries.get(name)
+        if entry is None or not entry.versions:
+            if entry is None or entry.state is ModelState.UNKNOWN:
+                raise KernelError(Status.NOT_FOUND, f"Request for unknown model: '{name}' is not found")
+            raise KernelError(
+                Status.UNAVAILABLE,
+                f"Request for unknown model: '{name}' has no available versions",
+            )
+        if version < 0:
+            return entry.versions[max(entry.versions)]
+        found = entry.versions.get(version)
+        if found is None:
+            raise KernelError(
+                Status.NOT_FOUND,
+                f"Request for unknown model: '{name}' version {version} is not found",
+            )
+        return found
+
+    def is_ready(self, name: str, version: int = -1) -> bool:
+        try:
+            return self.route(name, version).state is ModelState.READY
+        except KernelError:
+            return False
+
+    def loaded_versions(self) -> list[ModelVersion]:
+        """Every version currently routed to, by model name then version."""
+        return [
+            entry.versions[number]
+            for name, entry in sorted(self._entries.items())
+            for number in sorted(entry.versions)
+        ]
+
+    def all_ready(self) -> bool:
+        """Whether every model the server tried to load is ready (strict readiness)."""
+        return all(
+            bool(entry.versions)
+            for entry in self._entries.values()
+            if entry.state is not ModelState.UNKNOWN and entry.reason != "unloaded"
+        )
+
+    def index(self, *, ready_only: bool = False) -> list[ModelIndexEntry]:
+        """The repository index: every model in the repositories or loaded, with states."""
+        found, _ = self.repository.scan()
+        names = sorted(set(found) | set(self._entries))
+        rows: list[ModelIndexEntry] = []
+        for name in names:
+            entry = self._entries.get(name)
+            if entry is None or (entry.state is ModelState.UNKNOWN and not entry.versions):
+                if not ready_only:
+                    rows.append(ModelIndexEntry(name, "", "", ""))
+                continue
+            if entry.versions:
+                for number in sorted(entry.versions):
+                    version = entry.versions[number]
+                    rows.append(ModelIndexEntry(name, str(number), version.state.value, version.reason))
+                continue
+            if ready_only:
+                continue
+            if entry.failed_versions:
+                for number, reason in sorted(entry.failed_versions.items()):
+                    rows.append(ModelIndexEntry(name, str(number), entry.state.value, reason))
+            else:
+                rows.append(ModelIndexEntry(name, "", entry.state.value, entry.reason))
+        return rows

@@ -1,0 +1,260 @@
+"""One loaded model version: its lifecycle, its scheduler and its instance workers.
+
+:meth:`ModelVersion.run` is the version's whole life as one task: create and initialize the model
+and its instances, start one worker per instance in the version's own task group, report ready,
+serve until told to stop, drain what was accepted, then finalize instances (last first) and the
+model. Everything a load started is finalized on every path out, failures included.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import anyio
+from anyio.abc import TaskStatus
+
+from kernel._devices import visible_gpus
+from kernel._hooks import call_hook, is_async
+from kernel._proto.inference import ModelConfig, ModelInstanceGroupKind
+from kernel.backend import Backend, InstanceContext, Model, ModelContext, ModelInstance
+from kernel.errors import KernelError, Status
+from kernel.inference import InferenceRequest
+from kernel.repository import normalize_config
+from kernel.scheduling import DirectScheduler, Scheduler
+from kernel.statistics import ModelStatistics
+from kernel.validation import RequestValidator
+
+__all__ = ["ModelState", "ModelVersion", "SchedulerFactory"]
+
+log = logging.getLogger("kernel.models")
+
+SchedulerFactory = Callable[[ModelConfig], Scheduler]
+
+
+class ModelState(enum.Enum):
+    """Triton's model states, as the repository index reports them."""
+
+    UNKNOWN = "UNKNOWN"
+    LOADING = "LOADING"
+    READY = "READY"
+    UNLOADING = "UNLOADING"
+    UNAVAILABLE = "UNAVAILABLE"
+
+
+@dataclass(slots=True)
+class _Instance:
+    context: InstanceContext
+    instance: ModelInstance
+
+
+class ModelVersion:
+    """A model version from load to unload. Owned by the :class:`~kernel.manager.ModelManager`."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        context: ModelContext,
+        *,
+        drain_timeout: float,
+        scheduler_factory: SchedulerFactory | None = None,
+    ) -> None:
+        self.backend = backend
+        self.context = context
+        self.name = context.name
+        self.version = context.version
+        self.state = ModelState.LOADING
+        self.reason = ""
+        self.stats = ModelStatistics(context.name, context.version)
+        self.in_flight = 0
+        self.executing = 0
+        self.drain_timeout = drain_timeout
+        self._scheduler_factory = scheduler_factory or (lambda _config: DirectScheduler())
+        self.scheduler: Scheduler = DirectScheduler()
+        self.validator = RequestValidator(context.config)
+        self._stop = anyio.Event()
+        self.finished = anyio.Event()
+        self.instances: list[_Instance] = []
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.context.config
+
+    @property
+    def decoupled(self) -> bool:
+        return self.context.decoupled
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to stop accepting, drain and finalize (returns at once)."""
+        self._stop.set()
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Load, serve until :meth:`stop`, then unload. Reports started once ready.
+
+        :raises KernelError: before ready, the reason the load failed (finalized already).
+        """
+        model: Model | None = None
+        model_initialized = False
+        ready: list[_Instance] = []
+        try:
+            try:
+                model = self.backend.create_model(self.context)
+                if self.context.auto_complete:
+                    completed = await call_hook(model.auto_complete_config, self.context.config)
+                    self.context.config = normalize_config(
+                        completed, "<auto-completed config>", gpus=len(visible_gpus())
+                    )
+                self.validator = RequestValidator(self.context.config)
+                self.scheduler = self._scheduler_factory(self.context.config)
+                await call_hook(model.initialize, default=Model.initialize)
+                model_initialized = True
+                self.instances = [
+                    _Instance(ctx, model.create_instance(ctx)) for ctx in self._instance_contexts()
+                ]
+                await self._initialize_instances(ready)
+            except Exception as exc:
+                error = KernelError.wrap(exc)
+                raise KernelError(
+                    Status.UNAVAILABLE if error.status is Status.INTERNAL else error.status,
+                    error.message,
+                ) from exc
+            async with anyio.create_task_group() as workers:
+                for item in ready:
+                    workers.start_soon(self._worker, item, name=f"worker {item.context.name}")
+                self.state = ModelState.READY
+                task_status.started()
+                await self._stop.wait()
+                self.state = ModelState.UNLOADING
+                await self._drain()
+                workers.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._finalize(model if model_initialized else None, ready)
+                self.finished.set()
+
+    def _instance_contexts(self) -> list[InstanceContext]:
+        contexts: list[InstanceContext] = []
+        gpus = visible_gpus()
+        for group in self.config.instance_group:
+            kind = f"KIND_{group.kind.name}"
+            if group.kind == ModelInstanceGroupKind.GPU:
+                if not gpus:
+                    raise KernelError(
+                        Status.UNAVAILABLE,
+                        f"instance group '{group.name}' of model '{self.name}' asks for KIND_GPU,"
+                        " but no GPU is usable on this machine",
+                    )
+                devices = list(group.gpus) or gpus
+                missing = [d for d in devices if d not in gpus]
+                if missing:
+                    raise KernelError(
+                        Status.UNAVAILABLE,
+                        f"instance group '{group.name}' of model '{self.name}' asks for GPUs"
+                        f" {missing}, but the usable GPUs are {gpus}",
+                    )
+            else:
+                devices = [0]
+            for device in devices:
+                for index in range(group.count):
+                    name = f"{group.name}_{len(contexts) if len(devices) > 1 else index}"
+                    contexts.append(
+                        InstanceContext(
+                            name=name,
+                            kind=kind,
+                            device_id=device,
+                            model=self.context,
+                            logger=logging.getLogger(f"kernel.model.{self.name}.{name}"),
+                        )
+                    )
+        return contexts
+
+    async def _initialize_instances(self, ready: list[_Instance]) -> None:
+        errors: list[BaseException] = []
+
+        async def initialize(item: _Instance) -> None:
+            try:
+                await call_hook(item.instance.initialize, default=ModelInstance.initialize)
+            except Exception as exc:
+                errors.append(exc)
+            else:
+                ready.append(item)
+
+        if self.backend.attributes.parallel_instance_loading and len(self.instances) > 1:
+            async with anyio.create_task_group() as tg:
+                for item in self.instances:
+                    tg.start_soon(initialize, item)
+        else:
+            for item in self.instances:
+                await initialize(item)
+                if errors:
+                    break
+        if errors:
+            raise errors[0]
+
+    async def _finalize(self, model: Model | None, ready: list[_Instance]) -> None:
+        for item in self.scheduler.close(
+            KernelError(Status.UNAVAILABLE, f"model '{self.name}' is unloading")
+        ):
+            item.fail(KernelError(Status.UNAVAILABLE, f"model '{self.name}' was unloaded"))
+        for item in reversed(ready):
+            try:
+                await call_hook(item.instance.finalize, default=ModelInstance.finalize)
+            except Exception:
+                log.exception("instance '%s' of model '%s' failed to finalize", item.context.name, self.name)
+        if model is not None:
+            try:
+                await call_hook(model.finalize, default=Model.finalize)
+            except Exception:
+                log.exception("model '%s' failed to finalize", self.name)
+
+    async def _drain(self) -> None:
+        """Wait (up to the drain timeout) until every accepted request got its final answer."""
+        with anyio.move_on_after(self.drain_timeout):
+            while self.in_flight or self.executing or self.scheduler.pending():
+                await anyio.sleep(0.005)
+
+    async def _worker(self, item: _Instance) -> None:
+        instance, context = item.instance, item.context
+        limiter = anyio.CapacityLimiter(1)
+        run_on_loop = is_async(instance.execute)
+        while True:
+            batch = await self.scheduler.next_batch()
+            self.executing += 1
+            start = time.monotonic_ns()
+            error: KernelError | None = None
+            try:
+                if run_on_loop:
+                    await instance.execute(batch)  # type: ignore[misc]
+                else:
+                    await anyio.to_thread.run_sync(instance.execute, batch, limiter=limiter)
+            except anyio.get_cancelled_exc_class():
+                error = KernelError(Status.UNAVAILABLE, f"model '{self.name}' is unloading")
+                raise
+            except Exception as exc:
+                error = KernelError.wrap(exc)
+                log.debug("model '%s' execute raised", self.name, exc_info=True)
+            finally:
+                end = time.monotonic_ns()
+                self.executing -= 1
+                self._settle(batch, error)
+                times = context.take_reported_times() or (0, end - start, 0)
+                queue_ns = sum(start - r.enqueued_ns for r in batch)
+                self.stats.record_execution(sum(r.batch_size for r in batch), len(batch), times, queue_ns)
+
+    def _settle(self, batch: list[InferenceRequest], error: KernelError | None) -> None:
+        """Answer every request ``execute`` left unanswered (see the contract in backend.py)."""
+        for request in batch:
+            if request.answered:
+                continue
+            if error is not None:
+                request.fail(error)
+            elif not (self.decoupled and request.sender_taken):
+                request.fail(
+                    KernelError(
+                        Status.INTERNAL,
+                        f"model '{self.name}' returned from execute without answering the request",
+                    )
+                )

@@ -1,0 +1,336 @@
+"""The server object: owns the repository, the backends, the models and the frontends.
+
+There is no module-level state: everything hangs off one :class:`InferenceServer`, so tests run
+several servers in one process. Its protocol-neutral API (``infer``, ``model_metadata``,
+``load_model``, ...) is what every frontend calls; frontends only translate wire formats.
+
+Lifecycle (:meth:`InferenceServer.serve`): start the model manager, load the startup models,
+bind and start the frontends, serve until :meth:`InferenceServer.stop`; then stop the frontends
+accepting and let their in-flight requests finish (up to the exit timeout), unload every model
+(last loaded first) and finalize the backends (last initialized first).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import socket
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+import anyio
+from anyio.abc import TaskStatus
+
+from kernel import __version__
+from kernel._proto.inference import ModelConfig
+from kernel.errors import KernelError, Status
+from kernel.inference import InferenceRequest, InferenceResponse
+from kernel.manager import ModelControlMode, ModelIndexEntry, ModelManager
+from kernel.models import ModelVersion
+from kernel.options import ServerOptions
+from kernel.registry import BackendRegistry
+from kernel.repository import ModelRepository
+from kernel.statistics import FailureReason, ModelStatistics
+from kernel.tensors import config_type_to_datatype
+
+__all__ = ["Frontend", "InferenceServer", "ModelMetadata", "TensorMetadata"]
+
+log = logging.getLogger("kernel.server")
+
+
+class Frontend(Protocol):
+    """A protocol endpoint (gRPC, HTTP, metrics) serving on a socket the server bound."""
+
+    async def start(self, server: InferenceServer, sock: socket.socket) -> None:
+        """Start serving on ``sock`` and return (serving continues in the background)."""
+        ...
+
+    async def stop(self, timeout: float) -> None:
+        """Stop accepting, let in-flight requests finish for up to ``timeout`` s, close."""
+        ...
+
+
+FRONTENDS = {
+    "grpc": "kernel.frontends.grpc:GrpcFrontend",
+    "http": "kernel.frontends.http:HttpFrontend",
+    "metrics": "kernel.frontends.metrics:MetricsFrontend",
+}
+"""Where each frontend lives; imported only when its port is enabled."""
+
+
+@dataclass(frozen=True, slots=True)
+class TensorMetadata:
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelMetadata:
+    """The KServe v2 model metadata."""
+
+    name: str
+    versions: tuple[str, ...]
+    platform: str
+    inputs: tuple[TensorMetadata, ...]
+    outputs: tuple[TensorMetadata, ...]
+
+
+def parse_version(version: str | int) -> int:
+    """The protocol's version string as an int; ``""`` means the latest (-1).
+
+    :raises KernelError: ``INVALID_ARG`` for a version that is not a number.
+    """
+    if isinstance(version, int):
+        return version
+    if version == "":
+        return -1
+    try:
+        return int(version)
+    except ValueError:
+        raise KernelError(Status.INVALID_ARG, f"failed to parse model version '{version}'") from None
+
+
+class InferenceServer:
+    """One inference server. Use :meth:`running` in tests, :meth:`serve` as a task otherwise."""
+
+    def __init__(self, options: ServerOptions | None = None) -> None:
+        self.options = options or ServerOptions()
+        self.version = __version__
+        self.repository = ModelRepository(self.options.model_repositories)
+        self.registry = BackendRegistry(self.options.backend_config)
+        self.manager = ModelManager(
+            self.repository,
+            self.registry,
+            server=self,
+            auto_complete=self.options.auto_complete_config,
+            backend_config=self.options.backend_config,
+            drain_timeout=self.options.exit_timeout_secs,
+        )
+        self.ports: dict[str, int] = {}
+        """The bound port of each started frontend (``"http"``, ``"grpc"``, ``"metrics"``)."""
+        self.live = False
+        self.started = False
+        self._stop = anyio.Event()
+        self._frontends: list[tuple[str, Frontend]] = []
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Run until :meth:`stop`. Reports started once the frontends listen and the startup
+        models settled (loaded or failed)."""
+        async with anyio.create_task_group() as tg:
+            await tg.start(self.manager.run)
+            self.live = True
+            try:
+                await self._start_frontends()
+                await self.manager.load_startup(
+                    self.options.model_control_mode, self.options.load_models
+                )
+                self.started = True
+                if self.options.model_control_mode is ModelControlMode.POLL:
+                    tg.start_soon(self._poll_repository)
+                task_status.started()
+                await self._stop.wait()
+            finally:
+                with anyio.CancelScope(shield=True):
+                    self.live = False
+                    await self._stop_frontends()
+                    self.manager.close()
+            # the manager's task ends after unloading every model
+        with anyio.CancelScope(shield=True):
+            await self.registry.finalize()
+        log.info("server stopped")
+
+    def stop(self) -> None:
+        """Begin the shutdown; :meth:`serve` returns once it completed."""
+        self._stop.set()
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[InferenceServer]:
+        """Serve for the duration of an ``async with`` block (one task: fine in a test body)."""
+        async with anyio.create_task_group() as tg:
+            await tg.start(self.serve)
+            try:
+                yield self
+            finally:
+                self.stop()
+
+    async def _poll_repository(self) -> None:
+        while True:
+            await anyio.sleep(self.options.repository_poll_secs)
+            try:
+                await self.manager.poll()
+            except KernelError as exc:
+                log.error("repository poll failed: %s", exc.message)
+
+    async def _start_frontends(self) -> None:
+        wanted = {
+            "http": self.options.http_port,
+            "grpc": self.options.grpc_port,
+            "metrics": self.options.metrics_port,
+        }
+        for name, port in wanted.items():
+            if port is None:
+                continue
+            module_name, _, class_name = FRONTENDS[name].partition(":")
+            frontend: Frontend = getattr(importlib.import_module(module_name), class_name)()
+            sock = _bind(self.options.host, port)
+            await frontend.start(self, sock)
+            self.ports[name] = sock.getsockname()[1]
+            self._frontends.append((name, frontend))
+            log.info("started %s endpoint at %s:%d", name, self.options.host, self.ports[name])
+
+    async def _stop_frontends(self) -> None:
+        while self._frontends:
+            name, frontend = self._frontends.pop()
+            try:
+                await frontend.stop(self.options.exit_timeout_secs)
+            except Exception:
+                log.exception("the %s endpoint failed to stop cleanly", name)
+
+    # -- health and metadata ---------------------------------------------------------------
+
+    def is_ready(self) -> bool:
+        """Server readiness: live, started, and with strict readiness every model ready."""
+        if not (self.live and self.started):
+            return False
+        return not self.options.strict_readiness or self.manager.all_ready()
+
+    def is_model_ready(self, name: str, version: str | int = -1) -> bool:
+        return self.manager.is_ready(name, parse_version(version))
+
+    def route(self, name: str, version: str | int = -1) -> ModelVersion:
+        """The model version a request for ``name``/``version`` goes to (see ModelManager)."""
+        return self.manager.route(name, parse_version(version))
+
+    def model_config(self, name: str, version: str | int = -1) -> ModelConfig:
+        return self.route(name, version).config
+
+    def model_metadata(self, name: str, version: str | int = -1) -> ModelMetadata:
+        chosen = self.route(name, version)
+        config = chosen.config
+        batch = (-1,) if config.max_batch_size > 0 else ()
+        versions = tuple(
+            str(v.version) for v in self.manager.loaded_versions() if v.name == name
+        )
+        return ModelMetadata(
+            name=name,
+            versions=versions if parse_version(version) < 0 else (str(chosen.version),),
+            platform=config.platform or config.backend,
+            inputs=tuple(
+                TensorMetadata(t.name, config_type_to_datatype(t.data_type.name or ""), batch + tuple(t.dims))
+                for t in config.input
+            ),
+            outputs=tuple(
+                TensorMetadata(t.name, config_type_to_datatype(t.data_type.name or ""), batch + tuple(t.dims))
+                for t in config.output
+            ),
+        )
+
+    def model_statistics(self, name: str = "", version: str | int = -1) -> list[ModelStatistics]:
+        """Statistics of one model version, of all versions of a model, or of every model."""
+        if not name:
+            return [v.stats for v in self.manager.loaded_versions()]
+        number = parse_version(version)
+        if number >= 0:
+            return [self.route(name, number).stats]
+        self.route(name)  # raises for an unknown model
+        return [v.stats for v in self.manager.loaded_versions() if v.name == name]
+
+    def repository_index(self, *, ready_only: bool = False) -> list[ModelIndexEntry]:
+        return self.manager.index(ready_only=ready_only)
+
+    async def load_model(
+        self, name: str, config: str | None = None, files: Mapping[str, bytes] | None = None
+    ) -> None:
+        await self.manager.load(name, config, files)
+
+    async def unload_model(self, name: str) -> None:
+        await self.manager.unload(name)
+
+    # -- inference ------------------------------------------------------------------------------
+
+    def _admit(self, request: InferenceRequest) -> ModelVersion:
+        version = self.manager.route(request.model_name, request.model_version)
+        request.model_version = version.version
+        try:
+            request.batch_size = version.validator.validate(request)
+            request.enqueued_ns = time.monotonic_ns()
+            version.scheduler.enqueue(request)
+        except KernelError as exc:
+            reason = FailureReason.REJECTED if exc.status is Status.UNAVAILABLE else FailureReason.OTHER
+            version.stats.record_request(time.monotonic_ns() - request.arrival_ns, failed=reason)
+            raise
+        version.in_flight += 1
+        return version
+
+    @staticmethod
+    def _finish(version: ModelVersion, request: InferenceRequest, response: InferenceResponse) -> None:
+        if request.requested_output_names and response.outputs:
+            wanted = request.requested_output_names
+            response.outputs = {k: v for k, v in response.outputs.items() if k in wanted}
+        if response.final:
+            version.in_flight -= 1
+            failed = None
+            if response.error is not None:
+                failed = (
+                    FailureReason.CANCELED
+                    if response.error.status is Status.CANCELLED
+                    else FailureReason.BACKEND
+                )
+            version.stats.record_request(time.monotonic_ns() - request.arrival_ns, failed=failed)
+
+    async def infer_once(self, request: InferenceRequest) -> InferenceResponse:
+        """Run a non-decoupled request; returns its one response (``error`` set on failure).
+
+        :raises KernelError: when the request is refused before it reaches the model (unknown
+            model, invalid inputs, queue full).
+        """
+        version = self._admit(request)
+        try:
+            response = await request.final_response()
+        except BaseException:
+            request.cancel()
+            version.in_flight -= 1
+            raise
+        self._finish(version, request, response)
+        return response
+
+    async def infer(self, request: InferenceRequest) -> AsyncIterator[InferenceResponse]:
+        """Run any request; yields every response, the last with ``final`` set.
+
+        :raises KernelError: when the request is refused before it reaches the model.
+        """
+        version = self._admit(request)
+        final = False
+        try:
+            async for response in request.responses():
+                self._finish(version, request, response)
+                final = response.final
+                yield response
+        finally:
+            if not final:
+                request.cancel()
+                version.in_flight -= 1
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """Bind a listening TCP socket (port 0 picks a free one).
+
+    :raises KernelError: ``UNAVAILABLE`` when the address is taken.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise KernelError(Status.UNAVAILABLE, f"cannot listen on {host}:{port}: {exc}") from exc
+    sock.listen(1024)
+    sock.setblocking(False)
+    return sock

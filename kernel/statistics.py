@@ -1,0 +1,90 @@
+"""Per model version counters and durations, with Triton's statistics-API names.
+
+Updated only on the event loop (by the router and the instance workers), read by the statistics
+API and the metrics endpoint. Durations are cumulative nanoseconds, as Triton reports them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+__all__ = ["BatchStatistics", "Duration", "FailureReason", "ModelStatistics"]
+
+
+@dataclass(slots=True)
+class Duration:
+    """A count and the total nanoseconds of what was counted (``StatisticDuration``)."""
+
+    count: int = 0
+    ns: int = 0
+
+    def add(self, ns: int, count: int = 1) -> None:
+        self.count += count
+        self.ns += ns
+
+
+@dataclass(slots=True)
+class BatchStatistics:
+    """The executions of one batch size (``InferBatchStatistics``)."""
+
+    compute_input: Duration = field(default_factory=Duration)
+    compute_infer: Duration = field(default_factory=Duration)
+    compute_output: Duration = field(default_factory=Duration)
+
+
+class FailureReason:
+    """The ``reason`` label values of ``nv_inference_request_failure``."""
+
+    REJECTED = "REJECTED"
+    CANCELED = "CANCELED"
+    BACKEND = "BACKEND"
+    OTHER = "OTHER"
+
+
+@dataclass(slots=True)
+class ModelStatistics:
+    """Everything Triton's ``ModelStatistics`` message holds for one model version."""
+
+    name: str
+    version: int
+    success: Duration = field(default_factory=Duration)
+    fail: Duration = field(default_factory=Duration)
+    queue: Duration = field(default_factory=Duration)
+    compute_input: Duration = field(default_factory=Duration)
+    compute_infer: Duration = field(default_factory=Duration)
+    compute_output: Duration = field(default_factory=Duration)
+    inference_count: int = 0
+    execution_count: int = 0
+    last_inference_ms: int = 0
+    pending: int = 0
+    batch_stats: dict[int, BatchStatistics] = field(default_factory=dict)
+    failures: Counter[str] = field(default_factory=Counter)
+
+    def record_request(self, duration_ns: int, *, failed: str | None) -> None:
+        """A request's final answer: success, or failure with its ``FailureReason``."""
+        if failed is None:
+            self.success.add(duration_ns)
+        else:
+            self.fail.add(duration_ns)
+            self.failures[failed] += 1
+        self.last_inference_ms = time.time_ns() // 1_000_000
+
+    def record_execution(
+        self, batch_size: int, request_count: int, times: tuple[int, int, int], queue_ns: int
+    ) -> None:
+        """One ``execute`` of ``request_count`` requests, ``batch_size`` inferences in all."""
+        compute_input, compute_infer, compute_output = times
+        self.execution_count += 1
+        self.inference_count += batch_size
+        self.queue.add(queue_ns, request_count)
+        self.compute_input.add(compute_input, request_count)
+        self.compute_infer.add(compute_infer, request_count)
+        self.compute_output.add(compute_output, request_count)
+        batch = self.batch_stats.get(batch_size)
+        if batch is None:
+            batch = self.batch_stats[batch_size] = BatchStatistics()
+        batch.compute_input.add(compute_input)
+        batch.compute_infer.add(compute_infer)
+        batch.compute_output.add(compute_output)
