@@ -27,9 +27,7 @@ __all__ = [
     "parse_model_config",
 ]
 
-_PB_MODEL_CONFIG: type[Message] = message_factory.GetMessageClass(
-    ModelConfig.DESCRIPTOR
-)
+_PB_MODEL_CONFIG: type[Message] = message_factory.GetMessageClass(ModelConfig.DESCRIPTOR)
 
 # text_format.ParseError renders as "LINE:COL : 'LINE TEXT': MESSAGE" (the quoted
 # line text only for some errors); keep MESSAGE alone.
@@ -73,7 +71,8 @@ class ConfigParseError(ValueError):
             where = f"{source}:{line}"
         else:
             where = f"{source}:{line}:{column}"
-        super().__init__(f"{where}: {message}")
+        named = f" (field '{field}')" if field and field not in message else ""
+        super().__init__(f"{where}: {message}{named}")
 
     def __reduce__(self) -> tuple[object, ...]:
         return (
@@ -118,9 +117,7 @@ def parse_model_config(text: str, source: str) -> ModelConfig:
     except text_format.ParseError as exc:
         line, column = exc.GetLine(), exc.GetColumn()
         lines = text.splitlines()
-        line_text = (
-            lines[line - 1] if line is not None and 1 <= line <= len(lines) else None
-        )
+        line_text = lines[line - 1] if line is not None and 1 <= line <= len(lines) else None
         message = _strip_location(str(exc), line_text)
         field = _field_from_message(message) or _field_before(text, line, column)
         raise ConfigParseError(source, line, column, message, field) from None
@@ -166,9 +163,7 @@ def config_from_json(
                 data = data.decode("utf-8")
             json_format.Parse(data, pb)
     except UnicodeDecodeError as exc:
-        raise ConfigParseError(
-            source, None, None, f"config is not UTF-8: {exc}"
-        ) from None
+        raise ConfigParseError(source, None, None, f"config is not UTF-8: {exc}") from None
     except json_format.ParseError as exc:
         cause = exc.__cause__
         if isinstance(cause, json.JSONDecodeError):
@@ -176,9 +171,7 @@ def config_from_json(
             raise ConfigParseError(source, cause.lineno, cause.colno, message) from None
         # Drop protobuf's "\n Available Fields(except extensions): ..." tail.
         message = str(exc).split("\n", 1)[0]
-        raise ConfigParseError(
-            source, None, None, message, _field_from_message(message)
-        ) from None
+        raise ConfigParseError(source, None, None, message, _field_from_message(message)) from None
     return ModelConfig.parse(pb.SerializeToString())
 
 

@@ -33,6 +33,7 @@ from kernel.models import ModelVersion
 from kernel.options import ServerOptions
 from kernel.registry import BackendRegistry
 from kernel.repository import ModelRepository
+from kernel.shared_memory import SystemSharedMemory
 from kernel.statistics import FailureReason, ModelStatistics
 from kernel.tensors import config_type_to_datatype
 
@@ -110,6 +111,7 @@ class InferenceServer:
             backend_config=self.options.backend_config,
             drain_timeout=self.options.exit_timeout_secs,
         )
+        self.shared_memory = SystemSharedMemory()
         self.ports: dict[str, int] = {}
         """The bound port of each started frontend (``"http"``, ``"grpc"``, ``"metrics"``)."""
         self.live = False
@@ -143,6 +145,7 @@ class InferenceServer:
             # the manager's task ends after unloading every model
         with anyio.CancelScope(shield=True):
             await self.registry.finalize()
+        self.shared_memory.unregister_all()
         log.info("server stopped")
 
     def stop(self) -> None:

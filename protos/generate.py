@@ -43,9 +43,7 @@ ROOT = HERE.parent
 OUT = ROOT / "kernel" / "_proto"
 PROTOS = ("grpc_service.proto", "model_config.proto", "health.proto")
 PLUGIN_NAME = "protoc-gen-python_betterproto2"
-PLUGIN_OPTIONS = (
-    "client_generation=async,server_generation=async,google_protobuf_descriptors"
-)
+PLUGIN_OPTIONS = "client_generation=async,server_generation=async,google_protobuf_descriptors"
 
 ROOT_INIT = '''"""Code generated from ``protos/*.proto`` by ``python protos/generate.py``.
 
@@ -63,9 +61,7 @@ _GENERATED_TOP = (
     "google_proto_descriptor_pool",
 )
 _ABSOLUTE_IMPORT = re.compile(
-    r"^\s*(?:from|import)\s+(?:"
-    + "|".join(re.escape(name) for name in _GENERATED_TOP)
-    + r")\b",
+    r"^\s*(?:from|import)\s+(?:" + "|".join(re.escape(name) for name in _GENERATED_TOP) + r")\b",
     re.MULTILINE,
 )
 
@@ -111,9 +107,7 @@ def generate(dest: Path) -> None:
             f"--python_betterproto2_opt={PLUGIN_OPTIONS}",
             *(str(HERE / name) for name in PROTOS),
         ]
-        done = subprocess.run(
-            cmd, check=False, cwd=work, env=env, capture_output=True, text=True
-        )
+        done = subprocess.run(cmd, check=False, cwd=work, env=env, capture_output=True, text=True)
         if done.returncode != 0:
             sys.stderr.write(done.stdout + done.stderr)
             sys.exit(f"protoc failed with exit code {done.returncode}")
@@ -126,9 +120,7 @@ def generate(dest: Path) -> None:
                 text = ROOT_INIT
             bad = _ABSOLUTE_IMPORT.search(text)
             if bad is not None:
-                sys.exit(
-                    f"{rel}: absolute import of a generated module: {bad.group(0).strip()}"
-                )
+                sys.exit(f"{rel}: absolute import of a generated module: {bad.group(0).strip()}")
             target = dest / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(text.encode("utf-8"))
@@ -145,9 +137,7 @@ def _tree(base: Path) -> dict[str, bytes]:
 
 
 def _diff(new: dict[str, bytes], old: dict[str, bytes]) -> list[str]:
-    return sorted(
-        name for name in new.keys() | old.keys() if new.get(name) != old.get(name)
-    )
+    return sorted(name for name in new.keys() | old.keys() if new.get(name) != old.get(name))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -167,17 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     shown = OUT.relative_to(ROOT).as_posix()
     if args.check:
         if changed:
-            print(
-                f"{shown} is stale; run `python protos/generate.py`. Differing files:"
-            )
+            print(f"{shown} is stale; run `python protos/generate.py`. Differing files:")
             for name in changed:
-                state = (
-                    "missing"
-                    if name not in old
-                    else "extra"
-                    if name not in new
-                    else "differs"
-                )
+                state = "missing" if name not in old else "extra" if name not in new else "differs"
                 print(f"  {shown}/{name} ({state})")
             return 1
         print(f"{shown} is up to date")

@@ -150,10 +150,7 @@ def test_parse_realistic_config() -> None:
     assert config.platform == ""
 
     assert config.version_policy is not None
-    assert (
-        betterproto2.which_one_of(config.version_policy, "policy_choice")[0]
-        == "specific"
-    )
+    assert betterproto2.which_one_of(config.version_policy, "policy_choice")[0] == "specific"
     assert config.version_policy.specific is not None
     assert config.version_policy.specific.versions == [1, 3]
 
@@ -179,9 +176,7 @@ def test_parse_realistic_config() -> None:
     assert (cpu.kind, cpu.count, cpu.gpus) == (ModelInstanceGroupKind.CPU, 2, [])
     assert (gpu.kind, gpu.count, gpu.gpus) == (ModelInstanceGroupKind.GPU, 1, [0, 1])
 
-    assert (
-        betterproto2.which_one_of(config, "scheduling_choice")[0] == "dynamic_batching"
-    )
+    assert betterproto2.which_one_of(config, "scheduling_choice")[0] == "dynamic_batching"
     batching = config.dynamic_batching
     assert batching is not None
     assert batching.preferred_batch_size == [4, 8]
@@ -218,9 +213,7 @@ def test_parse_sequence_batching() -> None:
     assert sequence.oldest is not None and sequence.direct is None
     assert sequence.oldest.preferred_batch_size == [2, 4]
     start, corrid = sequence.control_input
-    assert (
-        start.control[0].kind is ModelSequenceBatchingControlKind.CONTROL_SEQUENCE_START
-    )
+    assert start.control[0].kind is ModelSequenceBatchingControlKind.CONTROL_SEQUENCE_START
     assert start.control[0].fp32_false_true == [0.0, 1.0]
     assert corrid.control[0].data_type is DataType.TYPE_UINT64
     (state,) = sequence.state
@@ -242,18 +235,14 @@ def test_parse_ensemble_and_version_policy() -> None:
     assert (first.model_name, first.model_version) == ("preprocess", -1)
     assert first.input_map == {"IN": "RAW"} and first.output_map == {"OUT": "pixels"}
     assert (second.model_name, second.model_version) == ("classifier", 2)
-    assert (
-        config.version_policy is not None and config.version_policy.latest is not None
-    )
+    assert config.version_policy is not None and config.version_policy.latest is not None
     assert config.version_policy.latest.num_versions == 2
     assert config.input[0].data_type is DataType.TYPE_STRING
 
 
 def test_empty_and_minimal_configs() -> None:
     assert parse_model_config("", SOURCE) == ModelConfig()
-    config = parse_model_config(
-        "dynamic_batching {}\nversion_policy { all {} }\n", SOURCE
-    )
+    config = parse_model_config("dynamic_batching {}\nversion_policy { all {} }\n", SOURCE)
     # Empty messages are present, not absent: "dynamic_batching {}" turns batching on.
     assert config.dynamic_batching is not None
     assert config.version_policy is not None and config.version_policy.all is not None
@@ -278,7 +267,7 @@ def test_error_bad_integer_names_file_line_column_and_field() -> None:
     error = _error('name: "add"\nmax_batch_size: x\n')
     assert (error.source, error.line, error.column) == (SOURCE, 2, 17)
     assert error.field == "max_batch_size"
-    assert str(error) == f"{SOURCE}:2:17: Couldn't parse integer: x"
+    assert str(error) == f"{SOURCE}:2:17: Couldn't parse integer: x (field 'max_batch_size')"
     assert isinstance(error, ValueError)
 
 
@@ -337,10 +326,7 @@ def test_json_uses_proto_field_names_and_triton_conventions() -> None:
     assert first["dims"] == ["3", "224", "224"]  # int64 as strings (proto3 JSON)
     assert data["instance_group"][0]["kind"] == "KIND_CPU"
     assert data["dynamic_batching"]["max_queue_delay_microseconds"] == "100"
-    assert (
-        data["dynamic_batching"]["priority_queue_policy"]["1"]["timeout_action"]
-        == "DELAY"
-    )
+    assert data["dynamic_batching"]["priority_queue_policy"]["1"]["timeout_action"] == "DELAY"
     assert data["version_policy"] == {"specific": {"versions": ["1", "3"]}}
     assert data["parameters"]["intra_op_thread_count"] == {"string_value": "2"}
     assert "sequence_batching" not in data  # unset sub-messages are left out
@@ -361,9 +347,7 @@ def test_config_from_json_accepts_camel_case_too() -> None:
     config = config_from_json(
         '{"name": "m", "maxBatchSize": 4, "input": [{"dataType": "TYPE_INT8"}]}'
     )
-    assert (
-        config.max_batch_size == 4 and config.input[0].data_type is DataType.TYPE_INT8
-    )
+    assert config.max_batch_size == 4 and config.input[0].data_type is DataType.TYPE_INT8
 
 
 def test_config_from_json_unknown_field() -> None:

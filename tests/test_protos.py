@@ -88,9 +88,7 @@ def test_inference_service_has_every_triton_rpc() -> None:
 
     mapping = Servicer().__mapping__()
     expected = {
-        f"/inference.GRPCInferenceService/{name}": getattr(
-            grpclib.const.Cardinality, kind
-        )
+        f"/inference.GRPCInferenceService/{name}": getattr(grpclib.const.Cardinality, kind)
         for name, kind in RPCS.items()
     }
     assert {path: handler.cardinality for path, handler in mapping.items()} == expected
@@ -156,9 +154,9 @@ def test_model_infer_request_bytes_match_c_protobuf() -> None:
     pb = _pb_class(ModelInferRequest).FromString(wire)
     assert pb.model_name == "simple" and pb.id == "req-7"
     assert pb.parameters["sequence_id"].int64_param == -42
-    assert pb.inputs[0].parameters["binary_data_size"].WhichOneof(
-        "parameter_choice"
-    ) == ("uint64_param")
+    assert pb.inputs[0].parameters["binary_data_size"].WhichOneof("parameter_choice") == (
+        "uint64_param"
+    )
     assert list(pb.inputs[1].contents.int64_contents) == [-1, 2**40]
     assert list(pb.inputs[2].contents.bytes_contents) == [b"ab", b""]
     assert list(pb.raw_input_contents) == [bytes(range(16)), b""]
@@ -187,9 +185,7 @@ def test_stream_response_round_trips_through_c_protobuf() -> None:
             id="req-7",
             parameters={"triton_final_response": InferParameter(bool_param=True)},
             outputs=[
-                ModelInferResponseInferOutputTensor(
-                    name="OUTPUT0", datatype="FP32", shape=[1, 4]
-                )
+                ModelInferResponseInferOutputTensor(name="OUTPUT0", datatype="FP32", shape=[1, 4])
             ],
             raw_output_contents=[b"\x00" * 16],
         )
@@ -201,10 +197,7 @@ def test_stream_response_round_trips_through_c_protobuf() -> None:
     assert pb.SerializeToString(deterministic=True) == wire
     assert ModelStreamInferResponse.parse(wire) == response
     error = ModelStreamInferResponse(error_message="boom")
-    assert (
-        _pb_class(ModelStreamInferResponse).FromString(bytes(error)).error_message
-        == "boom"
-    )
+    assert _pb_class(ModelStreamInferResponse).FromString(bytes(error)).error_message == "boom"
 
 
 def test_model_config_descriptor_and_enum_values() -> None:

@@ -1,0 +1,158 @@
+"""The ``kernel`` command: ``serve``, ``backends`` and ``check``.
+
+``kernel serve`` takes tritonserver's flags where the meaning is the same; a tritonserver flag it
+does not implement is refused by name rather than silently ignored. Heavy imports happen inside
+the command that needs them, so ``kernel --help`` starts fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+__all__ = ["main"]
+
+# tritonserver flags that have no meaning here, with the reason given to the user.
+_UNSUPPORTED = {
+    "--backend-directory": "backends are Python plugins found through entry points",
+    "--repoagent-directory": "repository agents are not supported",
+    "--pinned-memory-pool-byte-size": "there is no pinned memory pool (CPU only)",
+    "--cuda-memory-pool-byte-size": "there is no CUDA memory pool",
+    "--min-supported-compute-capability": "GPU selection is done by the backends",
+    "--rate-limit": "the rate limiter is not implemented",
+    "--rate-limit-resource": "the rate limiter is not implemented",
+    "--response-cache-byte-size": "the response cache is not implemented",
+    "--cache-config": "the response cache is not implemented",
+    "--trace-config": "tracing is not implemented",
+    "--trace-file": "tracing is not implemented",
+    "--model-load-thread-count": "models load concurrently on the event loop",
+    "--buffer-manager-thread-count": "there is no buffer manager",
+    "--host-policy": "host policies are not supported",
+    "--allow-sagemaker": "the SageMaker endpoint is not implemented",
+    "--allow-vertex-ai": "the Vertex AI endpoint is not implemented",
+    "--grpc-use-ssl": "TLS is not implemented: terminate TLS in front of the server",
+    "--http-thread-count": "HTTP runs on the event loop",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _bool(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got '{text}'")
+
+
+def _backend_config(text: str) -> tuple[str, str, str]:
+    name, _, setting = text.partition(",")
+    key, sep, value = setting.partition("=")
+    if not sep:
+        # tritonserver also allows a global "<setting>=<value>" without a backend name
+        key, sep, value = text.partition("=")
+        name = ""
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected <backend>,<setting>=<value>, got '{text}'")
+    return name, key, value
+
+
+def _build_parser() -> _Parser:
+    parser = _Parser(prog="kernel", description="A Triton-compatible inference server.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    serve = commands.add_parser("serve", help="serve model repositories over gRPC and HTTP")
+    serve.add_argument(
+        "--model-repository", "--model-store", action="append", default=[], metavar="PATH",
+        help="a model repository folder (repeatable); default: the bundled examples",
+    )
+    serve.add_argument("--model-control-mode", choices=["none", "poll", "explicit"], default="none")
+    serve.add_argument("--load-model", action="append", default=[], metavar="NAME",
+                       help="with explicit control: a model to load at start ('*' for all)")
+    serve.add_argument("--repository-poll-secs", type=float, default=15.0)
+    serve.add_argument("--http-address", "--host", dest="host", default="127.0.0.1",
+                       help="address every endpoint listens on (default: loopback)")
+    serve.add_argument("--grpc-address", dest="host")
+    serve.add_argument("--metrics-address", dest="host")
+    serve.add_argument("--http-port", type=int, default=8000)
+    serve.add_argument("--grpc-port", type=int, default=8001)
+    serve.add_argument("--metrics-port", type=int, default=8002)
+    serve.add_argument("--allow-http", type=_bool, default=True)
+    serve.add_argument("--allow-grpc", type=_bool, default=True)
+    serve.add_argument("--allow-metrics", type=_bool, default=True)
+    serve.add_argument("--strict-readiness", type=_bool, default=True)
+    serve.add_argument("--exit-timeout-secs", type=float, default=30.0)
+    serve.add_argument("--exit-on-error", type=_bool, default=False,
+                       help="exit when a model fails to load at start (tritonserver's default"
+                            " is true; here a failed model only makes itself unavailable)")
+    serve.add_argument("--log-verbose", type=int, default=0)
+    serve.add_argument("--log-info", type=_bool, default=True)
+    serve.add_argument("--backend-config", type=_backend_config, action="append", default=[],
+                       metavar="BACKEND,KEY=VALUE")
+    serve.add_argument("--disable-auto-complete-config", action="store_true")
+    serve.add_argument("--strict-model-config", type=_bool, default=False,
+                       help="true disables auto-complete (tritonserver's older flag)")
+    serve.add_argument("--server-name", default="triton",
+                       help="the name server metadata reports (clients check for 'triton')")
+    serve.add_argument("--http-max-input-size", type=int, default=64 * 1024 * 1024)
+    serve.add_argument("--grpc-max-message-size", type=int, default=2**31 - 1,
+                       dest="grpc_max_message_bytes")
+
+    commands.add_parser("backends", help="list the installed backends")
+
+    check = commands.add_parser("check", help="validate model repositories without serving")
+    check.add_argument("repositories", nargs="+", type=Path, metavar="REPO")
+    return parser
+
+
+def _refuse_unknown(args: Sequence[str]) -> None:
+    for arg in args:
+        flag = arg.split("=", 1)[0]
+        if flag in _UNSUPPORTED:
+            sys.exit(f"kernel serve: tritonserver flag {flag} is not supported: {_UNSUPPORTED[flag]}")
+    if args:
+        sys.exit(
+            f"kernel serve: unknown flag(s) {' '.join(args)}: kernel serve takes tritonserver's"
+            " flags where the meaning is the same (see kernel serve --help)"
+        )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the ``kernel`` console script."""
+    parser = _build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if args.command == "serve":
+        _refuse_unknown(unknown)
+        from kernel._serve import serve
+
+        sys.exit(serve(args))
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if args.command == "backends":
+        from kernel._serve import list_backends
+
+        sys.exit(list_backends())
+    if args.command == "check":
+        from kernel._serve import check
+
+        sys.exit(check(args.repositories))
+
+
+def configure_logging(verbose: int, info: bool = True) -> None:
+    """tritonserver-like log lines on stderr."""
+    level = logging.DEBUG if verbose > 0 else logging.INFO if info else logging.WARNING
+    logging.basicConfig(
+        level=level,
+        format="%(levelname).1s%(asctime)s.%(msecs)03d %(process)d %(name)s] %(message)s",
+        datefmt="%m%d %H:%M:%S",
+        stream=sys.stderr,
+    )

@@ -1,0 +1,128 @@
+"""Servers on free loopback ports, in a thread or in the current event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import anyio
+
+from kernel.options import ServerOptions
+from kernel.server import InferenceServer
+
+
+def test_options(repository: Path | str | list[Path | str], **overrides: Any) -> ServerOptions:
+    """Options for a test server: the given repositories, every endpoint on a free port."""
+    roots = repository if isinstance(repository, list) else [repository]
+    options = ServerOptions(
+        model_repositories=[Path(r) for r in roots],
+        host="127.0.0.1",
+        http_port=0,
+        grpc_port=0,
+        metrics_port=0,
+        exit_timeout_secs=10.0,
+    )
+    return replace(options, **overrides)
+
+
+@dataclass(frozen=True, slots=True)
+class RunningServer:
+    """Where a test server listens (``host:port`` strings, as tritonclient takes them)."""
+
+    server: InferenceServer
+
+    def _url(self, name: str) -> str:
+        port = self.server.ports.get(name)
+        if port is None:
+            raise RuntimeError(f"the {name} endpoint is disabled")
+        return f"{self.server.options.host}:{port}"
+
+    @property
+    def http_url(self) -> str:
+        return self._url("http")
+
+    @property
+    def grpc_url(self) -> str:
+        return self._url("grpc")
+
+    @property
+    def metrics_url(self) -> str:
+        return self._url("metrics")
+
+
+@contextlib.asynccontextmanager
+async def run_server(
+    repository: Path | str | list[Path | str], **overrides: Any
+) -> AsyncIterator[RunningServer]:
+    """Serve ``repository`` in the current event loop for the ``async with`` block."""
+    server = InferenceServer(test_options(repository, **overrides))
+    async with server.running():
+        yield RunningServer(server)
+
+
+class ServerThread:
+    """Serve ``repository`` from a background thread for the ``with`` block.
+
+    Startup errors are raised in the caller; the server is stopped (drained and finalized) on
+    exit, and the thread joined.
+    """
+
+    def __init__(self, repository: Path | str | list[Path | str], **overrides: Any) -> None:
+        self.options = test_options(repository, **overrides)
+        self.server = InferenceServer(self.options)
+        self._thread = threading.Thread(target=self._main, name="kernel-test-server", daemon=True)
+        self._started = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._error: BaseException | None = None
+
+    def _main(self) -> None:
+        try:
+            asyncio.run(self._serve())
+        except BaseException as exc:  # reported to the thread that waits in __enter__
+            self._error = exc
+        finally:
+            self._started.set()
+
+    async def _serve(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        async with anyio.create_task_group() as tg:
+            await tg.start(self.server.serve)
+            self._started.set()
+
+    def __enter__(self) -> RunningServer:
+        self._thread.start()
+        self._started.wait()
+        if self._error is not None:
+            raise self._error
+        return RunningServer(self.server)
+
+    def stop(self) -> None:
+        """Stop the server and wait for the thread (also done on leaving the ``with``)."""
+        loop = self._loop
+        if loop is not None and self._thread.is_alive():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self.server.stop)
+        self._thread.join(timeout=60)
+        if self._thread.is_alive():
+            raise RuntimeError("the test server did not stop within 60 s")
+
+    def call(self, fn: Any, *args: Any) -> Any:
+        """Run the coroutine function ``fn(*args)`` on the server's loop and return its result."""
+        assert self._loop is not None
+        return asyncio.run_coroutine_threadsafe(fn(*args), self._loop).result(timeout=120)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+        if self._error is not None and exc is None:
+            raise self._error

@@ -1,0 +1,1 @@
+"""Backends for the triton-kernel test suite (installed as a real distribution)."""
