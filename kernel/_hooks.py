@@ -37,5 +37,5 @@ async def call_hook(
         return await cast(Awaitable[T], fn(*args))
     result = await anyio.to_thread.run_sync(fn, *args, limiter=limiter)
     if inspect.isawaitable(result):
-        return cast(T, await result)
-    return cast(T, result)
+        return await result
+    return result

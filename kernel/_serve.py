@@ -6,6 +6,7 @@ import argparse
 import logging
 import signal
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import anyio
@@ -46,7 +47,7 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
     )
 
 
-def format_table(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+def format_table(headers: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
     """A tritonserver-style ``+---+`` table."""
     widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
     rule = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
@@ -147,7 +148,9 @@ def check(repositories: list[Path]) -> int:
             normalize_config(source.config, source.config_path, gpus=0)
             backend = backend_name(source.config, source.config_path)
             if backend != "ensemble" and backend not in installed:
-                problems.append(f"{name}: {BackendRegistry.missing_backend_message(backend, installed)}")
+                problems.append(
+                    f"{name}: {BackendRegistry.missing_backend_message(backend, installed)}"
+                )
             select_versions(source)
         except KernelError as exc:
             problems.append(f"{name}: {exc.message}")

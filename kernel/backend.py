@@ -147,7 +147,9 @@ class InstanceContext:
     logger: logging.Logger
     _times: list[int] = field(default_factory=list, repr=False)
 
-    def report_times(self, compute_input_ns: int, compute_infer_ns: int, compute_output_ns: int) -> None:
+    def report_times(
+        self, compute_input_ns: int, compute_infer_ns: int, compute_output_ns: int
+    ) -> None:
         """Report how the current batch's time split; otherwise all of it counts as infer."""
         self._times[:] = [compute_input_ns, compute_infer_ns, compute_output_ns]
 

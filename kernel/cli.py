@@ -72,15 +72,29 @@ def _build_parser() -> _Parser:
 
     serve = commands.add_parser("serve", help="serve model repositories over gRPC and HTTP")
     serve.add_argument(
-        "--model-repository", "--model-store", action="append", default=[], metavar="PATH",
+        "--model-repository",
+        "--model-store",
+        action="append",
+        default=[],
+        metavar="PATH",
         help="a model repository folder (repeatable); default: the bundled examples",
     )
     serve.add_argument("--model-control-mode", choices=["none", "poll", "explicit"], default="none")
-    serve.add_argument("--load-model", action="append", default=[], metavar="NAME",
-                       help="with explicit control: a model to load at start ('*' for all)")
+    serve.add_argument(
+        "--load-model",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="with explicit control: a model to load at start ('*' for all)",
+    )
     serve.add_argument("--repository-poll-secs", type=float, default=15.0)
-    serve.add_argument("--http-address", "--host", dest="host", default="127.0.0.1",
-                       help="address every endpoint listens on (default: loopback)")
+    serve.add_argument(
+        "--http-address",
+        "--host",
+        dest="host",
+        default="127.0.0.1",
+        help="address every endpoint listens on (default: loopback)",
+    )
     serve.add_argument("--grpc-address", dest="host")
     serve.add_argument("--metrics-address", dest="host")
     serve.add_argument("--http-port", type=int, default=8000)
@@ -91,21 +105,38 @@ def _build_parser() -> _Parser:
     serve.add_argument("--allow-metrics", type=_bool, default=True)
     serve.add_argument("--strict-readiness", type=_bool, default=True)
     serve.add_argument("--exit-timeout-secs", type=float, default=30.0)
-    serve.add_argument("--exit-on-error", type=_bool, default=False,
-                       help="exit when a model fails to load at start (tritonserver's default"
-                            " is true; here a failed model only makes itself unavailable)")
+    serve.add_argument(
+        "--exit-on-error",
+        type=_bool,
+        default=False,
+        help="exit when a model fails to load at start (tritonserver's default"
+        " is true; here a failed model only makes itself unavailable)",
+    )
     serve.add_argument("--log-verbose", type=int, default=0)
     serve.add_argument("--log-info", type=_bool, default=True)
-    serve.add_argument("--backend-config", type=_backend_config, action="append", default=[],
-                       metavar="BACKEND,KEY=VALUE")
+    serve.add_argument(
+        "--backend-config",
+        type=_backend_config,
+        action="append",
+        default=[],
+        metavar="BACKEND,KEY=VALUE",
+    )
     serve.add_argument("--disable-auto-complete-config", action="store_true")
-    serve.add_argument("--strict-model-config", type=_bool, default=False,
-                       help="true disables auto-complete (tritonserver's older flag)")
-    serve.add_argument("--server-name", default="triton",
-                       help="the name server metadata reports (clients check for 'triton')")
+    serve.add_argument(
+        "--strict-model-config",
+        type=_bool,
+        default=False,
+        help="true disables auto-complete (tritonserver's older flag)",
+    )
+    serve.add_argument(
+        "--server-name",
+        default="triton",
+        help="the name server metadata reports (clients check for 'triton')",
+    )
     serve.add_argument("--http-max-input-size", type=int, default=64 * 1024 * 1024)
-    serve.add_argument("--grpc-max-message-size", type=int, default=2**31 - 1,
-                       dest="grpc_max_message_bytes")
+    serve.add_argument(
+        "--grpc-max-message-size", type=int, default=2**31 - 1, dest="grpc_max_message_bytes"
+    )
 
     commands.add_parser("backends", help="list the installed backends")
 
@@ -118,7 +149,9 @@ def _refuse_unknown(args: Sequence[str]) -> None:
     for arg in args:
         flag = arg.split("=", 1)[0]
         if flag in _UNSUPPORTED:
-            sys.exit(f"kernel serve: tritonserver flag {flag} is not supported: {_UNSUPPORTED[flag]}")
+            sys.exit(
+                f"kernel serve: tritonserver flag {flag} is not supported: {_UNSUPPORTED[flag]}"
+            )
     if args:
         sys.exit(
             f"kernel serve: unknown flag(s) {' '.join(args)}: kernel serve takes tritonserver's"

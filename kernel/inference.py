@@ -10,6 +10,7 @@ never reaches the client.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import itertools
 import threading
@@ -91,10 +92,9 @@ class _ResponseChannel:
         if threading.get_ident() == self._loop_thread or self._loop is None:
             self._deliver(response)
         else:
-            try:
+            # A closed loop means nobody waits for this answer any more.
+            with contextlib.suppress(RuntimeError):
                 self._loop.call_soon_threadsafe(self._deliver, response)
-            except RuntimeError:  # the loop is closed: nobody is waiting any more
-                pass
 
     def _deliver(self, response: InferenceResponse) -> None:
         self._buffer.append(response)
@@ -104,10 +104,8 @@ class _ResponseChannel:
 
     def abandon(self, reason: str) -> None:
         """Close with an error unless a final response was already sent."""
-        try:
+        with contextlib.suppress(KernelError):
             self.push(InferenceResponse(error=KernelError(Status.INTERNAL, reason)), final=True)
-        except KernelError:
-            pass
 
     async def get(self) -> InferenceResponse:
         while not self._buffer:

@@ -21,7 +21,13 @@ from kernel.backend import ModelContext, ServerHandle
 from kernel.errors import KernelError, Status
 from kernel.models import ModelState, ModelVersion, SchedulerFactory
 from kernel.registry import BackendRegistry
-from kernel.repository import ModelRepository, ModelSource, backend_name, normalize_config, select_versions
+from kernel.repository import (
+    ModelRepository,
+    ModelSource,
+    backend_name,
+    normalize_config,
+    select_versions,
+)
 
 __all__ = ["ModelControlMode", "ModelIndexEntry", "ModelManager"]
 
@@ -56,6 +62,8 @@ class _Entry:
     reason: str = ""
     failed_versions: dict[int, str] = field(default_factory=dict)
     source: ModelSource | None = None
+    fingerprint: tuple[tuple[str, int, int], ...] | None = None
+    """The model folder's files at the last load attempt (poll mode reloads on a change)."""
 
 
 class ModelManager:
@@ -154,6 +162,8 @@ class ModelManager:
         entry = self._entry(name)
         async with entry.lock:
             try:
+                if not files:
+                    entry.fingerprint = self._fingerprint(name)
                 source = self.repository.read(name, config_override=config, files=dict(files or {}))
                 gpus = len(visible_gpus())
                 normalize_config(source.config, source.config_path, gpus=gpus)
@@ -196,7 +206,9 @@ class ModelManager:
                         error = KernelError.wrap(exc)
                         entry.failed_versions[number] = error.message
                         raise KernelError(
-                            error.status if error.status is not Status.INTERNAL else Status.UNAVAILABLE,
+                            error.status
+                            if error.status is not Status.INTERNAL
+                            else Status.UNAVAILABLE,
                             f"failed to load '{name}' version {number}: {error.message}",
                         ) from exc
                     started[number] = version
@@ -263,28 +275,32 @@ class ModelManager:
                 self.repository.release(name)
             log.info("unloaded '%s'", name)
 
+    def _fingerprint(self, name: str) -> tuple[tuple[str, int, int], ...] | None:
+        found, _ = self.repository.scan()
+        model_dir = found.get(name)
+        return None if model_dir is None else self.repository.fingerprint(model_dir)
+
     async def poll(self) -> None:
-        """One poll of the repositories: load new models, reload changed ones, unload gone ones."""
+        """One poll of the repositories: load new models, reload changed ones (a failed model
+        is retried only once its files change), unload the ones whose folder is gone."""
         found, problems = self.repository.scan()
-        for name in problems:
+        for name, reason in problems.items():
             entry = self._entry(name)
             if not entry.versions:
-                entry.state, entry.reason = ModelState.UNAVAILABLE, problems[name]
+                entry.state, entry.reason = ModelState.UNAVAILABLE, reason
         async with anyio.create_task_group() as tg:
             for name, model_dir in found.items():
-                entry = self._entries.get(name)
-                if entry is not None and entry.source is not None and entry.source.temporary:
+                if name in problems:
                     continue
-                if entry is None or entry.source is None:
-                    if entry is None or entry.state is not ModelState.UNAVAILABLE or entry.reason:
+                known = self._entries.get(name)
+                if known is None or known.fingerprint is None:
+                    if known is None or known.reason != "unloaded":
                         tg.start_soon(self._load_quietly, name)
-                    continue
-                if self.repository.fingerprint(model_dir) != entry.source.fingerprint:
+                elif self.repository.fingerprint(model_dir) != known.fingerprint:
                     tg.start_soon(self._load_quietly, name)
             for name, entry in list(self._entries.items()):
-                if name not in found and name not in problems and entry.versions:
-                    if entry.source is not None and entry.source.temporary:
-                        continue
+                temporary = entry.source is not None and entry.source.temporary
+                if name not in found and entry.versions and not temporary:
                     tg.start_soon(self.unload, name)
 
     # -- routing and reporting ----------------------------------------------------------------
@@ -297,7 +313,9 @@ class ModelManager:
         entry = self._entries.get(name)
         if entry is None or not entry.versions:
             if entry is None or entry.state is ModelState.UNKNOWN:
-                raise KernelError(Status.NOT_FOUND, f"Request for unknown model: '{name}' is not found")
+                raise KernelError(
+                    Status.NOT_FOUND, f"Request for unknown model: '{name}' is not found"
+                )
             raise KernelError(
                 Status.UNAVAILABLE,
                 f"Request for unknown model: '{name}' has no available versions",
@@ -348,7 +366,9 @@ class ModelManager:
             if entry.versions:
                 for number in sorted(entry.versions):
                     version = entry.versions[number]
-                    rows.append(ModelIndexEntry(name, str(number), version.state.value, version.reason))
+                    rows.append(
+                        ModelIndexEntry(name, str(number), version.state.value, version.reason)
+                    )
                 continue
             if ready_only:
                 continue

@@ -195,15 +195,17 @@ class ModelVersion:
             raise errors[0]
 
     async def _finalize(self, model: Model | None, ready: list[_Instance]) -> None:
-        for item in self.scheduler.close(
+        for queued in self.scheduler.close(
             KernelError(Status.UNAVAILABLE, f"model '{self.name}' is unloading")
         ):
-            item.fail(KernelError(Status.UNAVAILABLE, f"model '{self.name}' was unloaded"))
+            queued.fail(KernelError(Status.UNAVAILABLE, f"model '{self.name}' was unloaded"))
         for item in reversed(ready):
             try:
                 await call_hook(item.instance.finalize, default=ModelInstance.finalize)
             except Exception:
-                log.exception("instance '%s' of model '%s' failed to finalize", item.context.name, self.name)
+                log.exception(
+                    "instance '%s' of model '%s' failed to finalize", item.context.name, self.name
+                )
         if model is not None:
             try:
                 await call_hook(model.finalize, default=Model.finalize)
@@ -213,7 +215,9 @@ class ModelVersion:
     async def _drain(self) -> None:
         """Wait (up to the drain timeout) until every accepted request got its final answer."""
         with anyio.move_on_after(self.drain_timeout):
-            while self.in_flight or self.executing or self.scheduler.pending():
+            # Three counters changed from several places: polling them is simplest, and this
+            # only runs while a version unloads.
+            while self.in_flight or self.executing or self.scheduler.pending():  # noqa: ASYNC110
                 await anyio.sleep(0.005)
 
     async def _worker(self, item: _Instance) -> None:
@@ -242,7 +246,9 @@ class ModelVersion:
                 self._settle(batch, error)
                 times = context.take_reported_times() or (0, end - start, 0)
                 queue_ns = sum(start - r.enqueued_ns for r in batch)
-                self.stats.record_execution(sum(r.batch_size for r in batch), len(batch), times, queue_ns)
+                self.stats.record_execution(
+                    sum(r.batch_size for r in batch), len(batch), times, queue_ns
+                )
 
     def _settle(self, batch: list[InferenceRequest], error: KernelError | None) -> None:
         """Answer every request ``execute`` left unanswered (see the contract in backend.py)."""

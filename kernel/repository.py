@@ -115,7 +115,8 @@ class ModelRepository:
             found = models.get(name)
             if found is None:
                 raise KernelError(
-                    Status.NOT_FOUND, f"failed to load '{name}', failed to poll from model repository"
+                    Status.NOT_FOUND,
+                    f"failed to load '{name}', failed to poll from model repository",
                 )
             model_dir = found
         config_file = model_dir / CONFIG_FILE
@@ -239,7 +240,7 @@ def backend_name(config: ModelConfig, config_path: str) -> str:
     :raises KernelError: ``INVALID_ARG`` when neither is set or the platform is unknown.
     """
     if config.backend:
-        return config.backend
+        return str(config.backend)
     if config.platform == "ensemble":
         return "ensemble"
     if config.platform:

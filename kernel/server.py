@@ -92,7 +92,9 @@ def parse_version(version: str | int) -> int:
     try:
         return int(version)
     except ValueError:
-        raise KernelError(Status.INVALID_ARG, f"failed to parse model version '{version}'") from None
+        raise KernelError(
+            Status.INVALID_ARG, f"failed to parse model version '{version}'"
+        ) from None
 
 
 class InferenceServer:
@@ -217,19 +219,21 @@ class InferenceServer:
         chosen = self.route(name, version)
         config = chosen.config
         batch = (-1,) if config.max_batch_size > 0 else ()
-        versions = tuple(
-            str(v.version) for v in self.manager.loaded_versions() if v.name == name
-        )
+        versions = tuple(str(v.version) for v in self.manager.loaded_versions() if v.name == name)
         return ModelMetadata(
             name=name,
             versions=versions if parse_version(version) < 0 else (str(chosen.version),),
             platform=config.platform or config.backend,
             inputs=tuple(
-                TensorMetadata(t.name, config_type_to_datatype(t.data_type.name or ""), batch + tuple(t.dims))
+                TensorMetadata(
+                    t.name, config_type_to_datatype(t.data_type.name or ""), batch + tuple(t.dims)
+                )
                 for t in config.input
             ),
             outputs=tuple(
-                TensorMetadata(t.name, config_type_to_datatype(t.data_type.name or ""), batch + tuple(t.dims))
+                TensorMetadata(
+                    t.name, config_type_to_datatype(t.data_type.name or ""), batch + tuple(t.dims)
+                )
                 for t in config.output
             ),
         )
@@ -265,14 +269,18 @@ class InferenceServer:
             request.enqueued_ns = time.monotonic_ns()
             version.scheduler.enqueue(request)
         except KernelError as exc:
-            reason = FailureReason.REJECTED if exc.status is Status.UNAVAILABLE else FailureReason.OTHER
+            reason = (
+                FailureReason.REJECTED if exc.status is Status.UNAVAILABLE else FailureReason.OTHER
+            )
             version.stats.record_request(time.monotonic_ns() - request.arrival_ns, failed=reason)
             raise
         version.in_flight += 1
         return version
 
     @staticmethod
-    def _finish(version: ModelVersion, request: InferenceRequest, response: InferenceResponse) -> None:
+    def _finish(
+        version: ModelVersion, request: InferenceRequest, response: InferenceResponse
+    ) -> None:
         if request.requested_output_names and response.outputs:
             wanted = request.requested_output_names
             response.outputs = {k: v for k, v in response.outputs.items() if k in wanted}

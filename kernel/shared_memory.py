@@ -8,6 +8,7 @@ part, so a bad offset or size is refused with a clear error, never an out-of-bou
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import threading
@@ -60,7 +61,8 @@ class SystemSharedMemory:
         path = os.path.join(_SHM_DIR, key.lstrip("/"))
         if "/" in key.lstrip("/"):
             raise KernelError(
-                Status.INVALID_ARG, f"failed to register shared memory region '{name}': bad key '{key}'"
+                Status.INVALID_ARG,
+                f"failed to register shared memory region '{name}': bad key '{key}'",
             )
         with self._lock:
             if name in self._regions:
@@ -137,9 +139,7 @@ class SystemSharedMemory:
 
 
 def _close(mm: mmap.mmap) -> None:
-    try:
+    # A view still exported (a request in flight reads it) keeps the mapping alive; it is
+    # released when that view goes away.
+    with contextlib.suppress(BufferError):
         mm.close()
-    except BufferError:
-        # A view is still exported (a request in flight reads it); the mapping is released
-        # when that view goes away.
-        pass

@@ -108,7 +108,9 @@ def element_count(shape: tuple[int, ...] | list[int]) -> int:
     count = 1
     for dim in shape:
         if dim < 0:
-            raise KernelError(Status.INVALID_ARG, f"invalid shape {list(shape)}: negative dimension")
+            raise KernelError(
+                Status.INVALID_ARG, f"invalid shape {list(shape)}: negative dimension"
+            )
         count *= dim
         if count > 2**63 - 1:
             raise KernelError(
@@ -128,7 +130,9 @@ def serialize_bytes_tensor(array: npt.NDArray[Any]) -> bytes:
     return b"".join(parts)
 
 
-def deserialize_bytes_tensor(buffer: bytes | memoryview, count: int | None = None) -> list[bytes]:
+def deserialize_bytes_tensor(
+    buffer: bytes | bytearray | memoryview, count: int | None = None
+) -> list[bytes]:
     """Decode length-prefixed items; ``count`` (when given) must match the items found.
 
     :raises KernelError: ``INVALID_ARG`` when a length runs past the buffer or the count differs.
@@ -139,7 +143,9 @@ def deserialize_bytes_tensor(buffer: bytes | memoryview, count: int | None = Non
     unpack = struct.Struct("<I").unpack_from
     while offset < end:
         if offset + 4 > end:
-            raise KernelError(Status.INVALID_ARG, "BYTES tensor ends inside an item's length prefix")
+            raise KernelError(
+                Status.INVALID_ARG, "BYTES tensor ends inside an item's length prefix"
+            )
         (length,) = unpack(view, offset)
         offset += 4
         if offset + length > end:
@@ -190,4 +196,5 @@ def array_to_bytes(array: npt.NDArray[Any]) -> bytes | memoryview:
         array = array.astype(array.dtype.newbyteorder("<"))
     if not array.flags.c_contiguous:
         array = np.ascontiguousarray(array)
-    return memoryview(array.reshape(-1).view(np.uint8))
+    flat: Any = array.reshape(-1).view(np.uint8)
+    return memoryview(flat)

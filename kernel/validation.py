@@ -9,7 +9,7 @@ from kernel.errors import KernelError, Status
 from kernel.inference import InferenceRequest
 from kernel.tensors import config_type_to_datatype, datatype_of
 
-__all__ = ["TensorSpec", "RequestValidator"]
+__all__ = ["RequestValidator", "TensorSpec"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,7 +25,9 @@ class TensorSpec:
 
 
 def _shape_matches(shape: tuple[int, ...], dims: tuple[int, ...]) -> bool:
-    return len(shape) == len(dims) and all(d == -1 or d == s for s, d in zip(shape, dims, strict=True))
+    return len(shape) == len(dims) and all(
+        d == -1 or d == s for s, d in zip(shape, dims, strict=True)
+    )
 
 
 def _fmt(shape: tuple[int, ...]) -> str:
@@ -50,7 +52,9 @@ class RequestValidator:
             for t in config.input
         }
         self.outputs = {
-            t.name: TensorSpec(t.name, config_type_to_datatype(t.data_type.name or ""), tuple(t.dims))
+            t.name: TensorSpec(
+                t.name, config_type_to_datatype(t.data_type.name or ""), tuple(t.dims)
+            )
             for t in config.output
         }
         self.required = [s.name for s in self.inputs.values() if not s.optional]
@@ -79,7 +83,9 @@ class RequestValidator:
             if spec is None:
                 if name in self.implicit:
                     continue
-                raise self._error(request, f"unexpected inference input '{name}' for model '{model}'")
+                raise self._error(
+                    request, f"unexpected inference input '{name}' for model '{model}'"
+                )
             datatype = datatype_of(array)
             if datatype != spec.datatype:
                 raise self._error(
@@ -126,8 +132,7 @@ class RequestValidator:
             if batch_size < 1 or batch_size > self.max_batch_size:
                 raise self._error(
                     request,
-                    f"inference request batch-size must be <= {self.max_batch_size} for"
-                    f" '{model}'",
+                    f"inference request batch-size must be <= {self.max_batch_size} for '{model}'",
                 )
         else:
             batch_size = 1

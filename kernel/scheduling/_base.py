@@ -1,4 +1,4 @@
-"""What every scheduler offers the router (``enqueue``) and the instance workers (``next_batch``)."""
+"""What every scheduler offers the router (``enqueue``) and the workers (``next_batch``)."""
 
 from __future__ import annotations
 

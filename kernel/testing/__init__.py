@@ -11,5 +11,6 @@ from kernel.testing._server import RunningServer as RunningServer
 from kernel.testing._server import ServerThread as ServerThread
 from kernel.testing._server import run_server as run_server
 from kernel.testing._server import test_options as test_options
+from kernel.testing._server import write_model as write_model
 
-__all__ = ["RunningServer", "ServerThread", "run_server", "test_options"]
+__all__ = ["RunningServer", "ServerThread", "run_server", "test_options", "write_model"]

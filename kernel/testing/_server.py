@@ -126,3 +126,28 @@ class ServerThread:
         self.stop()
         if self._error is not None and exc is None:
             raise self._error
+
+
+def write_model(
+    repository: Path,
+    name: str,
+    config: str | None,
+    *,
+    versions: tuple[int, ...] = (1,),
+    files: dict[str, bytes] | None = None,
+) -> Path:
+    """Write a model folder: ``config.pbtxt`` (when given), version folders and files.
+
+    ``files`` maps paths inside the model folder (``"1/model.onnx"``) to contents.
+    """
+    model_dir = Path(repository) / name
+    model_dir.mkdir(parents=True, exist_ok=True)
+    if config is not None:
+        (model_dir / "config.pbtxt").write_text(config)
+    for version in versions:
+        (model_dir / str(version)).mkdir(exist_ok=True)
+    for relative, content in (files or {}).items():
+        target = model_dir / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(content)
+    return model_dir

@@ -22,7 +22,6 @@ import json
 import threading
 import time
 from collections.abc import Sequence
-
 from typing import Any
 
 import numpy as np
@@ -189,5 +188,3 @@ class TestInstance(ModelInstance):
             sender.send(final=True)
 
         threading.Thread(target=send_all, daemon=True).start()
-
-
