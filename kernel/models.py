@@ -73,7 +73,7 @@ class ModelVersion:
         self.executing = 0
         self.drain_timeout = drain_timeout
         self._scheduler_factory = scheduler_factory or (lambda _config: DirectScheduler())
-        self.scheduler: Scheduler = DirectScheduler()
+        self.scheduler: Scheduler = self._scheduler_factory(context.config)
         self.validator = RequestValidator(context.config)
         self._stop = anyio.Event()
         self.finished = anyio.Event()
@@ -107,8 +107,9 @@ class ModelVersion:
                     self.context.config = normalize_config(
                         completed, "<auto-completed config>", gpus=len(visible_gpus())
                     )
+                    self.scheduler.close(KernelError(Status.UNAVAILABLE, "replaced"))
+                    self.scheduler = self._scheduler_factory(self.context.config)
                 self.validator = RequestValidator(self.context.config)
-                self.scheduler = self._scheduler_factory(self.context.config)
                 await call_hook(model.initialize, default=Model.initialize)
                 model_initialized = True
                 self.instances = [

@@ -25,7 +25,10 @@ class DirectScheduler(Scheduler):
 
     async def next_batch(self) -> list[InferenceRequest]:
         while True:
-            request = await self._receive.receive()
+            try:
+                request = await self._receive.receive()
+            except (anyio.EndOfStream, anyio.ClosedResourceError):
+                await anyio.sleep_forever()  # closed: the worker waits to be cancelled
             if request.is_cancelled():
                 request.fail(KernelError(Status.CANCELLED, "request cancelled"))
                 continue
@@ -40,5 +43,8 @@ class DirectScheduler(Scheduler):
         while True:
             try:
                 queued.append(self._receive.receive_nowait())
-            except anyio.WouldBlock:
-                return queued
+            except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+                break
+        self._send.close()
+        self._receive.close()
+        return queued

@@ -1,0 +1,156 @@
+"""Triton's lifecycle order, parallel instance loading, instance groups and cleanup."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kernel import InferenceRequest
+from kernel.testing import run_server
+
+NO_ENDPOINTS = {"http_port": None, "grpc_port": None, "metrics_port": None}
+
+
+def _options(log: Path, backend: str = "kerneltest") -> dict[str, object]:
+    return {**NO_ENDPOINTS, "backend_config": {backend: {"lifecycle_log": str(log)}}}
+
+
+async def test_lifecycle_order(
+    repo: Path, tmp_path: Path, add_model: Callable[..., Path], kt_config: Callable[..., str]
+) -> None:
+    log = tmp_path / "events.log"
+    add_model(repo, "m", kt_config("addsub", count=2))
+    async with run_server(repo, **_options(log)) as srv:
+        assert srv.server.is_model_ready("m")
+    assert log.read_text().splitlines() == [
+        "backend.initialize kerneltest",
+        "model.initialize m 1",
+        "instance.initialize m_0_0 KIND_CPU",
+        "instance.initialize m_0_1 KIND_CPU",
+        "instance.finalize m_0_1",
+        "instance.finalize m_0_0",
+        "model.finalize m 1",
+        "backend.finalize",
+    ]
+
+
+async def test_backend_initializes_once_lazily_for_many_models(
+    repo: Path, tmp_path: Path, add_model: Callable[..., Path], kt_config: Callable[..., str]
+) -> None:
+    log = tmp_path / "events.log"
+    for name in ("a", "b", "c"):
+        add_model(repo, name, kt_config("identity"))
+    async with run_server(repo, **_options(log)):
+        pass
+    events = log.read_text().splitlines()
+    assert events.count("backend.initialize kerneltest") == 1
+    assert events[0] == "backend.initialize kerneltest"
+    assert events[-1] == "backend.finalize"
+
+
+async def _max_concurrent_initializations(
+    repo: Path, add_model: Callable[..., Path], kt_config: Callable[..., str], backend: str
+) -> int:
+    # Each instance sleeps 300 ms in initialize; count how many were initializing at once by
+    # sampling the thread pool from the loop while the model loads.
+    add_model(
+        repo,
+        "slow",
+        kt_config(backend=backend, count=4, parameters={"init_sleep_ms": "300"}),
+    )
+    import threading
+
+    peak = 0
+    done = asyncio.Event()
+
+    async def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            busy = sum(1 for t in threading.enumerate() if "AnyIO worker" in t.name and _busy(t))
+            peak = max(peak, busy)
+            await asyncio.sleep(0.02)
+
+    task = asyncio.create_task(sample())
+    async with run_server(repo, **NO_ENDPOINTS) as srv:
+        assert srv.server.is_model_ready("slow")
+        done.set()
+    await task
+    return peak
+
+
+def _busy(thread: object) -> bool:
+    import sys
+    import traceback
+
+    frame = sys._current_frames().get(getattr(thread, "ident", -1))
+    return frame is not None and any(
+        "kernel_test_backends" in f.filename for f in traceback.extract_stack(frame)
+    )
+
+
+async def test_parallel_instance_loading_runs_initializations_concurrently(
+    repo: Path, add_model: Callable[..., Path], kt_config: Callable[..., str]
+) -> None:
+    assert await _max_concurrent_initializations(repo, add_model, kt_config, "kerneltest_parallel") >= 3
+
+
+async def test_without_parallel_loading_instances_initialize_one_at_a_time(
+    repo: Path, add_model: Callable[..., Path], kt_config: Callable[..., str]
+) -> None:
+    assert await _max_concurrent_initializations(repo, add_model, kt_config, "kerneltest") == 1
+
+
+async def test_instances_execute_concurrently_one_batch_each(
+    repo: Path, add_model: Callable[..., Path], kt_config: Callable[..., str]
+) -> None:
+    add_model(repo, "sleepy", kt_config("sleep", count=2, parameters={"sleep_ms": "200"}))
+    async with run_server(repo, **NO_ENDPOINTS) as srv:
+        a = np.ones((1, 4), np.float32)
+        results = await asyncio.gather(
+            *(srv.server.infer_once(InferenceRequest("sleepy", {"INPUT0": a, "INPUT1": a}))
+              for _ in range(4))
+        )
+        assert all(r.error is None for r in results)
+        stats = srv.server.model_statistics("sleepy")[0]
+        for _ in range(100):  # statistics are recorded just after the answers go out
+            if stats.execution_count == 4:
+                break
+            await asyncio.sleep(0.01)
+        assert stats.execution_count == 4
+        assert stats.inference_count == 4
+        assert set(stats.batch_stats) == {1}
+
+
+async def test_kind_gpu_without_gpu_fails_the_model_clearly(
+    repo: Path, add_model: Callable[..., Path], kt_config: Callable[..., str]
+) -> None:
+    add_model(repo, "gpu", kt_config(kind="KIND_GPU"))
+    add_model(repo, "cpu", kt_config())
+    async with run_server(repo, **NO_ENDPOINTS) as srv:
+        rows = {r.name: r for r in srv.server.repository_index()}
+        assert rows["gpu"].state == "UNAVAILABLE"
+        assert "asks for KIND_GPU, but no GPU is usable" in rows["gpu"].reason
+        assert rows["cpu"].state == "READY"
+
+
+@pytest.mark.parametrize("backend", ["kerneltest", "kerneltest_parallel"])
+async def test_failed_instance_finalizes_what_was_initialized(
+    repo: Path, tmp_path: Path, add_model: Callable[..., Path], kt_config: Callable[..., str],
+    backend: str,
+) -> None:
+    log = tmp_path / "events.log"
+    add_model(
+        repo, "bad", kt_config(backend=backend, count=2, parameters={"fail_instance_init": "1"})
+    )
+    async with run_server(repo, **_options(log, backend)) as srv:
+        row = srv.server.repository_index()[0]
+        assert row.state == "UNAVAILABLE"
+        assert "refuses to initialize" in row.reason
+    events = log.read_text().splitlines()
+    assert "model.initialize bad 1" in events
+    assert "model.finalize bad 1" in events
+    assert not any(e.startswith("instance.initialize") for e in events)
