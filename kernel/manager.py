@@ -247,16 +247,10 @@ class ModelManager:
     async def unload(self, name: str) -> None:
         """Unload every version of ``name``; returns once they finalized.
 
-        :raises KernelError: ``NOT_FOUND`` (Triton: ``INVALID_ARG``) for a model never seen.
+        Unloading a model that is not loaded, or not known at all, succeeds (as in Triton).
         """
         entry = self._entries.get(name)
         if entry is None:
-            found, _ = self.repository.scan()
-            if name not in found:
-                raise KernelError(
-                    Status.INVALID_ARG,
-                    f"failed to unload '{name}', no version is available",
-                )
             return
         async with entry.lock:
             versions = list(entry.versions.values())
@@ -317,7 +311,7 @@ class ModelManager:
                     Status.NOT_FOUND, f"Request for unknown model: '{name}' is not found"
                 )
             raise KernelError(
-                Status.UNAVAILABLE,
+                Status.NOT_FOUND,
                 f"Request for unknown model: '{name}' has no available versions",
             )
         if version < 0:

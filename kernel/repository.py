@@ -139,6 +139,7 @@ class ModelRepository:
                 f" its folder '{name}'",
             )
         config.name = name
+        _autofill_platform(config, model_dir)
         return ModelSource(
             name=name,
             model_dir=model_dir,
@@ -181,6 +182,24 @@ class ModelRepository:
         """Delete every temporary model folder."""
         for name in list(self._temporary):
             self.release(name)
+
+
+DEFAULT_MODEL_FILES = {".onnx": "onnxruntime_onnx", ".pt": "pytorch_libtorch"}
+"""Triton's autofill of backend fields: a config naming no backend or platform is served by the
+platform whose model file (``model.onnx``/``model.pt`` or ``default_model_filename``) a version
+folder holds -- so a folder with only ``1/model.onnx`` loads."""
+
+
+def _autofill_platform(config: ModelConfig, model_dir: Path) -> None:
+    if config.backend or config.platform:
+        return
+    for suffix, platform in DEFAULT_MODEL_FILES.items():
+        filename = config.default_model_filename or f"model{suffix}"
+        if filename.endswith(suffix) and any(
+            (v / filename).exists() for v in model_dir.iterdir() if v.name.isdigit()
+        ):
+            config.platform = platform
+            return
 
 
 def _parse_text(text: str, source: str) -> ModelConfig:

@@ -90,11 +90,20 @@ def parse_version(version: str | int) -> int:
     if version == "":
         return -1
     try:
-        return int(version)
+        number = int(version)
     except ValueError:
         raise KernelError(
-            Status.INVALID_ARG, f"failed to parse model version '{version}'"
+            Status.INVALID_ARG,
+            f"failed to get model version from specified version string '{version}' (details:"
+            " stol), version should be an integral value > 0",
         ) from None
+    if number < 0:
+        raise KernelError(
+            Status.INVALID_ARG,
+            f"invalid model version specified '{version}' , version should be an integral"
+            " value > 0",
+        )
+    return number
 
 
 class InferenceServer:
@@ -129,6 +138,7 @@ class InferenceServer:
         async with anyio.create_task_group() as tg:
             await tg.start(self.manager.run)
             self.live = True
+            polling = anyio.CancelScope()
             try:
                 await self._start_frontends()
                 await self.manager.load_startup(
@@ -136,12 +146,13 @@ class InferenceServer:
                 )
                 self.started = True
                 if self.options.model_control_mode is ModelControlMode.POLL:
-                    tg.start_soon(self._poll_repository)
+                    tg.start_soon(self._poll_repository, polling)
                 task_status.started()
                 await self._stop.wait()
             finally:
                 with anyio.CancelScope(shield=True):
                     self.live = False
+                    polling.cancel()
                     await self._stop_frontends()
                     self.manager.close()
             # the manager's task ends after unloading every model
@@ -164,13 +175,14 @@ class InferenceServer:
             finally:
                 self.stop()
 
-    async def _poll_repository(self) -> None:
-        while True:
-            await anyio.sleep(self.options.repository_poll_secs)
-            try:
-                await self.manager.poll()
-            except KernelError as exc:
-                log.error("repository poll failed: %s", exc.message)
+    async def _poll_repository(self, scope: anyio.CancelScope) -> None:
+        with scope:
+            while True:
+                await anyio.sleep(self.options.repository_poll_secs)
+                try:
+                    await self.manager.poll()
+                except KernelError as exc:
+                    log.error("repository poll failed: %s", exc.message)
 
     async def _start_frontends(self) -> None:
         wanted = {
@@ -243,10 +255,17 @@ class InferenceServer:
         if not name:
             return [v.stats for v in self.manager.loaded_versions()]
         number = parse_version(version)
+        versions = [v for v in self.manager.loaded_versions() if v.name == name]
+        if not versions:
+            raise KernelError(Status.INVALID_ARG, f"requested model '{name}' is not available")
         if number >= 0:
-            return [self.route(name, number).stats]
-        self.route(name)  # raises for an unknown model
-        return [v.stats for v in self.manager.loaded_versions() if v.name == name]
+            versions = [v for v in versions if v.version == number]
+            if not versions:
+                raise KernelError(
+                    Status.INVALID_ARG,
+                    f"requested model version is not available for model '{name}'",
+                )
+        return [v.stats for v in versions]
 
     def repository_index(self, *, ready_only: bool = False) -> list[ModelIndexEntry]:
         return self.manager.index(ready_only=ready_only)

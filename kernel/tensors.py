@@ -131,9 +131,17 @@ def serialize_bytes_tensor(array: npt.NDArray[Any]) -> bytes:
 
 
 def deserialize_bytes_tensor(
-    buffer: bytes | bytearray | memoryview, count: int | None = None
+    buffer: bytes | bytearray | memoryview,
+    count: int | None = None,
+    *,
+    input_name: str = "",
+    model_name: str = "",
+    request_id: str = "",
 ) -> list[bytes]:
     """Decode length-prefixed items; ``count`` (when given) must match the items found.
+
+    With ``input_name`` (and ``model_name``, ``request_id``) a truncated buffer is reported in
+    Triton's words for a request input, which clients may match on.
 
     :raises KernelError: ``INVALID_ARG`` when a length runs past the buffer or the count differs.
     """
@@ -143,12 +151,26 @@ def deserialize_bytes_tensor(
     unpack = struct.Struct("<I").unpack_from
     while offset < end:
         if offset + 4 > end:
+            if input_name:
+                raise KernelError(
+                    Status.INVALID_ARG,
+                    f"[request id: {request_id or '<id_unknown>'}] incomplete string length"
+                    f" indicator for inference input '{input_name}' for model '{model_name}',"
+                    f" expecting 4 bytes but only {end - offset} bytes available. Please make"
+                    " sure the string length indicator is in one buffer.",
+                )
             raise KernelError(
                 Status.INVALID_ARG, "BYTES tensor ends inside an item's length prefix"
             )
         (length,) = unpack(view, offset)
         offset += 4
         if offset + length > end:
+            if input_name:
+                raise KernelError(
+                    Status.INVALID_ARG,
+                    f"incomplete string data for inference input '{input_name}', expecting"
+                    f" string of length {length} but only {end - offset} bytes available",
+                )
             raise KernelError(
                 Status.INVALID_ARG,
                 f"BYTES tensor item of {length} bytes runs past the end of the tensor data",

@@ -34,6 +34,21 @@ def _fmt(shape: tuple[int, ...]) -> str:
     return "[" + ",".join(str(d) for d in shape) + "]"
 
 
+def _names(names: list[str]) -> str:
+    # Triton's rendering, including its "]" for an empty list (it drops the opening bracket
+    # along with the trailing comma it expected to find).
+    text = "[" + "".join(f"'{n}'," for n in names)
+    return text[:-1] + "]"
+
+
+_BATCH_NOTE = (
+    "NOTE: Setting a non-zero max_batch_size in the model config requires a batch dimension to"
+    " be prepended to each input shape. If you want to specify the full shape including the"
+    " batch dim in your input dims config, try setting max_batch_size to zero. See the model"
+    " configuration docs for more info on max_batch_size."
+)
+
+
 class RequestValidator:
     """Validates requests for one model version; built once per load from its config."""
 
@@ -73,18 +88,43 @@ class RequestValidator:
     def validate(self, request: InferenceRequest) -> int:
         """Check names, datatypes and shapes; apply ``reshape``; return the batch size.
 
+        The checks run in Triton's order (requested outputs, input count, then each input), so
+        a request with several problems gets the message Triton gives.
+
         :raises KernelError: ``INVALID_ARG`` with Triton's message for the first problem.
         """
         model = self.model_name
-        batch_size = 0
         given = request.inputs
+        if self.outputs:
+            for name in request.requested_output_names:
+                if name not in self.outputs:
+                    raise KernelError(
+                        Status.INVALID_ARG,
+                        f"unexpected inference output '{name}' for model '{model}'",
+                    )
+        present = [n for n in given if n not in self.implicit]
+        if len(present) > len(self.inputs) or len(present) < len(self.required):
+            missing = [n for n in self.required if n not in given]
+            if len(self.required) == len(self.inputs):
+                expected = f"expected {len(self.inputs)} inputs"
+            else:
+                expected = (
+                    f"expected number of inputs between {len(self.required)} and {len(self.inputs)}"
+                )
+            raise self._error(
+                request,
+                f"{expected} but got {len(present)} inputs for model '{model}'. Got input(s)"
+                f" {_names(present)}, but missing required input(s) {_names(missing)}."
+                " Please provide all required input(s).",
+            )
+        batch_size = 0
         for name, array in given.items():
             spec = self.inputs.get(name)
             if spec is None:
                 if name in self.implicit:
                     continue
-                raise self._error(
-                    request, f"unexpected inference input '{name}' for model '{model}'"
+                raise KernelError(
+                    Status.INVALID_ARG, f"unexpected inference input '{name}' for model '{model}'"
                 )
             datatype = datatype_of(array)
             if datatype != spec.datatype:
@@ -98,7 +138,8 @@ class RequestValidator:
                 if not shape:
                     raise self._error(
                         request,
-                        f"input '{name}' for model '{model}' has no batch dimension",
+                        f"input '{name}' has no shape but model requires batch dimension for"
+                        f" '{model}'",
                     )
                 this_batch, shape = shape[0], shape[1:]
                 if batch_size == 0:
@@ -109,25 +150,16 @@ class RequestValidator:
                         f"input '{name}' batch size does not match other inputs for '{model}'",
                     )
             if not spec.ragged and not _shape_matches(shape, spec.dims):
-                expected = ((-1,) if self.max_batch_size > 0 else ()) + spec.dims
-                got = tuple(array.shape)
+                expected_shape = ((-1,) if self.max_batch_size > 0 else ()) + spec.dims
                 raise self._error(
                     request,
                     f"unexpected shape for input '{name}' for model '{model}'. Expected"
-                    f" {_fmt(expected)}, got {_fmt(got)}. ",
+                    f" {_fmt(expected_shape)}, got {_fmt(tuple(array.shape))}. "
+                    + (_BATCH_NOTE if self.max_batch_size > 0 else ""),
                 )
             if spec.reshape is not None:
                 lead = tuple(array.shape[:1]) if self.max_batch_size > 0 else ()
                 given[name] = array.reshape(lead + spec.reshape)
-        missing = [n for n in self.required if n not in given]
-        if missing:
-            present = [n for n in given if n not in self.implicit]
-            raise self._error(
-                request,
-                f"expected {len(self.required)} inputs but got {len(present)} inputs for model"
-                f" '{model}'. Got input(s) {present}, but missing required input(s) {missing}."
-                " Please provide all required input(s).",
-            )
         if self.max_batch_size > 0:
             if batch_size < 1 or batch_size > self.max_batch_size:
                 raise self._error(
@@ -136,10 +168,4 @@ class RequestValidator:
                 )
         else:
             batch_size = 1
-        if self.outputs:
-            for name in request.requested_output_names:
-                if name not in self.outputs:
-                    raise self._error(
-                        request, f"unexpected inference output '{name}' for model '{model}'"
-                    )
         return batch_size

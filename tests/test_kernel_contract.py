@@ -62,7 +62,11 @@ def _pair() -> dict[str, np.ndarray]:
     ],
 )
 async def test_unanswered_or_raising_execute_gets_one_error(
-    repo: Path, add_model: Callable[..., Path], kt_config: Callable[..., str], behaviour: str, message: str
+    repo: Path,
+    add_model: Callable[..., Path],
+    kt_config: Callable[..., str],
+    behaviour: str,
+    message: str,
 ) -> None:
     add_model(repo, "m", kt_config(behaviour))
     async with run_server(repo, **NO_ENDPOINTS) as srv:

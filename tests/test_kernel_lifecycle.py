@@ -95,7 +95,10 @@ def _busy(thread: object) -> bool:
 async def test_parallel_instance_loading_runs_initializations_concurrently(
     repo: Path, add_model: Callable[..., Path], kt_config: Callable[..., str]
 ) -> None:
-    assert await _max_concurrent_initializations(repo, add_model, kt_config, "kerneltest_parallel") >= 3
+    assert (
+        await _max_concurrent_initializations(repo, add_model, kt_config, "kerneltest_parallel")
+        >= 3
+    )
 
 
 async def test_without_parallel_loading_instances_initialize_one_at_a_time(
@@ -111,8 +114,10 @@ async def test_instances_execute_concurrently_one_batch_each(
     async with run_server(repo, **NO_ENDPOINTS) as srv:
         a = np.ones((1, 4), np.float32)
         results = await asyncio.gather(
-            *(srv.server.infer_once(InferenceRequest("sleepy", {"INPUT0": a, "INPUT1": a}))
-              for _ in range(4))
+            *(
+                srv.server.infer_once(InferenceRequest("sleepy", {"INPUT0": a, "INPUT1": a}))
+                for _ in range(4)
+            )
         )
         assert all(r.error is None for r in results)
         stats = srv.server.model_statistics("sleepy")[0]
@@ -139,7 +144,10 @@ async def test_kind_gpu_without_gpu_fails_the_model_clearly(
 
 @pytest.mark.parametrize("backend", ["kerneltest", "kerneltest_parallel"])
 async def test_failed_instance_finalizes_what_was_initialized(
-    repo: Path, tmp_path: Path, add_model: Callable[..., Path], kt_config: Callable[..., str],
+    repo: Path,
+    tmp_path: Path,
+    add_model: Callable[..., Path],
+    kt_config: Callable[..., str],
     backend: str,
 ) -> None:
     log = tmp_path / "events.log"
