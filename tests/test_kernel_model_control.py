@@ -148,7 +148,7 @@ async def test_failed_reload_keeps_the_old_version_serving(
     add_model(repo, "m", kt_config("addsub"))
     async with run_server(repo, **NO_ENDPOINTS) as srv:
         (repo / "m" / "config.pbtxt").write_text("max_batch_size: oops")
-        with pytest.raises(KernelError, match="config.pbtxt:1:17"):
+        with pytest.raises(KernelError, match=r"config\.pbtxt:1:17"):
             await srv.server.load_model("m")
         assert srv.server.is_model_ready("m")
         response = await srv.server.infer_once(InferenceRequest("m", _pair()))
