@@ -270,12 +270,26 @@ class InferenceServer:
     def repository_index(self, *, ready_only: bool = False) -> list[ModelIndexEntry]:
         return self.manager.index(ready_only=ready_only)
 
+    def _check_model_control(self) -> None:
+        if self.options.model_control_mode is not ModelControlMode.EXPLICIT:
+            raise KernelError(
+                Status.UNAVAILABLE,
+                "explicit model load / unload is not allowed if polling is enabled",
+            )
+
     async def load_model(
         self, name: str, config: str | None = None, files: Mapping[str, bytes] | None = None
     ) -> None:
+        """Load or reload a model (the repository API; explicit control mode only).
+
+        :raises KernelError: ``UNAVAILABLE`` outside explicit mode, else why the load failed.
+        """
+        self._check_model_control()
         await self.manager.load(name, config, files)
 
     async def unload_model(self, name: str) -> None:
+        """Unload a model (the repository API; explicit control mode only)."""
+        self._check_model_control()
         await self.manager.unload(name)
 
     # -- inference ------------------------------------------------------------------------------

@@ -57,6 +57,19 @@ async def test_explicit_mode_loads_only_what_is_asked(
         assert server.repository_index(ready_only=True)[0].name == "b"
 
 
+async def test_load_and_unload_need_explicit_mode(
+    repo: Path, add_model: Callable[..., Path], kt_config: Callable[..., str]
+) -> None:
+    add_model(repo, "a", kt_config())
+    async with run_server(repo, **NO_ENDPOINTS) as srv:
+        for call in (srv.server.load_model("a"), srv.server.unload_model("a")):
+            with pytest.raises(KernelError) as info:
+                await call
+            assert info.value.status is Status.UNAVAILABLE
+            assert "explicit model load / unload is not allowed" in info.value.message
+        assert srv.server.is_model_ready("a")
+
+
 async def test_explicit_mode_star_loads_everything(
     repo: Path, add_model: Callable[..., Path], kt_config: Callable[..., str]
 ) -> None:
@@ -146,7 +159,12 @@ async def test_failed_reload_keeps_the_old_version_serving(
     repo: Path, add_model: Callable[..., Path], kt_config: Callable[..., str]
 ) -> None:
     add_model(repo, "m", kt_config("addsub"))
-    async with run_server(repo, **NO_ENDPOINTS) as srv:
+    options = {
+        **NO_ENDPOINTS,
+        "model_control_mode": ModelControlMode.EXPLICIT,
+        "load_models": ["m"],
+    }
+    async with run_server(repo, **options) as srv:
         (repo / "m" / "config.pbtxt").write_text("max_batch_size: oops")
         with pytest.raises(KernelError, match=r"config\.pbtxt:1:17"):
             await srv.server.load_model("m")
