@@ -1,0 +1,274 @@
+"""The ``onnxruntime`` backend: the kernel's Backend, Model and ModelInstance for ONNX models.
+
+One ONNX Runtime session per instance, as Triton does. ``execute`` is a plain ``def``: the
+kernel runs it in a worker thread and ``session.run`` releases the GIL, so instances of a model
+compute on separate cores.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort  # type: ignore[import-untyped, unused-ignore]
+
+from kernel import (
+    Backend,
+    BackendAttributes,
+    BackendContext,
+    InferenceRequest,
+    InstanceContext,
+    KernelError,
+    Model,
+    ModelConfig,
+    ModelContext,
+    ModelInstance,
+    Status,
+)
+from triton_backend_onnx._session import inspection_session, model_path, open_session
+from triton_backend_onnx._settings import SessionSettings, read_settings
+from triton_backend_onnx._signature import (
+    DEFAULT_MAX_BATCH_SIZE,
+    ModelSignature,
+    auto_complete,
+    check_config,
+)
+from triton_backend_onnx._tensors import bytes_to_str, format_shape, str_to_bytes
+
+__all__ = ["OnnxRuntimeBackend", "OnnxRuntimeInstance", "OnnxRuntimeModel"]
+
+
+class OnnxRuntimeBackend(Backend):
+    """Serves ``backend: "onnxruntime"`` / ``platform: "onnxruntime_onnx"`` models.
+
+    Backend config (``--backend-config=onnxruntime,<key>=<value>``): ``default-max-batch-size``
+    (default 4), the ``max_batch_size`` auto-complete gives a model that can batch.
+    """
+
+    attributes: ClassVar[BackendAttributes] = BackendAttributes(parallel_instance_loading=True)
+
+    def __init__(self) -> None:
+        self.default_max_batch_size = DEFAULT_MAX_BATCH_SIZE
+        self.log_lock = threading.Lock()
+
+    def initialize(self, context: BackendContext) -> None:
+        value = context.config.get("default-max-batch-size")
+        if value is not None:
+            try:
+                self.default_max_batch_size = int(value)
+            except ValueError:
+                raise KernelError(
+                    Status.INVALID_ARG,
+                    f"backend config 'default-max-batch-size' has the invalid value '{value}'"
+                    " (expected an integer)",
+                ) from None
+        context.logger.info("onnxruntime %s (%s)", ort.__version__, ort.get_device())
+
+    def create_model(self, context: ModelContext) -> OnnxRuntimeModel:
+        return OnnxRuntimeModel(context, self)
+
+
+class OnnxRuntimeModel(Model):
+    """One version of an ONNX model: its file, its settings, its signature."""
+
+    def __init__(self, context: ModelContext, backend: OnnxRuntimeBackend) -> None:
+        super().__init__(context)
+        self.backend = backend
+        self.path: Path | None = None
+        self.settings = SessionSettings()
+
+    def auto_complete_config(self, config: ModelConfig) -> ModelConfig:
+        """Fill missing inputs/outputs and batching from the model file (Triton's rules)."""
+        if (config.input or config.batch_input) and config.output:
+            return config
+        session = inspection_session(model_path(self.context), config.name)
+        return auto_complete(
+            config, ModelSignature.of(session), self.backend.default_max_batch_size
+        )
+
+    def initialize(self) -> None:
+        self.settings = read_settings(self.context.config)
+        self.path = model_path(self.context)
+
+    def create_instance(self, context: InstanceContext) -> OnnxRuntimeInstance:
+        return OnnxRuntimeInstance(context, self)
+
+
+@dataclass(frozen=True, slots=True)
+class _OutputPlan:
+    name: str
+    dims: tuple[int, ...] | None
+    """The config's dims to give the model's output (reshape or scalar), else ``None``."""
+
+
+class OnnxRuntimeInstance(ModelInstance):
+    """One session; runs each batch as one ``session.run``."""
+
+    def __init__(self, context: InstanceContext, model: OnnxRuntimeModel) -> None:
+        super().__init__(context)
+        self.model = model
+        self.session: Any = None
+        self.run_options: ort.RunOptions | None = None
+        self.batching = False
+        self.scalar_inputs: frozenset[str] = frozenset()
+        self.outputs: list[_OutputPlan] = []
+        self.string_outputs: frozenset[str] = frozenset()
+
+    def initialize(self) -> None:
+        ctx, model = self.context, self.model
+        config = ctx.model.config
+        assert model.path is not None, "the model initializes before its instances"
+        self.session = open_session(
+            model.path,
+            model.settings,
+            model=config.name,
+            instance=ctx.name,
+            kind=ctx.kind,
+            device_id=ctx.device_id,
+            log_lock=model.backend.log_lock,
+        )
+        signature = ModelSignature.of(self.session)
+        check_config(config, signature, _implicit_inputs(config))
+        self.run_options = model.settings.run_options()
+        self.batching = config.max_batch_size > 0
+        self.scalar_inputs = frozenset(n for n, t in signature.inputs.items() if t.dims == ())
+        self.outputs = [
+            _OutputPlan(o.name, _output_dims(o.dims, o.reshape is not None, signature, o.name))
+            for o in config.output
+        ]
+        self.string_outputs = frozenset(
+            o.name for o in config.output if o.data_type.name == "TYPE_STRING"
+        )
+        ctx.logger.info(
+            "instance '%s' of model '%s' runs on %s",
+            ctx.name,
+            config.name,
+            self.session.get_providers()[0],
+        )
+
+    def finalize(self) -> None:
+        self.session = None  # ONNX Runtime frees the session's memory with its last reference
+
+    def execute(self, requests: Sequence[InferenceRequest]) -> None:
+        """Run the batch; a model without batching runs its requests one by one."""
+        groups = [list(requests)] if self.batching else [[r] for r in requests]
+        totals = [0, 0, 0]
+        for group in groups:
+            try:
+                times = self._run(group)
+            except Exception as exc:
+                if len(groups) == 1:
+                    raise  # the kernel answers every request of the batch with it
+                error = _as_kernel_error(exc)
+                for request in group:
+                    if not request.answered:
+                        request.respond(error=error)
+                continue
+            totals = [a + b for a, b in zip(totals, times, strict=True)]
+        self.context.report_times(*totals)
+
+    def _run(self, group: list[InferenceRequest]) -> tuple[int, int, int]:
+        start = time.monotonic_ns()
+        feeds = self._feeds(group)
+        wanted = self._wanted(group)
+        names = [o.name for o in self.outputs if o.name in wanted]
+        computed = time.monotonic_ns()
+        try:
+            results = self.session.run(names, feeds, self.run_options)
+        except Exception as exc:
+            raise _as_kernel_error(exc) from exc
+        ran = time.monotonic_ns()
+        self._respond(group, names, results)
+        return computed - start, ran - computed, time.monotonic_ns() - ran
+
+    def _feeds(self, group: list[InferenceRequest]) -> dict[str, npt.NDArray[Any]]:
+        """One array per input: a lone request's own array, else the requests' concatenation."""
+        feeds: dict[str, npt.NDArray[Any]] = {}
+        for name in group[0].inputs:
+            arrays = [r.inputs.get(name) for r in group]
+            present = [a for a in arrays if a is not None]
+            if len(present) != len(arrays):
+                raise KernelError(
+                    Status.INVALID_ARG,
+                    f"input '{name}' is given by some requests of a batch but not by all",
+                )
+            array = present[0] if len(present) == 1 else np.concatenate(present)
+            if array.dtype.kind == "O":
+                array = bytes_to_str(array, name)
+            elif name in self.scalar_inputs and array.size == 1:
+                array = array.reshape(())  # the config carries a scalar as [1]
+            if not array.flags.c_contiguous:
+                array = np.ascontiguousarray(array)  # contiguous arrays go to ORT uncopied
+            feeds[name] = array
+        return feeds
+
+    def _wanted(self, group: list[InferenceRequest]) -> set[str]:
+        wanted: set[str] = set()
+        for request in group:
+            if not request.requested_output_names:
+                return {o.name for o in self.outputs}
+            wanted.update(request.requested_output_names)
+        return wanted
+
+    def _respond(self, group: list[InferenceRequest], names: list[str], results: list[Any]) -> None:
+        total = sum(r.batch_size for r in group) if self.batching else 1
+        plans = {o.name: o for o in self.outputs}
+        arrays: dict[str, npt.NDArray[Any]] = {}
+        for name, value in zip(names, results, strict=True):
+            array = np.asarray(value)
+            if name in self.string_outputs:
+                array = str_to_bytes(array)
+            dims = plans[name].dims
+            if self.batching and (array.ndim == 0 or array.shape[0] != total):
+                raise KernelError(
+                    Status.INTERNAL,
+                    f"output '{name}' of model '{self.context.model.name}' has shape"
+                    f" {format_shape(array.shape)}, whose first dimension is not the batch"
+                    f" size {total}",
+                )
+            if dims is not None:
+                array = array.reshape(((total,) if self.batching else ()) + dims)
+            arrays[name] = array
+        offset = 0
+        for request in group:
+            chosen = request.requested_output_names or names
+            if self.batching and len(group) > 1:
+                rows = slice(offset, offset + request.batch_size)
+                offset += request.batch_size
+                request.respond({n: arrays[n][rows] for n in chosen})
+            else:
+                request.respond({n: arrays[n] for n in chosen})
+
+
+def _implicit_inputs(config: ModelConfig) -> set[str]:
+    """Inputs the kernel supplies itself: sequence batching's controls and states."""
+    sequence = config.sequence_batching
+    if sequence is None:
+        return set()
+    names = {control.name for control in sequence.control_input}
+    names.update(state.input_name for state in sequence.state)
+    return names
+
+
+def _output_dims(
+    dims: list[int], reshaped: bool, signature: ModelSignature, name: str
+) -> tuple[int, ...] | None:
+    """The dims to reshape the model's output to, when the config says a reshape is due."""
+    info = signature.outputs[name]
+    if not (reshaped or info.dims == ()) or dims.count(-1) > 1:
+        return None
+    return tuple(dims)
+
+
+def _as_kernel_error(exc: BaseException) -> KernelError:
+    if isinstance(exc, KernelError):
+        return exc
+    # ONNX Runtime's InvalidArgument: a shape or type the model refuses.
+    status = Status.INVALID_ARG if type(exc).__name__ == "InvalidArgument" else Status.INTERNAL
+    return KernelError(status, f"onnxruntime: {exc}")
