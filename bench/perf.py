@@ -1,0 +1,176 @@
+"""Side-by-side throughput and latency: ``kernel serve`` against Triton, driven by perf_analyzer.
+
+The model is Triton's Python-backend add/sub example (two FP32[4] inputs, sum and difference),
+served by both servers from the same repository. perf_analyzer runs over gRPC and HTTP at each
+concurrency; the script prints a markdown table (infer/s, p50 and p99 in ms).
+
+    python bench/perf.py                                  # kernel only
+    python bench/perf.py --reference /tmp/triton-reference  # also Triton 2.51 (setup-reference.sh)
+
+perf_analyzer comes from ``/work/shared/tools/setup-reference.sh`` (its ``run-pa`` wrapper);
+pass ``--perf-analyzer`` to use another one. Figures go to bench/RESULTS.md by hand, with the
+machine and the date.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+MODEL_PY = """
+import json
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        self.dtype = pb_utils.triton_string_to_numpy(
+            pb_utils.get_output_config_by_name(config, "OUTPUT0")["data_type"])
+
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            a = pb_utils.get_input_tensor_by_name(request, "INPUT0").as_numpy()
+            b = pb_utils.get_input_tensor_by_name(request, "INPUT1").as_numpy()
+            responses.append(pb_utils.InferenceResponse(output_tensors=[
+                pb_utils.Tensor("OUTPUT0", (a + b).astype(self.dtype)),
+                pb_utils.Tensor("OUTPUT1", (a - b).astype(self.dtype)),
+            ]))
+        return responses
+"""
+
+CONFIG = """
+name: "add_sub"
+backend: "python"
+input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ 4 ] },
+        { name: "INPUT1" data_type: TYPE_FP32 dims: [ 4 ] } ]
+output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 4 ] },
+         { name: "OUTPUT1" data_type: TYPE_FP32 dims: [ 4 ] } ]
+instance_group [ { count: 1 kind: KIND_CPU } ]
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    server: str
+    protocol: str
+    concurrency: int
+    throughput: float
+    p50_ms: float
+    p99_ms: float
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_ready(http_port: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/v2/health/ready") as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError("the server did not become ready")
+
+
+def _repository(root: Path) -> Path:
+    repo = root / "models"
+    (repo / "add_sub" / "1").mkdir(parents=True)
+    (repo / "add_sub" / "config.pbtxt").write_text(CONFIG)
+    (repo / "add_sub" / "1" / "model.py").write_text(MODEL_PY)
+    return repo
+
+
+def _start(
+    server: str, repo: Path, reference: Path | None
+) -> tuple[subprocess.Popen[bytes], int, int]:
+    http, grpc, metrics = _free_port(), _free_port(), _free_port()
+    ports = [f"--http-port={http}", f"--grpc-port={grpc}", f"--metrics-port={metrics}"]
+    if server == "kernel":
+        kernel = shutil.which("kernel") or str(Path(sys.executable).parent / "kernel")
+        command = [kernel, "serve", f"--model-repository={repo}", *ports]
+    else:
+        assert reference is not None
+        command = [str(reference / "run-triton"), f"--model-repository={repo}", *ports]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_ready(http)
+    return proc, http, grpc
+
+
+def _perf(pa: str, protocol: str, port: int, concurrency: int, out: Path, seconds: int) -> Row:
+    command = [
+        pa, "-m", "add_sub", "-u", f"127.0.0.1:{port}", "-i", protocol,
+        f"--concurrency-range={concurrency}:{concurrency}",
+        f"--measurement-interval={seconds * 1000}", "--max-trials=6", "-f", str(out),
+    ]  # fmt: skip
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, timeout=600)
+    with out.open() as f:
+        row = next(csv.DictReader(f))
+    return Row(
+        "",
+        protocol,
+        concurrency,
+        float(row["Inferences/Second"]),
+        float(row["p50 latency"]) / 1000,
+        float(row["p99 latency"]) / 1000,
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reference", type=Path, help="folder of setup-reference.sh's tools")
+    parser.add_argument("--perf-analyzer", help="perf_analyzer command (default: run-pa)")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8])
+    parser.add_argument("--protocols", nargs="+", default=["grpc", "http"])
+    parser.add_argument("--seconds", type=int, default=3, help="measurement window")
+    parser.add_argument("--servers", nargs="+", default=None)
+    args = parser.parse_args()
+    reference = args.reference or Path(os.environ.get("TRITON_REFERENCE", "/tmp/triton-reference"))
+    pa = args.perf_analyzer or str(reference / "run-pa")
+    servers = args.servers or (
+        ["kernel", "triton"] if (reference / "run-triton").exists() else ["kernel"]
+    )
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        repo = _repository(Path(tmp))
+        for server in servers:
+            proc, http, grpc = _start(server, repo, reference)
+            try:
+                for protocol in args.protocols:
+                    port = grpc if protocol == "grpc" else http
+                    for c in args.concurrency:
+                        row = _perf(pa, protocol, port, c, Path(tmp) / "out.csv", args.seconds)
+                        rows.append(replace(row, server=server))
+                        print(rows[-1], file=sys.stderr)
+            finally:
+                proc.terminate()
+                proc.wait(timeout=60)
+    print("| server | protocol | concurrency | infer/s | p50 ms | p99 ms |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r.server} | {r.protocol} | {r.concurrency} | {r.throughput:,.0f} |"
+            f" {r.p50_ms:.2f} | {r.p99_ms:.2f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,619 @@
+"""The inference route's wire format: KServe v2 JSON plus Triton's binary tensor extension.
+
+A request body is a JSON header, optionally followed by the raw bytes of the inputs that set
+``binary_data_size`` (in the order they are listed; ``Inference-Header-Content-Length`` says
+where the JSON ends). Binary inputs become numpy arrays over slices of the body, without a copy.
+A response is a JSON header followed by the raw bytes of the outputs sent in binary, written as
+separate buffers, so output arrays are not copied either.
+
+Error messages follow Triton's wording (clients and tests match on them); every error is a
+:class:`~kernel.errors.KernelError`, translated to an HTTP status once, by the app.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import ml_dtypes
+import numpy as np
+import numpy.typing as npt
+import orjson
+
+from kernel.errors import KernelError, Status
+from kernel.inference import InferenceRequest, InferenceResponse, ParameterValue, RequestFlags
+from kernel.models import ModelVersion
+from kernel.server import InferenceServer, parse_version
+from kernel.shared_memory import SystemSharedMemory
+from kernel.tensors import (
+    array_from_bytes,
+    array_to_bytes,
+    config_type_to_datatype,
+    datatype_of,
+    datatype_to_dtype,
+    element_count,
+)
+
+from ._classification import Labels, classify
+
+__all__ = ["InferCall", "decode_request", "encode_response"]
+
+# How an output travels back.
+JSON, BINARY, SHM = 0, 1, 2
+
+_BF16 = np.dtype(ml_dtypes.bfloat16)
+_NUMPY_JSON = orjson.OPT_SERIALIZE_NUMPY
+
+
+def _internal(text: str) -> KernelError:
+    # Triton answers JSON it cannot read with INTERNAL (HTTP 500); so do we.
+    return KernelError(Status.INTERNAL, text)
+
+
+def _invalid(text: str) -> KernelError:
+    return KernelError(Status.INVALID_ARG, text)
+
+
+@dataclass(slots=True)
+class OutputSpec:
+    """What the client asked for one output."""
+
+    kind: int = JSON
+    classes: int = 0
+    region: str = ""
+    offset: int = 0
+    byte_size: int = 0
+
+
+@dataclass(slots=True)
+class InferCall:
+    """A decoded inference request with what the response encoder needs to know."""
+
+    request: InferenceRequest
+    version: ModelVersion
+    default_kind: int = JSON
+    outputs: dict[str, OutputSpec] = field(default_factory=dict)
+
+
+# -- request ------------------------------------------------------------------------------------
+
+_PENDING: npt.NDArray[Any] = np.empty(0)
+"""Holds an input's place (the request's order) until its bytes are checked."""
+
+
+def decode_request(
+    server: InferenceServer,
+    model_name: str,
+    version_str: str,
+    body: memoryview,
+    header_length: int | None,
+) -> InferCall:
+    """Build the :class:`InferCall` of one ``POST .../infer`` body.
+
+    ``header_length`` is the ``Inference-Header-Content-Length`` value (already range-checked),
+    ``None`` when absent (the whole body is JSON) and 0 for a raw binary request.
+
+    :raises KernelError: with Triton's status and message for anything malformed.
+    """
+    version = server.route(model_name, version_str)
+    if version.decoupled:
+        raise KernelError(
+            Status.UNSUPPORTED,
+            "HTTP end point doesn't support models with decoupled transaction policy",
+        )
+    if header_length == 0:
+        return _decode_raw(version, model_name, version_str, body)
+    header = body if header_length is None else body[:header_length]
+    try:
+        doc = orjson.loads(header)
+    except orjson.JSONDecodeError as exc:
+        raise _internal(f"failed to parse the request JSON buffer: {exc}") from None
+    if not isinstance(doc, dict):
+        raise _internal(
+            "Unable to parse 'inputs': attempt to access non-existing object member 'inputs'"
+        )
+    request_id = doc.get("id", "")
+    if not isinstance(request_id, str):
+        raise _internal("Unable to parse 'id': attempt to access JSON non-string as string")
+    call_kwargs: dict[str, Any] = {}
+    default_kind = JSON
+    parameters: dict[str, ParameterValue] = {}
+    raw_params = doc.get("parameters")
+    if raw_params is not None:
+        if not isinstance(raw_params, dict):
+            raise _internal("failed to get request params.")
+        default_kind = _request_parameters(raw_params, parameters, call_kwargs)
+    inputs = _decode_inputs(
+        server.shared_memory,
+        doc.get("inputs"),
+        body,
+        header_length,
+        model_name,
+        request_id or "<id_unknown>",
+    )
+    outputs: dict[str, OutputSpec] = {}
+    raw_outputs = doc.get("outputs")
+    if raw_outputs is not None:
+        if not isinstance(raw_outputs, list):
+            raise _internal("Unable to parse 'outputs': attempt to access JSON non-array as array")
+        for item in raw_outputs:
+            name, spec = _output_spec(item)
+            outputs[name] = spec
+    request = InferenceRequest(
+        model_name,
+        inputs,
+        model_version=parse_version(version_str),
+        id=request_id,
+        requested_output_names=tuple(outputs),
+        parameters=parameters,
+        **call_kwargs,
+    )
+    return InferCall(request, version, default_kind, outputs)
+
+
+def _uint(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _request_parameters(
+    raw: dict[str, Any], parameters: dict[str, ParameterValue], kwargs: dict[str, Any]
+) -> int:
+    """Sort the request ``parameters`` into request fields and custom parameters.
+
+    Returns the default output kind (``binary_data_output``).
+    """
+    default_kind = JSON
+    flags = RequestFlags.NONE
+    for key, value in raw.items():
+        if key == "sequence_id":
+            if not (_uint(value) or isinstance(value, str)):
+                raise _internal(
+                    "Unable to parse 'sequence_id': attempt to access JSON non-string as string"
+                )
+            kwargs["correlation_id"] = value
+        elif key in ("sequence_start", "sequence_end", "binary_data_output"):
+            if not isinstance(value, bool):
+                raise _internal(
+                    f"Unable to parse '{key}': attempt to access JSON non-boolean as boolean"
+                )
+            if key == "binary_data_output":
+                default_kind = BINARY if value else JSON
+            elif value:
+                flags |= (
+                    RequestFlags.SEQUENCE_START
+                    if key == "sequence_start"
+                    else RequestFlags.SEQUENCE_END
+                )
+        elif key in ("priority", "timeout"):
+            if not _uint(value):
+                raise _internal(
+                    f"Unable to parse '{key}': attempt to access JSON non-unsigned-integer as"
+                    " unsigned-integer"
+                )
+            kwargs["priority" if key == "priority" else "timeout_us"] = value
+        elif key.startswith("triton_"):
+            raise _invalid(
+                "parameter keys starting with 'triton_' are reserved for Triton usage and should"
+                " not be specified."
+            )
+        elif isinstance(value, bool | int | float | str):
+            parameters[key] = value
+        else:
+            raise _invalid(
+                f"parameter '{key}' has invalid type. It should be either 'int', 'bool', or"
+                " 'string'."
+            )
+    if flags:
+        kwargs["flags"] = flags
+    return default_kind
+
+
+def _content_kind(item: dict[str, Any], params: dict[str, Any]) -> str:
+    """Which of ``data`` / ``binary_data_size`` / ``shared_memory_region`` an input uses."""
+    has = [
+        key
+        for key, present in (
+            ("data", "data" in item),
+            ("binary_data_size", "binary_data_size" in params),
+            ("shared_memory_region", "shared_memory_region" in params),
+        )
+        if present
+    ]
+    if len(has) != 1:
+        text = (
+            "Input must set only one of the following fields: 'data', 'binary_data_size' in"
+            " 'parameters', 'shared_memory_region' in 'parameters'. But"
+        )
+        text += " no field is set" if not has else " set " + " ".join(f"'{k}'" for k in has)
+        raise _invalid(text)
+    return has[0]
+
+
+def _decode_inputs(
+    shm: SystemSharedMemory,
+    raw_inputs: object,
+    body: memoryview,
+    header_length: int | None,
+    model_name: str,
+    request_id: str,
+) -> dict[str, npt.NDArray[Any]]:
+    if not isinstance(raw_inputs, list):
+        what = "non-existing object member 'inputs'" if raw_inputs is None else "JSON non-array"
+        raise _internal(f"Unable to parse 'inputs': attempt to access {what}")
+    inputs: dict[str, npt.NDArray[Any]] = {}
+    deferred: list[tuple[str, str, list[int], memoryview]] = []
+    offset = header_length or 0
+    end = len(body)
+    for item in raw_inputs:
+        if not isinstance(item, dict):
+            raise _internal("Unable to parse 'name': attempt to access JSON non-object as object")
+        params = item.get("parameters") or {}
+        if not isinstance(params, dict):
+            raise _internal("Unable to parse 'parameters': attempt to access JSON non-object")
+        kind = _content_kind(item, params)
+        name = item.get("name")
+        if not isinstance(name, str):
+            raise _internal("Unable to parse 'name': attempt to access JSON non-string as string")
+        datatype = item.get("datatype")
+        if not isinstance(datatype, str):
+            raise _internal(
+                "Unable to parse 'datatype': attempt to access JSON non-string as string"
+            )
+        shape = item.get("shape")
+        if not isinstance(shape, list):
+            raise _internal("Unable to parse 'shape': attempt to access JSON non-array as array")
+        if not all(_uint(d) for d in shape):
+            raise _internal(
+                "Unable to parse 'shape': attempt to access JSON non-unsigned-integer as"
+                " unsigned-integer"
+            )
+        if name in inputs:
+            raise _invalid(f"[request id: {request_id}] input '{name}' already exists in request")
+        try:
+            datatype_to_dtype(datatype)
+        except KernelError:
+            raise _invalid(f"invalid datatype for input {name}") from None
+        if kind == "binary_data_size":
+            size = params["binary_data_size"]
+            if not _uint(size):
+                raise _internal(
+                    "Unable to parse 'binary_data_size': attempt to access JSON"
+                    " non-unsigned-integer as unsigned-integer"
+                )
+            if header_length is None and size:
+                raise _invalid(
+                    "must specify valid 'Infer-Header-Content-Length' in request header and"
+                    " 'binary_data_size' when passing inputs in binary data format"
+                )
+            if offset + size > end:
+                raise _invalid(
+                    f"unexpected size for input '{name}', expecting {offset + size - end}"
+                    f" additional bytes for model '{model_name}'"
+                )
+            deferred.append((name, datatype, shape, body[offset : offset + size]))
+            offset += size
+            inputs[name] = _PENDING
+        elif kind == "shared_memory_region":
+            region = params["shared_memory_region"]
+            if not isinstance(region, str):
+                raise _internal(
+                    "Unable to parse 'shared_memory_region': attempt to access JSON non-string"
+                    " as string"
+                )
+            shm_offset = params.get("shared_memory_offset", 0)
+            shm_size = params.get("shared_memory_byte_size", 0)
+            if not (_uint(shm_offset) and _uint(shm_size)):
+                raise _internal(
+                    "Unable to parse 'shared_memory_offset' or 'shared_memory_byte_size':"
+                    " attempt to access JSON non-unsigned-integer as unsigned-integer"
+                )
+            deferred.append((name, datatype, shape, shm.view(region, shm_offset, shm_size)))
+            inputs[name] = _PENDING
+        else:
+            inputs[name] = _from_json(datatype, shape, item["data"], name, model_name, request_id)
+    if offset != end and header_length is not None:
+        raise _invalid(f"unexpected additional input data for model '{model_name}'")
+    # Triton checks the byte sizes in its core, after parsing, walking the inputs backwards:
+    # with several bad inputs, the message names the one Triton names.
+    for name, datatype, shape, view in reversed(deferred):
+        inputs[name] = _from_buffer(datatype, shape, view, name, model_name, request_id)
+    return inputs
+
+
+def _from_buffer(
+    datatype: str,
+    shape: list[int],
+    view: memoryview,
+    name: str,
+    model_name: str,
+    request_id: str,
+) -> npt.NDArray[Any]:
+    """An array over ``view`` (no copy), with Triton's messages for a size that disagrees."""
+    count = element_count(shape)
+    if datatype == "BYTES":
+        try:
+            return array_from_bytes(datatype, shape, view)
+        except KernelError:
+            raise _invalid(_bytes_problem(view, count, name, model_name, request_id)) from None
+    expected = count * datatype_to_dtype(datatype).itemsize
+    if view.nbytes != expected:
+        raise _invalid(
+            f"[request id: {request_id}] input byte size mismatch for input '{name}' for model"
+            f" '{model_name}'. Expected {expected}, got {view.nbytes}"
+        )
+    return array_from_bytes(datatype, shape, view)
+
+
+def _bytes_problem(
+    view: memoryview, count: int, name: str, model_name: str, request_id: str
+) -> str:
+    """Triton's message for a BYTES buffer that does not hold ``count`` length-prefixed items.
+
+    Only called on the error path, after the decoder refused the buffer.
+    """
+    data = view.cast("B") if view.format != "B" else view
+    offset, end, items = 0, len(data), 0
+    while offset < end:
+        if end - offset < 4:
+            return (
+                f"[request id: {request_id}] incomplete string length indicator for inference"
+                f" input '{name}' for model '{model_name}', expecting 4 bytes but only"
+                f" {end - offset} bytes available. Please make sure the string length indicator"
+                " is in one buffer."
+            )
+        length = int.from_bytes(data[offset : offset + 4], "little")
+        offset += 4
+        if end - offset < length:
+            return (
+                f"incomplete string data for inference input '{name}', expecting string of"
+                f" length {length} but only {end - offset} bytes available"
+            )
+        offset += length
+        items += 1
+    if items > count:
+        return (
+            f"[request id: {request_id}] unexpected number of string elements {items} for"
+            f" inference input '{name}' for model '{model_name}', expecting {count}"
+        )
+    return (
+        f"[request id: {request_id}] expected {count} string elements for inference input"
+        f" '{name}' for model '{model_name}', got {items}"
+    )
+
+
+def _flatten(data: object, out: list[object]) -> None:
+    if isinstance(data, list):
+        for item in data:
+            _flatten(item, out)
+    else:
+        out.append(data)
+
+
+def _from_json(
+    datatype: str,
+    shape: list[int],
+    data: object,
+    name: str,
+    model_name: str,
+    request_id: str,
+) -> npt.NDArray[Any]:
+    """An array from a JSON ``data`` field: nested or flat lists, row-major."""
+    count = element_count(shape)
+    if datatype == "BYTES":
+        return _bytes_from_json(shape, count, data, name, model_name, request_id)
+    # numpy reads regular nesting in C; ragged nesting (legal here) is flattened first
+    try:
+        values = np.array(data)
+    except ValueError:
+        values = np.empty(0, dtype=np.object_)
+    if values.dtype == np.object_:
+        flat: list[object] = []
+        _flatten(data, flat)
+        try:
+            values = np.array(flat)
+        except ValueError:
+            values = np.array(flat, dtype=np.object_)
+    if values.size != count:
+        raise _internal("Unable to parse 'data': Shape does not match true shape of 'data' field")
+    kind = values.dtype.kind
+    if datatype == "BOOL":
+        if kind != "b" and count:
+            raise _internal("Unable to parse 'data': attempt to access JSON non-boolean as boolean")
+    elif kind not in "biuf" and count:
+        raise _internal("Unable to parse 'data': attempt to access JSON non-number as number")
+    try:
+        return values.astype(datatype_to_dtype(datatype)).reshape(shape)
+    except (OverflowError, ValueError, TypeError) as exc:
+        raise _internal(f"Unable to parse 'data': {exc}") from None
+
+
+def _bytes_from_json(
+    shape: list[int],
+    count: int,
+    data: object,
+    name: str,
+    model_name: str,
+    request_id: str,
+) -> npt.NDArray[Any]:
+    flat: list[object] = []
+    _flatten(data, flat)
+    if not all(isinstance(v, str) for v in flat):
+        raise _internal("Unable to parse 'data': attempt to access JSON non-string as string")
+    if len(flat) != count:
+        items = len(flat)
+        if items > count:
+            text = (
+                f"unexpected number of string elements {items} for inference input '{name}'"
+                f" for model '{model_name}', expecting {count}"
+            )
+        else:
+            text = (
+                f"expected {count} string elements for inference input '{name}' for model"
+                f" '{model_name}', got {items}"
+            )
+        raise _invalid(f"[request id: {request_id}] {text}")
+    array = np.empty(count, dtype=np.object_)
+    array[:] = [v.encode() for v in flat if isinstance(v, str)]
+    return array.reshape(shape)
+
+
+def _output_spec(item: object) -> tuple[str, OutputSpec]:
+    if not isinstance(item, dict):
+        raise _internal("Unable to parse 'name': attempt to access JSON non-object as object")
+    name = item.get("name")
+    if not isinstance(name, str):
+        raise _internal("Unable to parse 'name': attempt to access JSON non-string as string")
+    params = item.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise _internal("Unable to parse 'parameters': attempt to access JSON non-object")
+    spec = OutputSpec()
+    binary = params.get("binary_data", False)
+    if not isinstance(binary, bool):
+        raise _internal("Unable to parse 'binary_data': attempt to access JSON non-boolean")
+    classes = params.get("classification", 0)
+    if not _uint(classes):
+        raise _internal(
+            "Unable to set 'classification': attempt to access JSON non-unsigned-integer as"
+            " unsigned-integer"
+        )
+    if "shared_memory_region" in params:
+        if "classification" in params:
+            raise _invalid("Output can't set both 'shared_memory_region' and 'classification'")
+        if binary:
+            raise _invalid("Output can't set both 'shared_memory_region' and 'binary_data'")
+        region = params["shared_memory_region"]
+        offset = params.get("shared_memory_offset", 0)
+        size = params.get("shared_memory_byte_size", 0)
+        if not (isinstance(region, str) and _uint(offset) and _uint(size)):
+            raise _internal(
+                "Unable to parse 'shared_memory_region', 'shared_memory_offset' or"
+                " 'shared_memory_byte_size'"
+            )
+        spec.kind, spec.region, spec.offset, spec.byte_size = SHM, region, offset, size
+    else:
+        spec.kind = BINARY if binary else JSON
+        spec.classes = classes
+    return name, spec
+
+
+def _decode_raw(
+    version: ModelVersion, model_name: str, version_str: str, body: memoryview
+) -> InferCall:
+    """A raw binary request: the whole body is the data of the model's only input."""
+    config = version.config
+    if len(config.input) != 1:
+        raise _invalid(
+            "[request id: <id_unknown>] Raw request must only have 1 input (found 1) to be"
+            f" deduced but got {len(config.input)} inputs in '{model_name}' model configuration"
+        )
+    spec = config.input[0]
+    datatype = config_type_to_datatype(spec.data_type.name or "")
+    shape = ([1] if config.max_batch_size > 0 else []) + list(spec.dims)
+    wildcards = [i for i, d in enumerate(shape) if d == -1]
+    if len(wildcards) > 1:
+        raise _invalid(
+            f"The shape of the raw input '{spec.name}' can not be deduced because there are more"
+            " than one variable-sized dimension"
+        )
+    fixed = element_count([d for d in shape if d != -1])
+    if datatype == "BYTES":
+        if wildcards or fixed != 1:
+            raise _invalid(
+                f"For BYTE datatype raw input '{spec.name}', the model must have input shape [1]"
+            )
+        array = np.empty(1, dtype=np.object_)
+        array[0] = bytes(body)
+        value = array.reshape(shape)
+    else:
+        itemsize = datatype_to_dtype(datatype).itemsize
+        if wildcards:
+            unit = fixed * itemsize
+            if unit == 0 or len(body) % unit:
+                raise _invalid(
+                    f"The shape of the raw input '{spec.name}' can not be deduced because the"
+                    f" byte size ({len(body)}) is not a multiple of the element byte size"
+                    f" ({unit})"
+                )
+            shape[wildcards[0]] = len(body) // unit
+        value = _from_buffer(datatype, shape, body, spec.name, model_name, "<id_unknown>")
+    request = InferenceRequest(
+        model_name, {spec.name: value}, model_version=parse_version(version_str)
+    )
+    return InferCall(request, version, BINARY)
+
+
+# -- response -----------------------------------------------------------------------------------
+
+
+def _json_data(array: npt.NDArray[Any]) -> Any:
+    """The ``data`` list of an output sent in JSON (row-major, flat)."""
+    flat = array.reshape(-1)
+    if flat.dtype.kind in "OSU":
+        return [
+            v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in flat.tolist()
+        ]
+    if flat.dtype == _BF16:
+        flat = flat.astype(np.float32)
+    elif flat.dtype.byteorder == ">":
+        flat = flat.astype(flat.dtype.newbyteorder("<"))
+    return np.ascontiguousarray(flat)
+
+
+def encode_response(
+    call: InferCall,
+    response: InferenceResponse,
+    shm: SystemSharedMemory,
+    labels: Labels,
+) -> tuple[bytes, list[bytes | memoryview]]:
+    """The response's JSON header and the binary buffers that follow it (maybe none).
+
+    :raises KernelError: the response's error, or a problem writing an output.
+    """
+    if response.error is not None:
+        raise response.error
+    request = call.request
+    specs = call.outputs
+    default = OutputSpec(call.default_kind)
+    batched = call.version.config.max_batch_size > 0
+    outputs: list[dict[str, Any]] = []
+    buffers: list[bytes | memoryview] = []
+    for name, array in response.outputs.items():
+        spec = specs.get(name, default)
+        if spec.classes:
+            names = labels.of(call.version, name)
+            array = classify(array, spec.classes, batched and array.ndim > 0, names)
+        try:
+            datatype = datatype_of(array)
+        except KernelError as exc:
+            raise KernelError(Status.INTERNAL, f"output '{name}': {exc.message}") from None
+        entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
+        if spec.kind == BINARY:
+            data = array_to_bytes(array)
+            size = memoryview(data).nbytes
+            entry["parameters"] = {"binary_data_size": size}
+            if size:
+                buffers.append(data)
+        elif spec.kind == JSON:
+            entry["data"] = _json_data(array)
+        else:
+            data = array_to_bytes(array)
+            size = memoryview(data).nbytes
+            if size > spec.byte_size:
+                raise KernelError(
+                    Status.INTERNAL,
+                    f"shared memory size specified with the request for output '{name}'"
+                    f" ({spec.byte_size} bytes) should be at least {size} bytes to hold the"
+                    " results",
+                )
+            # Triton lists a shared-memory output with its name, datatype and shape only.
+            shm.view(spec.region, spec.offset, size)[:] = memoryview(data).cast("B")
+        outputs.append(entry)
+    doc: dict[str, Any] = {}
+    if request.id:
+        doc["id"] = request.id
+    doc["model_name"] = request.model_name
+    doc["model_version"] = str(request.model_version)
+    if response.parameters:
+        doc["parameters"] = response.parameters
+    doc["outputs"] = outputs
+    return orjson.dumps(doc, option=_NUMPY_JSON), buffers

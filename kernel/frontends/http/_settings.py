@@ -1,0 +1,198 @@
+"""The trace and logging settings the HTTP API reads and updates (``/v2/trace/setting``,
+``/v2/models/{name}/trace/setting``, ``/v2/logging``), with Triton's JSON shapes and checks.
+
+Traces are not collected: trace settings are validated, stored and echoed, so clients and tools
+that set them keep working. Log settings are applied to the ``kernel`` logger.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from kernel.errors import KernelError, Status
+
+__all__ = ["LogSettings", "TraceSettings"]
+
+_TRACE_DEFAULTS: dict[str, Any] = {
+    "trace_level": ["OFF"],
+    "trace_rate": "1000",
+    "trace_count": "-1",
+    "log_frequency": "0",
+    "trace_file": "",
+    "trace_mode": "triton",
+}
+_TRACE_LEVELS = ("OFF", "TIMESTAMPS", "TENSORS")
+_UINT32_MAX = 2**32 - 1
+_INT32_MAX = 2**31 - 1
+
+
+def _not_string() -> KernelError:
+    return KernelError(Status.INTERNAL, "attempt to access JSON non-string as string")
+
+
+def _parse_count(key: str, text: str, low: int, high: int) -> str:
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise KernelError(Status.INVALID_ARG, f"Unable to parse '{key}', got: {text}") from None
+    if key == "trace_count" and value < low:
+        raise KernelError(
+            Status.INVALID_ARG,
+            f"Unable to parse 'trace_count'. Expecting value >= {low}, got:{text}",
+        )
+    if not low <= value <= high:
+        raise KernelError(
+            Status.INVALID_ARG,
+            f"Unable to parse '{key}', value is out of range [ {low}, {high} ], got: {text}",
+        )
+    return str(value)
+
+
+class TraceSettings:
+    """Global trace settings and per-model overrides."""
+
+    def __init__(self) -> None:
+        self._global: dict[str, Any] = dict(_TRACE_DEFAULTS)
+        self._models: dict[str, dict[str, Any]] = {}
+
+    def get(self, model: str = "") -> dict[str, Any]:
+        settings = dict(self._global)
+        settings.update(self._models.get(model, {}))
+        return settings
+
+    def update(self, model: str, changes: dict[str, Any]) -> dict[str, Any]:
+        """Apply ``changes`` (``None`` clears a setting) and return the resulting settings.
+
+        :raises KernelError: for a value of the wrong type or out of range (nothing applied).
+        """
+        parsed: dict[str, Any] = {}
+        for key, value in changes.items():
+            if key not in _TRACE_DEFAULTS or key == "trace_mode":
+                continue
+            if value is None:
+                parsed[key] = None
+            elif key == "trace_level":
+                if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                    raise KernelError(Status.INTERNAL, "attempt to access JSON non-array as array")
+                levels = [v for v in value if v in _TRACE_LEVELS]
+                if "OFF" in levels and len(value) != 1:
+                    raise KernelError(
+                        Status.INVALID_ARG, "Expect only one trace level 'OFF' is specified"
+                    )
+                parsed[key] = levels or ["OFF"]
+            elif not isinstance(value, str):
+                raise _not_string()
+            elif key == "trace_rate":
+                parsed[key] = _parse_count(key, value, 0, _UINT32_MAX)
+            elif key == "trace_count":
+                parsed[key] = _parse_count(key, value, -1, _INT32_MAX)
+            elif key == "log_frequency":
+                parsed[key] = _parse_count(key, value, 0, _UINT32_MAX)
+            else:
+                parsed[key] = value
+        target = self._models.setdefault(model, {}) if model else self._global
+        for key, value in parsed.items():
+            if value is not None:
+                target[key] = value
+            elif model:
+                target.pop(key, None)
+            else:
+                target[key] = _TRACE_DEFAULTS[key]
+        return self.get(model)
+
+
+class LogSettings:
+    """Triton's log settings, applied to the ``kernel`` logger."""
+
+    def __init__(self, verbose_level: int = 0) -> None:
+        self._settings: dict[str, Any] = {
+            "log_file": "",
+            "log_info": True,
+            "log_warning": True,
+            "log_error": True,
+            "log_verbose_level": verbose_level,
+            "log_format": "default",
+        }
+        self._file_handler: logging.Handler | None = None
+
+    def get(self) -> dict[str, Any]:
+        return dict(self._settings)
+
+    def update(self, changes: dict[str, Any]) -> dict[str, Any]:
+        """Apply ``changes`` (``None`` leaves a setting as it is) and return the settings.
+
+        :raises KernelError: for a value of the wrong type (nothing applied).
+        """
+        parsed: dict[str, Any] = {}
+        for key, value in changes.items():
+            if value is None or key not in self._settings:
+                continue
+            if key in ("log_info", "log_warning", "log_error"):
+                if not isinstance(value, bool):
+                    raise KernelError(
+                        Status.INTERNAL, "attempt to access JSON non-boolean as boolean"
+                    )
+            elif key == "log_verbose_level":
+                if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                    raise KernelError(
+                        Status.INTERNAL,
+                        "attempt to access JSON non-unsigned-integer as unsigned-integer",
+                    )
+            elif not isinstance(value, str):
+                raise _not_string()
+            elif key == "log_format" and value not in ("default", "ISO8601"):
+                raise KernelError(
+                    Status.UNAVAILABLE, f"invalid argument for --log_format, got: {value}"
+                )
+            parsed[key] = value
+        if "log_file" in parsed and parsed["log_file"] != self._settings["log_file"]:
+            self._set_file(parsed["log_file"])
+        self._settings.update(parsed)
+        self._apply()
+        return self.get()
+
+    def _set_file(self, path: str) -> None:
+        logger = logging.getLogger("kernel")
+        handler: logging.Handler | None = None
+        if path:
+            try:
+                handler = logging.FileHandler(path)
+            except OSError as exc:
+                raise KernelError(
+                    Status.UNAVAILABLE, f"failed to open log file '{path}': {exc.strerror}"
+                ) from None
+        if self._file_handler is not None:
+            logger.removeHandler(self._file_handler)
+            self._file_handler.close()
+        self._file_handler = handler
+        if handler is not None:
+            logger.addHandler(handler)
+
+    def _apply(self) -> None:
+        settings = self._settings
+        if settings["log_verbose_level"] > 0:
+            level = logging.DEBUG
+        elif settings["log_info"]:
+            level = logging.INFO
+        elif settings["log_warning"]:
+            level = logging.WARNING
+        elif settings["log_error"]:
+            level = logging.ERROR
+        else:
+            level = logging.CRITICAL + 1
+        logging.getLogger("kernel").setLevel(level)
+        if self._file_handler is not None:
+            fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+            if settings["log_format"] == "ISO8601":
+                formatter = logging.Formatter(fmt, "%Y-%m-%dT%H:%M:%SZ")
+            else:
+                formatter = logging.Formatter(fmt)
+            self._file_handler.setFormatter(formatter)
+
+    def close(self) -> None:
+        """Detach the log file handler this object added, if any."""
+        if self._file_handler is not None:
+            logging.getLogger("kernel").removeHandler(self._file_handler)
+            self._file_handler.close()
+            self._file_handler = None

@@ -1,0 +1,255 @@
+"""The metrics endpoint: Prometheus text on ``GET /metrics``, with Triton's ``nv_*`` families.
+
+Per model version (labels ``model``, ``version``), from :class:`kernel.statistics.ModelStatistics`:
+request success and failure counts (failures also by ``reason``), inference and execution counts,
+cumulative request, queue and compute durations in microseconds, and the pending request count.
+Machine-wide: CPU utilization (from ``/proc/stat``, measured between scrapes) and CPU memory
+(from ``/proc/meminfo``), as Triton reports them.
+
+Plugins' own families join through one hook: every object in ``server.metric_families`` (read
+with ``getattr``, so a server without the attribute has none) that has a ``render()`` method
+returning Prometheus text (HELP and TYPE lines included) is appended to each scrape.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Protocol
+
+from kernel.frontends.http._app import HttpRequest, Reply
+from kernel.frontends.http._frontend import HttpListener
+from kernel.server import InferenceServer
+from kernel.statistics import FailureReason, ModelStatistics
+
+__all__ = ["MetricFamily", "MetricsFrontend", "render_metrics"]
+
+log = logging.getLogger("kernel.frontends.metrics")
+
+_CONTENT_TYPE = (b"content-type", b"text/plain; charset=utf-8")
+_REASONS = (
+    FailureReason.REJECTED,
+    FailureReason.CANCELED,
+    FailureReason.BACKEND,
+    FailureReason.OTHER,
+)
+
+
+class MetricFamily(Protocol):
+    """A metric family a plugin registers (see the module docstring)."""
+
+    def render(self) -> str:
+        """The family in Prometheus text format, ``# HELP`` and ``# TYPE`` lines included."""
+        ...
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+class _CpuSampler:
+    """CPU utilization between two reads of ``/proc/stat`` (the first read is at start)."""
+
+    def __init__(self, path: Path = Path("/proc/stat")) -> None:
+        self._path = path
+        self._last = self._read()
+        self._value = 0.0
+
+    def _read(self) -> tuple[int, int] | None:
+        try:
+            with self._path.open() as f:
+                fields = f.readline().split()
+        except OSError:
+            return None
+        if not fields or fields[0] != "cpu":
+            return None
+        times = [int(v) for v in fields[1:]]
+        # guest times are already counted in user and nice
+        total = sum(times[:8])
+        idle = times[3] + (times[4] if len(times) > 4 else 0)
+        return total, idle
+
+    def utilization(self) -> float:
+        sample = self._read()
+        if sample is not None and self._last is not None:
+            total = sample[0] - self._last[0]
+            idle = sample[1] - self._last[1]
+            if total > 0:
+                self._value = min(max(1.0 - idle / total, 0.0), 1.0)
+        if sample is not None:
+            self._last = sample
+        return self._value
+
+
+def _memory(path: Path = Path("/proc/meminfo")) -> tuple[int, int]:
+    """Total and used CPU memory in bytes (used = total - available)."""
+    values: dict[str, int] = {}
+    try:
+        with path.open() as f:
+            for line in f:
+                key, _, rest = line.partition(":")
+                if key in ("MemTotal", "MemAvailable"):
+                    values[key] = int(rest.split()[0]) * 1024
+    except (OSError, ValueError, IndexError):
+        return 0, 0
+    total = values.get("MemTotal", 0)
+    return total, total - values.get("MemAvailable", total)
+
+
+def _family(lines: list[str], name: str, kind: str, text: str) -> None:
+    lines.append(f"# HELP {name} {text}")
+    lines.append(f"# TYPE {name} {kind}")
+
+
+def render_metrics(
+    rows: Iterable[tuple[ModelStatistics, int]],
+    cpu_utilization: float,
+    memory: tuple[int, int],
+    extra: Iterable[MetricFamily] = (),
+) -> str:
+    """Prometheus text for ``(statistics, pending requests)`` of each loaded model version."""
+    rows = list(rows)
+    labels = [f'model="{_escape(s.name)}",version="{s.version}"' for s, _ in rows]
+    lines: list[str] = []
+
+    def per_model(name: str, kind: str, text: str, values: list[int]) -> None:
+        _family(lines, name, kind, text)
+        lines.extend(
+            f"{name}{{{label}}} {value}" for label, value in zip(labels, values, strict=True)
+        )
+
+    stats = [s for s, _ in rows]
+    per_model(
+        "nv_inference_request_success",
+        "counter",
+        "Number of successful inference requests, all batch sizes",
+        [s.success.count for s in stats],
+    )
+    _family(
+        lines,
+        "nv_inference_request_failure",
+        "counter",
+        "Number of failed inference requests, all batch sizes",
+    )
+    for s in stats:
+        model = _escape(s.name)
+        for reason in _REASONS:
+            lines.append(
+                f'nv_inference_request_failure{{model="{model}",reason="{reason}",'
+                f'version="{s.version}"}} {s.failures.get(reason, 0)}'
+            )
+    per_model(
+        "nv_inference_count",
+        "counter",
+        "Number of inferences performed (does not include cached requests)",
+        [s.inference_count for s in stats],
+    )
+    per_model(
+        "nv_inference_exec_count",
+        "counter",
+        "Number of model executions performed (does not include cached requests)",
+        [s.execution_count for s in stats],
+    )
+    per_model(
+        "nv_inference_request_duration_us",
+        "counter",
+        "Cumulative inference request duration in microseconds (includes cached requests)",
+        [(s.success.ns + s.fail.ns) // 1000 for s in stats],
+    )
+    per_model(
+        "nv_inference_queue_duration_us",
+        "counter",
+        "Cumulative inference queuing duration in microseconds (includes cached requests)",
+        [s.queue.ns // 1000 for s in stats],
+    )
+    per_model(
+        "nv_inference_compute_input_duration_us",
+        "counter",
+        "Cumulative compute input duration in microseconds (does not include cached requests)",
+        [s.compute_input.ns // 1000 for s in stats],
+    )
+    per_model(
+        "nv_inference_compute_infer_duration_us",
+        "counter",
+        "Cumulative compute inference duration in microseconds (does not include cached requests)",
+        [s.compute_infer.ns // 1000 for s in stats],
+    )
+    per_model(
+        "nv_inference_compute_output_duration_us",
+        "counter",
+        "Cumulative inference compute output duration in microseconds (does not include cached"
+        " requests)",
+        [s.compute_output.ns // 1000 for s in stats],
+    )
+    per_model(
+        "nv_inference_pending_request_count",
+        "gauge",
+        "Instantaneous number of pending requests awaiting execution per-model.",
+        [pending for _, pending in rows],
+    )
+    _family(lines, "nv_cpu_utilization", "gauge", "CPU utilization rate [0.0 - 1.0]")
+    lines.append(f"nv_cpu_utilization {cpu_utilization!r}")
+    _family(lines, "nv_cpu_memory_total_bytes", "gauge", "CPU total memory (RAM), in bytes")
+    lines.append(f"nv_cpu_memory_total_bytes {memory[0]}")
+    _family(lines, "nv_cpu_memory_used_bytes", "gauge", "CPU used memory (RAM), in bytes")
+    lines.append(f"nv_cpu_memory_used_bytes {memory[1]}")
+    text = "\n".join(lines) + "\n"
+    for family in extra:
+        try:
+            rendered = family.render()
+        except Exception:
+            log.exception("metric family %r failed to render", family)
+            continue
+        if rendered:
+            text += rendered if rendered.endswith("\n") else rendered + "\n"
+    return text
+
+
+class _MetricsApp:
+    """Answers ``GET /metrics``; every other path is 404, every other method 405."""
+
+    max_body = 64 * 1024
+
+    def __init__(self, server: InferenceServer) -> None:
+        self._server = server
+        self._cpu = _CpuSampler()
+
+    async def handle(self, request: HttpRequest) -> Reply:
+        if request.path != "/metrics":
+            return Reply(404, [_CONTENT_TYPE], [b'{"error":"Not Found"}'])
+        if request.method != "GET":
+            return Reply(405, [_CONTENT_TYPE], [b'{"error":"Method Not Allowed"}'])
+        try:
+            text = self.render()
+        except Exception:
+            log.exception("rendering the metrics failed")
+            return Reply(500, [_CONTENT_TYPE], [b'{"error":"failed to render the metrics"}'])
+        return Reply(200, [_CONTENT_TYPE], [text.encode()])
+
+    def render(self) -> str:
+        server = self._server
+        rows = [(v.stats, v.scheduler.pending()) for v in server.manager.loaded_versions()]
+        extra: list[MetricFamily] = [
+            f for f in getattr(server, "metric_families", ()) if hasattr(f, "render")
+        ]
+        return render_metrics(rows, self._cpu.utilization(), _memory(), extra)
+
+
+class MetricsFrontend:
+    """Serves the metrics endpoint on its own port (Triton's 8002)."""
+
+    def __init__(self) -> None:
+        self._listener: HttpListener | None = None
+
+    async def start(self, server: InferenceServer, sock: socket.socket) -> None:
+        """Serve on ``sock`` (bound and listening) until :meth:`stop`."""
+        self._listener = HttpListener(_MetricsApp(server))
+        await self._listener.start(sock)
+
+    async def stop(self, timeout: float) -> None:
+        """Stop accepting; finish scrapes in progress for up to ``timeout`` s; close."""
+        if self._listener is not None:
+            await self._listener.stop(timeout)
+            self._listener = None
