@@ -13,8 +13,10 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
+from typing import Any
 
 from google.protobuf import json_format, message_factory, text_format
+from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from kernel._proto.inference import ModelConfig
@@ -133,17 +135,51 @@ def _to_pb(config: ModelConfig) -> Message:
 def config_to_json(config: ModelConfig) -> dict[str, object]:
     """The config as Triton's config endpoints return it.
 
-    Proto field names, enums by name, 64-bit integers as strings (the proto3
-    JSON mapping), and every field without presence (scalars, repeated, maps)
-    printed even at its default; unset sub-messages and oneof members are left
-    out.
+    Proto field names, enums by name, 64-bit integers as JSON numbers (Triton
+    prints them so, unlike the proto3 JSON mapping's strings), and every field
+    without presence (scalars, repeated, maps) printed even at its default;
+    unset sub-messages and oneof members are left out.
     """
+    pb = _to_pb(config)
     result: dict[str, object] = json_format.MessageToDict(
-        _to_pb(config),
+        pb,
         preserving_proto_field_name=True,
         always_print_fields_with_no_presence=True,
     )
+    _int64_as_numbers(result, pb.DESCRIPTOR)
     return result
+
+
+_INT64_TYPES = frozenset(
+    {
+        FieldDescriptor.TYPE_INT64,
+        FieldDescriptor.TYPE_UINT64,
+        FieldDescriptor.TYPE_SINT64,
+        FieldDescriptor.TYPE_FIXED64,
+        FieldDescriptor.TYPE_SFIXED64,
+    }
+)
+
+
+def _int64_as_numbers(data: dict[str, Any], descriptor: Any) -> None:
+    """Turn the proto3 JSON mapping's 64-bit integer strings back into numbers, in place."""
+    for name, value in data.items():
+        field = descriptor.fields_by_name.get(name)
+        if field is None:
+            continue
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            value_field = field.message_type.fields_by_name["value"]
+            if value_field.message_type is not None:
+                for item in value.values():
+                    _int64_as_numbers(item, value_field.message_type)
+            elif value_field.type in _INT64_TYPES:
+                data[name] = {k: int(v) for k, v in value.items()}
+        elif field.message_type is not None:
+            items = value if isinstance(value, list) else [value]
+            for item in items:
+                _int64_as_numbers(item, field.message_type)
+        elif field.type in _INT64_TYPES:
+            data[name] = [int(v) for v in value] if isinstance(value, list) else int(value)
 
 
 def config_from_json(

@@ -249,10 +249,10 @@ def test_empty_and_minimal_configs() -> None:
     assert parse_model_config(config_to_text(config), SOURCE) == config
     assert config_to_json(config)["dynamic_batching"] == {
         "preferred_batch_size": [],
-        "max_queue_delay_microseconds": "0",
+        "max_queue_delay_microseconds": 0,
         "preserve_ordering": False,
-        "priority_levels": "0",
-        "default_priority_level": "0",
+        "priority_levels": 0,
+        "default_priority_level": 0,
         "priority_queue_policy": {},
     }
 
@@ -323,11 +323,11 @@ def test_json_uses_proto_field_names_and_triton_conventions() -> None:
     assert "maxBatchSize" not in data
     first = data["input"][0]
     assert first["data_type"] == "TYPE_FP32" and first["format"] == "FORMAT_NCHW"
-    assert first["dims"] == ["3", "224", "224"]  # int64 as strings (proto3 JSON)
+    assert first["dims"] == [3, 224, 224]  # int64 as numbers, as Triton prints them
     assert data["instance_group"][0]["kind"] == "KIND_CPU"
     assert data["dynamic_batching"]["max_queue_delay_microseconds"] == "100"
     assert data["dynamic_batching"]["priority_queue_policy"]["1"]["timeout_action"] == "DELAY"
-    assert data["version_policy"] == {"specific": {"versions": ["1", "3"]}}
+    assert data["version_policy"] == {"specific": {"versions": [1, 3]}}
     assert data["parameters"]["intra_op_thread_count"] == {"string_value": "2"}
     assert "sequence_batching" not in data  # unset sub-messages are left out
     assert "response_cache" not in data
