@@ -325,7 +325,7 @@ def test_json_uses_proto_field_names_and_triton_conventions() -> None:
     assert first["data_type"] == "TYPE_FP32" and first["format"] == "FORMAT_NCHW"
     assert first["dims"] == [3, 224, 224]  # int64 as numbers, as Triton prints them
     assert data["instance_group"][0]["kind"] == "KIND_CPU"
-    assert data["dynamic_batching"]["max_queue_delay_microseconds"] == "100"
+    assert data["dynamic_batching"]["max_queue_delay_microseconds"] == 100
     assert data["dynamic_batching"]["priority_queue_policy"]["1"]["timeout_action"] == "DELAY"
     assert data["version_policy"] == {"specific": {"versions": [1, 3]}}
     assert data["parameters"]["intra_op_thread_count"] == {"string_value": "2"}
