@@ -1,0 +1,38 @@
+"""Counting the rpcs and stream requests in progress, so a stop can let them finish."""
+
+from __future__ import annotations
+
+import anyio
+
+from kernel.errors import KernelError, Status
+
+__all__ = ["InFlight"]
+
+
+class InFlight:
+    """Work in progress on one endpoint; refuses new work once :meth:`drain` began."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.closing = False
+        self._idle = anyio.Event()
+
+    def enter(self) -> None:
+        """Count one more piece of work.
+
+        :raises KernelError: ``UNAVAILABLE`` once the endpoint is stopping.
+        """
+        if self.closing:
+            raise KernelError(Status.UNAVAILABLE, "the server is shutting down")
+        self.count += 1
+
+    def leave(self) -> None:
+        self.count -= 1
+        if self.closing and self.count == 0:
+            self._idle.set()
+
+    async def drain(self) -> None:
+        """Refuse new work and return once the work in progress finished."""
+        self.closing = True
+        if self.count:
+            await self._idle.wait()

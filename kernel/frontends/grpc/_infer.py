@@ -1,0 +1,114 @@
+"""The two inference rpcs, ``ModelInfer`` and ``ModelStreamInfer``, on grpclib streams.
+
+They use the fast message classes of :mod:`._messages`. On a stream, requests run concurrently
+and their responses go out as they come (one writer at a time); an error answers only the
+request it belongs to, inside the stream (``error_message``), and the stream carries on.
+Responses of decoupled models carry Triton's ``triton_final_response`` parameter; a bare final
+flag becomes an empty response only when the request asked for it with
+``triton_enable_empty_final_response``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+
+from kernel.errors import KernelError
+from kernel.frontends.grpc._in_flight import InFlight
+from kernel.frontends.grpc._messages import StreamInferResponsePb
+from kernel.frontends.grpc._tensors import FINAL_FLAG, DecodedRequest, TensorCodec
+from kernel.inference import InferenceResponse
+from kernel.server import InferenceServer
+
+__all__ = ["InferenceRpcs"]
+
+_Send = Callable[[Any], Awaitable[None]]
+
+
+def _stream_error(error: KernelError, request_id: str) -> Any:
+    message = StreamInferResponsePb(error_message=error.message)
+    message.infer_response.id = request_id
+    return message
+
+
+class InferenceRpcs:
+    """``ModelInfer`` and ``ModelStreamInfer`` of one server."""
+
+    def __init__(self, server: InferenceServer, codec: TensorCodec, in_flight: InFlight) -> None:
+        self._server = server
+        self._codec = codec
+        self._in_flight = in_flight
+
+    async def model_infer(self, stream: Any) -> None:
+        """One request, one response; every refusal is raised as a :class:`KernelError`."""
+        message = await stream.recv_message()
+        decoded = self._codec.decode(message, unary=True)
+        response = await self._server.infer_once(decoded.request)
+        if response.error is not None:
+            raise response.error
+        await stream.send_message(self._codec.encode(decoded, response))
+
+    async def model_stream_infer(self, stream: Any) -> None:
+        """Any number of requests; returns once the client closed its side and all answered."""
+        lock = anyio.Lock()
+
+        async def send(message: Any) -> None:
+            async with lock:
+                await stream.send_message(message)
+
+        async with anyio.create_task_group() as tg:
+            async for message in stream:
+                try:
+                    self._in_flight.enter()
+                except KernelError as exc:
+                    await send(_stream_error(exc, message.id))
+                    continue
+                try:
+                    decoded = self._codec.decode(message, unary=False)
+                except KernelError as exc:
+                    self._in_flight.leave()
+                    await send(_stream_error(exc, message.id))
+                    continue
+                tg.start_soon(self._answer, decoded, send)
+
+    async def _answer(self, decoded: DecodedRequest, send: _Send) -> None:
+        request = decoded.request
+        try:
+            if not decoded.version.decoupled:
+                response = await self._server.infer_once(request)
+                await send(self._stream_message(decoded, response))
+                return
+            async for response in self._server.infer(request):
+                if response.final and not (
+                    response.outputs or response.parameters or response.error
+                ):
+                    if decoded.empty_final:
+                        await send(self._empty_final(decoded))
+                    continue
+                await send(self._stream_message(decoded, response))
+        except KernelError as exc:
+            await send(_stream_error(exc, request.id))
+        finally:
+            self._in_flight.leave()
+
+    def _stream_message(self, decoded: DecodedRequest, response: InferenceResponse) -> Any:
+        if response.error is not None:
+            return _stream_error(response.error, decoded.request.id)
+        message = StreamInferResponsePb()
+        try:
+            self._codec.encode(decoded, response, response.final, into=message.infer_response)
+        except KernelError as exc:
+            return _stream_error(exc, decoded.request.id)
+        return message
+
+    @staticmethod
+    def _empty_final(decoded: DecodedRequest) -> Any:
+        # Triton's empty final response names the model but no version
+        message = StreamInferResponsePb()
+        infer = message.infer_response
+        infer.model_name = decoded.request.model_name
+        infer.id = decoded.request.id
+        infer.parameters[FINAL_FLAG].bool_param = True
+        return message

@@ -1,0 +1,377 @@
+"""``inference.GRPCInferenceService``: every rpc, translated to the server's API.
+
+The servicer implements the generated betterproto2 base class. Its ``__mapping__`` (what grpclib
+serves) swaps in the fast inference rpcs of :mod:`._infer` and wraps every handler once: work is
+counted for a graceful stop, and a :class:`KernelError` becomes the gRPC status of the one
+mapping table, :func:`kernel.errors.grpc_status`, with its message unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import betterproto2
+from grpclib.const import Cardinality, Handler
+from grpclib.const import Status as GrpcStatus
+from grpclib.exceptions import GRPCError
+
+from kernel._proto.inference import (
+    CudaSharedMemoryRegisterRequest,
+    CudaSharedMemoryRegisterResponse,
+    CudaSharedMemoryStatusRequest,
+    CudaSharedMemoryStatusResponse,
+    CudaSharedMemoryUnregisterRequest,
+    CudaSharedMemoryUnregisterResponse,
+    GrpcInferenceServiceBase,
+    InferBatchStatistics,
+    InferStatistics,
+    LogSettingsRequest,
+    LogSettingsResponse,
+    LogSettingsResponseSettingValue,
+    ModelConfigRequest,
+    ModelConfigResponse,
+    ModelMetadataRequest,
+    ModelMetadataResponse,
+    ModelMetadataResponseTensorMetadata,
+    ModelReadyRequest,
+    ModelReadyResponse,
+    ModelStatistics,
+    ModelStatisticsRequest,
+    ModelStatisticsResponse,
+    RepositoryIndexRequest,
+    RepositoryIndexResponse,
+    RepositoryIndexResponseModelIndex,
+    RepositoryModelLoadRequest,
+    RepositoryModelLoadResponse,
+    RepositoryModelUnloadRequest,
+    RepositoryModelUnloadResponse,
+    ServerLiveRequest,
+    ServerLiveResponse,
+    ServerMetadataRequest,
+    ServerMetadataResponse,
+    ServerReadyRequest,
+    ServerReadyResponse,
+    StatisticDuration,
+    SystemSharedMemoryRegisterRequest,
+    SystemSharedMemoryRegisterResponse,
+    SystemSharedMemoryStatusRequest,
+    SystemSharedMemoryStatusResponse,
+    SystemSharedMemoryStatusResponseRegionStatus,
+    SystemSharedMemoryUnregisterRequest,
+    SystemSharedMemoryUnregisterResponse,
+    TraceSettingRequest,
+    TraceSettingResponse,
+    TraceSettingResponseSettingValue,
+)
+from kernel.errors import KernelError, Status, grpc_status
+from kernel.frontends.grpc._in_flight import InFlight
+from kernel.frontends.grpc._infer import InferenceRpcs
+from kernel.frontends.grpc._messages import (
+    InferRequestPb,
+    InferResponsePb,
+    StreamInferResponsePb,
+)
+from kernel.frontends.grpc._settings import LogSettings, LogValue, TraceSettings
+from kernel.frontends.grpc._tensors import TensorCodec
+from kernel.server import InferenceServer
+from kernel.statistics import Duration
+from kernel.statistics import ModelStatistics as KernelModelStatistics
+
+__all__ = ["EXTENSIONS", "InferenceServicer", "grpc_error"]
+
+EXTENSIONS = (
+    "classification",
+    "sequence",
+    "model_repository",
+    "model_configuration",
+    "system_shared_memory",
+    "binary_tensor_data",
+    "parameters",
+    "statistics",
+    "logging",
+)
+"""The protocol extensions served (Triton's names, in Triton's order). Not listed: CUDA shared
+memory (no GPU), tracing (settings are kept but no traces are taken), ``schedule_policy`` and
+``model_repository(unload_dependents)``."""
+
+_SERVICE = "/inference.GRPCInferenceService/"
+_INFER = _SERVICE + "ModelInfer"
+_STREAM_INFER = _SERVICE + "ModelStreamInfer"
+# Answered even while stopping (probes must see the server go unready, not fail); a stream
+# counts its requests itself, so an idle stream does not hold up a stop.
+_UNCOUNTED = {
+    _SERVICE + "ServerLive",
+    _SERVICE + "ServerReady",
+    _SERVICE + "ModelReady",
+    _STREAM_INFER,
+}
+_LOAD_FILE_PREFIX = "file:"
+
+_Rpc = Callable[[Any], Awaitable[None]]
+
+
+def grpc_error(error: KernelError) -> GRPCError:
+    """The gRPC error a client receives for ``error`` (status through the one table)."""
+    return GRPCError(GrpcStatus(grpc_status(error.status)), error.message)
+
+
+def _duration(duration: Duration) -> StatisticDuration:
+    return StatisticDuration(count=duration.count, ns=duration.ns)
+
+
+def _statistics(stats: KernelModelStatistics) -> ModelStatistics:
+    return ModelStatistics(
+        name=stats.name,
+        version=str(stats.version),
+        last_inference=stats.last_inference_ms,
+        inference_count=stats.inference_count,
+        execution_count=stats.execution_count,
+        inference_stats=InferStatistics(
+            success=_duration(stats.success),
+            fail=_duration(stats.fail),
+            queue=_duration(stats.queue),
+            compute_input=_duration(stats.compute_input),
+            compute_infer=_duration(stats.compute_infer),
+            compute_output=_duration(stats.compute_output),
+            cache_hit=StatisticDuration(),
+            cache_miss=StatisticDuration(),
+        ),
+        batch_stats=[
+            InferBatchStatistics(
+                batch_size=size,
+                compute_input=_duration(batch.compute_input),
+                compute_infer=_duration(batch.compute_infer),
+                compute_output=_duration(batch.compute_output),
+            )
+            for size, batch in sorted(stats.batch_stats.items())
+        ],
+    )
+
+
+class InferenceServicer(GrpcInferenceServiceBase):  # type: ignore[misc]  # generated, untyped
+    """Every rpc of ``inference.GRPCInferenceService`` for one server."""
+
+    def __init__(self, server: InferenceServer, in_flight: InFlight) -> None:
+        self._server = server
+        self._in_flight = in_flight
+        self._rpcs = InferenceRpcs(server, TensorCodec(server), in_flight)
+        self._trace = TraceSettings()
+        self._log = LogSettings(verbose=server.options.log_verbose)
+
+    # -- what grpclib serves ------------------------------------------------------------------
+
+    def __mapping__(self) -> dict[str, Handler]:
+        mapping: dict[str, Handler] = dict(super().__mapping__())
+        mapping[_INFER] = Handler(
+            self._rpcs.model_infer, Cardinality.UNARY_UNARY, InferRequestPb, InferResponsePb
+        )
+        mapping[_STREAM_INFER] = Handler(
+            self._rpcs.model_stream_infer,
+            Cardinality.STREAM_STREAM,
+            InferRequestPb,
+            StreamInferResponsePb,
+        )
+        return {
+            path: handler._replace(func=self._guard(handler.func, counted=path not in _UNCOUNTED))
+            for path, handler in mapping.items()
+        }
+
+    def _guard(self, rpc: _Rpc, *, counted: bool) -> _Rpc:
+        in_flight = self._in_flight
+
+        async def guarded(stream: Any) -> None:
+            try:
+                if counted:
+                    in_flight.enter()
+                    try:
+                        await rpc(stream)
+                    finally:
+                        in_flight.leave()
+                else:
+                    await rpc(stream)
+            except KernelError as exc:
+                raise grpc_error(exc) from None
+
+        return guarded
+
+    # -- health and metadata ------------------------------------------------------------------
+
+    async def server_live(self, message: ServerLiveRequest) -> ServerLiveResponse:
+        return ServerLiveResponse(live=self._server.live)
+
+    async def server_ready(self, message: ServerReadyRequest) -> ServerReadyResponse:
+        return ServerReadyResponse(ready=self._server.is_ready())
+
+    async def model_ready(self, message: ModelReadyRequest) -> ModelReadyResponse:
+        return ModelReadyResponse(ready=self._server.is_model_ready(message.name, message.version))
+
+    async def server_metadata(self, message: ServerMetadataRequest) -> ServerMetadataResponse:
+        return ServerMetadataResponse(
+            name=self._server.options.server_name,
+            version=self._server.version,
+            extensions=list(EXTENSIONS),
+        )
+
+    async def model_metadata(self, message: ModelMetadataRequest) -> ModelMetadataResponse:
+        metadata = self._server.model_metadata(message.name, message.version)
+        return ModelMetadataResponse(
+            name=metadata.name,
+            versions=list(metadata.versions),
+            platform=metadata.platform,
+            inputs=[
+                ModelMetadataResponseTensorMetadata(
+                    name=t.name, datatype=t.datatype, shape=list(t.shape)
+                )
+                for t in metadata.inputs
+            ],
+            outputs=[
+                ModelMetadataResponseTensorMetadata(
+                    name=t.name, datatype=t.datatype, shape=list(t.shape)
+                )
+                for t in metadata.outputs
+            ],
+        )
+
+    async def model_config(self, message: ModelConfigRequest) -> ModelConfigResponse:
+        return ModelConfigResponse(config=self._server.model_config(message.name, message.version))
+
+    async def model_statistics(self, message: ModelStatisticsRequest) -> ModelStatisticsResponse:
+        stats = self._server.model_statistics(message.name, message.version)
+        return ModelStatisticsResponse(model_stats=[_statistics(s) for s in stats])
+
+    # -- model repository ---------------------------------------------------------------------
+
+    async def repository_index(self, message: RepositoryIndexRequest) -> RepositoryIndexResponse:
+        return RepositoryIndexResponse(
+            models=[
+                RepositoryIndexResponseModelIndex(
+                    name=row.name, version=row.version, state=row.state, reason=row.reason
+                )
+                for row in self._server.repository_index(ready_only=message.ready)
+            ]
+        )
+
+    async def repository_model_load(
+        self, message: RepositoryModelLoadRequest
+    ) -> RepositoryModelLoadResponse:
+        config: str | None = None
+        files: dict[str, bytes] = {}
+        for key, param in message.parameters.items():
+            kind, _ = betterproto2.which_one_of(param, "parameter_choice")
+            if key == "config":
+                if kind != "string_param":
+                    raise _load_param_type(key, "string_param")
+                config = param.string_param
+            elif key.startswith(_LOAD_FILE_PREFIX):
+                if kind != "bytes_param":
+                    raise _load_param_type(key, "bytes_param")
+                files[key[len(_LOAD_FILE_PREFIX) :]] = param.bytes_param
+            else:
+                raise KernelError(Status.INVALID_ARG, f"unrecognized load parameter '{key}'.")
+        await self._server.load_model(message.model_name, config, files or None)
+        return RepositoryModelLoadResponse()
+
+    async def repository_model_unload(
+        self, message: RepositoryModelUnloadRequest
+    ) -> RepositoryModelUnloadResponse:
+        await self._server.unload_model(message.model_name)
+        return RepositoryModelUnloadResponse()
+
+    # -- shared memory ------------------------------------------------------------------------
+
+    async def system_shared_memory_status(
+        self, message: SystemSharedMemoryStatusRequest
+    ) -> SystemSharedMemoryStatusResponse:
+        return SystemSharedMemoryStatusResponse(
+            regions={
+                r.name: SystemSharedMemoryStatusResponseRegionStatus(
+                    name=r.name, key=r.key, offset=r.offset, byte_size=r.byte_size
+                )
+                for r in self._server.shared_memory.status(message.name)
+            }
+        )
+
+    async def system_shared_memory_register(
+        self, message: SystemSharedMemoryRegisterRequest
+    ) -> SystemSharedMemoryRegisterResponse:
+        self._server.shared_memory.register(
+            message.name, message.key, message.offset, message.byte_size
+        )
+        return SystemSharedMemoryRegisterResponse()
+
+    async def system_shared_memory_unregister(
+        self, message: SystemSharedMemoryUnregisterRequest
+    ) -> SystemSharedMemoryUnregisterResponse:
+        if message.name:
+            self._server.shared_memory.unregister(message.name)
+        else:
+            self._server.shared_memory.unregister_all()
+        return SystemSharedMemoryUnregisterResponse()
+
+    async def cuda_shared_memory_status(
+        self, message: CudaSharedMemoryStatusRequest
+    ) -> CudaSharedMemoryStatusResponse:
+        if message.name:  # nothing can be registered without a GPU
+            raise KernelError(
+                Status.NOT_FOUND, f"Unable to find cuda shared memory region: '{message.name}'"
+            )
+        return CudaSharedMemoryStatusResponse()
+
+    async def cuda_shared_memory_register(
+        self, message: CudaSharedMemoryRegisterRequest
+    ) -> CudaSharedMemoryRegisterResponse:
+        raise KernelError(
+            Status.INVALID_ARG,
+            f"failed to register CUDA shared memory region '{message.name}': CUDA shared memory"
+            " is not supported: no GPU",
+        )
+
+    async def cuda_shared_memory_unregister(
+        self, message: CudaSharedMemoryUnregisterRequest
+    ) -> CudaSharedMemoryUnregisterResponse:
+        return CudaSharedMemoryUnregisterResponse()
+
+    # -- trace and log settings ---------------------------------------------------------------
+
+    async def trace_setting(self, message: TraceSettingRequest) -> TraceSettingResponse:
+        model = message.model_name
+        if model:
+            try:
+                self._server.route(model)
+            except KernelError:
+                raise KernelError(
+                    Status.INVALID_ARG, f"Request for unknown model : {model}"
+                ) from None
+        if message.settings:
+            settings = self._trace.update(
+                model, {k: list(v.value) for k, v in message.settings.items()}
+            )
+        else:
+            settings = self._trace.get(model)
+        return TraceSettingResponse(
+            settings={k: TraceSettingResponseSettingValue(value=v) for k, v in settings.items()}
+        )
+
+    async def log_settings(self, message: LogSettingsRequest) -> LogSettingsResponse:
+        updates: dict[str, LogValue | None] = {}
+        for key, setting in message.settings.items():
+            _, value = betterproto2.which_one_of(setting, "parameter_choice")
+            updates[key] = value
+        values = self._log.update(updates)
+        return LogSettingsResponse(settings={k: _log_value(v) for k, v in values.items()})
+
+
+def _load_param_type(key: str, expected: str) -> KernelError:
+    return KernelError(
+        Status.INVALID_ARG,
+        f"invalid value type for load parameter '{key}', expected {expected}.",
+    )
+
+
+def _log_value(value: LogValue) -> LogSettingsResponseSettingValue:
+    if isinstance(value, bool):
+        return LogSettingsResponseSettingValue(bool_param=value)
+    if isinstance(value, int):
+        return LogSettingsResponseSettingValue(uint32_param=value)
+    return LogSettingsResponseSettingValue(string_param=value)
