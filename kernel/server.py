@@ -196,8 +196,9 @@ class InferenceServer:
             module_name, _, class_name = FRONTENDS[name].partition(":")
             frontend: Frontend = getattr(importlib.import_module(module_name), class_name)()
             sock = _bind(self.options.host, port)
+            bound = sock.getsockname()[1]
             await frontend.start(self, sock)
-            self.ports[name] = sock.getsockname()[1]
+            self.ports[name] = bound
             self._frontends.append((name, frontend))
             log.info("started %s endpoint at %s:%d", name, self.options.host, self.ports[name])
 
@@ -368,7 +369,9 @@ def _bind(host: str, port: int) -> socket.socket:
     :raises KernelError: ``UNAVAILABLE`` when the address is taken.
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP (not 0) so asyncio sets TCP_NODELAY on accepted connections; without it
+    # every small response waits ~40 ms for the peer's delayed ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))

@@ -405,7 +405,8 @@ def test_message_over_the_size_limit(tmp_path: Path) -> None:
             small.ModelInfer(request, timeout=30)
         assert info.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
         size = request.ByteSize()
-        assert info.value.details() == f"Received message larger than max ({size} vs. 1000)"
+        # gRPC's C core words it (Triton's server is built on the same core)
+        assert info.value.details().endswith(f"Received message larger than max ({size} vs. 1000)")
         _assert_serving(small)
 
 

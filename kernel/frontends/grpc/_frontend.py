@@ -1,95 +1,67 @@
-"""The gRPC endpoint: a grpclib server on the socket the kernel bound, and its graceful stop."""
+"""The gRPC endpoint: grpcio's asyncio server on the kernel's port, and its graceful stop."""
 
 from __future__ import annotations
 
-import asyncio
 import socket
-import weakref
 from typing import Any
 
 import anyio
-from grpclib.const import Status as GrpcStatus
-from grpclib.encoding.proto import ProtoCodec
-from grpclib.exceptions import GRPCError
-from grpclib.protocol import H2Protocol
-from grpclib.server import Server
+import grpc
 
+from kernel.errors import KernelError, Status
 from kernel.frontends.grpc._health import HealthServicer
 from kernel.frontends.grpc._in_flight import InFlight
 from kernel.frontends.grpc._service import InferenceServicer
+from kernel.frontends.grpc._transport import generic_handlers
 from kernel.server import InferenceServer
 
 __all__ = ["GrpcFrontend"]
-
-
-class _SizeLimitedCodec(ProtoCodec):
-    """Protobuf decoding that refuses messages over the server's limit, as gRPC servers do."""
-
-    def __init__(self, max_bytes: int) -> None:
-        self._max_bytes = max_bytes
-
-    def decode(self, data: bytes, message_type: Any) -> Any:
-        if len(data) > self._max_bytes:
-            raise GRPCError(
-                GrpcStatus.RESOURCE_EXHAUSTED,
-                f"Received message larger than max ({len(data)} vs. {self._max_bytes})",
-            )
-        return super().decode(data, message_type)
-
-
-class _Server(Server):
-    """A grpclib server that knows its connections, so a stop can close idle ones."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.connections: weakref.WeakSet[H2Protocol] = weakref.WeakSet()
-
-    def _protocol_factory(self) -> H2Protocol:
-        protocol = super()._protocol_factory()
-        self.connections.add(protocol)
-        return protocol
-
-    def stop_listening(self) -> None:
-        if self._server is not None:
-            self._server.close()
-
-    def close_connections(self) -> None:
-        for protocol in list(self.connections):
-            connection = getattr(protocol, "connection", None)
-            if connection is not None:
-                connection.close()
 
 
 class GrpcFrontend:
     """Serves ``inference.GRPCInferenceService`` and ``grpc.health.v1.Health``."""
 
     def __init__(self) -> None:
-        self._grpc: _Server | None = None
+        self._grpc: grpc.aio.Server | None = None
         self._in_flight: InFlight | None = None
 
     async def start(self, server: InferenceServer, sock: socket.socket) -> None:
-        """Serve on ``sock`` (bound and listening) in the background and return."""
+        """Serve on the address of ``sock`` in the background and return.
+
+        grpcio binds its own listening socket, so the kernel's is closed and its address
+        taken over at once (port reuse is off: a clash fails loudly instead of sharing it).
+        """
+        host, port = sock.getsockname()[:2]
+        sock.close()
+        limit = server.options.grpc_max_message_bytes
         self._in_flight = InFlight()
-        self._grpc = _Server(
-            [InferenceServicer(server, self._in_flight), HealthServicer(server)],
-            codec=_SizeLimitedCodec(server.options.grpc_max_message_bytes),
+        self._grpc = grpc.aio.server(
+            options=[
+                ("grpc.so_reuseport", 0),
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.max_send_message_length", limit),
+            ]
         )
-        await self._grpc.start(sock=sock)
+        inference = InferenceServicer(server, self._in_flight)
+        health = HealthServicer(server)
+        self._grpc.add_generic_rpc_handlers(
+            generic_handlers([inference.__mapping__(), health.__mapping__()])
+        )
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        try:
+            if self._grpc.add_insecure_port(address) == 0:
+                raise RuntimeError("port taken")
+        except RuntimeError as exc:
+            raise KernelError(Status.UNAVAILABLE, f"cannot listen on {address}: {exc}") from exc
+        await self._grpc.start()
 
     async def stop(self, timeout: float) -> None:
-        """Stop accepting connections and new work, let the work in progress finish for up to
-        ``timeout`` seconds, then cancel what is left and close every connection."""
-        grpc, in_flight = self._grpc, self._in_flight
-        if grpc is None or in_flight is None:
+        """Stop accepting new rpcs and stream requests, let the work in progress finish for up
+        to ``timeout`` seconds, then cancel what is left and close every connection."""
+        grpc_server, in_flight = self._grpc, self._in_flight
+        if grpc_server is None or in_flight is None:
             return
         self._grpc = None
-        deadline = anyio.current_time() + timeout
-        grpc.stop_listening()
         with anyio.move_on_after(timeout):
             await in_flight.drain()
-        grpc.close()
-        grpc.close_connections()
-        remaining = max(deadline - anyio.current_time(), 0.1)
-        with anyio.move_on_after(remaining):
-            await grpc.wait_closed()
-        await asyncio.sleep(0)  # let the closed transports report connection_lost
+        await grpc_server.stop(grace=0.1)

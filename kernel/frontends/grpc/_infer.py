@@ -1,4 +1,4 @@
-"""The two inference rpcs, ``ModelInfer`` and ``ModelStreamInfer``, on grpclib streams.
+"""The two inference rpcs, ``ModelInfer`` and ``ModelStreamInfer``, on grpclib-style streams.
 
 They use the fast message classes of :mod:`._messages`. On a stream, requests run concurrently
 and their responses go out as they come (one writer at a time); an error answers only the
