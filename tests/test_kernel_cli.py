@@ -103,7 +103,9 @@ def test_serve_prints_status_table_and_drains_on_sigterm(
             if not line:
                 break
             lines.append(line)
-            if line.startswith("| broken"):
+            if any(x.startswith("| m ") for x in lines) and any(
+                x.startswith("| broken") for x in lines
+            ):
                 break
         table = "".join(lines)
         assert "| m " in table and "READY" in table, table
@@ -114,6 +116,8 @@ def test_serve_prints_status_table_and_drains_on_sigterm(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
     assert log.read_text().splitlines()[-4:] == [
         "instance.finalize m_0_1",
         "instance.finalize m_0_0",
