@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Protocol
@@ -112,6 +112,15 @@ class ModelContext:
     server: ServerHandle
     auto_complete: bool = True
     """False when the server runs with ``--disable-auto-complete-config``."""
+    on_unavailable: Callable[[str], None] | None = field(default=None, repr=False)
+    """Set by the kernel: what :meth:`set_unavailable` calls."""
+
+    def set_unavailable(self, reason: str) -> None:
+        """Report, from the loop, that the loaded model can no longer serve (say, a worker
+        process it depends on died): it shows as ``UNAVAILABLE`` with ``reason`` and is not
+        ready until reloaded. Requests that still reach it get the backend's errors."""
+        if self.on_unavailable is not None:
+            self.on_unavailable(reason)
 
     @property
     def repository(self) -> Path:

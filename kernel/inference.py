@@ -17,7 +17,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,13 +61,27 @@ class InferenceResponse:
     """Set by the kernel: whether this is the request's last response."""
 
 
+ResponseInterceptor = Callable[[InferenceResponse, Callable[[InferenceResponse], None]], None]
+"""For the kernel's schedulers: sees each response on the event loop before the client does, and
+passes it on by calling the given ``release`` (at once, or later to keep responses in order)."""
+
+
 _ids = itertools.count(1)
 
 
 class _ResponseChannel:
     """The one-way, thread-safe path from a backend's answers to the frontend awaiting them."""
 
-    __slots__ = ("__weakref__", "_buffer", "_closed", "_lock", "_loop", "_loop_thread", "_waiter")
+    __slots__ = (
+        "__weakref__",
+        "_buffer",
+        "_closed",
+        "_lock",
+        "_loop",
+        "_loop_thread",
+        "_waiter",
+        "interceptor",
+    )
 
     def __init__(self, loop: asyncio.AbstractEventLoop | None) -> None:
         self._loop = loop
@@ -76,6 +90,7 @@ class _ResponseChannel:
         self._closed = False
         self._buffer: deque[InferenceResponse] = deque()
         self._waiter: asyncio.Future[None] | None = None
+        self.interceptor: ResponseInterceptor | None = None
 
     @property
     def closed(self) -> bool:
@@ -97,6 +112,12 @@ class _ResponseChannel:
                 self._loop.call_soon_threadsafe(self._deliver, response)
 
     def _deliver(self, response: InferenceResponse) -> None:
+        if self.interceptor is not None:
+            self.interceptor(response, self._release)
+        else:
+            self._release(response)
+
+    def _release(self, response: InferenceResponse) -> None:
         self._buffer.append(response)
         waiter = self._waiter
         if waiter is not None and not waiter.done():
@@ -238,6 +259,11 @@ class InferenceRequest:
             error=None if error is None else KernelError.wrap(error),
         )
         self._channel.push(response, final=True)
+
+    def intercept_responses(self, interceptor: ResponseInterceptor) -> None:
+        """For the kernel's schedulers: route every response of this request through
+        ``interceptor`` before the client sees it (sequence state, ``preserve_ordering``)."""
+        self._channel.interceptor = interceptor
 
     def response_sender(self) -> ResponseSender:
         """The sender for decoupled models (the same object on every call)."""

@@ -17,7 +17,7 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from kernel._devices import visible_gpus
-from kernel.backend import ModelContext, ServerHandle
+from kernel.backend import Backend, ModelContext, ServerHandle
 from kernel.errors import KernelError, Status
 from kernel.models import ModelState, ModelVersion, SchedulerFactory
 from kernel.registry import BackendRegistry
@@ -28,6 +28,7 @@ from kernel.repository import (
     normalize_config,
     select_versions,
 )
+from kernel.scheduling import EnsembleBackend
 
 __all__ = ["ModelControlMode", "ModelIndexEntry", "ModelManager"]
 
@@ -91,6 +92,8 @@ class ModelManager:
         self._tg: TaskGroup | None = None
         self._closed = anyio.Event()
         self._load_order: list[ModelVersion] = []
+        self._ensembles = EnsembleBackend(self)
+        """The kernel's own backend for ``platform: "ensemble"`` (never in the registry)."""
 
     # -- life of the manager ----------------------------------------------------------------
 
@@ -177,12 +180,11 @@ class ModelManager:
             started: dict[int, ModelVersion] = {}
             entry.failed_versions.clear()
             try:
+                plugin: Backend
                 if backend == "ensemble":
-                    raise KernelError(
-                        Status.UNSUPPORTED,
-                        f"model '{name}': ensemble scheduling is not available in this build",
-                    )
-                plugin = await self.registry.get(backend)
+                    plugin = self._ensembles
+                else:
+                    plugin = await self.registry.get(backend)
                 for number in versions:
                     version = ModelVersion(
                         plugin,
@@ -229,6 +231,18 @@ class ModelManager:
             for replaced in old.values():
                 self._retire(replaced)
             log.info("loaded '%s' versions %s", name, sorted(started))
+
+    async def ensure_loaded(self, name: str) -> None:
+        """Load ``name`` unless a version of it serves (an ensemble's steps). A load of it in
+        progress is waited for, not repeated.
+
+        :raises KernelError: why the load failed.
+        """
+        entry = self._entry(name)
+        async with entry.lock:
+            if entry.versions:
+                return
+        await self.load(name)
 
     def _retire(self, version: ModelVersion) -> None:
         """Stop a version no longer routed to; it drains in the background."""

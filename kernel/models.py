@@ -15,16 +15,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import anyio
-from anyio.abc import TaskStatus
+from anyio.abc import TaskGroup, TaskStatus
 
 from kernel._devices import visible_gpus
 from kernel._hooks import call_hook, is_async
-from kernel._proto.inference import ModelConfig, ModelInstanceGroupKind
+from kernel._proto.inference import ModelConfig, ModelInstanceGroup, ModelInstanceGroupKind
 from kernel.backend import Backend, InstanceContext, Model, ModelContext, ModelInstance
 from kernel.errors import KernelError, Status
 from kernel.inference import InferenceRequest
 from kernel.repository import normalize_config
-from kernel.scheduling import DirectScheduler, Scheduler
+from kernel.scheduling import Scheduler, scheduler_for
 from kernel.statistics import ModelStatistics
 from kernel.validation import RequestValidator
 
@@ -72,12 +72,15 @@ class ModelVersion:
         self.in_flight = 0
         self.executing = 0
         self.drain_timeout = drain_timeout
-        self._scheduler_factory = scheduler_factory or (lambda _config: DirectScheduler())
+        self._scheduler_factory = scheduler_factory or (
+            lambda config: scheduler_for(config, context.model_dir)
+        )
         self.scheduler: Scheduler = self._scheduler_factory(context.config)
         self.validator = RequestValidator(context.config)
         self._stop = anyio.Event()
         self.finished = anyio.Event()
         self.instances: list[_Instance] = []
+        context.on_unavailable = self._report_unavailable
 
     @property
     def config(self) -> ModelConfig:
@@ -86,6 +89,11 @@ class ModelVersion:
     @property
     def decoupled(self) -> bool:
         return self.context.decoupled
+
+    def _report_unavailable(self, reason: str) -> None:
+        if self.state is ModelState.READY:
+            self.state, self.reason = ModelState.UNAVAILABLE, reason
+            log.error("model '%s' version %d is unavailable: %s", self.name, self.version, reason)
 
     def stop(self) -> None:
         """Ask :meth:`run` to stop accepting, drain and finalize (returns at once)."""
@@ -123,8 +131,10 @@ class ModelVersion:
                     error.message,
                 ) from exc
             async with anyio.create_task_group() as workers:
-                for item in ready:
-                    workers.start_soon(self._worker, item, name=f"worker {item.context.name}")
+                for index, item in enumerate(ready):
+                    workers.start_soon(
+                        self._worker, item, index, workers, name=f"worker {item.context.name}"
+                    )
                 self.state = ModelState.READY
                 task_status.started()
                 await self._stop.wait()
@@ -139,7 +149,11 @@ class ModelVersion:
     def _instance_contexts(self) -> list[InstanceContext]:
         contexts: list[InstanceContext] = []
         gpus = visible_gpus()
-        for group in self.config.instance_group:
+        # An ensemble has no instance group: its one instance only awaits other models.
+        groups = self.config.instance_group or [
+            ModelInstanceGroup(name=self.name, kind=ModelInstanceGroupKind.MODEL, count=1)
+        ]
+        for group in groups:
             kind = f"KIND_{group.kind.name}"
             if group.kind == ModelInstanceGroupKind.GPU:
                 if not gpus:
@@ -221,35 +235,42 @@ class ModelVersion:
             while self.in_flight or self.executing or self.scheduler.pending():  # noqa: ASYNC110
                 await anyio.sleep(0.005)
 
-    async def _worker(self, item: _Instance) -> None:
-        instance, context = item.instance, item.context
+    async def _worker(self, item: _Instance, index: int, workers: TaskGroup) -> None:
         limiter = anyio.CapacityLimiter(1)
-        run_on_loop = is_async(instance.execute)
         while True:
-            batch = await self.scheduler.next_batch()
-            self.executing += 1
-            start = time.monotonic_ns()
-            error: KernelError | None = None
-            try:
-                if run_on_loop:
-                    await instance.execute(batch)  # type: ignore[misc]
-                else:
-                    await anyio.to_thread.run_sync(instance.execute, batch, limiter=limiter)
-            except anyio.get_cancelled_exc_class():
-                error = KernelError(Status.UNAVAILABLE, f"model '{self.name}' is unloading")
-                raise
-            except Exception as exc:
-                error = KernelError.wrap(exc)
-                log.debug("model '%s' execute raised", self.name, exc_info=True)
-            finally:
-                end = time.monotonic_ns()
-                self.executing -= 1
-                self._settle(batch, error)
-                times = context.take_reported_times() or (0, end - start, 0)
-                queue_ns = sum(start - r.enqueued_ns for r in batch)
-                self.stats.record_execution(
-                    sum(r.batch_size for r in batch), len(batch), times, queue_ns
-                )
+            batch = await self.scheduler.next_batch(index)
+            if self.scheduler.overlapping:
+                workers.start_soon(self._execute, item, batch, limiter)
+            else:
+                await self._execute(item, batch, limiter)
+
+    async def _execute(
+        self, item: _Instance, batch: list[InferenceRequest], limiter: anyio.CapacityLimiter
+    ) -> None:
+        instance, context = item.instance, item.context
+        self.executing += 1
+        start = time.monotonic_ns()
+        error: KernelError | None = None
+        try:
+            if is_async(instance.execute):
+                await instance.execute(batch)  # type: ignore[misc]
+            else:
+                await anyio.to_thread.run_sync(instance.execute, batch, limiter=limiter)
+        except anyio.get_cancelled_exc_class():
+            error = KernelError(Status.UNAVAILABLE, f"model '{self.name}' is unloading")
+            raise
+        except Exception as exc:
+            error = KernelError.wrap(exc)
+            log.debug("model '%s' execute raised", self.name, exc_info=True)
+        finally:
+            end = time.monotonic_ns()
+            self.executing -= 1
+            self._settle(batch, error)
+            times = context.take_reported_times() or (0, end - start, 0)
+            queue_ns = sum(start - r.enqueued_ns for r in batch)
+            self.stats.record_execution(
+                sum(r.batch_size for r in batch), len(batch), times, queue_ns
+            )
 
     def _settle(self, batch: list[InferenceRequest], error: KernelError | None) -> None:
         """Answer every request ``execute`` left unanswered (see the contract in backend.py)."""

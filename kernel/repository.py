@@ -190,15 +190,28 @@ platform whose model file (``model.onnx``/``model.pt`` or ``default_model_filena
 folder holds -- so a folder with only ``1/model.onnx`` loads."""
 
 
+DEFAULT_MODEL_FILE_BACKENDS = {".py": "python"}
+"""The same for backends without a platform name: a version folder holding ``model.py`` is a
+Python-backend model (Triton then sets ``backend: "python"``)."""
+
+
 def _autofill_platform(config: ModelConfig, model_dir: Path) -> None:
     if config.backend or config.platform:
         return
-    for suffix, platform in DEFAULT_MODEL_FILES.items():
+
+    def holds(suffix: str) -> bool:
         filename = config.default_model_filename or f"model{suffix}"
-        if filename.endswith(suffix) and any(
+        return filename.endswith(suffix) and any(
             (v / filename).exists() for v in model_dir.iterdir() if v.name.isdigit()
-        ):
+        )
+
+    for suffix, platform in DEFAULT_MODEL_FILES.items():
+        if holds(suffix):
             config.platform = platform
+            return
+    for suffix, backend in DEFAULT_MODEL_FILE_BACKENDS.items():
+        if holds(suffix):
+            config.backend = backend
             return
 
 

@@ -102,7 +102,9 @@ class RequestValidator:
                         Status.INVALID_ARG,
                         f"unexpected inference output '{name}' for model '{model}'",
                     )
-        present = [n for n in given if n not in self.implicit]
+        # Triton walks a request's inputs in reverse order (its hash map's order for few
+        # inputs), which decides the listing below and which input a message names first.
+        present = [n for n in reversed(given) if n not in self.implicit]
         if len(present) > len(self.inputs) or len(present) < len(self.required):
             missing = [n for n in self.required if n not in given]
             if len(self.required) == len(self.inputs):
@@ -118,7 +120,7 @@ class RequestValidator:
                 " Please provide all required input(s).",
             )
         batch_size = 0
-        for name, array in given.items():
+        for name, array in reversed(given.items()):
             spec = self.inputs.get(name)
             if spec is None:
                 if name in self.implicit:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import ClassVar
 
 from kernel.errors import KernelError
 from kernel.inference import InferenceRequest
@@ -15,13 +16,23 @@ class Scheduler(ABC):
     each request goes to exactly one batch.
     """
 
+    overlapping: ClassVar[bool] = False
+    """Whether a worker may start its next batch before the previous one finished. Only the
+    ensemble scheduler sets it: its instance merely awaits other models, so serializing its
+    batches would serialize every pipeline behind the slowest one."""
+
     @abstractmethod
     def enqueue(self, request: InferenceRequest) -> None:
         """Accept a request or raise :class:`KernelError` (queue full, closed, ...)."""
 
     @abstractmethod
-    async def next_batch(self) -> list[InferenceRequest]:
-        """Wait for and return the next batch (never empty)."""
+    async def next_batch(self, worker: int = 0) -> list[InferenceRequest]:
+        """Wait for and return the next batch (never empty) for instance worker ``worker``.
+
+        ``worker`` is the index of the calling instance (0 .. instances - 1); schedulers that pin
+        work to an instance (the sequence batcher's ``direct`` strategy) use it, others ignore
+        it. A worker calls again only once it is ready for another batch.
+        """
 
     @abstractmethod
     def pending(self) -> int:

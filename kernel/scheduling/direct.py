@@ -23,7 +23,7 @@ class DirectScheduler(Scheduler):
             raise self._closed
         self._send.send_nowait(request)
 
-    async def next_batch(self) -> list[InferenceRequest]:
+    async def next_batch(self, worker: int = 0) -> list[InferenceRequest]:
         while True:
             try:
                 request = await self._receive.receive()

@@ -6,6 +6,13 @@ Parameters (``parameters { key: "behaviour" value { string_value: "addsub" } }``
   thread), ``identity`` (OUTPUTi = INPUTi, on the event loop), ``repeat`` (decoupled: one response
   per element of IN on OUT, sent from another thread, then the final flag), ``raise``,
   ``no_answer``, ``answer_twice``, ``sleep`` (identity after ``sleep_ms``).
+* Batch behaviours, for the schedulers' tests (each request may set a ``sleep_ms`` parameter;
+  the batch sleeps the longest): ``echo_id`` concatenates INPUT0 over the batch as a batching
+  backend does, answers each request its own rows as OUTPUT0 and, per row, ECHO: JSON with the
+  request's id, correlation id and priority, the batch's rows and request ids, and the instance.
+  ``sequence_accumulate`` answers OUTPUT = ACC_OUT = ACC_IN + INPUT (ACC is the implicit
+  state) and ECHO: JSON with the control inputs it got (START, END, READY, CORRID), the batch's
+  correlation ids and the instance.
 * ``init_sleep_ms``: each instance's initialize sleeps this long (blocking, in its thread).
 * ``fail_instance_init``: instance initialize raises.
 
@@ -146,6 +153,13 @@ class TestInstance(ModelInstance):
         self.log(f"instance.finalize {self.context.name}")
 
     def execute(self, requests: Sequence[InferenceRequest]) -> None:
+        batch_behaviour = getattr(self, f"_batch_{self.behaviour}", None)
+        if batch_behaviour is not None:
+            delay = max(float(r.parameters.get("sleep_ms", 0)) for r in requests)
+            if delay:
+                time.sleep(delay / 1000)
+            batch_behaviour(requests)
+            return
         for request in requests:
             getattr(self, f"_{self.behaviour}")(request)
 
@@ -162,6 +176,57 @@ class TestInstance(ModelInstance):
     def _sleep(self, request: InferenceRequest) -> None:
         time.sleep(self.sleep_ms / 1000)
         self._identity(request)
+
+    def _echo(self, info: dict[str, Any], rows: int) -> np.ndarray:
+        shape = (rows, 1) if self.context.model.config.max_batch_size > 0 else (1,)
+        return np.full(shape, json.dumps(info).encode(), dtype=object)
+
+    def _batch_echo_id(self, requests: Sequence[InferenceRequest]) -> None:
+        ragged = {t.name for t in self.context.model.config.input if t.allow_ragged_batch}
+        arrays = [np.asarray(r.inputs["INPUT0"]) for r in requests]
+        if "INPUT0" in ragged:
+            arrays = [a.reshape(len(a), -1) for a in arrays]
+            widths = [a.shape[1] for a in arrays]
+            width = max(widths)
+            arrays = [np.pad(a, ((0, 0), (0, width - a.shape[1]))) for a in arrays]
+        else:
+            widths = []
+        batch = np.concatenate(arrays)  # fails, as a real backend would, on mixed shapes
+        total = sum(r.batch_size for r in requests)
+        ids = [r.id for r in requests]
+        offset = 0
+        for index, request in enumerate(requests):
+            rows = request.batch_size if self.context.model.config.max_batch_size > 0 else 1
+            own = batch[offset : offset + rows]
+            if widths:
+                own = own[:, : widths[index]]
+            offset += rows
+            info = {
+                "id": request.id,
+                "corrid": request.correlation_id,
+                "priority": request.priority,
+                "batch_rows": total,
+                "batch_ids": ids,
+                "instance": self.context.name,
+            }
+            request.respond({"OUTPUT0": own, "ECHO": self._echo(info, rows)})
+
+    def _batch_sequence_accumulate(self, requests: Sequence[InferenceRequest]) -> None:
+        def value(request: InferenceRequest, name: str) -> Any:
+            found = request.inputs.get(name)
+            if found is None:
+                return None
+            item = np.asarray(found).reshape(-1)[0]
+            return item.decode() if isinstance(item, bytes) else item.item()
+
+        peers = [value(r, "CORRID") for r in requests]
+        for request in requests:
+            total = np.asarray(request.inputs["ACC_IN"]) + np.asarray(request.inputs["INPUT"])
+            info = {
+                name.lower(): value(request, name) for name in ("START", "END", "READY", "CORRID")
+            }
+            info.update(batch_corrids=peers, instance=self.context.name)
+            request.respond({"OUTPUT": total, "ACC_OUT": total, "ECHO": self._echo(info, 1)})
 
     def _raise(self, request: InferenceRequest) -> None:
         raise ValueError("kerneltest: asked to raise")

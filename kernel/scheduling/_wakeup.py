@@ -1,0 +1,49 @@
+"""How batching schedulers wake their waiting workers: on a queue change or at a deadline."""
+
+from __future__ import annotations
+
+import time
+
+import anyio
+import anyio.lowlevel
+
+
+def now_ns() -> int:
+    """The clock every scheduler deadline uses (the event loop's clock, in nanoseconds)."""
+    return time.monotonic_ns()
+
+
+class Wakeup:
+    """A re-armable signal between ``enqueue`` (and finishing requests) and waiting workers.
+
+    A worker calls :meth:`arm` *before* it looks at the queue and then waits on the event it got.
+    Anything that changes the queue after the look calls :meth:`notify`, which sets that same
+    event, so no change is missed; everything runs on one event loop, so there is no race
+    between the look and the wait.
+    """
+
+    def __init__(self) -> None:
+        self._event = anyio.Event()
+
+    def arm(self) -> anyio.Event:
+        """The event the next :meth:`notify` sets (a fresh one once the last was set)."""
+        if self._event.is_set():
+            self._event = anyio.Event()
+        return self._event
+
+    def notify(self) -> None:
+        """Wake every worker waiting on the armed event."""
+        self._event.set()
+
+
+async def wait_for(event: anyio.Event, deadline_ns: int | None) -> None:
+    """Wait until ``event`` is set or the clock reaches ``deadline_ns`` (``None``: no deadline)."""
+    if deadline_ns is None:
+        await event.wait()
+        return
+    delay = (deadline_ns - now_ns()) / 1e9
+    if delay <= 0:
+        await anyio.lowlevel.checkpoint()
+        return
+    with anyio.move_on_after(delay):
+        await event.wait()
