@@ -322,11 +322,7 @@ class InferenceServer:
             version.in_flight -= 1
             failed = None
             if response.error is not None:
-                failed = (
-                    FailureReason.CANCELED
-                    if response.error.status is Status.CANCELLED
-                    else FailureReason.BACKEND
-                )
+                failed = _FAILURE_REASONS.get(response.error.status, FailureReason.BACKEND)
             version.stats.record_request(time.monotonic_ns() - request.arrival_ns, failed=failed)
 
     async def infer_once(self, request: InferenceRequest) -> InferenceResponse:
@@ -361,6 +357,15 @@ class InferenceServer:
             if not final:
                 request.cancel()
                 version.in_flight -= 1
+
+
+# How a failed answer counts in ``nv_inference_request_failure``: the schedulers refuse with
+# UNAVAILABLE (queue full, queue timeout, unloading), cancellation is CANCELLED, the rest is the
+# backend's.
+_FAILURE_REASONS = {
+    Status.CANCELLED: FailureReason.CANCELED,
+    Status.UNAVAILABLE: FailureReason.REJECTED,
+}
 
 
 def _bind(host: str, port: int) -> socket.socket:

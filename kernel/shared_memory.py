@@ -74,14 +74,14 @@ class SystemSharedMemory:
                 fd = os.open(path, os.O_RDWR)
             except OSError as exc:
                 raise KernelError(
-                    Status.INVALID_ARG,
+                    Status.INTERNAL,
                     f"Unable to open shared memory region: '{key}' ({exc.strerror})",
                 ) from exc
             try:
                 size = os.fstat(fd).st_size
                 if offset + byte_size > size:
                     raise KernelError(
-                        Status.INVALID_ARG,
+                        Status.INTERNAL,
                         f"failed to register shared memory region '{name}': offset {offset} +"
                         f" byte size {byte_size} exceeds the {size} bytes of '{key}'",
                     )
@@ -124,9 +124,7 @@ class SystemSharedMemory:
         with self._lock:
             mapping = self._regions.get(name)
         if mapping is None:
-            raise KernelError(
-                Status.INVALID_ARG, f"Unable to find system shared memory region: '{name}'"
-            )
+            raise KernelError(Status.NOT_FOUND, f"Unable to find shared memory region: '{name}'")
         region = mapping.region
         if offset < 0 or byte_size < 0 or offset + byte_size > region.byte_size:
             raise KernelError(
