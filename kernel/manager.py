@@ -208,10 +208,9 @@ class ModelManager:
                         error = KernelError.wrap(exc)
                         entry.failed_versions[number] = error.message
                         raise KernelError(
-                            error.status
-                            if error.status is not Status.INTERNAL
-                            else Status.UNAVAILABLE,
-                            f"failed to load '{name}' version {number}: {error.message}",
+                            Status.INVALID_ARG,
+                            f"load failed for model '{name}': version {number} is at UNAVAILABLE"
+                            f" state: {error.message};",
                         ) from exc
                     started[number] = version
             except KernelError as exc:
@@ -278,7 +277,8 @@ class ModelManager:
             for version in versions:
                 await version.finished.wait()
             entry.state, entry.reason = ModelState.UNAVAILABLE, "unloaded"
-            entry.failed_versions.clear()
+            # The index keeps listing the unloaded versions, as Triton's does.
+            entry.failed_versions = {version.version: "unloaded" for version in versions}
             if entry.source is not None and entry.source.temporary:
                 self.repository.release(name)
             log.info("unloaded '%s'", name)

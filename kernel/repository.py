@@ -114,8 +114,8 @@ class ModelRepository:
                 raise KernelError(Status.INVALID_ARG, problems[name])
             found = models.get(name)
             if found is None:
-                raise KernelError(
-                    Status.NOT_FOUND,
+                raise KernelError(  # Triton answers an unknown model's load with INTERNAL
+                    Status.INTERNAL,
                     f"failed to load '{name}', failed to poll from model repository",
                 )
             model_dir = found
