@@ -1,0 +1,479 @@
+"""The default execution mode: a model instance runs in the server process.
+
+Each instance has its own copy of the model module; a plain ``def execute`` runs in a worker
+thread (one batch at a time per instance), an ``async def execute`` on the server's event loop.
+BLS calls reach other models through the kernel directly: a call from a worker thread hops to
+the loop captured at ``initialize``; ``async_exec`` awaits on the loop.
+
+The per-request path is a slot object wrapping the kernel's request (no copy of inputs, JSON of
+parameters only when the model asks) and one ``respond`` per response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+import queue
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, cast
+
+import anyio
+import triton_python_backend_utils as pb_utils
+from triton_python_backend_utils._logging import python_log_level
+from triton_python_backend_utils._runtime import (
+    MetricsBackend,
+    ResponseChannel,
+    forget_fallback_runtime,
+    installed_runtime,
+    pop_runtime,
+    push_runtime,
+    set_fallback_runtime,
+)
+
+from kernel import (
+    InferenceRequest,
+    InferenceResponse,
+    InstanceContext,
+    KernelError,
+    ModelInstance,
+    RequestFlags,
+    ServerHandle,
+    Status,
+)
+from triton_backend_python._convert import (
+    kernel_error,
+    kernel_response,
+    model_response,
+    refused,
+    shielded,
+)
+from triton_backend_python._registry import MetricRegistry
+from triton_backend_python._runner import ExecuteError, ModelRunner
+
+if TYPE_CHECKING:
+    from triton_backend_python._backend import PythonModel
+
+__all__ = ["InProcessInstance", "InProcessRuntime"]
+
+_BACKGROUND_GRACE_SECONDS = 5.0
+"""How long finalize waits for decoupled coroutines still running in the background."""
+
+
+async def _close(stream: AsyncIterator[InferenceResponse]) -> None:
+    """Close a response stream now (cancelling its request if unfinished), not at GC time."""
+    aclose = getattr(stream, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
+class _ReceivedRequest(pb_utils.InferenceRequest):
+    """A kernel request as ``execute`` sees it: reads through to the kernel's object."""
+
+    __slots__ = ()
+
+    @property
+    def _kernel(self) -> InferenceRequest:
+        return cast(InferenceRequest, self._source)
+
+    def request_id(self) -> str:
+        return self._kernel.id
+
+    def correlation_id(self) -> int | str:
+        return self._kernel.correlation_id
+
+    def flags(self) -> int:
+        return int(self._kernel.flags)
+
+    def timeout(self) -> int:
+        return self._kernel.timeout_us
+
+    def parameters(self) -> str:
+        return json.dumps(self._kernel.parameters)
+
+    def _parameter_dict(self) -> dict[str, Any]:
+        return self._kernel.parameters
+
+
+class _Channel:
+    """Responses of one received request, into the kernel's request."""
+
+    __slots__ = ("_held", "_request", "_sender")
+
+    def __init__(self, request: InferenceRequest, decoupled: bool) -> None:
+        self._request = request
+        # Taken now, while execute runs: the kernel then keeps the request open for the
+        # responses a decoupled model sends after execute returned.
+        self._sender = request.response_sender() if decoupled else None
+        self._held: pb_utils.InferenceResponse | None = None
+
+    def send(self, response: pb_utils.InferenceResponse | None, final: bool) -> None:
+        try:
+            if self._sender is not None:
+                self._sender.send(
+                    None if response is None else kernel_response(response), final=final
+                )
+                return
+            # One response per request: keep a non-final one until the final flag.
+            if response is not None and self._held is not None:
+                raise pb_utils.TritonModelException(
+                    "Non-decoupled model cannot send more than one response"
+                )
+            if not final:
+                self._held = response
+                return
+            response, self._held = response or self._held, None
+            if response is None:
+                self._request.fail(
+                    KernelError(Status.INTERNAL, "the model sent the final flag without a response")
+                )
+            else:
+                out = kernel_response(response)
+                self._request.respond(out.outputs, error=out.error, parameters=out.parameters)
+        except KernelError as exc:
+            raise pb_utils.TritonModelException(
+                "Unable to send response. Response sender has been closed."
+            ) from exc
+
+    def is_cancelled(self) -> bool:
+        return self._request.is_cancelled()
+
+    def abandon(self) -> None:
+        self._request.fail(
+            KernelError(Status.INTERNAL, "the response sender was released without the final flag")
+        )
+
+
+class InProcessRuntime:
+    """The server side of ``triton_python_backend_utils`` for one in-process instance."""
+
+    def __init__(
+        self,
+        *,
+        server: ServerHandle,
+        loop: asyncio.AbstractEventLoop,
+        logger: logging.Logger,
+        metrics: MetricRegistry,
+        decoupled: bool,
+    ) -> None:
+        self.server = server
+        self.loop = loop
+        self.logger = logger
+        self._metrics = metrics
+        self.decoupled = decoupled
+        self._loop_thread = threading.get_ident()
+
+    # -- received requests ------------------------------------------------------------------
+
+    def response_channel(self, request: pb_utils.InferenceRequest) -> ResponseChannel:
+        source = request._source
+        assert isinstance(source, InferenceRequest)
+        return _Channel(source, self.decoupled)
+
+    def is_cancelled(self, request: pb_utils.InferenceRequest) -> bool:
+        source = request._source
+        return bool(isinstance(source, InferenceRequest) and source.is_cancelled())
+
+    # -- BLS ----------------------------------------------------------------------------------
+
+    def _blocking(self, what: str) -> None:
+        if threading.get_ident() == self._loop_thread:
+            raise pb_utils.TritonModelException(
+                f"{what} would block the server's event loop: inside 'async def execute' use"
+                " 'await request.async_exec()'"
+            )
+
+    @staticmethod
+    def _kernel_request(request: pb_utils.InferenceRequest) -> InferenceRequest:
+        # Made on the loop: a kernel request binds to the running loop.
+        return InferenceRequest(
+            request.model_name(),
+            shielded(request._input_arrays()),
+            model_version=request._model_version,
+            id=request.request_id(),
+            requested_output_names=request.requested_output_names(),
+            parameters=request._parameter_dict(),
+            correlation_id=request.correlation_id(),
+            flags=RequestFlags(request.flags() & 3),
+            timeout_us=request.timeout(),
+        )
+
+    async def _one(self, request: pb_utils.InferenceRequest) -> pb_utils.InferenceResponse:
+        # A decoupled model called without decoupled=True: its first response; the rest of the
+        # stream is cancelled when the generator closes.
+        stream = self.server.infer(self._kernel_request(request))
+        try:
+            async for response in stream:
+                if response.outputs or response.error is not None or response.final:
+                    return model_response(response)
+        except KernelError as exc:
+            return refused(exc)
+        finally:
+            await _close(stream)
+        return pb_utils.InferenceResponse._make([], None, None)
+
+    async def _stream(
+        self, request: pb_utils.InferenceRequest, deliver: Callable[[Any], None]
+    ) -> None:
+        stream = self.server.infer(self._kernel_request(request))
+        try:
+            async for response in stream:
+                deliver(model_response(response))
+        except KernelError as exc:
+            deliver(refused(exc))
+        finally:
+            deliver(None)
+            await _close(stream)
+
+    def exec(self, request: pb_utils.InferenceRequest, decoupled: bool) -> Any:
+        self._blocking("InferenceRequest.exec()")
+        if not decoupled:
+            return asyncio.run_coroutine_threadsafe(self._one(request), self.loop).result()
+        items: queue.SimpleQueue[pb_utils.InferenceResponse | None] = queue.SimpleQueue()
+        future = asyncio.run_coroutine_threadsafe(self._stream(request, items.put), self.loop)
+
+        def responses() -> Iterator[pb_utils.InferenceResponse]:
+            while (item := items.get()) is not None:
+                yield item
+
+        def cancel() -> None:
+            self.loop.call_soon_threadsafe(future.cancel)
+
+        return pb_utils.ResponseIterator(responses(), cancel)
+
+    async def _collect(self, request: pb_utils.InferenceRequest, decoupled: bool) -> Any:
+        if not decoupled:
+            return await self._one(request)
+        collected: list[pb_utils.InferenceResponse] = []
+        await self._stream(request, lambda r: None if r is None else collected.append(r))
+        return pb_utils.ResponseIterator(iter(collected))
+
+    def async_exec(self, request: pb_utils.InferenceRequest, decoupled: bool) -> Awaitable[Any]:
+        coroutine = self._collect(request, decoupled)
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            coroutine.close()
+            raise pb_utils.TritonModelException(
+                "async_exec() must be awaited inside 'async def execute'"
+            ) from None
+        if running is self.loop:
+            return coroutine
+        return asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coroutine, self.loop))
+
+    # -- logging, metrics, model control ----------------------------------------------------
+
+    def log(self, level: int, message: str) -> None:
+        self.logger.log(python_log_level(level), "%s", message)
+
+    @property
+    def metrics(self) -> MetricsBackend:
+        return self._metrics
+
+    def _control(self, what: str, awaitable: Awaitable[None]) -> None:
+        try:
+            self._blocking(what)
+        except BaseException:
+            if inspect.iscoroutine(awaitable):
+                awaitable.close()
+            raise
+
+        async def run() -> None:
+            await awaitable
+
+        try:
+            asyncio.run_coroutine_threadsafe(run(), self.loop).result()
+        except KernelError as exc:
+            raise pb_utils.TritonModelException(exc.message) from exc
+
+    def load_model(self, name: str, config: str, files: Mapping[str, bytes] | None) -> None:
+        stripped = {k.removeprefix("file:"): v for k, v in (files or {}).items()}
+        self._control(
+            "load_model()", self.server.load_model(name, config or None, stripped or None)
+        )
+
+    def unload_model(self, name: str, unload_dependents: bool) -> None:
+        self._control("unload_model()", self.server.unload_model(name))
+
+    def is_model_ready(self, name: str, version: str) -> bool:
+        return self.server.is_model_ready(name, int(version) if version else -1)
+
+
+class InProcessInstance(ModelInstance):
+    """An instance running its own copy of ``model.py`` in the server process."""
+
+    def __init__(self, context: InstanceContext, model: PythonModel) -> None:
+        super().__init__(context)
+        self._model = model
+        self._decoupled = context.model.decoupled
+        self._runner = ModelRunner(model.model_file, context.name, self._decoupled)
+        self._runtime: InProcessRuntime | None = None
+        self._limiter = anyio.CapacityLimiter(1)
+        self._background: set[asyncio.Task[None]] = set()
+        self._outputs = tuple(o.name for o in context.model.config.output)
+
+    async def initialize(self) -> None:
+        loop = asyncio.get_running_loop()
+        model = self.context.model
+        self._runtime = InProcessRuntime(
+            server=model.server,
+            loop=loop,
+            logger=self.context.logger,
+            metrics=self._model.metrics,
+            decoupled=self._decoupled,
+        )
+        await anyio.to_thread.run_sync(self._load)
+
+    def _load(self) -> None:
+        runtime = self._runtime
+        assert runtime is not None
+        set_fallback_runtime(runtime)
+        try:
+            with installed_runtime(runtime):
+                self._runner.load()
+                self._wait(self._runner.initialize(self._model.instance_args(self.context)))
+        except BaseException:
+            self._runner.close()
+            forget_fallback_runtime(runtime)
+            raise
+
+    def _wait(self, result: object) -> object:
+        """The value of ``result``; an awaitable (async hook) runs on the loop first."""
+        if not inspect.isawaitable(result):
+            return result
+        assert self._runtime is not None
+
+        async def run() -> object:
+            return await result
+
+        return asyncio.run_coroutine_threadsafe(run(), self._runtime.loop).result()
+
+    def _wrap(self, requests: Sequence[InferenceRequest]) -> list[pb_utils.InferenceRequest]:
+        runtime = self._runtime
+        outputs = self._outputs
+        new = _ReceivedRequest.__new__
+        wrapped: list[pb_utils.InferenceRequest] = []
+        for request in requests:
+            item = new(_ReceivedRequest)
+            item._source = request
+            item._runtime = runtime
+            item._inputs = request.inputs
+            item._tensors = None
+            item._sender = None
+            item._requested = request.requested_output_names or outputs
+            item._model_name = ""
+            item._model_version = -1
+            wrapped.append(item)
+        return wrapped
+
+    async def execute(self, requests: Sequence[InferenceRequest]) -> None:
+        if self._runner.is_async:
+            await self._execute_async(requests)
+        else:
+            await anyio.to_thread.run_sync(self._execute_sync, requests, limiter=self._limiter)
+
+    def _failed(self, exc: BaseException) -> KernelError:
+        error = exc if isinstance(exc, ExecuteError) else self._runner.raised(exc)
+        self.context.logger.error("%s", error, exc_info=not isinstance(exc, ExecuteError))
+        return KernelError(Status.INTERNAL, str(error))
+
+    def _execute_sync(self, requests: Sequence[InferenceRequest]) -> None:
+        assert self._runtime is not None
+        token = push_runtime(self._runtime)
+        try:
+            wrapped = self._wrap(requests)
+            try:
+                result = self._runner.execute(wrapped)
+                if inspect.isawaitable(result):  # a plain def returning a coroutine
+                    result = self._wait(result)
+                responses = self._runner.check(wrapped, result)
+            except Exception as exc:
+                raise self._failed(exc) from exc
+            if responses is not None:
+                self._deliver(requests, responses)
+        finally:
+            pop_runtime(token)
+
+    async def _execute_async(self, requests: Sequence[InferenceRequest]) -> None:
+        assert self._runtime is not None
+        token = push_runtime(self._runtime)
+        try:
+            wrapped = self._wrap(requests)
+            if self._decoupled:
+                # As in Triton, a decoupled coroutine runs in the background and the next
+                # batch may start meanwhile. Taking the senders keeps the requests open.
+                for request in requests:
+                    request.response_sender()
+                task = asyncio.ensure_future(self._in_background(requests, wrapped))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+                return
+            try:
+                responses = self._runner.check(wrapped, await self._runner.execute(wrapped))
+            except Exception as exc:
+                raise self._failed(exc) from exc
+            if responses is not None:
+                self._deliver(requests, responses)
+        finally:
+            pop_runtime(token)
+
+    async def _in_background(
+        self, requests: Sequence[InferenceRequest], wrapped: list[pb_utils.InferenceRequest]
+    ) -> None:
+        try:
+            self._runner.check(wrapped, await self._runner.execute(wrapped))
+        except Exception as exc:
+            error = self._failed(exc)
+            for request in requests:
+                request.fail(error)
+            return
+        for request, item in zip(requests, wrapped, strict=True):
+            if item._sender is None:  # never asked for its sender: nobody will answer it
+                request.fail(
+                    KernelError(
+                        Status.INTERNAL,
+                        f"model '{self.context.model.name}' returned from execute without"
+                        " answering the request",
+                    )
+                )
+
+    def _deliver(
+        self,
+        requests: Sequence[InferenceRequest],
+        responses: Sequence[pb_utils.InferenceResponse | None],
+    ) -> None:
+        for request, response in zip(requests, responses, strict=True):
+            if response is None:
+                continue
+            error = response._error
+            try:
+                if error is None:
+                    request.respond(response._outputs(), parameters=response._parameters)
+                else:
+                    request.respond(error=kernel_error(error), parameters=response._parameters)
+            except KernelError:
+                self.context.logger.warning(
+                    "request %r was already answered through its response sender", request.id
+                )
+
+    async def finalize(self) -> None:
+        if self._background:
+            with anyio.move_on_after(_BACKGROUND_GRACE_SECONDS):
+                await asyncio.gather(*self._background, return_exceptions=True)
+            for task in self._background:
+                task.cancel()
+        await anyio.to_thread.run_sync(self._finalize)
+
+    def _finalize(self) -> None:
+        runtime = self._runtime
+        assert runtime is not None
+        try:
+            with installed_runtime(runtime):
+                self._wait(self._runner.finalize())
+        except Exception:
+            self.context.logger.exception("finalize of instance '%s' raised", self.context.name)
+        finally:
+            self._runner.close()
+            forget_fallback_runtime(runtime)

@@ -1,0 +1,571 @@
+"""The isolated execution mode, server side: one model process per instance.
+
+:class:`ModelProcess` starts ``python -m triton_backend_python._stub`` with one end of a socket
+pair, then speaks the messages ``_stub.py`` describes, on the server's event loop: commands
+(initialize, execute, finalize) one at a time, and, at any moment, what the model asks of the
+server (responses through senders, BLS calls, model control, logging, metrics).
+
+When the process dies, the batch it was running and every request still waiting on it get an
+error, the model is reported ``UNAVAILABLE`` with the reason, and the server keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import secrets
+import socket
+import struct
+import subprocess
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from triton_python_backend_utils._logging import python_log_level
+
+from kernel import (
+    InferenceRequest,
+    InferenceResponse,
+    InstanceContext,
+    KernelError,
+    ModelInstance,
+    RequestFlags,
+    ServerHandle,
+    Status,
+)
+from triton_backend_python._convert import CODE_BY_STATUS, STATUS_BY_CODE
+from triton_backend_python._registry import MetricRegistry
+from triton_backend_python._wire import SlabPool, SlabReader, decode, encode, unlink_slabs
+
+if TYPE_CHECKING:
+    from triton_backend_python._backend import PythonModel
+
+__all__ = ["ModelProcess", "ProcessInstance", "process_auto_complete"]
+
+log = logging.getLogger("triton_backend_python")
+
+START_TIMEOUT_SECONDS = 120.0
+"""How long a model process may take to start (its imports) before the load fails."""
+EXIT_TIMEOUT_SECONDS = 10.0
+"""How long a finalized model process may take to exit before it is killed."""
+
+_LEN = struct.Struct("<I")
+# "python -c" puts the working directory first on sys.path: drop it, so a model process sees
+# its environment's packages (and this plugin's), not whatever the server's folder holds.
+_BOOTSTRAP = (
+    "import sys; del sys.path[0]; from triton_backend_python._stub import main; sys.exit(main())"
+)
+
+
+def _error(error: tuple[int, str] | None) -> KernelError | None:
+    return None if error is None else KernelError(STATUS_BY_CODE[error[0]], error[1])
+
+
+def _wire_error(error: KernelError | None) -> tuple[int, str] | None:
+    return None if error is None else (CODE_BY_STATUS[error.status], error.message)
+
+
+class ModelProcess:
+    """A model process and its connection, seen from the server's event loop."""
+
+    def __init__(
+        self,
+        *,
+        label: str,
+        model: PythonModel,
+        logger: logging.Logger,
+        on_death: Callable[[str], None] | None = None,
+    ) -> None:
+        self.label = label
+        self.model = model
+        self.server: ServerHandle = model.context.server
+        self.decoupled = model.context.decoupled
+        self.logger = logger
+        self._on_death = on_death
+        prefix = f"tkpy-{os.getpid()}-{secrets.token_hex(4)}"
+        self._pool = SlabPool(prefix + "p")
+        self._child_prefix = prefix + "c"
+        self._slabs = SlabReader()
+        self._process: subprocess.Popen[bytes] | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._reader_task: asyncio.Task[None] | None = None
+        self._command: asyncio.Future[tuple[Any, ...]] | None = None
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._task_ids = itertools.count(-1, -1)  # tasks without a call id
+        self._keys = itertools.count(1)
+        self._batches = itertools.count(1)
+        self.inflight: dict[int, InferenceRequest] = {}
+        self._metric_handles: dict[int, tuple[str, object]] = {}
+        self._metric_ids = itertools.count(1)
+        self.dead: str | None = None
+        self._closing = False
+
+    # -- life ---------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the process and wait for its greeting.
+
+        :raises KernelError: ``UNAVAILABLE`` when it does not start (the reason says why).
+        """
+        settings = self.model.settings
+        parent, child = socket.socketpair()
+        command = [
+            settings.python,
+            "-c",
+            _BOOTSTRAP,
+            "--fd",
+            str(child.fileno()),
+            "--shm-prefix",
+            self._child_prefix,
+            "--name",
+            self.label,
+        ]
+        env = self.model.child_environment()
+        try:
+            self._process = await anyio.to_thread.run_sync(
+                lambda: subprocess.Popen(
+                    command,
+                    pass_fds=(child.fileno(),),
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,  # the server, not the terminal, stops it
+                )
+            )
+        except OSError as exc:
+            parent.close()
+            raise KernelError(
+                Status.UNAVAILABLE, f"cannot start a process for '{self.label}': {exc}"
+            ) from exc
+        finally:
+            child.close()
+        try:
+            reader, self._writer = await asyncio.open_connection(sock=parent)
+            with anyio.fail_after(START_TIMEOUT_SECONDS):
+                hello = await self._read(reader)
+        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError) as exc:
+            if self._writer is None:
+                parent.close()
+            code = await self._exit_code(EXIT_TIMEOUT_SECONDS)
+            await self._shutdown()
+            raise KernelError(
+                Status.UNAVAILABLE,
+                f"the process of '{self.label}' ({settings.python}) did not start"
+                f" (exit code {code})",
+            ) from exc
+        except BaseException:
+            if self._writer is None:
+                parent.close()
+            with anyio.CancelScope(shield=True):
+                await self._shutdown()
+            raise
+        self.logger.debug(
+            "model process of '%s' started: pid %s, Python %s", self.label, *hello[1:]
+        )
+        self._reader_task = asyncio.create_task(self._read_loop(reader))
+
+    async def _read(self, reader: asyncio.StreamReader) -> Any:
+        (length,) = _LEN.unpack(await reader.readexactly(4))
+        return decode(await reader.readexactly(length), self._slabs)
+
+    async def _exit_code(self, timeout: float) -> int | None:
+        process = self._process
+        if process is None:
+            return None
+        try:
+            return await anyio.to_thread.run_sync(lambda: process.wait(timeout))
+        except subprocess.TimeoutExpired:
+            return None
+
+    async def finalize(self) -> str | None:
+        """Ask the model to finalize, then stop the process; returns finalize's error."""
+        error: str | None = None
+        self._closing = True
+        if self.dead is None:
+            try:
+                with anyio.fail_after(EXIT_TIMEOUT_SECONDS * 6):
+                    (error,) = await self.command(("finalize",))
+            except (KernelError, TimeoutError) as exc:
+                error = str(exc)
+        await self._shutdown()
+        return error
+
+    async def _shutdown(self) -> None:
+        self._closing = True
+        if self._writer is not None:
+            self._writer.close()
+        if await self._exit_code(EXIT_TIMEOUT_SECONDS) is None and self._process is not None:
+            self._process.kill()
+            await self._exit_code(EXIT_TIMEOUT_SECONDS)
+        for task in [*self._tasks.values(), self._reader_task]:
+            if task is not None:
+                task.cancel()
+        self._release_metrics()
+        self._pool.close()
+        self._slabs.close()
+        unlink_slabs(self._child_prefix)
+
+    async def _died(self) -> None:
+        code = await self._exit_code(EXIT_TIMEOUT_SECONDS)
+        reason = f"Stub process '{self.label}' is not healthy (exit code {code})."
+        self.dead = reason
+        self.logger.error("%s", reason)
+        if self._command is not None and not self._command.done():
+            self._command.set_exception(KernelError(Status.UNAVAILABLE, reason))
+        error = KernelError(
+            Status.INTERNAL,
+            f"Failed to process the request(s) for model instance '{self.label}', message:"
+            f" {reason}",
+        )
+        for request in self.inflight.values():
+            request.fail(error)
+        self.inflight.clear()
+        for task in self._tasks.values():
+            task.cancel()
+        self._release_metrics()
+        unlink_slabs(self._child_prefix)
+        if self._on_death is not None:
+            self._on_death(reason)
+
+    # -- messages -------------------------------------------------------------------------------
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        """Write a message (on the loop; never blocks)."""
+        if self._writer is None or self._writer.is_closing():
+            return
+        self._writer.writelines(encode(message, self._pool))
+
+    async def command(self, message: tuple[Any, ...]) -> tuple[Any, ...]:
+        """Send a command and wait for its ``done`` (commands run one at a time).
+
+        :raises KernelError: ``UNAVAILABLE`` when the process is dead or dies meanwhile.
+        """
+        if self.dead is not None:
+            raise KernelError(Status.UNAVAILABLE, self.dead)
+        future = self._command = asyncio.get_running_loop().create_future()
+        self.send(message)
+        try:
+            result: tuple[Any, ...] = await future
+        finally:
+            self._command = None
+        return result
+
+    async def _read_loop(self, reader: asyncio.StreamReader) -> None:
+        try:
+            while True:
+                self._dispatch(await self._read(reader))
+        except (asyncio.IncompleteReadError, ConnectionError, OSError):
+            pass
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self.logger.exception("bad message from the process of '%s'", self.label)
+            if self._process is not None:
+                self._process.kill()
+        if self._closing:  # a finalized process exits: only a pending command needs an answer
+            if self._command is not None and not self._command.done():
+                self._command.set_exception(KernelError(Status.UNAVAILABLE, "process exited"))
+        else:
+            await self._died()
+
+    def _dispatch(self, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        if kind == "done":
+            if self._command is not None and not self._command.done():
+                self._command.set_result(message[1:])
+        elif kind == "send":
+            self._on_send(*message[1:])
+        elif kind == "fail":
+            self._on_fail(*message[1:])
+        elif kind in ("rpc", "notify"):
+            self._on_call(message[1], message[2], message[3])
+        elif kind == "bls":
+            self._spawn(message[1], self._bls(*message[1:]))
+        elif kind == "bls_cancel":
+            task = self._tasks.get(message[1])
+            if task is not None:
+                task.cancel()
+
+    def _spawn(self, call_id: int, coroutine: Any) -> None:
+        key = call_id or next(self._task_ids)
+        task = asyncio.ensure_future(coroutine)
+        self._tasks[key] = task
+        task.add_done_callback(lambda _: self._tasks.pop(key, None))
+
+    # -- requests -----------------------------------------------------------------------------
+
+    async def execute(self, requests: Sequence[InferenceRequest]) -> None:
+        """Run one batch in the process; answers what the model returned.
+
+        :raises KernelError: the batch's error (the kernel answers the unanswered requests).
+        """
+        keys: list[int] = []
+        items: list[tuple[Any, ...]] = []
+        for request in requests:
+            key = next(self._keys)
+            keys.append(key)
+            self.inflight[key] = request
+            if self.decoupled:
+                request.response_sender()  # open until the model sends the final flag
+            items.append(
+                (
+                    key,
+                    request.inputs,
+                    request.requested_output_names,
+                    request.id,
+                    request.correlation_id,
+                    int(request.flags),
+                    request.timeout_us,
+                    request.parameters,
+                )
+            )
+        try:
+            _, results, error, unanswered = await self.command(
+                ("execute", next(self._batches), items)
+            )
+        finally:
+            if not self.decoupled:
+                for key in keys:
+                    self.inflight.pop(key, None)
+        if error is not None:
+            failure = KernelError(Status.INTERNAL, error)
+            for key in keys:
+                waiting = self.inflight.pop(key, None)
+                if waiting is not None:
+                    waiting.fail(failure)
+            raise failure
+        for request, result in zip(requests, results or (), strict=False):
+            if result is not None and not request.answered:
+                outputs, wire_error, parameters, _ = result
+                request.respond(outputs, error=_error(wire_error), parameters=parameters)
+        for key in unanswered:
+            self._on_fail(key, None)
+
+    def _on_send(
+        self,
+        key: int,
+        outputs: dict[str, Any] | None,
+        error: tuple[int, str] | None,
+        parameters: dict[str, Any] | None,
+        final: bool,
+    ) -> None:
+        request = self.inflight.get(key)
+        if request is None:
+            return
+        if final:
+            del self.inflight[key]
+        try:
+            if not self.decoupled:
+                request.respond(outputs, error=_error(error), parameters=parameters)
+            elif outputs is None and error is None:
+                request.response_sender().send(None, final=final)
+            else:
+                response = InferenceResponse(
+                    outputs=outputs or {}, parameters=parameters or {}, error=_error(error)
+                )
+                request.response_sender().send(response, final=final)
+        except KernelError:
+            self.logger.debug("a response to an answered request of '%s' was dropped", self.label)
+
+    def _on_fail(self, key: int, text: str | None) -> None:
+        request = self.inflight.pop(key, None)
+        if request is not None:
+            request.fail(
+                KernelError(
+                    Status.INTERNAL,
+                    text
+                    or f"model '{self.model.context.name}' returned from execute without"
+                    " answering the request",
+                )
+            )
+
+    # -- what the model asks of the server ------------------------------------------------------
+
+    def _reply(self, call_id: int, value: Any = None, error: str | None = None) -> None:
+        if call_id:
+            self.send(("reply", call_id, value, error))
+
+    def _on_call(self, call_id: int, op: str, args: tuple[Any, ...]) -> None:
+        if op in ("load_model", "unload_model"):
+            self._spawn(call_id, self._model_control(call_id, op, args))
+            return
+        try:
+            value = self._answer(op, args)
+        except Exception as exc:
+            self._reply(call_id, error=str(exc) or type(exc).__name__)
+        else:
+            self._reply(call_id, value)
+
+    def _answer(self, op: str, args: tuple[Any, ...]) -> Any:
+        registry: MetricRegistry = self.model.metrics
+        if op == "is_cancelled":
+            request = self.inflight.get(args[0])
+            return request is None or request.is_cancelled()
+        if op == "log":
+            self.logger.log(python_log_level(args[0]), "%s", args[1])
+            return None
+        if op == "is_model_ready":
+            name, version = args
+            return self.server.is_model_ready(name, int(version) if version else -1)
+        handles = self._metric_handles
+        if op == "metric_family":
+            entry = ("family", registry.create_family(*args))
+        elif op == "metric_new":
+            family, labels, buckets = args
+            entry = ("metric", registry.create_metric(handles[family][1], labels, buckets))
+        elif op == "metric_update":
+            metric, how, value = args
+            registry.update(handles[metric][1], how, value)
+            return None
+        elif op == "metric_value":
+            return registry.value(handles[args[0]][1])
+        elif op == "metric_release":
+            registry.release_metric(handles.pop(args[0])[1])
+            return None
+        elif op == "metric_release_family":
+            registry.release_family(handles.pop(args[0])[1])
+            return None
+        else:
+            raise KernelError(Status.INVALID_ARG, f"unknown request '{op}' from a model")
+        number = next(self._metric_ids)
+        handles[number] = entry
+        return number
+
+    def _release_metrics(self) -> None:
+        """Drop the metrics a (dead or finalized) model process still held."""
+        registry = self.model.metrics
+        handles, self._metric_handles = self._metric_handles, {}
+        # series first: a family goes away once its last series is gone
+        for kind, handle in sorted(handles.values(), key=lambda item: item[0] != "metric"):
+            if kind == "metric":
+                registry.release_metric(handle)
+            else:
+                registry.release_family(handle)
+
+    async def _model_control(self, call_id: int, op: str, args: tuple[Any, ...]) -> None:
+        try:
+            if op == "load_model":
+                name, config, files = args
+                stripped = {k.removeprefix("file:"): v for k, v in (files or {}).items()}
+                await self.server.load_model(name, config or None, stripped or None)
+            else:
+                await self.server.unload_model(args[0])
+        except KernelError as exc:
+            self._reply(call_id, error=exc.message)
+        else:
+            self._reply(call_id)
+
+    async def _bls(
+        self,
+        call_id: int,
+        model_name: str,
+        model_version: int,
+        inputs: dict[str, Any],
+        requested: tuple[str, ...],
+        request_id: str,
+        correlation_id: int | str,
+        flags: int,
+        timeout: int,
+        parameters: dict[str, Any],
+    ) -> None:
+        final = False
+        try:
+            request = InferenceRequest(
+                model_name,
+                inputs,
+                model_version=model_version,
+                id=request_id,
+                requested_output_names=requested,
+                parameters=parameters,
+                correlation_id=correlation_id,
+                flags=RequestFlags(flags & 3),
+                timeout_us=timeout,
+            )
+            async for response in self.server.infer(request):
+                final = response.final
+                self.send(
+                    (
+                        "bls_response",
+                        call_id,
+                        response.outputs if response.error is None else None,
+                        _wire_error(response.error),
+                        response.parameters or None,
+                        final,
+                    )
+                )
+        except KernelError as exc:
+            final = True
+            self.send(("bls_response", call_id, None, _wire_error(exc), None, True))
+        finally:
+            if not final and not self._closing:
+                cancelled = (CODE_BY_STATUS[Status.CANCELLED], "the BLS request was cancelled")
+                self.send(("bls_response", call_id, None, cancelled, None, True))
+
+
+class ProcessInstance(ModelInstance):
+    """An instance whose model runs in a process of its own."""
+
+    def __init__(self, context: InstanceContext, model: PythonModel) -> None:
+        super().__init__(context)
+        self._model = model
+        self._process = ModelProcess(
+            label=context.name,
+            model=model,
+            logger=context.logger,
+            on_death=context.model.set_unavailable,
+        )
+
+    async def initialize(self) -> None:
+        process = self._process
+        await process.start()
+        context = self.context
+        try:
+            (error,) = await process.command(
+                (
+                    "init",
+                    str(self._model.model_file),
+                    context.name,
+                    context.model.decoupled,
+                    tuple(o.name for o in context.model.config.output),
+                    self._model.instance_args(context),
+                )
+            )
+        except BaseException:
+            await process.finalize()
+            raise
+        if error is not None:
+            await process.finalize()
+            raise KernelError(
+                Status.UNAVAILABLE, f"failed to initialize instance '{context.name}': {error}"
+            )
+
+    async def execute(self, requests: Sequence[InferenceRequest]) -> None:
+        if self._process.dead is not None:
+            raise KernelError(Status.UNAVAILABLE, self._process.dead)
+        await self._process.execute(requests)
+
+    async def finalize(self) -> None:
+        error = await self._process.finalize()
+        if error is not None:
+            self.context.logger.error(
+                "finalize of instance '%s' raised: %s", self.context.name, error
+            )
+
+
+async def process_auto_complete(model: PythonModel, label: str, config: str) -> str | None:
+    """Run ``auto_complete_config`` in a throwaway model process (the model's environment).
+
+    :raises KernelError: when the process does not start or the method fails.
+    """
+    process = ModelProcess(label=label, model=model, logger=model.context.logger)
+    await process.start()
+    try:
+        completed, error = await process.command(
+            ("autocomplete", str(model.model_file), label, config)
+        )
+    finally:
+        await process.finalize()
+    if error is not None:
+        raise KernelError(Status.INVALID_ARG, error)
+    return completed  # type: ignore[no-any-return]

@@ -1,0 +1,476 @@
+"""The isolated model process: one model instance, driven by the server over a socket.
+
+Started by the server (see ``_process.py``) with ``--fd N --shm-prefix P --name INSTANCE``,
+possibly with another environment's interpreter: this module and what it imports never import
+the kernel, only numpy and ``triton_python_backend_utils``.
+
+Threads: the main thread runs the model (initialize, each execute, finalize) one command at a
+time; a reader thread receives everything else (answers to the model's calls, BLS responses)
+so a model blocked in ``exec`` still gets its answer; an event loop thread runs ``async def``
+hooks. Any thread may send. When the server goes away the process exits.
+
+Messages (tuples, first item the kind). Server to model: ``init``, ``autocomplete``,
+``execute``, ``finalize`` (commands, answered in order), ``reply`` (to an ``rpc``),
+``bls_response``. Model to server: ``hello``, ``done`` (a command's answer), ``send`` (a
+response through a response sender), ``fail`` (close a request with an error), ``rpc``,
+``notify`` (an ``rpc`` without answer), ``bls``, ``bls_cancel``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import inspect
+import itertools
+import os
+import queue
+import socket
+import sys
+import threading
+import traceback
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import triton_python_backend_utils as pb_utils
+from triton_python_backend_utils._inference import InferenceResponse
+from triton_python_backend_utils._runtime import (
+    MetricsBackend,
+    ResponseChannel,
+    installed_runtime,
+    pop_runtime,
+    push_runtime,
+    set_fallback_runtime,
+)
+
+from triton_backend_python._runner import ExecuteError, ModelRunner, run_auto_complete
+from triton_backend_python._wire import SlabPool, SlabReader, decode, encode, read_frame
+
+ResponseTuple = tuple[dict[str, Any] | None, tuple[int, str] | None, dict[str, Any] | None, bool]
+"""(outputs, (error code, message), parameters, final) as responses travel."""
+
+
+def response_tuple(response: InferenceResponse | None, final: bool) -> ResponseTuple:
+    """A response in the form the wire carries."""
+    if response is None:
+        return None, None, None, final
+    error = response._error
+    if error is not None:
+        return None, (error._code, error._message), response._parameters, final
+    return response._outputs(), None, response._parameters, final
+
+
+def response_object(outputs: Any, error: Any, parameters: Any) -> InferenceResponse:
+    """A response from its wire form."""
+    tensors = [pb_utils.Tensor._wrap(n, a) for n, a in (outputs or {}).items()]
+    failure = None if error is None else pb_utils.TritonError(error[1], error[0])
+    return InferenceResponse._make(tensors, failure, parameters)
+
+
+class _Call:
+    """A pending ``rpc``: the caller waits on it, the reader thread fills it."""
+
+    __slots__ = ("error", "event", "value")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.value: Any = None
+        self.error: str | None = None
+
+
+class _Channel:
+    """Responses of one received request, to the server."""
+
+    __slots__ = ("_closed", "_decoupled", "_held", "_key", "_stub")
+
+    def __init__(self, stub: Stub, key: int, decoupled: bool) -> None:
+        self._stub = stub
+        self._key = key
+        self._decoupled = decoupled
+        self._held: InferenceResponse | None = None
+        self._closed = False
+
+    def send(self, response: InferenceResponse | None, final: bool) -> None:
+        if not self._decoupled:
+            # One response per request: keep a non-final one until the final flag.
+            if response is not None and not final:
+                if self._held is not None:
+                    raise pb_utils.TritonModelException(
+                        "Non-decoupled model cannot send more than one response"
+                    )
+                self._held = response
+                return
+            if response is None:
+                response, self._held = self._held, None
+            elif self._held is not None:
+                raise pb_utils.TritonModelException(
+                    "Non-decoupled model cannot send more than one response"
+                )
+            if response is None:
+                self._closed = True
+                text = "the model sent the final flag without a response"
+                self._stub.send(("fail", self._key, text))
+                return
+        if final:
+            self._closed = True
+        self._stub.send(("send", self._key, *response_tuple(response, final)))
+
+    def is_cancelled(self) -> bool:
+        return bool(self._stub.call("is_cancelled", self._key))
+
+    def abandon(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._stub.send(
+                ("fail", self._key, "the response sender was released without the final flag")
+            )
+
+
+class _Metrics:
+    """Custom metrics kept by the server; handles are numbers the server gave out."""
+
+    __slots__ = ("_stub",)
+
+    def __init__(self, stub: Stub) -> None:
+        self._stub = stub
+
+    def create_family(self, name: str, description: str, kind: int) -> object:
+        return self._stub.call("metric_family", name, description, kind)
+
+    def release_family(self, family: object) -> None:
+        self._stub.notify("metric_release_family", family)
+
+    def create_metric(
+        self, family: object, labels: Mapping[str, str], buckets: list[float] | None
+    ) -> object:
+        return self._stub.call("metric_new", family, dict(labels), buckets)
+
+    def release_metric(self, metric: object) -> None:
+        self._stub.notify("metric_release", metric)
+
+    def update(self, metric: object, op: str, value: float) -> None:
+        self._stub.notify("metric_update", metric, op, value)
+
+    def value(self, metric: object) -> float:
+        return float(self._stub.call("metric_value", metric))
+
+
+class Stub:
+    """The model process: its connection to the server and the runtime its model sees."""
+
+    def __init__(self, sock: socket.socket, shm_prefix: str) -> None:
+        self._sock = sock
+        self._send_lock = threading.Lock()
+        self._pool = SlabPool(shm_prefix)
+        self._reader = SlabReader()
+        self._commands: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self._calls: dict[int, _Call] = {}
+        self._streams: dict[int, Callable[[ResponseTuple], None]] = {}
+        self._ids = itertools.count(1)
+        self._runner: ModelRunner | None = None
+        self._outputs: tuple[str, ...] = ()
+        self._decoupled = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._background: set[Any] = set()
+        self._metrics = _Metrics(self)
+
+    # -- connection ---------------------------------------------------------------------------
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        """Send a message (any thread)."""
+        data = b"".join(encode(message, self._pool))
+        with self._send_lock:
+            self._sock.sendall(data)
+
+    def call(self, op: str, *args: Any) -> Any:
+        """Ask the server ``op`` and wait for the answer.
+
+        :raises TritonModelException: with the server's error message.
+        """
+        call_id = next(self._ids)
+        pending = self._calls[call_id] = _Call()
+        self.send(("rpc", call_id, op, args))
+        pending.event.wait()
+        if pending.error is not None:
+            raise pb_utils.TritonModelException(pending.error)
+        return pending.value
+
+    def notify(self, op: str, *args: Any) -> None:
+        """Tell the server ``op`` without waiting."""
+        self.send(("notify", 0, op, args))
+
+    def _read(self) -> None:
+        size = bytearray(4)
+        while True:
+            try:
+                frame = read_frame(self._sock.recv_into, size)
+            except OSError:
+                frame = None
+            if frame is None:
+                os._exit(0)  # the server is gone: nothing left to serve
+            message = decode(frame, self._reader)
+            kind = message[0]
+            if kind == "reply":
+                _, call_id, value, error = message
+                pending = self._calls.pop(call_id)
+                pending.value, pending.error = value, error
+                pending.event.set()
+            elif kind == "bls_response":
+                call_id, item = message[1], message[2:]
+                deliver = self._streams.get(call_id)
+                if item[3]:
+                    self._streams.pop(call_id, None)
+                if deliver is not None:
+                    deliver(item)
+            else:
+                self._commands.put(message)
+
+    # -- the runtime the model sees (triton_python_backend_utils._runtime.Runtime) -----------
+
+    def response_channel(self, request: pb_utils.InferenceRequest) -> ResponseChannel:
+        key = request._source
+        assert isinstance(key, int)
+        return _Channel(self, key, self._decoupled)
+
+    def is_cancelled(self, request: pb_utils.InferenceRequest) -> bool:
+        return bool(self.call("is_cancelled", request._source))
+
+    def _bls(
+        self, request: pb_utils.InferenceRequest, deliver: Callable[[ResponseTuple], None]
+    ) -> int:
+        call_id = next(self._ids)
+        self._streams[call_id] = deliver
+        self.send(
+            (
+                "bls",
+                call_id,
+                request.model_name(),
+                request._model_version,
+                request._input_arrays(),
+                tuple(request.requested_output_names()),
+                request.request_id(),
+                request.correlation_id(),
+                request.flags(),
+                request.timeout(),
+                request._parameter_dict(),
+            )
+        )
+        return call_id
+
+    def exec(self, request: pb_utils.InferenceRequest, decoupled: bool) -> Any:
+        items: queue.SimpleQueue[ResponseTuple] = queue.SimpleQueue()
+        call_id = self._bls(request, items.put)
+        if not decoupled:
+            first: InferenceResponse | None = None
+            while True:
+                outputs, error, parameters, final = items.get()
+                if first is None and (outputs or error or not final):
+                    first = response_object(outputs, error, parameters)
+                if final:
+                    return first or response_object(outputs, error, parameters)
+
+        def responses() -> Iterator[InferenceResponse]:
+            while True:
+                outputs, error, parameters, final = items.get()
+                yield response_object(outputs, error, parameters)
+                if final:
+                    return
+
+        return pb_utils.ResponseIterator(responses(), lambda: self.notify("bls_cancel", call_id))
+
+    def async_exec(self, request: pb_utils.InferenceRequest, decoupled: bool) -> Awaitable[Any]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        collected: list[InferenceResponse] = []
+
+        def finish(value: Any) -> None:
+            if not future.done():
+                future.set_result(value)
+
+        def deliver(item: ResponseTuple) -> None:
+            outputs, error, parameters, final = item
+            response = response_object(outputs, error, parameters)
+            if decoupled or outputs or error or not final:
+                collected.append(response)
+            if final:
+                value: Any = (
+                    pb_utils.ResponseIterator(iter(collected))
+                    if decoupled
+                    else (collected[0] if collected else response)
+                )
+                loop.call_soon_threadsafe(finish, value)
+
+        self._bls(request, deliver)
+        return future
+
+    def log(self, level: int, message: str) -> None:
+        self.notify("log", level, message)
+
+    @property
+    def metrics(self) -> MetricsBackend:
+        return self._metrics
+
+    def load_model(self, name: str, config: str, files: Mapping[str, bytes] | None) -> None:
+        self.call("load_model", name, config, dict(files) if files else None)
+
+    def unload_model(self, name: str, unload_dependents: bool) -> None:
+        self.call("unload_model", name, unload_dependents)
+
+    def is_model_ready(self, name: str, version: str) -> bool:
+        return bool(self.call("is_model_ready", name, version))
+
+    # -- commands -----------------------------------------------------------------------------
+
+    def serve(self) -> None:
+        """Answer commands until ``finalize``."""
+        threading.Thread(target=self._read, name="triton-stub-reader", daemon=True).start()
+        self.send(("hello", os.getpid(), sys.version))
+        while True:
+            message = self._commands.get()
+            kind = message[0]
+            if kind == "init":
+                self._initialize(*message[1:])
+            elif kind == "execute":
+                self._execute(message[1], message[2])
+            elif kind == "autocomplete":
+                self._auto_complete(*message[1:])
+            elif kind == "finalize":
+                self._finalize()
+                return
+
+    def _run(self, result: object) -> object:
+        """Wait for ``result`` when a hook returned an awaitable (on the model's event loop)."""
+        if not inspect.isawaitable(result):
+            return result
+        return asyncio.run_coroutine_threadsafe(self._await(result), self._event_loop()).result()
+
+    @staticmethod
+    async def _await(awaitable: Awaitable[Any]) -> Any:
+        return await awaitable
+
+    def _event_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            loop = self._loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="triton-stub-loop", daemon=True).start()
+        return self._loop
+
+    def _initialize(
+        self,
+        path: str,
+        instance_name: str,
+        decoupled: bool,
+        outputs: tuple[str, ...],
+        args: dict[str, str],
+    ) -> None:
+        self._decoupled = decoupled
+        self._outputs = outputs
+        set_fallback_runtime(self)
+        runner = ModelRunner(Path(path), instance_name, decoupled)
+        try:
+            with installed_runtime(self):
+                runner.load()
+                self._runner = runner
+                self._run(runner.initialize(args))
+        except BaseException as exc:
+            self.send(("done", f"{type(exc).__name__}: {exc}"))
+            return
+        self.send(("done", None))
+
+    def _auto_complete(self, path: str, label: str, config: str) -> None:
+        try:
+            result = run_auto_complete(Path(path), label, config)
+        except BaseException as exc:
+            self.send(("done", None, f"{exc}"))
+            return
+        self.send(("done", result, None))
+
+    def _execute(self, batch_id: int, items: list[tuple[Any, ...]]) -> None:
+        runner = self._runner
+        assert runner is not None
+        received = pb_utils.InferenceRequest._received
+        outputs = self._outputs
+        requests = [
+            received(self, key, inputs, requested or outputs, rid, corr, flags, timeout, params)
+            for key, inputs, requested, rid, corr, flags, timeout, params in items
+        ]
+        token = push_runtime(self)
+        try:
+            if runner.is_async and self._decoupled:
+                # Triton runs a decoupled coroutine in the background: the next batch may start.
+                future = asyncio.run_coroutine_threadsafe(
+                    self._in_background(runner, requests), self._event_loop()
+                )
+                self._background.add(future)
+                future.add_done_callback(self._background.discard)
+                self.send(("done", batch_id, None, None, []))
+                return
+            responses = runner.check(requests, self._run(runner.execute(requests)))
+        except ExecuteError as exc:
+            self.send(("done", batch_id, None, str(exc), []))
+            return
+        except Exception as exc:
+            traceback.print_exc()
+            self.send(("done", batch_id, None, str(runner.raised(exc)), []))
+            return
+        finally:
+            pop_runtime(token)
+        results = (
+            None
+            if responses is None
+            else [None if r is None else response_tuple(r, True) for r in responses]
+        )
+        unanswered = [r._source for r in requests if r._sender is None] if self._decoupled else []
+        self.send(("done", batch_id, results, None, unanswered))
+
+    async def _in_background(
+        self, runner: ModelRunner, requests: list[pb_utils.InferenceRequest]
+    ) -> None:
+        token = push_runtime(self)
+        try:
+            runner.check(requests, await runner.execute(requests))
+        except Exception as exc:
+            text = str(exc) if isinstance(exc, ExecuteError) else str(runner.raised(exc))
+            for request in requests:
+                self.send(("fail", request._source, text))
+            return
+        finally:
+            pop_runtime(token)
+        for request in requests:
+            if request._sender is None:
+                self.send(("fail", request._source, None))
+
+    def _finalize(self) -> None:
+        error: str | None = None
+        runner = self._runner
+        if runner is not None:
+            try:
+                with installed_runtime(self):
+                    self._run(runner.finalize())
+            except BaseException as exc:
+                error = f"{type(exc).__name__}: {exc}"
+            runner.close()
+        self.send(("done", error))
+
+    def close(self) -> None:
+        self._pool.close()
+        self._reader.close()
+        self._sock.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve one model instance over the inherited socket ``--fd``."""
+    parser = argparse.ArgumentParser(prog="triton_backend_python._stub")
+    parser.add_argument("--fd", type=int, required=True)
+    parser.add_argument("--shm-prefix", required=True)
+    parser.add_argument("--name", default="")
+    options = parser.parse_args(argv)
+    stub = Stub(socket.socket(fileno=options.fd), options.shm_prefix)
+    try:
+        stub.serve()
+    finally:
+        stub.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,265 @@
+"""Messages between the server and an isolated model process: framing, tensors, shared memory.
+
+A message is a tuple of plain values and numpy arrays, pickled (protocol 5). Array data never
+goes through the pickle stream: each array is sent out-of-band, as its dtype, shape and bytes,
+so the two sides need no common numpy version. When a message's array bytes are small they
+follow the pickle in the same frame on the socket; when they are large they go through a shared
+memory slab instead (one memory copy on each side, no socket traffic).
+
+Slabs are files in ``/dev/shm`` owned by the side that writes them. The first byte of a slab
+says whether it is in use: the writer sets it before sending, the reader clears it once it has
+copied the data out, and the writer then reuses the slab. Only the writer unlinks its slabs.
+
+Frame: ``u32 length`` then, in those ``length`` bytes, a header (``u32 pickle length, u8 where,
+u32 count``, ``count`` x ``u64`` sizes; for shared memory ``u16`` name length, the name and
+``count`` x ``u64`` offsets), the pickle, and for inline frames the array bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import mmap
+import os
+import pickle
+import struct
+import tempfile
+import threading
+from collections.abc import Callable
+from typing import Any, cast
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "INLINE_LIMIT",
+    "SHM_DIR",
+    "SlabPool",
+    "SlabReader",
+    "decode",
+    "encode",
+    "unlink_slabs",
+]
+
+INLINE_LIMIT = 64 * 1024
+"""Array bytes per message above which the arrays travel through shared memory."""
+
+SHM_DIR = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
+_SLAB_HEADER = 64
+_ALIGN = 64
+_MIN_SLAB = 1 << 20
+
+_HEAD = struct.Struct("<IBI")  # pickle length, where (0 inline / 1 shared memory), count
+_LEN = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+_U16 = struct.Struct("<H")
+
+
+def _rebuild_array(dtype: str, shape: tuple[int, ...], data: Any) -> npt.NDArray[Any]:
+    return np.frombuffer(data, dtype=np.dtype(dtype)).reshape(shape)
+
+
+def _rebuild_objects(shape: tuple[int, ...], items: list[Any]) -> npt.NDArray[Any]:
+    out = np.empty(len(items), dtype=np.object_)
+    out[:] = items
+    return out.reshape(shape)
+
+
+class _Pickler(pickle.Pickler):
+    """Sends numpy arrays as (dtype string, shape, out-of-band bytes)."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if type(obj) is not np.ndarray:
+            return NotImplemented
+        if obj.dtype == np.object_:
+            return _rebuild_objects, (obj.shape, obj.reshape(-1).tolist())
+        if obj.dtype.kind == "V":  # e.g. bfloat16: let numpy pickle it
+            return NotImplemented
+        data = np.ascontiguousarray(obj)
+        return _rebuild_array, (data.dtype.str, data.shape, pickle.PickleBuffer(cast(Any, data)))
+
+
+def _align(size: int) -> int:
+    return (size + _ALIGN - 1) // _ALIGN * _ALIGN
+
+
+class _Slab:
+    __slots__ = ("mm", "name", "size")
+
+    def __init__(self, name: str, size: int, mm: mmap.mmap) -> None:
+        self.name = name
+        self.size = size
+        self.mm = mm
+
+
+class SlabPool:
+    """The shared memory slabs one side writes (thread-safe)."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self._slabs: list[_Slab] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def put(self, views: list[memoryview]) -> tuple[str, list[int]]:
+        """Copy ``views`` into a free slab; returns its name and each view's offset."""
+        need = _SLAB_HEADER + sum(_align(v.nbytes) for v in views)
+        with self._lock:
+            if self._closed:
+                raise OSError("the shared memory pool is closed")
+            slab = next((s for s in self._slabs if s.size >= need and s.mm[0] == 0), None)
+            if slab is None:
+                slab = self._create(max(_MIN_SLAB, 1 << (need - 1).bit_length()))
+            slab.mm[0] = 1
+        offsets: list[int] = []
+        offset = _SLAB_HEADER
+        with memoryview(slab.mm) as target:
+            for view in views:
+                target[offset : offset + view.nbytes] = view
+                offsets.append(offset)
+                offset += _align(view.nbytes)
+        return slab.name, offsets
+
+    def _create(self, size: int) -> _Slab:
+        name = f"{self.prefix}-{len(self._slabs)}"
+        fd = os.open(os.path.join(SHM_DIR, name), os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+        try:
+            os.ftruncate(fd, size)
+            mm = mmap.mmap(fd, size)
+        finally:
+            os.close(fd)
+        slab = _Slab(name, size, mm)
+        self._slabs.append(slab)
+        return slab
+
+    def close(self) -> None:
+        """Unmap and unlink every slab."""
+        with self._lock:
+            self._closed = True
+            slabs, self._slabs = self._slabs, []
+        for slab in slabs:
+            slab.mm.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(SHM_DIR, slab.name))
+
+
+class SlabReader:
+    """The other side's slabs, mapped on first use (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._maps: dict[str, mmap.mmap] = {}
+        self._lock = threading.Lock()
+
+    def take(self, name: str, offsets: list[int], sizes: list[int]) -> list[bytearray]:
+        """Copy the data out of slab ``name`` and hand the slab back to its writer."""
+        with self._lock:
+            mm = self._maps.get(name)
+            if mm is None:
+                if "/" in name or name.startswith("."):
+                    raise OSError(f"bad shared memory slab name '{name}'")
+                fd = os.open(os.path.join(SHM_DIR, name), os.O_RDWR)
+                try:
+                    mm = self._maps[name] = mmap.mmap(fd, os.fstat(fd).st_size)
+                finally:
+                    os.close(fd)
+        out: list[bytearray] = []
+        with memoryview(mm) as source:
+            for offset, size in zip(offsets, sizes, strict=True):
+                copy = bytearray(size)
+                copy[:] = source[offset : offset + size]
+                out.append(copy)
+        mm[0] = 0  # after the copies: the writer may reuse the slab
+        return out
+
+    def close(self) -> None:
+        with self._lock:
+            maps, self._maps = self._maps, {}
+        for mm in maps.values():
+            mm.close()
+
+
+def unlink_slabs(prefix: str) -> None:
+    """Remove slabs left by a process that died (their names start with ``prefix-``)."""
+    try:
+        names = os.listdir(SHM_DIR)
+    except OSError:
+        return
+    for name in names:
+        if name.startswith(prefix + "-"):
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(SHM_DIR, name))
+
+
+def encode(message: object, pool: SlabPool) -> list[bytes | memoryview]:
+    """The frame of ``message``, as parts to write in order."""
+    buffers: list[pickle.PickleBuffer] = []
+    stream = io.BytesIO()
+    _Pickler(stream, protocol=5, buffer_callback=buffers.append).dump(message)
+    body = stream.getbuffer()
+    views = [b.raw() for b in buffers]
+    sizes = [v.nbytes for v in views]
+    parts: list[bytes | memoryview] = []
+    head = [_HEAD.pack(body.nbytes, 0, len(views))]
+    head.extend(_U64.pack(s) for s in sizes)
+    if sum(sizes) <= INLINE_LIMIT:
+        parts = [b"".join(head), body, *views]
+    else:
+        name, offsets = pool.put(views)
+        head[0] = _HEAD.pack(body.nbytes, 1, len(views))
+        encoded = name.encode()
+        head.append(_U16.pack(len(encoded)) + encoded)
+        head.extend(_U64.pack(o) for o in offsets)
+        parts = [b"".join(head), body]
+    length = sum(len(p) if isinstance(p, bytes) else p.nbytes for p in parts)
+    return [_LEN.pack(length), *parts]
+
+
+def decode(frame: bytes | bytearray, reader: SlabReader) -> Any:
+    """The message in ``frame`` (the bytes after the length prefix).
+
+    Inline arrays are views of ``frame`` (writable when it is a ``bytearray``).
+    """
+    view = memoryview(frame)
+    body_len, where, count = _HEAD.unpack_from(view, 0)
+    offset = _HEAD.size
+    sizes = [_U64.unpack_from(view, offset + 8 * i)[0] for i in range(count)]
+    offset += 8 * count
+    buffers: list[Any]
+    if where == 1:
+        (name_len,) = _U16.unpack_from(view, offset)
+        offset += 2
+        name = bytes(view[offset : offset + name_len]).decode()
+        offset += name_len
+        offsets = [_U64.unpack_from(view, offset + 8 * i)[0] for i in range(count)]
+        offset += 8 * count
+        body = view[offset : offset + body_len]
+        buffers = list(reader.take(name, offsets, sizes))
+    else:
+        body = view[offset : offset + body_len]
+        offset += body_len
+        buffers = []
+        for size in sizes:
+            buffers.append(view[offset : offset + size])
+            offset += size
+    return pickle.loads(body, buffers=buffers)
+
+
+def read_frame(recv_into: Callable[[memoryview], int], size_buffer: bytearray) -> bytearray | None:
+    """Read one frame with a blocking ``recv_into``; None at end of stream."""
+    if not _read_exactly(recv_into, memoryview(size_buffer)):
+        return None
+    (length,) = _LEN.unpack(size_buffer)
+    frame = bytearray(length)
+    if not _read_exactly(recv_into, memoryview(frame)):
+        return None
+    return frame
+
+
+def _read_exactly(recv_into: Callable[[memoryview], int], target: memoryview) -> bool:
+    got = 0
+    while got < len(target):
+        n = recv_into(target[got:])
+        if n == 0:
+            return False
+        got += n
+    return True

@@ -1,0 +1,124 @@
+"""What only the process execution mode does: survive a model crash, run another environment."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
+
+from kernel.testing import ServerThread
+
+A = np.array([1.0, 2.0, 3.0, 4.0], dtype=np.float32)
+
+
+@pytest.mark.parametrize("mode", ["in_process", "process"])
+def test_failing_initialize_makes_only_that_model_unavailable(
+    tmp_path: Path, helpers: Any, mode: str
+) -> None:
+    repository = helpers.make_repository(tmp_path / "models", ["python_bad_init", "python_add_sub"])
+    with ServerThread(repository, backend_config={"python": {"execution-mode": mode}}) as served:
+        with httpclient.InferenceServerClient(served.http_url) as client:
+            index = {m["name"]: m for m in client.get_model_repository_index()}
+        assert index["python_bad_init"]["state"] == "UNAVAILABLE"
+        assert "cannot load the weights" in index["python_bad_init"]["reason"]
+        result = helpers.http_infer(served, "python_add_sub", {"INPUT0": A, "INPUT1": A})
+        np.testing.assert_array_equal(result.as_numpy("OUTPUT1"), A - A)
+
+
+def test_a_dying_model_process_makes_the_model_unavailable(tmp_path: Path, helpers: Any) -> None:
+    repository = helpers.make_repository(tmp_path / "models", ["python_crash", "python_add_sub"])
+    with ServerThread(repository) as served:
+        result = helpers.http_infer(served, "python_crash", {"INPUT0": A})
+        np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), A)
+
+        with pytest.raises(InferenceServerException) as raised:
+            helpers.http_infer(served, "python_crash", {"INPUT0": -A})
+        assert "Stub process 'python_crash_0_0' is not healthy" in raised.value.message()
+
+        with httpclient.InferenceServerClient(served.http_url) as client:
+            index = {m["name"]: m for m in client.get_model_repository_index()}
+            assert index["python_crash"]["state"] == "UNAVAILABLE"
+            assert "exit code 3" in index["python_crash"]["reason"]
+            assert not client.is_model_ready("python_crash")
+            assert client.is_model_ready("python_add_sub")
+        with pytest.raises(InferenceServerException):
+            helpers.http_infer(served, "python_crash", {"INPUT0": A})
+        # The server and its other models keep serving.
+        result = helpers.grpc_infer(served, "python_add_sub", {"INPUT0": A, "INPUT1": A})
+        np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), A + A)
+
+
+def test_a_dying_stream_errors_its_open_requests(tmp_path: Path, helpers: Any) -> None:
+    repository = helpers.make_repository(tmp_path / "models", ["python_crash_stream"])
+    with ServerThread(repository) as served:
+        results = helpers.grpc_stream(
+            served, "python_crash_stream", {"IN": np.array([1, 2], np.int32)}
+        )
+        assert results[0].as_numpy("OUT").tolist() == [1]
+        assert isinstance(results[-1], InferenceServerException)
+        assert "is not healthy (exit code 5)" in results[-1].message()
+        assert not served.server.is_model_ready("python_crash_stream")
+
+
+def _environment(target: Path) -> None:
+    """A bare virtual environment that sees numpy and nothing else of this one."""
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--without-pip", str(target)], check=True, timeout=60
+    )
+    libs = target / "shared-libs"
+    libs.mkdir()
+    numpy_dir = Path(np.__file__).resolve().parent
+    for name in ("numpy", "numpy.libs"):
+        source = numpy_dir.parent / name
+        if source.exists():
+            (libs / name).symlink_to(source, target_is_directory=True)
+    version = sysconfig.get_python_version()
+    site = target / "lib" / f"python{version}" / "site-packages"
+    (site / "shared_libs.pth").write_text(str(libs) + "\n")
+
+
+def test_execution_env_path_runs_that_interpreter(tmp_path: Path, helpers: Any) -> None:
+    repository = helpers.make_repository(tmp_path / "models", ["python_env_probe"])
+    _environment(repository / "python_env_probe" / "env")
+    with ServerThread(repository) as served:
+        result = helpers.grpc_infer(served, "python_env_probe", {"INPUT0": A})
+    executable = result.as_numpy("EXECUTABLE")[0].decode()
+    assert executable.startswith(str(repository / "python_env_probe" / "env"))
+    assert result.as_numpy("SEES_KERNEL").tolist() == [False]
+    np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), A * 2)
+
+
+def test_packed_environment_is_refused(tmp_path: Path, helpers: Any) -> None:
+    repository = helpers.make_repository(tmp_path / "models", ["python_env_probe"])
+    config = repository / "python_env_probe" / "config.pbtxt"
+    config.write_text(config.read_text().replace("/env", "/env.tar.gz"))
+    with (
+        ServerThread(repository) as served,
+        httpclient.InferenceServerClient(served.http_url) as client,
+    ):
+        index = {m["name"]: m for m in client.get_model_repository_index()}
+    assert index["python_env_probe"]["state"] == "UNAVAILABLE"
+    assert "packed environment" in index["python_env_probe"]["reason"]
+
+
+def test_unknown_execution_mode_is_refused(tmp_path: Path, helpers: Any) -> None:
+    repository = helpers.make_repository(tmp_path / "models", ["python_add_sub"])
+    config = repository / "python_add_sub" / "config.pbtxt"
+    config.write_text(
+        config.read_text()
+        + '\nparameters { key: "EXECUTION_MODE" value { string_value: "threads" } }\n'
+    )
+    with (
+        ServerThread(repository) as served,
+        httpclient.InferenceServerClient(served.http_url) as client,
+    ):
+        index = {m["name"]: m for m in client.get_model_repository_index()}
+    assert index["python_add_sub"]["state"] == "UNAVAILABLE"
+    assert "unknown execution mode 'threads'" in index["python_add_sub"]["reason"]
