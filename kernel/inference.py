@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import itertools
 import threading
 import time
@@ -96,7 +97,9 @@ class _ResponseChannel:
     def closed(self) -> bool:
         return self._closed
 
-    def push(self, response: InferenceResponse, *, final: bool) -> None:
+    def push(self, response: InferenceResponse, *, final: bool, defer: bool = False) -> None:
+        """Hand ``response`` to the loop. With ``defer``, from an instance thread running a
+        batch, it travels with the batch's completion instead of waking the loop itself."""
         with self._lock:
             if self._closed:
                 raise KernelError(
@@ -106,10 +109,14 @@ class _ResponseChannel:
         response.final = final
         if threading.get_ident() == self._loop_thread or self._loop is None:
             self._deliver(response)
-        else:
-            # A closed loop means nobody waits for this answer any more.
-            with contextlib.suppress(RuntimeError):
-                self._loop.call_soon_threadsafe(self._deliver, response)
+            return
+        deferred = getattr(threading.current_thread(), "deferred", None) if defer else None
+        if deferred is not None:
+            deferred.append(functools.partial(self._deliver, response))
+            return
+        # A closed loop means nobody waits for this answer any more.
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self._deliver, response)
 
     def _deliver(self, response: InferenceResponse) -> None:
         if self.interceptor is not None:
@@ -258,7 +265,7 @@ class InferenceRequest:
             parameters=dict(parameters or {}),
             error=None if error is None else KernelError.wrap(error),
         )
-        self._channel.push(response, final=True)
+        self._channel.push(response, final=True, defer=True)
 
     def intercept_responses(self, interceptor: ResponseInterceptor) -> None:
         """For the kernel's schedulers: route every response of this request through

@@ -19,6 +19,7 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from kernel._devices import visible_gpus
 from kernel._hooks import call_hook, is_async
+from kernel._instance_thread import InstanceThread
 from kernel._proto.inference import ModelConfig, ModelInstanceGroup, ModelInstanceGroupKind
 from kernel.backend import Backend, InstanceContext, Model, ModelContext, ModelInstance
 from kernel.errors import KernelError, Status
@@ -236,26 +237,32 @@ class ModelVersion:
                 await anyio.sleep(0.005)
 
     async def _worker(self, item: _Instance, index: int, workers: TaskGroup) -> None:
-        limiter = anyio.CapacityLimiter(1)
-        while True:
-            batch = await self.scheduler.next_batch(index)
-            if self.scheduler.overlapping:
-                workers.start_soon(self._execute, item, batch, limiter)
-            else:
-                await self._execute(item, batch, limiter)
+        thread = None if is_async(item.instance.execute) else InstanceThread(item.context.name)
+        try:
+            if thread is not None:
+                thread.start()
+            while True:
+                batch = await self.scheduler.next_batch(index)
+                if self.scheduler.overlapping:
+                    workers.start_soon(self._execute, item, batch, thread)
+                else:
+                    await self._execute(item, batch, thread)
+        finally:
+            if thread is not None:
+                thread.stop()
 
     async def _execute(
-        self, item: _Instance, batch: list[InferenceRequest], limiter: anyio.CapacityLimiter
+        self, item: _Instance, batch: list[InferenceRequest], thread: InstanceThread | None
     ) -> None:
         instance, context = item.instance, item.context
         self.executing += 1
         start = time.monotonic_ns()
         error: KernelError | None = None
         try:
-            if is_async(instance.execute):
+            if thread is None:
                 await instance.execute(batch)  # type: ignore[misc]
             else:
-                await anyio.to_thread.run_sync(instance.execute, batch, limiter=limiter)
+                await thread.execute(instance.execute, batch)
         except anyio.get_cancelled_exc_class():
             error = KernelError(Status.UNAVAILABLE, f"model '{self.name}' is unloading")
             raise
