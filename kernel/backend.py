@@ -47,6 +47,7 @@ __all__ = [
     "BackendAttributes",
     "BackendContext",
     "InstanceContext",
+    "MetricSource",
     "Model",
     "ModelContext",
     "ModelInstance",
@@ -81,6 +82,18 @@ class ServerHandle(Protocol):
 
     def is_model_ready(self, name: str, version: int = -1) -> bool:
         """Whether the model (the given version, or any) is ready."""
+        ...
+
+    def add_metric_family(self, source: MetricSource) -> None:
+        """Export ``source.render()`` (Prometheus text) on every ``/metrics`` scrape."""
+        ...
+
+
+class MetricSource(Protocol):
+    """Prometheus text a plugin adds to every ``/metrics`` scrape (custom metric families)."""
+
+    def render(self) -> str:
+        """The families' HELP/TYPE lines and samples, in the Prometheus text format."""
         ...
 
 

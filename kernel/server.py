@@ -26,6 +26,7 @@ from anyio.abc import TaskStatus
 
 from kernel import __version__
 from kernel._proto.inference import ModelConfig
+from kernel.backend import MetricSource
 from kernel.errors import KernelError, Status
 from kernel.inference import InferenceRequest, InferenceResponse
 from kernel.manager import ModelControlMode, ModelIndexEntry, ModelManager
@@ -37,7 +38,14 @@ from kernel.shared_memory import SystemSharedMemory
 from kernel.statistics import FailureReason, ModelStatistics
 from kernel.tensors import config_type_to_datatype
 
-__all__ = ["Frontend", "InferenceServer", "ModelMetadata", "TensorMetadata"]
+__all__ = [
+    "EXTENSIONS",
+    "Frontend",
+    "InferenceServer",
+    "MetricSource",
+    "ModelMetadata",
+    "TensorMetadata",
+]
 
 log = logging.getLogger("kernel.server")
 
@@ -52,6 +60,22 @@ class Frontend(Protocol):
     async def stop(self, timeout: float) -> None:
         """Stop accepting, let in-flight requests finish for up to ``timeout`` s, close."""
         ...
+
+
+EXTENSIONS = (
+    "classification",
+    "sequence",
+    "model_repository",
+    "model_configuration",
+    "system_shared_memory",
+    "binary_tensor_data",
+    "parameters",
+    "statistics",
+    "logging",
+)
+"""The protocol extensions both frontends serve (Triton's names, in Triton's order), as server
+metadata lists them. Not listed: CUDA shared memory (no GPU), tracing (settings are kept but no
+traces are taken), ``schedule_policy`` and ``model_repository(unload_dependents)``."""
 
 
 FRONTENDS = {
@@ -123,6 +147,8 @@ class InferenceServer:
             drain_timeout=self.options.exit_timeout_secs,
         )
         self.shared_memory = SystemSharedMemory()
+        self.metric_families: list[MetricSource] = []
+        """Plugins' custom metrics, exported by the metrics endpoint (see add_metric_family)."""
         self.ports: dict[str, int] = {}
         """The bound port of each started frontend (``"http"``, ``"grpc"``, ``"metrics"``)."""
         self.live = False
@@ -217,6 +243,11 @@ class InferenceServer:
         if not (self.live and self.started):
             return False
         return not self.options.strict_readiness or self.manager.all_ready()
+
+    def add_metric_family(self, source: MetricSource) -> None:
+        """Export ``source`` on ``/metrics`` from now on (once, however often it is added)."""
+        if source not in self.metric_families:
+            self.metric_families.append(source)
 
     def is_model_ready(self, name: str, version: str | int = -1) -> bool:
         return self.manager.is_ready(name, parse_version(version))

@@ -6,9 +6,9 @@ cumulative request, queue and compute durations in microseconds, and the pending
 Machine-wide: CPU utilization (from ``/proc/stat``, measured between scrapes) and CPU memory
 (from ``/proc/meminfo``), as Triton reports them.
 
-Plugins' own families join through one hook: every object in ``server.metric_families`` (read
-with ``getattr``, so a server without the attribute has none) that has a ``render()`` method
-returning Prometheus text (HELP and TYPE lines included) is appended to each scrape.
+Plugins' own families join through one hook: every ``MetricSource`` a plugin registered with
+``server.add_metric_family`` renders its Prometheus text (HELP and TYPE lines included) into each
+scrape.
 """
 
 from __future__ import annotations
@@ -17,14 +17,14 @@ import logging
 import socket
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Protocol
 
+from kernel.backend import MetricSource
 from kernel.frontends.http._app import HttpRequest, Reply
 from kernel.frontends.http._frontend import HttpListener
 from kernel.server import InferenceServer
 from kernel.statistics import FailureReason, ModelStatistics
 
-__all__ = ["MetricFamily", "MetricsFrontend", "render_metrics"]
+__all__ = ["MetricsFrontend", "render_metrics"]
 
 log = logging.getLogger("kernel.frontends.metrics")
 
@@ -35,14 +35,6 @@ _REASONS = (
     FailureReason.BACKEND,
     FailureReason.OTHER,
 )
-
-
-class MetricFamily(Protocol):
-    """A metric family a plugin registers (see the module docstring)."""
-
-    def render(self) -> str:
-        """The family in Prometheus text format, ``# HELP`` and ``# TYPE`` lines included."""
-        ...
 
 
 def _escape(value: str) -> str:
@@ -107,7 +99,7 @@ def render_metrics(
     rows: Iterable[tuple[ModelStatistics, int]],
     cpu_utilization: float,
     memory: tuple[int, int],
-    extra: Iterable[MetricFamily] = (),
+    extra: Iterable[MetricSource] = (),
 ) -> str:
     """Prometheus text for ``(statistics, pending requests)`` of each loaded model version."""
     rows = list(rows)
@@ -231,10 +223,7 @@ class _MetricsApp:
     def render(self) -> str:
         server = self._server
         rows = [(v.stats, v.scheduler.pending()) for v in server.manager.loaded_versions()]
-        extra: list[MetricFamily] = [
-            f for f in getattr(server, "metric_families", ()) if hasattr(f, "render")
-        ]
-        return render_metrics(rows, self._cpu.utilization(), _memory(), extra)
+        return render_metrics(rows, self._cpu.utilization(), _memory(), server.metric_families)
 
 
 class MetricsFrontend:

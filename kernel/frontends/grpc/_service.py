@@ -74,26 +74,12 @@ from kernel.frontends.grpc._messages import (
 )
 from kernel.frontends.grpc._settings import LogSettings, LogValue, TraceSettings
 from kernel.frontends.grpc._tensors import TensorCodec
-from kernel.server import InferenceServer
+from kernel.server import EXTENSIONS, InferenceServer
 from kernel.statistics import Duration
 from kernel.statistics import ModelStatistics as KernelModelStatistics
 
-__all__ = ["EXTENSIONS", "InferenceServicer", "grpc_error"]
+__all__ = ["InferenceServicer", "grpc_error"]
 
-EXTENSIONS = (
-    "classification",
-    "sequence",
-    "model_repository",
-    "model_configuration",
-    "system_shared_memory",
-    "binary_tensor_data",
-    "parameters",
-    "statistics",
-    "logging",
-)
-"""The protocol extensions served (Triton's names, in Triton's order). Not listed: CUDA shared
-memory (no GPU), tracing (settings are kept but no traces are taken), ``schedule_policy`` and
-``model_repository(unload_dependents)``."""
 
 _SERVICE = "/inference.GRPCInferenceService/"
 _INFER = _SERVICE + "ModelInfer"

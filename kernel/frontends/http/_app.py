@@ -20,7 +20,7 @@ import orjson
 from kernel._config import config_to_json
 from kernel.errors import KernelError, Status, http_status
 from kernel.inference import InferenceRequest
-from kernel.server import InferenceServer
+from kernel.server import EXTENSIONS, InferenceServer
 from kernel.statistics import Duration, ModelStatistics
 
 from ._classification import Labels
@@ -28,22 +28,10 @@ from ._compression import compress, decompress, response_encoding
 from ._infer import decode_request, encode_response
 from ._settings import LogSettings, TraceSettings
 
-__all__ = ["EXTENSIONS", "HttpApp", "HttpRequest", "Reply"]
+__all__ = ["HttpApp", "HttpRequest", "Reply"]
 
 log = logging.getLogger("kernel.frontends.http")
 
-EXTENSIONS = (
-    "classification",
-    "sequence",
-    "model_repository",
-    "model_configuration",
-    "system_shared_memory",
-    "binary_tensor_data",
-    "parameters",
-    "statistics",
-    "logging",
-)
-"""Triton protocol extensions this server implements (the server metadata lists them)."""
 
 _JSON = (b"content-type", b"application/json")
 _TEXT = (b"content-type", b"text/plain")

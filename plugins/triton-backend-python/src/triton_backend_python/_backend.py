@@ -130,19 +130,6 @@ def _mentions(path: Path, name: str) -> bool:
         return True
 
 
-def _attach_registry(server: object, registry: MetricRegistry) -> None:
-    """Join ``server.metric_families``, the list the metrics endpoint exports."""
-    families = getattr(server, "metric_families", None)
-    if families is None:
-        try:
-            families = []
-            setattr(server, "metric_families", families)  # noqa: B010 - optional attribute
-        except AttributeError:
-            return
-    if isinstance(families, list) and not any(f is registry for f in families):
-        families.append(registry)
-
-
 class PythonBackend(Backend):
     """Backend ``python``: serves ``model.py`` files written for Triton's Python backend."""
 
@@ -196,7 +183,7 @@ class PythonModel(Model):
     def metrics(self) -> MetricRegistry:
         """The custom-metrics registry of this model's server."""
         registry = registry_for(self.context.server)
-        _attach_registry(self.context.server, registry)
+        self.context.server.add_metric_family(registry)
         return registry
 
     def child_environment(self) -> dict[str, str]:
