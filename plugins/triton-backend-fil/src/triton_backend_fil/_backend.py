@@ -28,6 +28,7 @@ from kernel import (
     ModelInstance,
     Status,
 )
+from kernel.batching import gather, run_groups, scatter
 from triton_backend_fil._outputs import output_columns, shape_output
 from triton_backend_fil._predictors import Predictor, load_predictor, model_path, reason
 from triton_backend_fil._settings import FilSettings, read_settings
@@ -126,21 +127,7 @@ class FilInstance(ModelInstance):
 
     def execute(self, requests: Sequence[InferenceRequest]) -> None:
         """Predict the batch at once; a model without batching runs its requests one by one."""
-        groups = [list(requests)] if self.batching else [[r] for r in requests]
-        totals = [0, 0, 0]
-        for group in groups:
-            try:
-                times = self._run(group)
-            except Exception as exc:
-                if len(groups) == 1:
-                    raise  # the kernel answers every request of the batch with it
-                error = _as_kernel_error(exc)
-                for request in group:
-                    if not request.answered:
-                        request.respond(error=error)
-                continue
-            totals = [a + b for a, b in zip(totals, times, strict=True)]
-        self.context.report_times(*totals)
+        run_groups(requests, batching=self.batching, run=self._run, context=self.context)
 
     def _run(self, group: list[InferenceRequest]) -> tuple[int, int, int]:
         assert self.predictor is not None, "execute runs between initialize and finalize"
@@ -153,18 +140,14 @@ class FilInstance(ModelInstance):
             raise KernelError(Status.INTERNAL, f"{self.predictor.library}: {reason(exc)}") from exc
         predicted = time.monotonic_ns()
         output = shape_output(scores, self.model.settings)
-        self._respond(group, output)
+        scatter(group, {self.tensors.output: output})
         return gathered - start, predicted - gathered, time.monotonic_ns() - predicted
 
     def _features(self, group: list[InferenceRequest]) -> npt.NDArray[np.float32]:
         """The batch as one rows x features FP32 array: a lone request's own array, else the
         requests' concatenation."""
         name = self.tensors.input
-        arrays = [r.inputs.get(name) for r in group]
-        present = [a for a in arrays if a is not None]
-        if len(present) != len(arrays):
-            raise KernelError(Status.INVALID_ARG, f"input '{name}' is missing from a request")
-        array = present[0] if len(present) == 1 else np.concatenate(present)
+        array = gather(group, name)
         if array.ndim != 2 or array.shape[1] != self.features:
             raise KernelError(
                 Status.INVALID_ARG,
@@ -173,20 +156,3 @@ class FilInstance(ModelInstance):
             )
         # A no-op for the FP32, C-contiguous arrays the frontends decode: those go uncopied.
         return np.ascontiguousarray(array, dtype=np.float32)
-
-    def _respond(self, group: list[InferenceRequest], output: npt.NDArray[np.float32]) -> None:
-        name = self.tensors.output
-        if len(group) == 1:
-            group[0].respond({name: output})
-            return
-        offset = 0
-        for request in group:
-            rows = slice(offset, offset + request.batch_size)
-            offset += request.batch_size
-            request.respond({name: output[rows]})
-
-
-def _as_kernel_error(exc: BaseException) -> KernelError:
-    if isinstance(exc, KernelError):
-        return exc
-    return KernelError(Status.INTERNAL, reason(exc))

@@ -31,6 +31,7 @@ from kernel import (
     ModelInstance,
     Status,
 )
+from kernel.batching import gather, run_groups, scatter
 from triton_backend_onnx._session import inspection_session, model_path, open_session
 from triton_backend_onnx._settings import SessionSettings, read_settings
 from triton_backend_onnx._signature import (
@@ -157,21 +158,7 @@ class OnnxRuntimeInstance(ModelInstance):
 
     def execute(self, requests: Sequence[InferenceRequest]) -> None:
         """Run the batch; a model without batching runs its requests one by one."""
-        groups = [list(requests)] if self.batching else [[r] for r in requests]
-        totals = [0, 0, 0]
-        for group in groups:
-            try:
-                times = self._run(group)
-            except Exception as exc:
-                if len(groups) == 1:
-                    raise  # the kernel answers every request of the batch with it
-                error = _as_kernel_error(exc)
-                for request in group:
-                    if not request.answered:
-                        request.respond(error=error)
-                continue
-            totals = [a + b for a, b in zip(totals, times, strict=True)]
-        self.context.report_times(*totals)
+        run_groups(requests, batching=self.batching, run=self._run, context=self.context)
 
     def _run(self, group: list[InferenceRequest]) -> tuple[int, int, int]:
         start = time.monotonic_ns()
@@ -191,14 +178,7 @@ class OnnxRuntimeInstance(ModelInstance):
         """One array per input: a lone request's own array, else the requests' concatenation."""
         feeds: dict[str, npt.NDArray[Any]] = {}
         for name in group[0].inputs:
-            arrays = [r.inputs.get(name) for r in group]
-            present = [a for a in arrays if a is not None]
-            if len(present) != len(arrays):
-                raise KernelError(
-                    Status.INVALID_ARG,
-                    f"input '{name}' is given by some requests of a batch but not by all",
-                )
-            array = present[0] if len(present) == 1 else np.concatenate(present)
+            array = gather(group, name)
             if array.dtype.kind == "O":
                 array = bytes_to_str(array, name)
             elif name in self.scalar_inputs and array.size == 1:
@@ -235,15 +215,7 @@ class OnnxRuntimeInstance(ModelInstance):
             if dims is not None:
                 array = array.reshape(((total,) if self.batching else ()) + dims)
             arrays[name] = array
-        offset = 0
-        for request in group:
-            chosen = request.requested_output_names or names
-            if self.batching and len(group) > 1:
-                rows = slice(offset, offset + request.batch_size)
-                offset += request.batch_size
-                request.respond({n: arrays[n][rows] for n in chosen})
-            else:
-                request.respond({n: arrays[n] for n in chosen})
+        scatter(group, arrays)
 
 
 def _implicit_inputs(config: ModelConfig) -> set[str]:
@@ -267,8 +239,6 @@ def _output_dims(
 
 
 def _as_kernel_error(exc: BaseException) -> KernelError:
-    if isinstance(exc, KernelError):
-        return exc
     # ONNX Runtime's InvalidArgument: a shape or type the model refuses.
     status = Status.INVALID_ARG if type(exc).__name__ == "InvalidArgument" else Status.INTERNAL
     return KernelError(status, f"onnxruntime: {exc}")
