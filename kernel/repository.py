@@ -190,9 +190,11 @@ platform whose model file (``model.onnx``/``model.pt`` or ``default_model_filena
 folder holds -- so a folder with only ``1/model.onnx`` loads."""
 
 
-DEFAULT_MODEL_FILE_BACKENDS = {".py": "python"}
+DEFAULT_MODEL_FILE_BACKENDS = {".py": "python", ".xml": "openvino", ".pt2": "pytorch"}
 """The same for backends without a platform name: a version folder holding ``model.py`` is a
-Python-backend model (Triton then sets ``backend: "python"``)."""
+Python-backend model (Triton then sets ``backend: "python"``), one holding ``model.xml`` (an
+OpenVINO IR) an ``openvino`` model, one holding ``model.pt2`` (a PyTorch exported program) a
+``pytorch`` model."""
 
 
 def _autofill_platform(config: ModelConfig, model_dir: Path) -> None:
