@@ -72,6 +72,21 @@ class Row:
     p99_ms: float
 
 
+def _tree_rss_mb(pid: int) -> float:
+    """Resident memory of a process and all its descendants (Triton's Python stubs count)."""
+    total, pending = 0, [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            status = Path(f"/proc/{current}/status").read_text()
+            total += int(next(x for x in status.splitlines() if x.startswith("VmRSS:")).split()[1])
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pending.extend(int(c) for c in (task / "children").read_text().split())
+        except (OSError, StopIteration):
+            continue
+    return total / 1024
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -119,7 +134,8 @@ def _perf(pa: str, protocol: str, port: int, concurrency: int, out: Path, second
     command = [
         pa, "-m", "add_sub", "-u", f"127.0.0.1:{port}", "-i", protocol,
         f"--concurrency-range={concurrency}:{concurrency}",
-        f"--measurement-interval={seconds * 1000}", "--max-trials=6", "-f", str(out),
+        f"--measurement-interval={seconds * 1000}", "--max-trials=10", "-s", "20",
+        "-f", str(out),
     ]  # fmt: skip
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, timeout=600)
     with out.open() as f:
@@ -149,6 +165,7 @@ def main() -> None:
         ["kernel", "triton"] if (reference / "run-triton").exists() else ["kernel"]
     )
     rows: list[Row] = []
+    memory: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         repo = _repository(Path(tmp))
         for server in servers:
@@ -160,9 +177,13 @@ def main() -> None:
                         row = _perf(pa, protocol, port, c, Path(tmp) / "out.csv", args.seconds)
                         rows.append(replace(row, server=server))
                         print(rows[-1], file=sys.stderr)
+                memory[server] = _tree_rss_mb(proc.pid)
             finally:
                 proc.terminate()
                 proc.wait(timeout=60)
+    for server, mb in memory.items():
+        print(f"{server}: {mb:.0f} MB resident after the runs (process tree)")
+    print()
     print("| server | protocol | concurrency | infer/s | p50 ms | p99 ms |")
     print("|---|---|---|---|---|---|")
     for r in rows:
