@@ -201,8 +201,10 @@ class ModelInstance(ABC):
     def execute(self, requests: Sequence[InferenceRequest]) -> Awaitable[None] | None:
         """Run one batch and answer each request (``TRITONBACKEND_ModelInstanceExecute``).
 
-        Called for one batch at a time per instance. ``def`` runs in a worker thread,
-        ``async def`` on the loop. Raising answers every unanswered request with the error.
+        Called for one batch at a time per instance. ``def`` runs in the instance's own
+        thread, ``async def`` on the loop; the kernel looks at ``execute`` once ``initialize``
+        returned, so an instance may pick its ``execute`` there. Raising answers every
+        unanswered request with the error.
         """
 
     def finalize(self) -> Awaitable[None] | None:

@@ -325,6 +325,11 @@ class InProcessInstance(ModelInstance):
             decoupled=self._decoupled,
         )
         await anyio.to_thread.run_sync(self._load)
+        if not self._runner.is_async:
+            # A plain ``def execute`` model: hand the kernel a plain ``def`` so it runs the
+            # batches on the instance's own thread (the kernel looks at ``execute`` only after
+            # ``initialize``), which is cheaper than a hop through anyio's thread pool per batch.
+            self.execute = self._execute_sync  # type: ignore[method-assign, assignment]
 
     def _load(self) -> None:
         runtime = self._runtime
