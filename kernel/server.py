@@ -29,6 +29,7 @@ from kernel._proto.inference import ModelConfig
 from kernel.backend import MetricSource
 from kernel.errors import KernelError, Status
 from kernel.inference import InferenceRequest, InferenceResponse
+from kernel.log_settings import default_log_settings
 from kernel.manager import ModelControlMode, ModelIndexEntry, ModelManager
 from kernel.models import ModelVersion
 from kernel.options import ServerOptions
@@ -147,6 +148,8 @@ class InferenceServer:
             drain_timeout=self.options.exit_timeout_secs,
         )
         self.shared_memory = SystemSharedMemory()
+        self.log_settings = default_log_settings(self.options.log_verbose)
+        """Triton's log settings, read and updated through both endpoints."""
         self.metric_families: list[MetricSource] = []
         """Plugins' custom metrics, exported by the metrics endpoint (see add_metric_family)."""
         self.ports: dict[str, int] = {}

@@ -721,3 +721,21 @@ def test_repository_load_parameter_errors(
             stub.RepositoryModelLoad(request, timeout=30)
         assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
         assert info.value.details() == message
+
+
+def test_log_settings_are_shared_by_both_endpoints(tmp_path: Path) -> None:
+    import tritonclient.http as httpclient
+
+    with ServerThread(tmp_path, metrics_port=None) as srv:
+        http = httpclient.InferenceServerClient(srv.http_url)
+        grpc_client = grpcclient.InferenceServerClient(srv.grpc_url)
+        try:
+            http.update_log_settings({"log_verbose_level": 2, "log_info": False})
+            settings = grpc_client.get_log_settings(as_json=True)["settings"]
+            assert settings["log_verbose_level"]["uint32_param"] == 2
+            assert settings["log_info"]["bool_param"] is False
+            grpc_client.update_log_settings({"log_verbose_level": 0, "log_info": True})
+            assert http.get_log_settings()["log_verbose_level"] == 0
+        finally:
+            http.close()
+            grpc_client.close()

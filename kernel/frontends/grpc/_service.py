@@ -72,8 +72,9 @@ from kernel.frontends.grpc._messages import (
     InferResponsePb,
     StreamInferResponsePb,
 )
-from kernel.frontends.grpc._settings import LogSettings, LogValue, TraceSettings
+from kernel.frontends.grpc._settings import LogSettings, TraceSettings
 from kernel.frontends.grpc._tensors import TensorCodec
+from kernel.log_settings import LogValue
 from kernel.server import EXTENSIONS, InferenceServer
 from kernel.statistics import Duration
 from kernel.statistics import ModelStatistics as KernelModelStatistics
@@ -143,7 +144,7 @@ class InferenceServicer(GrpcInferenceServiceBase):  # type: ignore[misc]  # gene
         self._in_flight = in_flight
         self._rpcs = InferenceRpcs(server, TensorCodec(server), in_flight)
         self._trace = TraceSettings()
-        self._log = LogSettings(verbose=server.options.log_verbose)
+        self._log = LogSettings(server.log_settings)
 
     # -- what grpclib serves ------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Mapping
 
 from kernel.errors import KernelError, Status
+from kernel.log_settings import LogValue, log_level
 
 __all__ = ["LogSettings", "TraceSettings"]
 
@@ -77,8 +78,6 @@ def _check_trace_value(key: str, value: str) -> None:
             ) from None
 
 
-LogValue = bool | int | str
-
 # Each setting's value kind and the word Triton uses for it when refusing another kind.
 _LOG_KINDS: dict[str, tuple[type, str]] = {
     "log_info": (bool, "boolean"),
@@ -93,16 +92,10 @@ _LOG_KINDS: dict[str, tuple[type, str]] = {
 class LogSettings:
     """Triton's six log settings; changes apply to the ``kernel`` logger's level."""
 
-    def __init__(self, verbose: int = 0, logger: str = "kernel") -> None:
+    def __init__(self, values: dict[str, LogValue], logger: str = "kernel") -> None:
         self._logger = logging.getLogger(logger)
-        self.values: dict[str, LogValue] = {
-            "log_file": "",
-            "log_info": True,
-            "log_warning": True,
-            "log_error": True,
-            "log_verbose_level": verbose,
-            "log_format": "default",
-        }
+        self.values = values
+        """The server's settings (``server.log_settings``), shared with the HTTP endpoint."""
 
     def update(self, updates: Mapping[str, LogValue | None]) -> dict[str, LogValue]:
         """Apply ``updates`` (``None``: a value of no kind); unknown keys are ignored.
@@ -134,15 +127,4 @@ class LogSettings:
         return dict(self.values)
 
     def _apply(self) -> None:
-        values = self.values
-        if values["log_verbose_level"]:
-            level = logging.DEBUG
-        elif values["log_info"]:
-            level = logging.INFO
-        elif values["log_warning"]:
-            level = logging.WARNING
-        elif values["log_error"]:
-            level = logging.ERROR
-        else:
-            level = logging.CRITICAL + 1
-        self._logger.setLevel(level)
+        self._logger.setLevel(log_level(self.values))

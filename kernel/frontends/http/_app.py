@@ -151,7 +151,7 @@ class HttpApp:
     def __init__(self, server: InferenceServer) -> None:
         self.server = server
         self.traces = TraceSettings()
-        self.logs = LogSettings(server.options.log_verbose)
+        self.logs = LogSettings(server.log_settings)
         self.labels = Labels()
         self.max_body = server.options.http_max_input_bytes
 

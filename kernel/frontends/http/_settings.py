@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 from kernel.errors import KernelError, Status
+from kernel.log_settings import LogValue, log_level
 
 __all__ = ["LogSettings", "TraceSettings"]
 
@@ -105,15 +106,9 @@ class TraceSettings:
 class LogSettings:
     """Triton's log settings, applied to the ``kernel`` logger."""
 
-    def __init__(self, verbose_level: int = 0) -> None:
-        self._settings: dict[str, Any] = {
-            "log_file": "",
-            "log_info": True,
-            "log_warning": True,
-            "log_error": True,
-            "log_verbose_level": verbose_level,
-            "log_format": "default",
-        }
+    def __init__(self, settings: dict[str, LogValue]) -> None:
+        self._settings = settings
+        """The server's settings (``server.log_settings``), shared with the gRPC endpoint."""
         self._file_handler: logging.Handler | None = None
 
     def get(self) -> dict[str, Any]:
@@ -171,17 +166,7 @@ class LogSettings:
 
     def _apply(self) -> None:
         settings = self._settings
-        if settings["log_verbose_level"] > 0:
-            level = logging.DEBUG
-        elif settings["log_info"]:
-            level = logging.INFO
-        elif settings["log_warning"]:
-            level = logging.WARNING
-        elif settings["log_error"]:
-            level = logging.ERROR
-        else:
-            level = logging.CRITICAL + 1
-        logging.getLogger("kernel").setLevel(level)
+        logging.getLogger("kernel").setLevel(log_level(settings))
         if self._file_handler is not None:
             fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
             if settings["log_format"] == "ISO8601":
