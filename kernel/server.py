@@ -38,6 +38,7 @@ from kernel.repository import ModelRepository
 from kernel.shared_memory import SystemSharedMemory
 from kernel.statistics import FailureReason, ModelStatistics
 from kernel.tensors import config_type_to_datatype
+from kernel.trace_settings import TraceStore
 
 __all__ = [
     "EXTENSIONS",
@@ -150,6 +151,8 @@ class InferenceServer:
         self.shared_memory = SystemSharedMemory()
         self.log_settings = default_log_settings(self.options.log_verbose)
         """Triton's log settings, read and updated through both endpoints."""
+        self.trace_settings = TraceStore()
+        """Triton's trace settings (kept and echoed; no traces are taken), for both endpoints."""
         self.metric_families: list[MetricSource] = []
         """Plugins' custom metrics, exported by the metrics endpoint (see add_metric_family)."""
         self.ports: dict[str, int] = {}

@@ -739,3 +739,21 @@ def test_log_settings_are_shared_by_both_endpoints(tmp_path: Path) -> None:
         finally:
             http.close()
             grpc_client.close()
+
+
+def test_trace_settings_are_shared_by_both_endpoints(tmp_path: Path) -> None:
+    import tritonclient.http as httpclient
+
+    with ServerThread(tmp_path, metrics_port=None) as srv:
+        http = httpclient.InferenceServerClient(srv.http_url)
+        grpc_client = grpcclient.InferenceServerClient(srv.grpc_url)
+        try:
+            http.update_trace_settings(settings={"trace_rate": "7", "trace_level": ["TIMESTAMPS"]})
+            settings = grpc_client.get_trace_settings(as_json=True)["settings"]
+            assert settings["trace_rate"]["value"] == ["7"]
+            assert settings["trace_level"]["value"] == ["TIMESTAMPS"]
+            grpc_client.update_trace_settings(settings={"trace_rate": None})
+            assert http.get_trace_settings()["trace_rate"] == "1000"
+        finally:
+            http.close()
+            grpc_client.close()

@@ -143,7 +143,7 @@ class InferenceServicer(GrpcInferenceServiceBase):  # type: ignore[misc]  # gene
         self._server = server
         self._in_flight = in_flight
         self._rpcs = InferenceRpcs(server, TensorCodec(server), in_flight)
-        self._trace = TraceSettings()
+        self._trace = TraceSettings(server.trace_settings)
         self._log = LogSettings(server.log_settings)
 
     # -- what grpclib serves ------------------------------------------------------------------

@@ -12,17 +12,10 @@ from collections.abc import Mapping
 
 from kernel.errors import KernelError, Status
 from kernel.log_settings import LogValue, log_level
+from kernel.trace_settings import TRACE_DEFAULTS, TraceStore
 
 __all__ = ["LogSettings", "TraceSettings"]
 
-_TRACE_DEFAULTS: dict[str, list[str]] = {
-    "trace_rate": ["1000"],
-    "trace_mode": ["triton"],
-    "trace_level": ["OFF"],
-    "trace_file": [""],
-    "trace_count": ["-1"],
-    "log_frequency": ["0"],
-}
 _TRACE_LEVELS = ("OFF", "TIMESTAMPS", "TENSORS")
 _INTEGRAL = ("trace_rate", "trace_count", "log_frequency")
 
@@ -30,36 +23,24 @@ _INTEGRAL = ("trace_rate", "trace_count", "log_frequency")
 class TraceSettings:
     """Global trace settings and per-model overrides (stored, never acted on)."""
 
-    def __init__(self) -> None:
-        self._global = {key: list(value) for key, value in _TRACE_DEFAULTS.items()}
-        self._models: dict[str, dict[str, list[str]]] = {}
+    def __init__(self, store: TraceStore) -> None:
+        self._store = store
+        """The server's trace settings, shared with the HTTP endpoint."""
 
     def get(self, model: str = "") -> dict[str, list[str]]:
-        settings = {key: list(value) for key, value in self._global.items()}
-        settings.update(self._models.get(model, {}))
-        return settings
+        return self._store.get(model)
 
     def update(self, model: str, updates: Mapping[str, list[str]]) -> dict[str, list[str]]:
         """Apply ``updates`` (an empty list clears a setting); unknown keys are ignored.
 
         :raises KernelError: ``INVALID_ARG`` for a value the setting cannot take.
         """
-        for key, values in updates.items():
-            if key not in _TRACE_DEFAULTS:
-                continue
+        known = {key: values for key, values in updates.items() if key in TRACE_DEFAULTS}
+        for key, values in known.items():
             for value in values:
                 _check_trace_value(key, value)
-        for key, values in updates.items():
-            if key not in _TRACE_DEFAULTS:
-                continue
-            if model:
-                overrides = self._models.setdefault(model, {})
-                if values:
-                    overrides[key] = list(values)
-                else:
-                    overrides.pop(key, None)
-            else:
-                self._global[key] = list(values) if values else list(_TRACE_DEFAULTS[key])
+        for key, values in known.items():
+            self._store.set(model, key, values)
         return self.get(model)
 
 

@@ -150,7 +150,7 @@ class HttpApp:
 
     def __init__(self, server: InferenceServer) -> None:
         self.server = server
-        self.traces = TraceSettings()
+        self.traces = TraceSettings(server.trace_settings)
         self.logs = LogSettings(server.log_settings)
         self.labels = Labels()
         self.max_body = server.options.http_max_input_bytes

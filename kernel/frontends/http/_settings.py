@@ -12,17 +12,10 @@ from typing import Any
 
 from kernel.errors import KernelError, Status
 from kernel.log_settings import LogValue, log_level
+from kernel.trace_settings import TRACE_DEFAULTS, TraceStore
 
 __all__ = ["LogSettings", "TraceSettings"]
 
-_TRACE_DEFAULTS: dict[str, Any] = {
-    "trace_level": ["OFF"],
-    "trace_rate": "1000",
-    "trace_count": "-1",
-    "log_frequency": "0",
-    "trace_file": "",
-    "trace_mode": "triton",
-}
 _TRACE_LEVELS = ("OFF", "TIMESTAMPS", "TENSORS")
 _UINT32_MAX = 2**32 - 1
 _INT32_MAX = 2**31 - 1
@@ -53,14 +46,16 @@ def _parse_count(key: str, text: str, low: int, high: int) -> str:
 class TraceSettings:
     """Global trace settings and per-model overrides."""
 
-    def __init__(self) -> None:
-        self._global: dict[str, Any] = dict(_TRACE_DEFAULTS)
-        self._models: dict[str, dict[str, Any]] = {}
+    def __init__(self, store: TraceStore) -> None:
+        self._store = store
+        """The server's trace settings (lists of strings), shared with the gRPC endpoint."""
 
     def get(self, model: str = "") -> dict[str, Any]:
-        settings = dict(self._global)
-        settings.update(self._models.get(model, {}))
-        return settings
+        """The settings as Triton's JSON has them: ``trace_level`` a list, the rest strings."""
+        return {
+            key: values if key == "trace_level" else (values[0] if values else "")
+            for key, values in self._store.get(model).items()
+        }
 
     def update(self, model: str, changes: dict[str, Any]) -> dict[str, Any]:
         """Apply ``changes`` (``None`` clears a setting) and return the resulting settings.
@@ -69,7 +64,7 @@ class TraceSettings:
         """
         parsed: dict[str, Any] = {}
         for key, value in changes.items():
-            if key not in _TRACE_DEFAULTS or key == "trace_mode":
+            if key not in TRACE_DEFAULTS or key == "trace_mode":
                 continue
             if value is None:
                 parsed[key] = None
@@ -92,14 +87,11 @@ class TraceSettings:
                 parsed[key] = _parse_count(key, value, 0, _UINT32_MAX)
             else:
                 parsed[key] = value
-        target = self._models.setdefault(model, {}) if model else self._global
         for key, value in parsed.items():
-            if value is not None:
-                target[key] = value
-            elif model:
-                target.pop(key, None)
+            if value is None:
+                self._store.set(model, key, None)
             else:
-                target[key] = _TRACE_DEFAULTS[key]
+                self._store.set(model, key, value if isinstance(value, list) else [value])
         return self.get(model)
 
 
