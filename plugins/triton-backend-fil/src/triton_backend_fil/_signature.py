@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kernel import KernelError, ModelConfig, Status
-from kernel._proto.inference import DataType
+from kernel.config import DataType
 from triton_backend_fil._settings import FilSettings
 
 

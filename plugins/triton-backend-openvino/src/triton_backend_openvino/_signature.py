@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kernel import KernelError, ModelConfig, Status
-from kernel._proto.inference import (
+from kernel.config import (
     DataType,
     ModelDynamicBatching,
     ModelInput,

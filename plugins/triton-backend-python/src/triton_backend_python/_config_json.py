@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 from kernel._config import ConfigParseError, config_from_json, config_to_json
-from kernel._proto.inference import ModelConfig
+from kernel.config import ModelConfig
 
 __all__ = ["config_from_model_json", "config_to_model_json"]
 

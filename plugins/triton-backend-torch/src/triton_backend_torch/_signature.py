@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from kernel import KernelError, ModelConfig, Status
-from kernel._proto.inference import (
+from kernel.config import (
     DataType,
     ModelDynamicBatching,
     ModelInput,
