@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import ClassVar, Protocol
 
 from kernel._proto.inference import ModelConfig
+from kernel.errors import KernelError, Status
 from kernel.inference import InferenceRequest, InferenceResponse
 
 __all__ = [
@@ -106,6 +107,22 @@ class BackendContext:
     config: dict[str, str]
     """This backend's ``--backend-config=<name>,<key>=<value>`` settings."""
     logger: logging.Logger
+
+    def int_setting(self, key: str, default: int) -> int:
+        """An integer backend setting, or ``default`` when it is not given.
+
+        :raises KernelError: ``INVALID_ARG`` naming the setting when it is not an integer.
+        """
+        value = self.config.get(key)
+        if value is None:
+            return default
+        try:
+            return int(value)
+        except ValueError:
+            raise KernelError(
+                Status.INVALID_ARG,
+                f"backend config '{key}' has the invalid value '{value}' (expected an integer)",
+            ) from None
 
 
 @dataclass(slots=True)

@@ -66,16 +66,9 @@ class OpenVinoBackend(Backend):
         self.default_max_batch_size = DEFAULT_MAX_BATCH_SIZE
 
     def initialize(self, context: BackendContext) -> None:
-        value = context.config.get("default-max-batch-size")
-        if value is not None:
-            try:
-                self.default_max_batch_size = int(value)
-            except ValueError:
-                raise KernelError(
-                    Status.INVALID_ARG,
-                    f"backend config 'default-max-batch-size' has the invalid value '{value}'"
-                    " (expected an integer)",
-                ) from None
+        self.default_max_batch_size = context.int_setting(
+            "default-max-batch-size", self.default_max_batch_size
+        )
         context.logger.info("OpenVINO %s", ov.get_version())
 
     def create_model(self, context: ModelContext) -> OpenVinoModel:

@@ -63,16 +63,9 @@ class PyTorchBackend(Backend):
         self.thread_pools = ThreadPools()
 
     def initialize(self, context: BackendContext) -> None:
-        value = context.config.get("default-max-batch-size")
-        if value is not None:
-            try:
-                self.default_max_batch_size = int(value)
-            except ValueError:
-                raise KernelError(
-                    Status.INVALID_ARG,
-                    f"backend config 'default-max-batch-size' has the invalid value '{value}'"
-                    " (expected an integer)",
-                ) from None
+        self.default_max_batch_size = context.int_setting(
+            "default-max-batch-size", self.default_max_batch_size
+        )
         context.logger.info(
             "torch %s (CUDA %s)",
             torch.__version__,
