@@ -115,13 +115,13 @@ def _repository(root: Path) -> Path:
 
 
 def _start(
-    server: str, repo: Path, reference: Path | None
+    server: str, repo: Path, reference: Path | None, extra: list[str]
 ) -> tuple[subprocess.Popen[bytes], int, int]:
     http, grpc, metrics = _free_port(), _free_port(), _free_port()
     ports = [f"--http-port={http}", f"--grpc-port={grpc}", f"--metrics-port={metrics}"]
     if server == "kernel":
         kernel = shutil.which("kernel") or str(Path(sys.executable).parent / "kernel")
-        command = [kernel, "serve", f"--model-repository={repo}", *ports]
+        command = [kernel, "serve", f"--model-repository={repo}", *ports, *extra]
     else:
         assert reference is not None
         command = [str(reference / "run-triton"), f"--model-repository={repo}", *ports]
@@ -158,6 +158,12 @@ def main() -> None:
     parser.add_argument("--protocols", nargs="+", default=["grpc", "http"])
     parser.add_argument("--seconds", type=int, default=3, help="measurement window")
     parser.add_argument("--servers", nargs="+", default=None)
+    parser.add_argument(
+        "--kernel-arg",
+        action="append",
+        default=[],
+        help="extra `kernel serve` argument, e.g. --kernel-arg=--backend-config=python,k=v",
+    )
     args = parser.parse_args()
     reference = args.reference or Path(os.environ.get("TRITON_REFERENCE", "/tmp/triton-reference"))
     pa = args.perf_analyzer or str(reference / "run-pa")
@@ -169,7 +175,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         repo = _repository(Path(tmp))
         for server in servers:
-            proc, http, grpc = _start(server, repo, reference)
+            proc, http, grpc = _start(server, repo, reference, args.kernel_arg)
             try:
                 for protocol in args.protocols:
                     port = grpc if protocol == "grpc" else http

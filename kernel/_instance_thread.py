@@ -1,10 +1,15 @@
 """A dedicated thread per model instance for backends whose ``execute`` is a plain ``def``.
 
 An instance executes one batch at a time, so one long-lived thread per instance suffices, and
-it is cheaper than a pool: the batch goes over a ``SimpleQueue`` and comes back with one
-``call_soon_threadsafe``. Final answers given with ``request.respond`` during the batch ride on
-that same wake-up instead of waking the event loop once per request (decoupled senders still
+it is cheaper than a pool: a batch goes over a ``SimpleQueue`` and its completion comes back with
+one ``call_soon_threadsafe``. Final answers given with ``request.respond`` during the batch ride
+on that same wake-up instead of waking the event loop once per request (decoupled senders still
 deliver at once, so streams keep streaming).
+
+The thread may hold more than one batch (``depth``): with a second batch already queued, it
+starts that batch as soon as the first returns instead of idling until the event loop has
+noticed the completion and handed over the next one. Batches still run one at a time and in the
+order they were submitted.
 """
 
 from __future__ import annotations
@@ -13,23 +18,28 @@ import asyncio
 import contextlib
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
-import anyio
-import anyio.lowlevel
+__all__ = ["BatchDone", "InstanceThread"]
 
-__all__ = ["InstanceThread"]
+BatchDone = Callable[[BaseException | None, int, int], None]
+"""Called on the event loop when a batch returned: ``(error, start_ns, end_ns)``."""
 
-_Job = tuple[asyncio.AbstractEventLoop, "asyncio.Future[None]", Callable[[Any], Any], Any]
+_Job = tuple[asyncio.AbstractEventLoop, Callable[[Any], Any], Any, BatchDone]
 
 
 class InstanceThread(threading.Thread):
-    """Runs one instance's ``execute`` calls, one at a time, off the event loop."""
+    """Runs one instance's ``execute`` calls, one at a time and in order, off the event loop."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, depth: int = 1) -> None:
         super().__init__(name=f"instance {name}", daemon=True)
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._slots = asyncio.Semaphore(depth)
+        self._outstanding = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
         self.deferred: list[Callable[[], None]] | None = None
         """While a batch runs: deliveries to make on the loop when it returns (see module doc)."""
 
@@ -38,43 +48,59 @@ class InstanceThread(threading.Thread):
             job = self._jobs.get()
             if job is None:
                 return
-            loop, future, fn, arg = job
+            loop, fn, arg, done = job
             deferred: list[Callable[[], None]] = []
             self.deferred = deferred
             error: BaseException | None = None
+            start = time.monotonic_ns()
             try:
                 fn(arg)
-            except BaseException as exc:  # handed to the awaiting task, which decides
+            except BaseException as exc:  # handed to ``done``, which decides
                 error = exc
             finally:
                 self.deferred = None
+            end = time.monotonic_ns()
             # A closed loop means nobody waits for this batch any more.
             with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(_finish, future, deferred, error)
+                loop.call_soon_threadsafe(self._finish, deferred, done, error, start, end)
 
-    async def execute(self, fn: Callable[[Any], Any], arg: Any) -> None:
-        """Run ``fn(arg)`` in this thread; cancellation waits for it to finish (it cannot be
-        interrupted), as ``anyio.to_thread.run_sync`` does."""
-        await anyio.lowlevel.checkpoint_if_cancelled()  # a cancelled worker starts no batch
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
-        self._jobs.put((loop, future, fn, arg))
-        with anyio.CancelScope(shield=True):
-            await future
+    async def reserve(self) -> None:
+        """Wait until the thread can take another batch; :meth:`submit` or :meth:`release`
+        must follow."""
+        await self._slots.acquire()
+
+    def release(self) -> None:
+        """Give back a reservation that no batch used."""
+        self._slots.release()
+
+    def submit(self, fn: Callable[[Any], Any], arg: Any, done: BatchDone) -> None:
+        """Queue ``fn(arg)`` under a reservation; ``done`` runs on this event loop afterwards."""
+        self._outstanding += 1
+        self._idle.clear()
+        self._jobs.put((asyncio.get_running_loop(), fn, arg, done))
+
+    async def wait_idle(self) -> None:
+        """Wait until every submitted batch returned and its ``done`` ran."""
+        await self._idle.wait()
 
     def stop(self) -> None:
-        """Let the thread end after the batch it runs, if any."""
+        """Let the thread end after the batches it holds."""
         self._jobs.put(None)
 
-
-def _finish(
-    future: asyncio.Future[None], deferred: list[Callable[[], None]], error: BaseException | None
-) -> None:
-    for deliver in deferred:
-        deliver()
-    if future.done():
-        return
-    if error is None:
-        future.set_result(None)
-    else:
-        future.set_exception(error)
+    def _finish(
+        self,
+        deferred: list[Callable[[], None]],
+        done: BatchDone,
+        error: BaseException | None,
+        start: int,
+        end: int,
+    ) -> None:
+        try:
+            for deliver in deferred:
+                deliver()
+            done(error, start, end)
+        finally:
+            self._slots.release()
+            self._outstanding -= 1
+            if not self._outstanding:
+                self._idle.set()

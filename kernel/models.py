@@ -9,6 +9,7 @@ model. Everything a load started is finalized on every path out, failures includ
 from __future__ import annotations
 
 import enum
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -237,47 +238,78 @@ class ModelVersion:
                 await anyio.sleep(0.005)
 
     async def _worker(self, item: _Instance, index: int, workers: TaskGroup) -> None:
-        thread = None if is_async(item.instance.execute) else InstanceThread(item.context.name)
-        try:
-            if thread is not None:
-                thread.start()
-            while True:
-                batch = await self.scheduler.next_batch(index)
-                if self.scheduler.overlapping:
-                    workers.start_soon(self._execute, item, batch, thread)
-                else:
-                    await self._execute(item, batch, thread)
-        finally:
-            if thread is not None:
-                thread.stop()
+        if not is_async(item.instance.execute):
+            await self._thread_worker(item, index)
+            return
+        while True:
+            batch = await self.scheduler.next_batch(index)
+            if self.scheduler.overlapping:
+                workers.start_soon(self._execute, item, batch)
+            else:
+                await self._execute(item, batch)
 
-    async def _execute(
-        self, item: _Instance, batch: list[InferenceRequest], thread: InstanceThread | None
-    ) -> None:
-        instance, context = item.instance, item.context
+    async def _execute(self, item: _Instance, batch: list[InferenceRequest]) -> None:
+        """Run an ``async def execute`` on the loop."""
         self.executing += 1
         start = time.monotonic_ns()
-        error: KernelError | None = None
+        error: BaseException | None = None
         try:
-            if thread is None:
-                await instance.execute(batch)  # type: ignore[misc]
-            else:
-                await thread.execute(instance.execute, batch)
+            await item.instance.execute(batch)  # type: ignore[misc]
         except anyio.get_cancelled_exc_class():
             error = KernelError(Status.UNAVAILABLE, f"model '{self.name}' is unloading")
             raise
         except Exception as exc:
-            error = KernelError.wrap(exc)
-            log.debug("model '%s' execute raised", self.name, exc_info=True)
+            error = exc
         finally:
-            end = time.monotonic_ns()
-            self.executing -= 1
-            self._settle(batch, error)
-            times = context.take_reported_times() or (0, end - start, 0)
-            queue_ns = sum(start - r.enqueued_ns for r in batch)
-            self.stats.record_execution(
-                sum(r.batch_size for r in batch), len(batch), times, queue_ns
-            )
+            self._executed(item, batch, error, start, time.monotonic_ns())
+
+    async def _thread_worker(self, item: _Instance, index: int) -> None:
+        """Feed a plain ``def execute`` to the instance's own thread (see ``_instance_thread``).
+
+        With the direct scheduler the thread holds a second batch, so it never idles waiting for
+        the loop between two requests; batching schedulers keep one, so a batch forms while the
+        previous one runs.
+        """
+        depth = self.scheduler.thread_depth
+        thread = InstanceThread(item.context.name, depth=depth)
+        execute = item.instance.execute
+        if depth > 1:
+            execute = functools.partial(_execute_live, execute)
+        thread.start()
+        try:
+            while True:
+                await thread.reserve()
+                try:
+                    batch = await self.scheduler.next_batch(index)
+                except BaseException:
+                    thread.release()
+                    raise
+                self.executing += 1
+                thread.submit(execute, batch, functools.partial(self._executed, item, batch))
+        finally:
+            thread.stop()
+            with anyio.CancelScope(shield=True):  # a running batch cannot be interrupted
+                await thread.wait_idle()
+
+    def _executed(
+        self,
+        item: _Instance,
+        batch: list[InferenceRequest],
+        error: BaseException | None,
+        start: int,
+        end: int,
+    ) -> None:
+        """Settle and account a batch that ``execute`` returned from (or raised out of)."""
+        self.executing -= 1
+        failure: KernelError | None = None
+        if error is not None:
+            failure = KernelError.wrap(error)
+            if not isinstance(error, KernelError):
+                log.debug("model '%s' execute raised", self.name, exc_info=error)
+        self._settle(batch, failure)
+        times = item.context.take_reported_times() or (0, end - start, 0)
+        queue_ns = sum(start - r.enqueued_ns for r in batch)
+        self.stats.record_execution(sum(r.batch_size for r in batch), len(batch), times, queue_ns)
 
     def _settle(self, batch: list[InferenceRequest], error: KernelError | None) -> None:
         """Answer every request ``execute`` left unanswered (see the contract in backend.py)."""
@@ -293,3 +325,21 @@ class ModelVersion:
                         f"model '{self.name}' returned from execute without answering the request",
                     )
                 )
+
+
+def _execute_live(
+    execute: Callable[[list[InferenceRequest]], object], batch: list[InferenceRequest]
+) -> None:
+    """Run ``execute`` on the requests of a batch handed to the thread ahead of time that were
+    not cancelled while it waited there (in the instance thread; the rest fail ``CANCELLED``).
+
+    Only for batches of independent requests: a sequence batch keeps its slot positions.
+    """
+    live = []
+    for request in batch:
+        if request.is_cancelled():
+            request.fail(KernelError(Status.CANCELLED, "request cancelled"))
+        else:
+            live.append(request)
+    if live:
+        execute(live)
