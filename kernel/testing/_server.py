@@ -66,6 +66,15 @@ async def run_server(
         yield RunningServer(server)
 
 
+def _event_loop() -> asyncio.AbstractEventLoop:
+    """The loop ``kernel serve`` runs on: uvloop when installed."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
 class ServerThread:
     """Serve ``repository`` from a background thread for the ``with`` block.
 
@@ -83,7 +92,8 @@ class ServerThread:
 
     def _main(self) -> None:
         try:
-            asyncio.run(self._serve())
+            with asyncio.Runner(loop_factory=_event_loop) as runner:
+                runner.run(self._serve())
         except BaseException as exc:  # reported to the thread that waits in __enter__
             self._error = exc
         finally:

@@ -1,0 +1,813 @@
+"""gRPC over HTTP/2 on the event loop: the kernel's own transport for its gRPC endpoint.
+
+Why not a library: grpcio's asyncio server spends ~200 us of event-loop time per unary call on
+this project's 2-core benchmark machine (its completion queue is polled in another thread and
+every event crosses back), and grpclib's generic HTTP/2 state machine (h2) caps near 1,700
+calls/s. A gRPC server needs a small, well-defined part of HTTP/2 (RFC 9113), and that part is
+here: one :class:`asyncio.Protocol` per connection that parses frames, decodes headers
+(:mod:`._hpack`), reassembles length-prefixed messages per stream, and writes each reply as
+few writes as the flow-control windows allow.
+
+What the server does, by frame type:
+
+* SETTINGS: ours go out first (no push, a 4 MiB stream window, 1 MiB frames); the client's are
+  acknowledged and applied (its initial window and frame size bound what we send).
+* HEADERS / CONTINUATION: a new stream; ``:path`` selects the rpc, ``grpc-timeout`` sets a
+  deadline, ``grpc-encoding`` says how compressed messages are compressed (gzip, deflate).
+* DATA: messages of the stream; received bytes are credited back to the client at once (a
+  message may be as large as the configured limit, checked from its length prefix).
+* WINDOW_UPDATE: more room to send; replies waiting for room go out.
+* PING: answered; RST_STREAM: the rpc's task is cancelled; GOAWAY: no new streams.
+
+Every rpc runs as its own task. A handler sees a :class:`Stream`: ``recv_message``,
+``send_message`` and async iteration over requests, and raises ``GRPCError`` to end the call
+with a status; anything else it raises ends the call with ``UNKNOWN``. A unary reply goes out as
+one write (headers, message and trailers together).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import struct
+import zlib
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, cast
+from urllib.parse import quote
+
+from grpclib.const import Cardinality
+from grpclib.const import Status as GrpcStatus
+from grpclib.exceptions import GRPCError
+
+from kernel.frontends.grpc._hpack import Decoder, HpackError, encode
+
+__all__ = ["GrpcServer", "Method", "Stream"]
+
+log = logging.getLogger("kernel.frontends.grpc")
+
+_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+_FRAME = struct.Struct(">BHBBL")  # length (24 bits as 8 + 16), type, flags, stream id
+_MESSAGE = struct.Struct(">BL")  # gRPC message prefix: compressed flag, length
+
+DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY = range(8)
+WINDOW_UPDATE, CONTINUATION = 8, 9
+END_STREAM, ACK, END_HEADERS, PADDED, PRIORITY_FLAG = 0x1, 0x1, 0x4, 0x8, 0x20
+NO_ERROR, PROTOCOL_ERROR, FLOW_CONTROL_ERROR, FRAME_SIZE_ERROR, CANCEL = 0, 1, 3, 6, 8
+COMPRESSION_ERROR = 9
+
+_OUR_WINDOW = 1 << 22  # per stream, announced in SETTINGS
+_OUR_CONNECTION_WINDOW = 1 << 24
+_OUR_MAX_FRAME = 1 << 20
+_CREDIT_THRESHOLD = 1 << 16  # connection-level credit is returned in pieces at least this big
+_DEFAULT_WINDOW = 65535
+_DEFAULT_MAX_FRAME = 16384
+_MAX_WINDOW = (1 << 31) - 1
+
+# grpc status codes this module uses itself
+_OK, _CANCELLED, _UNKNOWN, _DEADLINE, _UNIMPLEMENTED, _INTERNAL = 0, 1, 2, 4, 12, 13
+_RESOURCE_EXHAUSTED = 8
+
+_RESPONSE_HEADERS = encode(
+    [
+        (b":status", b"200"),
+        (b"content-type", b"application/grpc"),
+        (b"grpc-accept-encoding", b"identity,deflate,gzip"),
+    ]
+)
+_OK_TRAILERS = encode([(b"grpc-status", b"0")])
+_TIMEOUT_UNITS = {b"H": 3600.0, b"M": 60.0, b"S": 1.0, b"m": 1e-3, b"u": 1e-6, b"n": 1e-9}
+
+
+@dataclass(frozen=True, slots=True)
+class Method:
+    """One rpc: its handler and how its messages are (de)serialized."""
+
+    func: Callable[[Stream], Awaitable[None]]
+    cardinality: Cardinality
+    parse: Callable[[Any], Any]
+    serialize: Callable[[Any], bytes]
+
+
+def _frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
+    size = len(payload)
+    return _FRAME.pack(size >> 16, size & 0xFFFF, kind, flags, stream_id) + payload
+
+
+def _headers_frames(stream_id: int, block: bytes, end_stream: bool, max_frame: int) -> bytes:
+    flags = END_STREAM if end_stream else 0
+    if len(block) <= max_frame:
+        return _frame(HEADERS, flags | END_HEADERS, stream_id, block)
+    parts = [block[i : i + max_frame] for i in range(0, len(block), max_frame)]
+    out = [_frame(HEADERS, flags, stream_id, parts[0])]
+    out += [_frame(CONTINUATION, 0, stream_id, p) for p in parts[1:-1]]
+    out.append(_frame(CONTINUATION, END_HEADERS, stream_id, parts[-1]))
+    return b"".join(out)
+
+
+def _status_trailers(status: int, message: str | None) -> bytes:
+    if status == _OK and not message:
+        return _OK_TRAILERS
+    fields = [(b"grpc-status", str(status).encode())]
+    if message:
+        # the grpc-message header is percent-encoded UTF-8 (printable ASCII passes as is)
+        fields.append(
+            (b"grpc-message", quote(message, safe=" !\"#$&'()*+,-./:;<=>?@[\\]^_`{|}~").encode())
+        )
+    return encode(fields)
+
+
+def _timeout_seconds(value: bytes) -> float | None:
+    unit = _TIMEOUT_UNITS.get(value[-1:])
+    if unit is None or not value[:-1].isdigit():
+        return None
+    return int(value[:-1]) * unit
+
+
+class _StreamGoneError(Exception):
+    """The stream is gone (reset by either side or its connection closed)."""
+
+
+class Stream:
+    """One rpc as its handler sees it (the part of grpclib's ``Stream`` the services use)."""
+
+    __slots__ = (
+        "_connection",
+        "_deadline",
+        "_encoding",
+        "_messages",
+        "_method",
+        "_partial",
+        "_partial_size",
+        "_pending",
+        "_remote_closed",
+        "_reset",
+        "_task",
+        "_trailers",
+        "_waiter",
+        "_window_waiter",
+        "headers_sent",
+        "id",
+        "reply",
+        "send_window",
+        "unacked",
+    )
+
+    def __init__(self, connection: _Connection, stream_id: int, method: Method) -> None:
+        self._connection = connection
+        self.id = stream_id
+        self._method = method
+        self._encoding = b""
+        self._partial: list[bytes] = []  # DATA not yet forming a whole message
+        self._partial_size = 0
+        self._messages: deque[Any] = deque()  # parsed requests not yet received by the handler
+        self._waiter: asyncio.Future[None] | None = None
+        self._remote_closed = False
+        self._reset = False
+        self._task: asyncio.Task[None] | None = None
+        self._deadline: asyncio.TimerHandle | None = None
+        self._pending: deque[memoryview] = deque()  # DATA waiting for flow-control room
+        self._window_waiter: asyncio.Future[None] | None = None
+        self._trailers: bytes | None = None  # waiting behind _pending
+        self.headers_sent = False
+        self.reply: Any = None
+        self.send_window = connection.peer_window
+        self.unacked = 0
+
+    # -- what handlers use ----------------------------------------------------------------------
+
+    async def recv_message(self) -> Any:
+        """The next request, or ``None`` once the client closed its side."""
+        while not self._messages:
+            if self._remote_closed or self._reset:
+                return None
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        message = self._messages.popleft()
+        if isinstance(message, GRPCError):
+            raise message
+        return message
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Any]:
+        while (message := await self.recv_message()) is not None:
+            yield message
+
+    async def send_message(self, message: Any) -> None:
+        """Send one reply (a unary rpc's reply leaves with the trailers, in one write)."""
+        if self._method.cardinality is Cardinality.UNARY_UNARY:
+            self.reply = message
+            return
+        if self._reset:
+            raise _StreamGoneError
+        self._connection.send_message(self, self._method.serialize(message))
+        if self._pending:  # no room in the windows: wait, so a fast producer cannot pile up
+            await self._wait_window()
+        await self._connection.writable()
+
+    # -- the connection's side --------------------------------------------------------------------
+
+    def start(self, headers: list[tuple[bytes, bytes]], end_stream: bool) -> None:
+        loop = asyncio.get_running_loop()
+        for name, value in headers:
+            if name == b"grpc-encoding":
+                self._encoding = value
+            elif name == b"grpc-timeout":
+                seconds = _timeout_seconds(value)
+                if seconds is not None:
+                    self._deadline = loop.call_later(seconds, self._expire)
+        if self._method.cardinality is not Cardinality.UNARY_UNARY:
+            self._task = loop.create_task(self._run())
+        if end_stream:
+            self.remote_closed()
+
+    def data(self, payload: memoryview, end_stream: bool) -> None:
+        if payload:
+            self._take(payload)
+        if end_stream:
+            self.remote_closed()
+
+    def _take(self, payload: memoryview) -> None:
+        if self._partial:
+            self._partial.append(bytes(payload))
+            self._partial_size += len(payload)
+            if self._partial_size < _MESSAGE.size:
+                return
+            buffer = memoryview(b"".join(self._partial))
+            self._partial.clear()
+            self._partial_size = 0
+        else:
+            buffer = payload
+        pos, end = 0, len(buffer)
+        limit = self._connection.server.max_message_bytes
+        while end - pos >= _MESSAGE.size:
+            compressed, length = _MESSAGE.unpack_from(buffer, pos)
+            if length > limit:
+                self._refuse(
+                    _RESOURCE_EXHAUSTED, f"Received message larger than max ({length} vs. {limit})"
+                )
+                return
+            if end - pos - _MESSAGE.size < length:
+                break
+            start = pos + _MESSAGE.size
+            pos = start + length
+            self._deliver(buffer[start:pos], compressed)
+            if self._reset:
+                return
+        if pos < end:
+            rest = bytes(buffer[pos:])
+            self._partial.append(rest)
+            self._partial_size = len(rest)
+
+    def _deliver(self, data: memoryview, compressed: int) -> None:
+        try:
+            if compressed:
+                data = memoryview(self._decompress(data))
+            message = self._method.parse(data)
+        except GRPCError as error:
+            self._refuse(error.status.value, error.message or "")
+            return
+        except Exception as exc:
+            self._refuse(_INTERNAL, f"Failed to parse the request message: {exc}")
+            return
+        if self._method.cardinality is Cardinality.UNARY_UNARY:
+            if self._messages:
+                self._refuse(_UNIMPLEMENTED, "received more than one request on a unary rpc")
+                return
+            self._messages.append(message)
+            return
+        self._messages.append(message)
+        self._wake()
+
+    def _decompress(self, data: memoryview) -> bytes:
+        limit = self._connection.server.max_message_bytes
+        if self._encoding == b"gzip":
+            inflater = zlib.decompressobj(31)
+        elif self._encoding == b"deflate":
+            inflater = zlib.decompressobj()
+        else:
+            raise GRPCError(
+                GrpcStatus(_UNIMPLEMENTED),
+                f"Compression algorithm '{self._encoding.decode(errors='replace')}' not supported",
+            )
+        plain = inflater.decompress(data, limit + 1)
+        if len(plain) > limit:
+            raise GRPCError(
+                GrpcStatus(_RESOURCE_EXHAUSTED),
+                f"Received message larger than max ({len(plain)} vs. {limit})",
+            )
+        return plain
+
+    def remote_closed(self) -> None:
+        if self._remote_closed:
+            return
+        self._remote_closed = True
+        if self._partial_size and not self._reset:
+            self._refuse(_INTERNAL, "the request stream ended inside a message")
+            return
+        if self._method.cardinality is Cardinality.UNARY_UNARY and not self._reset:
+            if not self._messages:
+                self._refuse(_UNIMPLEMENTED, "the unary rpc ended without a request")
+                return
+            self._task = asyncio.get_running_loop().create_task(self._run())
+        self._wake()
+
+    def reset(self) -> None:
+        """The client reset the stream or the connection closed: cancel the handler."""
+        self._reset = True
+        self._cancel_deadline()
+        if self._task is not None:
+            self._task.cancel()
+        self._wake()
+        if self._window_waiter is not None and not self._window_waiter.done():
+            self._window_waiter.set_exception(_StreamGoneError())
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _refuse(self, status: int, message: str) -> None:
+        """End the rpc before its handler answered (bad request message)."""
+        if self._task is not None:
+            self._task.cancel()
+        self._finish(status, message)
+
+    def _expire(self) -> None:
+        self._deadline = None
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        self._finish(_DEADLINE, "Deadline Exceeded")
+
+    def _cancel_deadline(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    async def _run(self) -> None:
+        try:
+            await self._method.func(self)
+        except GRPCError as error:
+            self._finish(error.status.value, error.message or "")
+        except (asyncio.CancelledError, _StreamGoneError):
+            return  # reset, expired or refused: whoever cancelled answered (or nobody listens)
+        except Exception as exc:
+            log.exception("gRPC handler failed")
+            self._finish(_UNKNOWN, f"Unexpected error: {type(exc).__name__}: {exc}")
+        else:
+            if self.reply is not None:
+                self._connection.send_unary(self, self._method.serialize(self.reply))
+            else:
+                self._finish(_OK, None)
+
+    def _finish(self, status: int, message: str | None) -> None:
+        if self._reset:
+            return
+        self._cancel_deadline()
+        self._connection.send_trailers(self, _status_trailers(status, message))
+        self._reset = True  # nothing more goes out on this stream
+
+    async def _wait_window(self) -> None:
+        self._window_waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._window_waiter
+        finally:
+            self._window_waiter = None
+
+    def window_opened(self) -> None:
+        waiter = self._window_waiter
+        if not self._pending and waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+class _Connection(asyncio.Protocol):
+    """One client connection: frames in, frames out."""
+
+    def __init__(self, server: GrpcServer) -> None:
+        self.server = server
+        self._transport: asyncio.Transport | None = None
+        self._chunks: list[bytes] = []
+        self._buffered = 0
+        self._needed = len(_PREFACE)
+        self._preface = True
+        self._decoder = Decoder()
+        self._streams: dict[int, Stream] = {}
+        self._last_stream = 0
+        self._headers: tuple[int, int, bytearray] | None = None  # stream, flags, block so far
+        self.peer_window = _DEFAULT_WINDOW  # the client's initial stream window
+        self._max_frame = _DEFAULT_MAX_FRAME
+        self._send_window = _DEFAULT_WINDOW  # connection level, ours to spend
+        self._unacked = 0  # connection-level bytes received and not yet credited back
+        self._blocked: deque[Stream] = deque()  # streams with DATA waiting for room
+        self._paused: asyncio.Future[None] | None = None
+        self._going_away = False
+
+    # -- asyncio.Protocol -----------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it
+        self._transport = cast(asyncio.Transport, transport)
+        self.server.connections.add(self)
+        settings = struct.pack(">HLHLHL", 2, 0, 4, _OUR_WINDOW, 5, _OUR_MAX_FRAME)
+        self._transport.write(
+            _frame(SETTINGS, 0, 0, settings)
+            + _frame(
+                WINDOW_UPDATE, 0, 0, struct.pack(">L", _OUR_CONNECTION_WINDOW - _DEFAULT_WINDOW)
+            )
+        )
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.connections.discard(self)
+        self._transport = None
+        for stream in list(self._streams.values()):
+            stream.reset()
+        self._streams.clear()
+        if self._paused is not None and not self._paused.done():
+            self._paused.set_result(None)
+        self.server.connection_closed()
+
+    def pause_writing(self) -> None:
+        if self._paused is None:
+            self._paused = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        paused, self._paused = self._paused, None
+        if paused is not None and not paused.done():
+            paused.set_result(None)
+
+    async def writable(self) -> None:
+        if self._paused is not None:
+            await asyncio.shield(self._paused)
+
+    def data_received(self, data: bytes) -> None:
+        if self._chunks:
+            self._chunks.append(data)
+            self._buffered += len(data)
+            if self._buffered < self._needed:
+                return
+            data = b"".join(self._chunks)
+            self._chunks.clear()
+        try:
+            rest = self._frames(data)
+        except _ConnectionError as error:
+            self._fail(error.code, str(error))
+            return
+        if rest:
+            self._chunks.append(rest)
+            self._buffered = len(rest)
+        self._credit()
+
+    # -- frames in ------------------------------------------------------------------------------
+
+    def _frames(self, data: bytes) -> bytes:
+        """Handle every whole frame of ``data``; return the incomplete tail."""
+        pos, end = 0, len(data)
+        if self._preface:
+            if end < len(_PREFACE):
+                self._needed = len(_PREFACE)
+                return data
+            if data[: len(_PREFACE)] != _PREFACE:
+                raise _ConnectionError(PROTOCOL_ERROR, "not an HTTP/2 connection preface")
+            self._preface = False
+            pos = len(_PREFACE)
+        view = memoryview(data)
+        while end - pos >= _FRAME.size:
+            high, low, kind, flags, stream_id = _FRAME.unpack_from(data, pos)
+            length = high << 16 | low
+            if length > _OUR_MAX_FRAME:
+                raise _ConnectionError(
+                    FRAME_SIZE_ERROR, "frame larger than SETTINGS_MAX_FRAME_SIZE"
+                )
+            if end - pos - _FRAME.size < length:
+                self._needed = _FRAME.size + length
+                return data[pos:]
+            start = pos + _FRAME.size
+            pos = start + length
+            self._frame(kind, flags, stream_id & 0x7FFFFFFF, view[start:pos])
+            if self._transport is None:
+                return b""
+        self._needed = _FRAME.size
+        return data[pos:] if pos < end else b""
+
+    def _frame(self, kind: int, flags: int, stream_id: int, payload: memoryview) -> None:
+        if self._headers is not None and kind != CONTINUATION:
+            raise _ConnectionError(PROTOCOL_ERROR, "expected a CONTINUATION frame")
+        if kind == DATA:
+            self._data(flags, stream_id, payload)
+        elif kind == HEADERS:
+            self._headers_frame(flags, stream_id, payload)
+        elif kind == CONTINUATION:
+            if self._headers is None or self._headers[0] != stream_id:
+                raise _ConnectionError(PROTOCOL_ERROR, "unexpected CONTINUATION frame")
+            self._headers[2].extend(payload)
+            if flags & END_HEADERS:
+                stream_id, first_flags, block = self._headers
+                self._headers = None
+                self._open(stream_id, first_flags, bytes(block))
+        elif kind == SETTINGS:
+            if not flags & ACK:
+                self._settings(payload)
+        elif kind == WINDOW_UPDATE:
+            self._window_update(stream_id, payload)
+        elif kind == PING:
+            if not flags & ACK:
+                self._write(_frame(PING, ACK, 0, bytes(payload)))
+        elif kind == RST_STREAM:
+            stream = self._streams.pop(stream_id, None)
+            if stream is not None:
+                stream.reset()
+        elif kind == GOAWAY:
+            self._going_away = True
+        elif kind == PUSH_PROMISE:
+            raise _ConnectionError(PROTOCOL_ERROR, "clients cannot push")
+        # PRIORITY and unknown frame types are ignored, as RFC 9113 asks
+
+    def _data(self, flags: int, stream_id: int, payload: memoryview) -> None:
+        size = len(payload)
+        self._unacked += size
+        if flags & PADDED:
+            payload = _unpad(payload)
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            return  # a stream we reset or finished: the bytes still count for the connection
+        stream.unacked += size
+        stream.data(payload, bool(flags & END_STREAM))
+
+    def _headers_frame(self, flags: int, stream_id: int, payload: memoryview) -> None:
+        if flags & PADDED:
+            payload = _unpad(payload)
+        if flags & PRIORITY_FLAG:
+            payload = payload[5:]
+        if flags & END_HEADERS:
+            self._open(stream_id, flags, bytes(payload))
+        else:
+            self._headers = (stream_id, flags, bytearray(payload))
+
+    def _open(self, stream_id: int, flags: int, block: bytes) -> None:
+        try:
+            headers = self._decoder.decode(block)
+        except HpackError as exc:
+            raise _ConnectionError(COMPRESSION_ERROR, str(exc)) from None
+        stream = self._streams.get(stream_id)
+        if stream is not None:  # trailers from the client: only END_STREAM matters
+            if flags & END_STREAM:
+                stream.remote_closed()
+            return
+        if stream_id % 2 == 0 or stream_id <= self._last_stream:
+            return  # not a new client stream (e.g. trailers of one already finished)
+        self._last_stream = stream_id
+        if self._going_away or self.server.closing:
+            self._write(_frame(RST_STREAM, 0, stream_id, struct.pack(">L", 7)))  # REFUSED_STREAM
+            return
+        path = next((value for name, value in headers if name == b":path"), b"")
+        method = self.server.methods.get(path)
+        if method is None:
+            self._write(
+                _headers_frames(
+                    stream_id,
+                    _RESPONSE_HEADERS + _status_trailers(_UNIMPLEMENTED, "Method not found!"),
+                    True,
+                    self._max_frame,
+                )
+            )
+            if not flags & END_STREAM:
+                self._write(_frame(RST_STREAM, 0, stream_id, struct.pack(">L", NO_ERROR)))
+            return
+        stream = Stream(self, stream_id, method)
+        self._streams[stream_id] = stream
+        stream.start(headers, bool(flags & END_STREAM))
+
+    def _settings(self, payload: memoryview) -> None:
+        if len(payload) % 6:
+            raise _ConnectionError(FRAME_SIZE_ERROR, "bad SETTINGS frame")
+        for key, value in struct.iter_unpack(">HL", payload):
+            if key == 4:  # INITIAL_WINDOW_SIZE: applies to every open stream
+                if value > _MAX_WINDOW:
+                    raise _ConnectionError(FLOW_CONTROL_ERROR, "initial window too large")
+                delta = value - self.peer_window
+                self.peer_window = value
+                for stream in self._streams.values():
+                    stream.send_window += delta
+            elif key == 5:  # MAX_FRAME_SIZE
+                if not _DEFAULT_MAX_FRAME <= value <= 16777215:
+                    raise _ConnectionError(PROTOCOL_ERROR, "bad SETTINGS_MAX_FRAME_SIZE")
+                self._max_frame = value
+        self._write(_frame(SETTINGS, ACK, 0))
+        self._flush_blocked()
+
+    def _window_update(self, stream_id: int, payload: memoryview) -> None:
+        if len(payload) != 4:
+            raise _ConnectionError(FRAME_SIZE_ERROR, "bad WINDOW_UPDATE frame")
+        increment = int.from_bytes(payload, "big") & 0x7FFFFFFF
+        if stream_id == 0:
+            self._send_window += increment
+        else:
+            stream = self._streams.get(stream_id)
+            if stream is None:
+                return
+            stream.send_window += increment
+        self._flush_blocked()
+
+    def _credit(self) -> None:
+        """Give the client back the window its DATA used (batched per read)."""
+        if self._transport is None:
+            return
+        out = []
+        for stream in self._streams.values():
+            if stream.unacked >= _CREDIT_THRESHOLD and not stream._remote_closed:
+                out.append(_frame(WINDOW_UPDATE, 0, stream.id, struct.pack(">L", stream.unacked)))
+                stream.unacked = 0
+        if self._unacked >= _CREDIT_THRESHOLD:
+            out.append(_frame(WINDOW_UPDATE, 0, 0, struct.pack(">L", self._unacked)))
+            self._unacked = 0
+        if out:
+            self._write(b"".join(out))
+
+    # -- frames out -----------------------------------------------------------------------------
+
+    def _write(self, data: bytes) -> None:
+        if self._transport is not None:
+            self._transport.write(data)
+
+    def send_unary(self, stream: Stream, message: bytes) -> None:
+        """Headers, the one reply and the trailers: one write when the windows allow."""
+        if not self._check_size(stream, message):
+            return
+        framed = _MESSAGE.pack(0, len(message)) + message
+        size = len(framed)
+        if (
+            size <= self._send_window
+            and size <= stream.send_window
+            and size <= self._max_frame
+            and not stream._pending
+        ):
+            self._send_window -= size
+            stream.send_window -= size
+            stream.headers_sent = True
+            self._write(
+                _frame(HEADERS, END_HEADERS, stream.id, _RESPONSE_HEADERS)
+                + _frame(DATA, 0, stream.id, framed)
+                + _frame(HEADERS, END_HEADERS | END_STREAM, stream.id, _OK_TRAILERS)
+            )
+            self._closed(stream)
+            return
+        self.send_message(stream, message)
+        stream._finish(_OK, None)
+
+    def _check_size(self, stream: Stream, message: bytes) -> bool:
+        limit = self.server.max_message_bytes
+        if len(message) > limit:
+            stream._finish(
+                _RESOURCE_EXHAUSTED, f"Sent message larger than max ({len(message)} vs. {limit})"
+            )
+            return False
+        return True
+
+    def send_message(self, stream: Stream, message: bytes) -> None:
+        """Queue one reply's DATA behind what the stream already waits to send."""
+        if not self._check_size(stream, message):
+            raise _StreamGoneError
+        if not stream.headers_sent:
+            stream.headers_sent = True
+            self._write(_frame(HEADERS, END_HEADERS, stream.id, _RESPONSE_HEADERS))
+        framed = memoryview(_MESSAGE.pack(0, len(message)) + message)
+        stream._pending.append(framed)
+        self._send_pending(stream)
+
+    def send_trailers(self, stream: Stream, trailers: bytes) -> None:
+        """End the stream with ``trailers`` (after any DATA still waiting for room)."""
+        if stream._pending:
+            stream._trailers = trailers  # they go out after the DATA (see _send_pending)
+            return
+        block = trailers if stream.headers_sent else _RESPONSE_HEADERS + trailers
+        stream.headers_sent = True
+        self._write(_headers_frames(stream.id, block, True, self._max_frame))
+        self._closed(stream)
+
+    def _send_pending(self, stream: Stream) -> None:
+        out = []
+        while stream._pending:
+            room = min(self._send_window, stream.send_window, self._max_frame)
+            if room <= 0:
+                if stream not in self._blocked:
+                    self._blocked.append(stream)
+                break
+            chunk = stream._pending[0]
+            piece = chunk[:room]
+            if len(piece) == len(chunk):
+                stream._pending.popleft()
+            else:
+                stream._pending[0] = chunk[room:]
+            self._send_window -= len(piece)
+            stream.send_window -= len(piece)
+            out.append(_frame(DATA, 0, stream.id, bytes(piece)))
+        if out:
+            self._write(b"".join(out))
+        if not stream._pending:
+            trailers, stream._trailers = stream._trailers, None
+            if trailers is not None:
+                self._write(_headers_frames(stream.id, trailers, True, self._max_frame))
+                self._closed(stream)
+            stream.window_opened()
+
+    def _flush_blocked(self) -> None:
+        for _ in range(len(self._blocked)):
+            stream = self._blocked.popleft()
+            self._send_pending(stream)
+
+    def _closed(self, stream: Stream) -> None:
+        """Our side of ``stream`` is done: forget it (and stop the client sending more)."""
+        if self._streams.pop(stream.id, None) is None:
+            return
+        if not stream._remote_closed:
+            self._write(_frame(RST_STREAM, 0, stream.id, struct.pack(">L", NO_ERROR)))
+        self.server.stream_closed(self)
+
+    def _fail(self, code: int, reason: str) -> None:
+        log.debug("gRPC connection error %d: %s", code, reason)
+        self._write(
+            _frame(GOAWAY, 0, 0, struct.pack(">LL", self._last_stream, code) + reason.encode())
+        )
+        if self._transport is not None:
+            self._transport.close()
+
+    # -- stopping -------------------------------------------------------------------------------
+
+    @property
+    def idle(self) -> bool:
+        return not self._streams
+
+    def go_away(self) -> None:
+        """Tell the client no new stream will be served here."""
+        self._write(_frame(GOAWAY, 0, 0, struct.pack(">LL", self._last_stream, NO_ERROR)))
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+
+class _ConnectionError(Exception):
+    """A connection error (RFC 9113 section 5.4.1): GOAWAY with ``code``, then close."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+
+
+def _unpad(payload: memoryview) -> memoryview:
+    if not payload:
+        raise _ConnectionError(PROTOCOL_ERROR, "padded frame without a pad length")
+    pad = payload[0]
+    if pad >= len(payload):
+        raise _ConnectionError(PROTOCOL_ERROR, "padding longer than the frame")
+    return payload[1 : len(payload) - pad]
+
+
+class GrpcServer:
+    """Serves ``methods`` (``"/package.Service/Method" -> Method``) on a listening socket."""
+
+    def __init__(self, methods: dict[str, Method], *, max_message_bytes: int) -> None:
+        self.methods = {path.encode(): method for path, method in methods.items()}
+        self.max_message_bytes = max_message_bytes
+        self.connections: set[_Connection] = set()
+        self.closing = False
+        self._listener: asyncio.Server | None = None
+        self._idle: asyncio.Event | None = None
+
+    async def start(self, sock: Any) -> None:
+        """Accept connections on ``sock`` (bound, not yet listening) from now on."""
+        loop = asyncio.get_running_loop()
+        self._listener = await loop.create_server(lambda: _Connection(self), sock=sock)
+
+    async def stop(self, grace: float) -> None:
+        """Accept nothing new (GOAWAY), give open streams ``grace`` seconds, then close."""
+        self.closing = True
+        if self._listener is not None:
+            self._listener.close()
+        self._idle = asyncio.Event()
+        for connection in list(self.connections):
+            connection.go_away()
+        self._check_idle()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), grace)
+        for connection in list(self.connections):
+            connection.close()
+
+    def stream_closed(self, connection: _Connection) -> None:
+        if self.closing:
+            self._check_idle()
+
+    def connection_closed(self) -> None:
+        if self.closing:
+            self._check_idle()
+
+    def _check_idle(self) -> None:
+        if self._idle is not None and all(c.idle for c in self.connections):
+            self._idle.set()
