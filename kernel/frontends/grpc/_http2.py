@@ -139,19 +139,20 @@ class Stream:
         "_encoding",
         "_messages",
         "_method",
+        "_needed",
         "_partial",
         "_partial_size",
-        "_pending",
-        "_remote_closed",
         "_reset",
         "_task",
-        "_trailers",
         "_waiter",
         "_window_waiter",
+        "client_done",
         "headers_sent",
         "id",
+        "outbox",
         "reply",
         "send_window",
+        "trailers_waiting",
         "unacked",
     )
 
@@ -162,15 +163,16 @@ class Stream:
         self._encoding = b""
         self._partial: list[bytes] = []  # DATA not yet forming a whole message
         self._partial_size = 0
+        self._needed = _MESSAGE.size  # bytes _partial must reach before a message can complete
         self._messages: deque[Any] = deque()  # parsed requests not yet received by the handler
         self._waiter: asyncio.Future[None] | None = None
-        self._remote_closed = False
+        self.client_done = False
         self._reset = False
         self._task: asyncio.Task[None] | None = None
         self._deadline: asyncio.TimerHandle | None = None
-        self._pending: deque[memoryview] = deque()  # DATA waiting for flow-control room
+        self.outbox: deque[memoryview] = deque()  # DATA waiting for flow-control room
         self._window_waiter: asyncio.Future[None] | None = None
-        self._trailers: bytes | None = None  # waiting behind _pending
+        self.trailers_waiting: bytes | None = None  # waiting behind outbox
         self.headers_sent = False
         self.reply: Any = None
         self.send_window = connection.peer_window
@@ -181,7 +183,7 @@ class Stream:
     async def recv_message(self) -> Any:
         """The next request, or ``None`` once the client closed its side."""
         while not self._messages:
-            if self._remote_closed or self._reset:
+            if self.client_done or self._reset:
                 return None
             self._waiter = asyncio.get_running_loop().create_future()
             try:
@@ -208,7 +210,7 @@ class Stream:
         if self._reset:
             raise _StreamGoneError
         self._connection.send_message(self, self._method.serialize(message))
-        if self._pending:  # no room in the windows: wait, so a fast producer cannot pile up
+        if self.outbox:  # no room in the windows: wait, so a fast producer cannot pile up
             await self._wait_window()
         await self._connection.writable()
 
@@ -226,20 +228,20 @@ class Stream:
         if self._method.cardinality is not Cardinality.UNARY_UNARY:
             self._task = loop.create_task(self._run())
         if end_stream:
-            self.remote_closed()
+            self.client_closed()
 
     def data(self, payload: memoryview, end_stream: bool) -> None:
         if payload:
             self._take(payload)
         if end_stream:
-            self.remote_closed()
+            self.client_closed()
 
     def _take(self, payload: memoryview) -> None:
         if self._partial:
             self._partial.append(bytes(payload))
             self._partial_size += len(payload)
-            if self._partial_size < _MESSAGE.size:
-                return
+            if self._partial_size < self._needed:
+                return  # a large message arrives in many frames: join them once, at the end
             buffer = memoryview(b"".join(self._partial))
             self._partial.clear()
             self._partial_size = 0
@@ -255,6 +257,7 @@ class Stream:
                 )
                 return
             if end - pos - _MESSAGE.size < length:
+                self._needed = _MESSAGE.size + length
                 break
             start = pos + _MESSAGE.size
             pos = start + length
@@ -265,6 +268,10 @@ class Stream:
             rest = bytes(buffer[pos:])
             self._partial.append(rest)
             self._partial_size = len(rest)
+            if len(rest) < _MESSAGE.size:
+                self._needed = _MESSAGE.size
+        else:
+            self._needed = _MESSAGE.size
 
     def _deliver(self, data: memoryview, compressed: int) -> None:
         try:
@@ -305,10 +312,10 @@ class Stream:
             )
         return plain
 
-    def remote_closed(self) -> None:
-        if self._remote_closed:
+    def client_closed(self) -> None:
+        if self.client_done:
             return
-        self._remote_closed = True
+        self.client_done = True
         if self._partial_size and not self._reset:
             self._refuse(_INTERNAL, "the request stream ended inside a message")
             return
@@ -338,13 +345,13 @@ class Stream:
         """End the rpc before its handler answered (bad request message)."""
         if self._task is not None:
             self._task.cancel()
-        self._finish(status, message)
+        self.finish(status, message)
 
     def _expire(self) -> None:
         self._deadline = None
         if self._task is not None and not self._task.done():
             self._task.cancel()
-        self._finish(_DEADLINE, "Deadline Exceeded")
+        self.finish(_DEADLINE, "Deadline Exceeded")
 
     def _cancel_deadline(self) -> None:
         if self._deadline is not None:
@@ -355,19 +362,19 @@ class Stream:
         try:
             await self._method.func(self)
         except GRPCError as error:
-            self._finish(error.status.value, error.message or "")
+            self.finish(error.status.value, error.message or "")
         except (asyncio.CancelledError, _StreamGoneError):
             return  # reset, expired or refused: whoever cancelled answered (or nobody listens)
         except Exception as exc:
             log.exception("gRPC handler failed")
-            self._finish(_UNKNOWN, f"Unexpected error: {type(exc).__name__}: {exc}")
+            self.finish(_UNKNOWN, f"Unexpected error: {type(exc).__name__}: {exc}")
         else:
             if self.reply is not None:
                 self._connection.send_unary(self, self._method.serialize(self.reply))
             else:
-                self._finish(_OK, None)
+                self.finish(_OK, None)
 
-    def _finish(self, status: int, message: str | None) -> None:
+    def finish(self, status: int, message: str | None) -> None:
         if self._reset:
             return
         self._cancel_deadline()
@@ -383,7 +390,7 @@ class Stream:
 
     def window_opened(self) -> None:
         waiter = self._window_waiter
-        if not self._pending and waiter is not None and not waiter.done():
+        if not self.outbox and waiter is not None and not waiter.done():
             waiter.set_result(None)
 
 
@@ -558,7 +565,7 @@ class _Connection(asyncio.Protocol):
         stream = self._streams.get(stream_id)
         if stream is not None:  # trailers from the client: only END_STREAM matters
             if flags & END_STREAM:
-                stream.remote_closed()
+                stream.client_closed()
             return
         if stream_id % 2 == 0 or stream_id <= self._last_stream:
             return  # not a new client stream (e.g. trailers of one already finished)
@@ -621,7 +628,7 @@ class _Connection(asyncio.Protocol):
             return
         out = []
         for stream in self._streams.values():
-            if stream.unacked >= _CREDIT_THRESHOLD and not stream._remote_closed:
+            if stream.unacked >= _CREDIT_THRESHOLD and not stream.client_done:
                 out.append(_frame(WINDOW_UPDATE, 0, stream.id, struct.pack(">L", stream.unacked)))
                 stream.unacked = 0
         if self._unacked >= _CREDIT_THRESHOLD:
@@ -646,7 +653,7 @@ class _Connection(asyncio.Protocol):
             size <= self._send_window
             and size <= stream.send_window
             and size <= self._max_frame
-            and not stream._pending
+            and not stream.outbox
         ):
             self._send_window -= size
             stream.send_window -= size
@@ -659,12 +666,12 @@ class _Connection(asyncio.Protocol):
             self._closed(stream)
             return
         self.send_message(stream, message)
-        stream._finish(_OK, None)
+        stream.finish(_OK, None)
 
     def _check_size(self, stream: Stream, message: bytes) -> bool:
         limit = self.server.max_message_bytes
         if len(message) > limit:
-            stream._finish(
+            stream.finish(
                 _RESOURCE_EXHAUSTED, f"Sent message larger than max ({len(message)} vs. {limit})"
             )
             return False
@@ -678,13 +685,13 @@ class _Connection(asyncio.Protocol):
             stream.headers_sent = True
             self._write(_frame(HEADERS, END_HEADERS, stream.id, _RESPONSE_HEADERS))
         framed = memoryview(_MESSAGE.pack(0, len(message)) + message)
-        stream._pending.append(framed)
+        stream.outbox.append(framed)
         self._send_pending(stream)
 
     def send_trailers(self, stream: Stream, trailers: bytes) -> None:
         """End the stream with ``trailers`` (after any DATA still waiting for room)."""
-        if stream._pending:
-            stream._trailers = trailers  # they go out after the DATA (see _send_pending)
+        if stream.outbox:
+            stream.trailers_waiting = trailers  # they go out after the DATA (see _send_pending)
             return
         block = trailers if stream.headers_sent else _RESPONSE_HEADERS + trailers
         stream.headers_sent = True
@@ -692,26 +699,29 @@ class _Connection(asyncio.Protocol):
         self._closed(stream)
 
     def _send_pending(self, stream: Stream) -> None:
+        if stream.id not in self._streams:  # reset by the client meanwhile
+            stream.outbox.clear()
+            return
         out = []
-        while stream._pending:
+        while stream.outbox:
             room = min(self._send_window, stream.send_window, self._max_frame)
             if room <= 0:
                 if stream not in self._blocked:
                     self._blocked.append(stream)
                 break
-            chunk = stream._pending[0]
+            chunk = stream.outbox[0]
             piece = chunk[:room]
             if len(piece) == len(chunk):
-                stream._pending.popleft()
+                stream.outbox.popleft()
             else:
-                stream._pending[0] = chunk[room:]
+                stream.outbox[0] = chunk[room:]
             self._send_window -= len(piece)
             stream.send_window -= len(piece)
             out.append(_frame(DATA, 0, stream.id, bytes(piece)))
         if out:
             self._write(b"".join(out))
-        if not stream._pending:
-            trailers, stream._trailers = stream._trailers, None
+        if not stream.outbox:
+            trailers, stream.trailers_waiting = stream.trailers_waiting, None
             if trailers is not None:
                 self._write(_headers_frames(stream.id, trailers, True, self._max_frame))
                 self._closed(stream)
@@ -726,7 +736,7 @@ class _Connection(asyncio.Protocol):
         """Our side of ``stream`` is done: forget it (and stop the client sending more)."""
         if self._streams.pop(stream.id, None) is None:
             return
-        if not stream._remote_closed:
+        if not stream.client_done:
             self._write(_frame(RST_STREAM, 0, stream.id, struct.pack(">L", NO_ERROR)))
         self.server.stream_closed(self)
 
