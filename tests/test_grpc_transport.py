@@ -164,6 +164,12 @@ _PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
         (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 1),  # not the preface: PROTOCOL_ERROR
         (_PREFACE + b"\xff\xff\xff\x00\x00\x00\x00\x00\x01", 6),  # FRAME_SIZE_ERROR
         (_PREFACE + b"\x00\x00\x02\x01\x05\x00\x00\x00\x01\xbf\xff", 9),  # COMPRESSION_ERROR
+        (  # headers that never end: ENHANCE_YOUR_CALM
+            _PREFACE
+            + b"\x00\x00\x00\x01\x00\x00\x00\x00\x01"
+            + 2 * (b"\x00\xfd\xe8\x09\x00\x00\x00\x00\x01" + bytes(65000)),
+            11,
+        ),
     ],
 )
 def test_garbage_closes_only_that_connection(

@@ -55,13 +55,14 @@ _MESSAGE = struct.Struct(">BL")  # gRPC message prefix: compressed flag, length
 DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY = range(8)
 WINDOW_UPDATE, CONTINUATION = 8, 9
 END_STREAM, ACK, END_HEADERS, PADDED, PRIORITY_FLAG = 0x1, 0x1, 0x4, 0x8, 0x20
-NO_ERROR, PROTOCOL_ERROR, FLOW_CONTROL_ERROR, FRAME_SIZE_ERROR, CANCEL = 0, 1, 3, 6, 8
-COMPRESSION_ERROR = 9
+NO_ERROR, PROTOCOL_ERROR, INTERNAL_ERROR, FLOW_CONTROL_ERROR, FRAME_SIZE_ERROR = 0, 1, 2, 3, 6
+COMPRESSION_ERROR, ENHANCE_YOUR_CALM = 9, 11
 
 _OUR_WINDOW = 1 << 22  # per stream, announced in SETTINGS
 _OUR_CONNECTION_WINDOW = 1 << 24
 _OUR_MAX_FRAME = 1 << 20
-_CREDIT_THRESHOLD = 1 << 16  # connection-level credit is returned in pieces at least this big
+_CREDIT_THRESHOLD = 1 << 16  # received bytes are credited back in pieces at least this big
+_MAX_HEADER_BLOCK = 1 << 16  # a request's headers, CONTINUATION frames included
 _DEFAULT_WINDOW = 65535
 _DEFAULT_MAX_FRAME = 16384
 _MAX_WINDOW = (1 << 31) - 1
@@ -369,6 +370,8 @@ class Stream:
             log.exception("gRPC handler failed")
             self.finish(_UNKNOWN, f"Unexpected error: {type(exc).__name__}: {exc}")
         else:
+            if self._reset:
+                return  # expired or reset while the handler finished: already answered
             if self.reply is not None:
                 self._connection.send_unary(self, self._method.serialize(self.reply))
             else:
@@ -466,6 +469,10 @@ class _Connection(asyncio.Protocol):
         except _ConnectionError as error:
             self._fail(error.code, str(error))
             return
+        except Exception:  # a bug here must cost this connection only, never the server
+            log.exception("gRPC connection failed")
+            self._fail(INTERNAL_ERROR, "internal error")
+            return
         if rest:
             self._chunks.append(rest)
             self._buffered = len(rest)
@@ -514,6 +521,8 @@ class _Connection(asyncio.Protocol):
             if self._headers is None or self._headers[0] != stream_id:
                 raise _ConnectionError(PROTOCOL_ERROR, "unexpected CONTINUATION frame")
             self._headers[2].extend(payload)
+            if len(self._headers[2]) > _MAX_HEADER_BLOCK:
+                raise _ConnectionError(ENHANCE_YOUR_CALM, "header block too large")
             if flags & END_HEADERS:
                 stream_id, first_flags, block = self._headers
                 self._headers = None
