@@ -29,6 +29,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 from kernel.frontends.grpc._hpack import Decoder, HpackError, encode
+from kernel.manager import ModelControlMode
 from kernel.testing import RunningServer, ServerThread, write_model
 
 IDENTITY = """
@@ -153,6 +154,56 @@ def test_many_concurrent_calls_on_one_connection(client: grpcclient.InferenceSer
 
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(one, range(400)))
+
+
+def test_liveness_answers_while_inference_saturates(
+    served: RunningServer, client: grpcclient.InferenceServerClient
+) -> None:
+    values = np.ones(4, dtype=np.float32)
+    version = served.server.route("sleepy")
+    with ThreadPoolExecutor(4) as pool:
+        calls = [pool.submit(client.infer, "sleepy", _input(values)) for _ in range(4)]
+        for _ in range(500):  # bounded: until the one instance is busy
+            if version.executing:
+                break
+            time.sleep(0.01)
+        for _ in range(5):
+            assert client.is_server_live()
+            assert client.is_server_ready()
+        # four requests on one instance sleeping 500 ms each cannot all be done yet
+        assert not all(call.done() for call in calls)
+        for call in calls:
+            np.testing.assert_array_equal(call.result(timeout=60).as_numpy("OUTPUT0"), values)
+
+
+def test_liveness_answers_while_a_model_loads(tmp_path: Path) -> None:
+    write_model(
+        tmp_path,
+        "slow_load",
+        IDENTITY + 'parameters { key: "init_sleep_ms" value { string_value: "1500" } }',
+    )
+    with ServerThread(
+        tmp_path, http_port=None, metrics_port=None, model_control_mode=ModelControlMode.EXPLICIT
+    ) as srv:
+        client = grpcclient.InferenceServerClient(srv.grpc_url)
+        try:
+            loading = threading.Thread(target=client.load_model, args=("slow_load",))
+            loading.start()
+            states: set[str] = set()
+            for _ in range(500):  # bounded: until the load is under way
+                index = client.get_model_repository_index(as_json=True).get("models", [])
+                states = {m.get("state", "") for m in index}
+                if "LOADING" in states:
+                    break
+                time.sleep(0.01)
+            assert "LOADING" in states
+            for _ in range(5):
+                assert client.is_server_live()
+            assert not client.is_model_ready("slow_load")
+            loading.join(timeout=60)
+            assert client.is_model_ready("slow_load")
+        finally:
+            client.close()
 
 
 _PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
