@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from kernel._proto.inference import ModelConfig
 from kernel.errors import KernelError, Status
 from kernel.inference import InferenceRequest
+from kernel.signature import implicit_inputs
 from kernel.tensors import config_type_to_datatype, datatype_of
 
 __all__ = ["RequestValidator", "TensorSpec"]
@@ -74,12 +75,7 @@ class RequestValidator:
         }
         self.required = [s.name for s in self.inputs.values() if not s.optional]
         # Control and state inputs of the sequence batcher are supplied by the kernel.
-        self.implicit: set[str] = set()
-        if config.sequence_batching is not None:
-            for control in config.sequence_batching.control_input:
-                self.implicit.add(control.name)
-            for state in config.sequence_batching.state:
-                self.implicit.add(state.input_name)
+        self.implicit = set(implicit_inputs(config))
 
     def _error(self, request: InferenceRequest, text: str) -> KernelError:
         rid = request.id or "<id_unknown>"

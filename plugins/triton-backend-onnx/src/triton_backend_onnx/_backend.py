@@ -32,15 +32,18 @@ from kernel import (
     Status,
 )
 from kernel.batching import gather, run_groups, scatter
-from triton_backend_onnx._session import inspection_session, model_path, open_session
-from triton_backend_onnx._settings import SessionSettings, read_settings
-from triton_backend_onnx._signature import (
+from kernel.signature import (
     DEFAULT_MAX_BATCH_SIZE,
-    ModelSignature,
     auto_complete,
     check_config,
+    format_shape,
+    is_complete,
+    output_reshape,
 )
-from triton_backend_onnx._tensors import bytes_to_str, format_shape, str_to_bytes
+from triton_backend_onnx._session import inspection_session, model_path, open_session
+from triton_backend_onnx._settings import SessionSettings, read_settings
+from triton_backend_onnx._signature import RULES, session_signature
+from triton_backend_onnx._tensors import bytes_to_str, str_to_bytes
 
 __all__ = ["OnnxRuntimeBackend", "OnnxRuntimeInstance", "OnnxRuntimeModel"]
 
@@ -79,11 +82,15 @@ class OnnxRuntimeModel(Model):
 
     def auto_complete_config(self, config: ModelConfig) -> ModelConfig:
         """Fill missing inputs/outputs and batching from the model file (Triton's rules)."""
-        if (config.input or config.batch_input) and config.output:
+        if is_complete(config):
             return config
         session = inspection_session(model_path(self.context), config.name)
         return auto_complete(
-            config, ModelSignature.of(session), self.backend.default_max_batch_size
+            config,
+            session_signature(session),
+            default_max_batch_size=self.backend.default_max_batch_size,
+            rules=RULES,
+            logger=self.context.logger,
         )
 
     def initialize(self) -> None:
@@ -127,13 +134,13 @@ class OnnxRuntimeInstance(ModelInstance):
             device_id=ctx.device_id,
             log_lock=model.backend.log_lock,
         )
-        signature = ModelSignature.of(self.session)
-        check_config(config, signature, _implicit_inputs(config))
+        signature = session_signature(self.session)
+        check_config(config, signature, RULES)
         self.run_options = model.settings.run_options()
         self.batching = config.max_batch_size > 0
-        self.scalar_inputs = frozenset(n for n, t in signature.inputs.items() if t.dims == ())
+        self.scalar_inputs = frozenset(t.name for t in signature.inputs if t.dims == ())
         self.outputs = [
-            _OutputPlan(o.name, _output_dims(o.dims, o.reshape is not None, signature, o.name))
+            _OutputPlan(o.name, output_reshape(o, signature.find("output", o.name)))
             for o in config.output
         ]
         self.string_outputs = frozenset(
@@ -209,26 +216,6 @@ class OnnxRuntimeInstance(ModelInstance):
                 array = array.reshape(((total,) if self.batching else ()) + dims)
             arrays[name] = array
         scatter(group, arrays)
-
-
-def _implicit_inputs(config: ModelConfig) -> set[str]:
-    """Inputs the kernel supplies itself: sequence batching's controls and states."""
-    sequence = config.sequence_batching
-    if sequence is None:
-        return set()
-    names = {control.name for control in sequence.control_input}
-    names.update(state.input_name for state in sequence.state)
-    return names
-
-
-def _output_dims(
-    dims: list[int], reshaped: bool, signature: ModelSignature, name: str
-) -> tuple[int, ...] | None:
-    """The dims to reshape the model's output to, when the config says a reshape is due."""
-    info = signature.outputs[name]
-    if not (reshaped or info.dims == ()) or dims.count(-1) > 1:
-        return None
-    return tuple(dims)
 
 
 def _as_kernel_error(exc: BaseException) -> KernelError:

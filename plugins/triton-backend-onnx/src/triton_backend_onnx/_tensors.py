@@ -9,14 +9,13 @@ they are converted here, once per batch, in each direction.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from kernel import KernelError, Status
+from kernel.signature import TensorSignature
 
 ORT_TO_CONFIG_TYPE: dict[str, str] = {
     "tensor(bool)": "TYPE_BOOL",
@@ -37,33 +36,19 @@ ORT_TO_CONFIG_TYPE: dict[str, str] = {
 """ONNX Runtime's element type names -> Triton config data types (Triton's mapping)."""
 
 
-@dataclass(frozen=True, slots=True)
-class TensorInfo:
-    """One model input or output as the ONNX session describes it."""
-
-    name: str
-    ort_type: str
-    dims: tuple[int, ...] | None
-    """Dims with every unknown or symbolic dim as ``-1``; ``None`` when the rank is unknown."""
-
-    @property
-    def config_type(self) -> str | None:
-        """The Triton config data type, or ``None`` when Triton has none for it."""
-        return ORT_TO_CONFIG_TYPE.get(self.ort_type)
-
-
-def tensor_info(node: Any) -> TensorInfo:
-    """A :class:`TensorInfo` from an ``onnxruntime.NodeArg``."""
+def tensor_signature(node: Any) -> TensorSignature:
+    """The :class:`~kernel.signature.TensorSignature` of an ``onnxruntime.NodeArg``: every
+    unknown or symbolic dim as ``-1``, dims ``None`` when the rank is unknown."""
     shape = node.shape
     dims = (
         None if shape is None else tuple(d if isinstance(d, int) and d >= 0 else -1 for d in shape)
     )
-    return TensorInfo(name=node.name, ort_type=node.type, dims=dims)
-
-
-def format_shape(dims: Sequence[int] | None) -> str:
-    """``[-1,16]``, as Triton prints shapes."""
-    return "[?]" if dims is None else "[" + ",".join(str(d) for d in dims) + "]"
+    return TensorSignature(
+        name=node.name,
+        config_type=ORT_TO_CONFIG_TYPE.get(node.type),
+        dims=dims,
+        framework_type=node.type,
+    )
 
 
 def bytes_to_str(array: npt.NDArray[Any], name: str) -> npt.NDArray[Any]:

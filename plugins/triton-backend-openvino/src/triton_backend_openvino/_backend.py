@@ -37,6 +37,7 @@ from kernel import (
     ModelInstance,
     Status,
 )
+from kernel.signature import DEFAULT_MAX_BATCH_SIZE, format_shape, is_complete, output_reshape
 from triton_backend_openvino._compile import (
     DEVICE,
     PreparedModel,
@@ -47,8 +48,8 @@ from triton_backend_openvino._compile import (
     read_model,
 )
 from triton_backend_openvino._settings import OpenVinoSettings, read_settings
-from triton_backend_openvino._signature import DEFAULT_MAX_BATCH_SIZE, ModelSignature, auto_complete
-from triton_backend_openvino._tensors import TensorInfo, format_shape, shared_tensor
+from triton_backend_openvino._signature import complete_config, model_signature
+from triton_backend_openvino._tensors import shared_tensor, tensor_signature
 
 __all__ = ["OpenVinoBackend", "OpenVinoInstance", "OpenVinoModel"]
 
@@ -86,21 +87,18 @@ class OpenVinoModel(Model):
 
     def auto_complete_config(self, config: ModelConfig) -> ModelConfig:
         """Fill missing inputs/outputs and batching from the model file (Triton's rules)."""
-        if (config.input or config.batch_input) and config.output:
+        if is_complete(config):
             return config
         model = read_model(model_path(self.context), config.name)
-        return auto_complete(
-            config,
-            ModelSignature.of(model),
-            self.backend.default_max_batch_size,
-            self.context.logger,
+        return complete_config(
+            config, model, self.backend.default_max_batch_size, self.context.logger
         )
 
     def initialize(self) -> None:
         config = self.context.config
         self.settings = read_settings(config)
         model = read_model(model_path(self.context), config.name)
-        self.prepared = prepare(model, config, self.settings, _implicit_inputs(config))
+        self.prepared = prepare(model, config, self.settings)
 
     def create_instance(self, context: InstanceContext) -> OpenVinoInstance:
         return OpenVinoInstance(context, self)
@@ -173,13 +171,13 @@ class OpenVinoInstance(ModelInstance):
             for t in config.input
         }
         self.accepts = {
-            name: (TensorInfo.of(port).dims, np.dtype(port.get_element_type().to_dtype()))
+            name: (tensor_signature(port).dims, np.dtype(port.get_element_type().to_dtype()))
             for port in self.compiled.inputs
             for name in port.get_names()
         }
-        signature = ModelSignature.of(self.compiled)
+        signature = model_signature(self.compiled)
         outputs = tuple(
-            _OutputPlan(o.name, _output_dims(o.dims, o.reshape is not None, signature, o.name))
+            _OutputPlan(o.name, output_reshape(o, signature.find("output", o.name)))
             for o in config.output
         )
         self.responder = _Responder(config.name, config.max_batch_size, self.fixed_batch, outputs)
@@ -382,24 +380,3 @@ def _fail(requests: list[InferenceRequest], exc: BaseException) -> None:
     )
     for request in requests:
         request.fail(error)
-
-
-def _implicit_inputs(config: ModelConfig) -> set[str]:
-    """Inputs the kernel supplies itself: sequence batching's controls and states."""
-    sequence = config.sequence_batching
-    if sequence is None:
-        return set()
-    names = {control.name for control in sequence.control_input}
-    names.update(state.input_name for state in sequence.state)
-    return names
-
-
-def _output_dims(
-    dims: list[int], reshaped: bool, signature: ModelSignature, name: str
-) -> tuple[int, ...] | None:
-    """The dims to reshape the model's output to, when the config says a reshape is due."""
-    info = ModelSignature.find(signature.outputs, name)
-    scalar = info is not None and info.dims == ()
-    if not (reshaped or scalar) or dims.count(-1) > 1:
-        return None
-    return tuple(dims)

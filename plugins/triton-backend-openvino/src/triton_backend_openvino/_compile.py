@@ -17,8 +17,9 @@ from typing import Any
 import openvino as ov  # type: ignore[import-untyped, unused-ignore]
 
 from kernel import KernelError, ModelConfig, ModelContext, Status
+from kernel.signature import check_config
 from triton_backend_openvino._settings import OpenVinoSettings
-from triton_backend_openvino._signature import ModelSignature, check_config
+from triton_backend_openvino._signature import RULES, model_signature
 from triton_backend_openvino._tensors import CONFIG_TO_OV_TYPE
 
 DEFAULT_MODEL_FILENAME = "model.xml"
@@ -84,10 +85,8 @@ class PreparedModel:
     """The batch dimension is fixed at ``max_batch_size``: smaller batches need padding."""
 
 
-def prepare(
-    model: ov.Model, config: ModelConfig, settings: OpenVinoSettings, implicit: set[str]
-) -> PreparedModel:
-    """Shape and type ``model`` for ``config`` (``implicit``: inputs the kernel supplies).
+def prepare(model: ov.Model, config: ModelConfig, settings: OpenVinoSettings) -> PreparedModel:
+    """Shape and type ``model`` for ``config``.
 
     :raises KernelError: ``INVALID_ARG`` when the config contradicts the model, names a dim
         OpenVINO cannot take, or a datatype this backend does not carry.
@@ -95,7 +94,7 @@ def prepare(
     batching = config.max_batch_size > 0
     if settings.reshape_io_layers:
         _reshape(model, config, _config_shapes(model, config, batching))
-    check_config(config, ModelSignature.of(model), implicit)
+    check_config(config, model_signature(model), RULES)
     fixed_batch = batching and any(
         port.get_partial_shape().rank.is_static
         and len(port.get_partial_shape()) > 0

@@ -8,13 +8,13 @@ over the same memory (:func:`shared_tensor`), so a request's bytes are not copie
 from __future__ import annotations
 
 import ctypes
-from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import openvino as ov  # type: ignore[import-untyped, unused-ignore]
+
+from kernel.signature import TensorSignature
 
 OV_TO_CONFIG_TYPE: dict[str, str] = {
     "boolean": "TYPE_BOOL",
@@ -38,48 +38,29 @@ CONFIG_TO_OV_TYPE: dict[str, ov.Type] = {
 """Triton config data types -> OpenVINO element types, for the tensor side of pre/postprocessing."""
 
 
-@dataclass(frozen=True, slots=True)
-class TensorInfo:
-    """One model input or output as OpenVINO describes it."""
-
-    name: str
-    """The port's name as Triton reports it (``get_any_name``)."""
-    names: frozenset[str]
-    """Every name the port answers to (a config may use any of them)."""
-    element: str
-    """The OpenVINO element type name (``f32``)."""
-    dims: tuple[int, ...] | None
-    """Dims with every dynamic dim as ``-1``; ``None`` when the rank is dynamic."""
-    batch_layout: bool
-    """The port's layout names a batch dimension (``N``): Triton's test for batching."""
-
-    @property
-    def config_type(self) -> str | None:
-        """The Triton config data type, or ``None`` when this backend carries none for it."""
-        return OV_TO_CONFIG_TYPE.get(self.element)
-
-    @classmethod
-    def of(cls, port: Any) -> TensorInfo:
-        """The :class:`TensorInfo` of an ``ov.Output`` (a model's input or output port)."""
-        shape = port.get_partial_shape()
-        dims = (
-            None
-            if shape.rank.is_dynamic
-            else tuple(d.get_length() if d.is_static else -1 for d in shape)
-        )
-        layout = ov.layout_helpers.get_layout(port)
-        return cls(
-            name=port.get_any_name(),
-            names=frozenset(port.get_names()),
-            element=port.get_element_type().get_type_name(),
-            dims=dims,
-            batch_layout=ov.layout_helpers.has_batch(layout),
-        )
+def tensor_signature(port: Any) -> TensorSignature:
+    """The :class:`~kernel.signature.TensorSignature` of an ``ov.Output`` (a model's input or
+    output port): named as Triton reports it (``get_any_name``), answering to every name the
+    port carries, each dynamic dim as ``-1``, dims ``None`` when the rank is dynamic."""
+    shape = port.get_partial_shape()
+    dims = (
+        None
+        if shape.rank.is_dynamic
+        else tuple(d.get_length() if d.is_static else -1 for d in shape)
+    )
+    element = port.get_element_type().get_type_name()
+    return TensorSignature(
+        name=port.get_any_name(),
+        config_type=OV_TO_CONFIG_TYPE.get(element),
+        dims=dims,
+        framework_type=element,
+        aliases=frozenset(port.get_names()),
+    )
 
 
-def format_shape(dims: Sequence[int] | None) -> str:
-    """``[-1,16]``, as Triton prints shapes."""
-    return "[?]" if dims is None else "[" + ",".join(str(d) for d in dims) + "]"
+def has_batch_layout(port: Any) -> bool:
+    """Whether the port's layout names a batch dimension (``N``): Triton's test for batching."""
+    return bool(ov.layout_helpers.has_batch(ov.layout_helpers.get_layout(port)))
 
 
 def shared_tensor(array: npt.NDArray[Any]) -> ov.Tensor:

@@ -34,17 +34,19 @@ from kernel import (
     datatype_of,
 )
 from kernel.batching import gather, run_groups, scatter
+from kernel.signature import (
+    DEFAULT_MAX_BATCH_SIZE,
+    auto_complete,
+    format_shape,
+    implicit_inputs,
+    is_complete,
+)
 from kernel.tensors import config_type_to_datatype, datatype_to_config_type
 from triton_backend_torch._naming import OutputReader, input_positions, output_positions
 from triton_backend_torch._program import TorchProgram, is_exported, load, model_path
 from triton_backend_torch._settings import ThreadPools, TorchSettings, read_settings
-from triton_backend_torch._signature import (
-    DEFAULT_MAX_BATCH_SIZE,
-    auto_complete,
-    check_input_count,
-    check_tensors,
-)
-from triton_backend_torch._tensors import Value, format_shape, to_numpy, to_torch
+from triton_backend_torch._signature import check_input_count, check_tensors, program_signature
+from triton_backend_torch._tensors import Value, to_numpy, to_torch
 
 __all__ = ["PyTorchBackend", "PyTorchInstance", "PyTorchModel"]
 
@@ -89,7 +91,7 @@ class PyTorchModel(Model):
 
     def auto_complete_config(self, config: ModelConfig) -> ModelConfig:
         """Fill missing inputs/outputs and batching from an exported program (``.pt2``)."""
-        if (config.input or config.batch_input) and config.output:
+        if is_complete(config):
             return config
         path = model_path(self.context)
         if not is_exported(path):
@@ -99,7 +101,12 @@ class PyTorchModel(Model):
             )
             return config
         program = load(path, config.name, torch.device("cpu"))
-        return auto_complete(config, program, self.backend.default_max_batch_size)
+        return auto_complete(
+            config,
+            program_signature(program),
+            default_max_batch_size=self.backend.default_max_batch_size,
+            logger=self.context.logger,
+        )
 
     def initialize(self) -> None:
         context = self.context
@@ -163,7 +170,7 @@ class PyTorchInstance(ModelInstance):
         config = ctx.model.config
         self.device = _device(ctx)
         program = self.program = model.program(self.device, ctx.name)
-        implicit = _implicit_inputs(config)
+        implicit = implicit_inputs(config)
         check_input_count(config, program, len(implicit))
         names = [t.name for t in config.input] + implicit
         if program.dict_input:
@@ -360,16 +367,6 @@ def _device(context: InstanceContext) -> torch.device | None:
 
 def _listing(keys: list[str]) -> str:
     return keys[0] if len(keys) == 1 else ", ".join(keys[:-1]) + " and " + keys[-1]
-
-
-def _implicit_inputs(config: ModelConfig) -> list[str]:
-    """Inputs the kernel supplies itself: sequence batching's controls and states."""
-    sequence = config.sequence_batching
-    if sequence is None:
-        return []
-    names = [control.name for control in sequence.control_input]
-    names += [state.input_name for state in sequence.state]
-    return names
 
 
 def _as_kernel_error(exc: BaseException) -> KernelError:

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from kernel import KernelError, ModelContext, Status
+from kernel.signature import TensorSignature
 from triton_backend_torch._mutation import exported_written_args, torchscript_written_args
 from triton_backend_torch._tensors import config_type_of
 
@@ -48,18 +49,6 @@ def is_exported(path: Path) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
-class TensorSpec:
-    """One input or output of an exported program, as its graph records it."""
-
-    name: str
-    config_type: str | None
-    """``TYPE_FP32``...; ``None`` for a type Triton has no name for."""
-    torch_type: str
-    dims: tuple[int, ...]
-    """Dims with every dynamic dim as ``-1``."""
-
-
-@dataclass(frozen=True, slots=True)
 class TorchProgram:
     """A loaded model: what to call, and how its forward takes and gives tensors."""
 
@@ -73,9 +62,9 @@ class TorchProgram:
     """The forward returns a dict (``None``: TorchScript, known only when it returns)."""
     written_args: frozenset[int]
     """Positions of arguments the model may write into (they get private copies)."""
-    inputs: list[TensorSpec] | None = field(default=None)
+    inputs: list[TensorSignature] | None = field(default=None)
     """Exported programs only: the forward's tensors (TorchScript does not record them)."""
-    outputs: list[TensorSpec] | None = field(default=None)
+    outputs: list[TensorSignature] | None = field(default=None)
     """Exported programs only: ``OUTPUT__<index>``, or the keys of a dict result."""
 
 
@@ -165,9 +154,10 @@ def _load_exported(path: Path, device: torch.device | None) -> TorchProgram:
     )
 
 
-def _spec(name: str, node: Any) -> TensorSpec:
+def _spec(name: str, node: Any) -> TensorSignature:
+    """One tensor as the graph records it, every dynamic dim as ``-1``."""
     value = node.meta.get("val") if isinstance(node, torch.fx.Node) else None
     if not isinstance(value, torch.Tensor):
-        return TensorSpec(name, None, type(value).__name__, ())
+        return TensorSignature(name, None, (), framework_type=type(value).__name__)
     dims = tuple(d if isinstance(d, int) else -1 for d in value.shape)
-    return TensorSpec(name, config_type_of(value), str(value.dtype), dims)
+    return TensorSignature(name, config_type_of(value), dims, framework_type=str(value.dtype))

@@ -10,7 +10,6 @@ as Triton's PyTorch backend hands them to TorchScript (``List[str]``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -99,8 +98,3 @@ def to_numpy(value: Any, name: str) -> npt.NDArray[Any]:
 def config_type_of(tensor: torch.Tensor) -> str | None:
     """``"TYPE_FP32"`` for a float32 tensor; ``None`` when Triton has no datatype for it."""
     return TORCH_TO_CONFIG_TYPE.get(tensor.dtype)
-
-
-def format_shape(dims: Sequence[int] | None) -> str:
-    """``[-1,16]``, as Triton prints shapes."""
-    return "[?]" if dims is None else "[" + ",".join(str(d) for d in dims) + "]"
