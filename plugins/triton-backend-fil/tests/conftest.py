@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lightgbm
 import numpy as np
@@ -16,8 +15,6 @@ import numpy.typing as npt
 import pytest
 import treelite
 import treelite.sklearn
-import tritonclient.grpc as grpcclient
-import tritonclient.http as httpclient
 import xgboost
 from sklearn.ensemble import (  # type: ignore[import-untyped, unused-ignore]
     GradientBoostingClassifier,
@@ -25,11 +22,11 @@ from sklearn.ensemble import (  # type: ignore[import-untyped, unused-ignore]
 )
 from triton_backend_fil import FilBackend, FilInstance
 
-from kernel import InstanceContext, ModelConfig, ModelContext
-from kernel.testing import ServerThread, write_model
+from kernel import ModelConfig, testing
+from kernel.testing import write_model
+from kernel.testing.clients import PROTOCOLS, TritonClients, serving
 
 FEATURES = 4
-PROTOCOLS = ("grpc", "http")
 FILE_NAMES = {
     "xgboost": "xgboost.model",
     "xgboost_json": "xgboost.json",
@@ -140,34 +137,6 @@ def write_fil(
     return write_model(repo, name, config, files={f"1/{file}": content})
 
 
-@dataclass
-class Served:
-    """A running server and the clients that talk to it."""
-
-    thread: ServerThread
-    http_url: str
-    grpc_url: str
-
-    def client(self, protocol: str) -> Any:
-        if protocol == "grpc":
-            return grpcclient.InferenceServerClient(self.grpc_url)
-        return httpclient.InferenceServerClient(self.http_url)
-
-    def infer(
-        self, protocol: str, model: str, features: npt.NDArray[np.float32]
-    ) -> npt.NDArray[Any]:
-        """``output__0`` for ``features`` through the real ``tritonclient``."""
-        module: Any = grpcclient if protocol == "grpc" else httpclient
-        tensor = module.InferInput("input__0", list(features.shape), "FP32")
-        tensor.set_data_from_numpy(features)
-        client = self.client(protocol)
-        try:
-            result = client.infer(model, [tensor])
-            return np.asarray(result.as_numpy("output__0"))
-        finally:
-            client.close()
-
-
 @pytest.fixture(scope="session")
 def trained() -> Trained:
     """The suite's tiny models (trained in well under a second)."""
@@ -183,15 +152,9 @@ def repo(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def serve() -> Iterator[Callable[..., Served]]:
+def serve() -> Iterator[Callable[..., TritonClients]]:
     """``serve(repo, **server_options)``: a server on free loopback ports for the module."""
-    with ExitStack() as stack:
-
-        def start(repository: Path, **overrides: Any) -> Served:
-            thread = ServerThread(repository, **overrides)
-            running = stack.enter_context(thread)
-            return Served(thread, running.http_url, running.grpc_url)
-
+    with serving() as start:
         yield start
 
 
@@ -203,32 +166,15 @@ def protocol(request: pytest.FixtureRequest) -> str:
 
 def unit_instance(folder: Path, config: ModelConfig, files: dict[str, bytes]) -> FilInstance:
     """An initialized instance made the way the kernel makes it, without a server."""
-    (folder / "1").mkdir(parents=True, exist_ok=True)
-    for name, content in files.items():
-        (folder / "1" / name).write_bytes(content)
-    context = ModelContext(
-        name=config.name,
-        version=1,
-        path=folder / "1",
-        model_dir=folder,
-        config=config,
-        backend_config={},
+    model = testing.unit_model(
+        FilBackend().create_model,
+        folder,
+        config,
+        files={f"1/{name}": content for name, content in files.items()},
+        auto_complete=False,
         logger=logging.getLogger("test.fil"),
-        server=None,  # type: ignore[arg-type]  # these tests make no in-process calls
     )
-    model = FilBackend().create_model(context)
-    model.initialize()
-    instance = model.create_instance(
-        InstanceContext(
-            name=f"{config.name}_0",
-            kind="KIND_CPU",
-            device_id=0,
-            model=context,
-            logger=logging.getLogger("test.fil.instance"),
-        )
-    )
-    instance.initialize()
-    return instance
+    return cast(FilInstance, testing.unit_instance(model))
 
 
 class Kit:

@@ -94,7 +94,7 @@ def test_served_predictions_match_the_framework(
     served: Any, trained: Any, protocol: str, case: Case
 ) -> None:
     x = trained.data.query
-    got = served.infer(protocol, case.name, x)
+    got = served.infer(protocol, case.name, {"input__0": x})["output__0"]
     want = case.expect(getattr(trained, case.estimator), x)
     assert got.dtype == np.float32
     assert got.shape == (len(x), case.columns)
@@ -106,7 +106,7 @@ def test_one_row_and_a_full_batch(served: Any, trained: Any, protocol: str) -> N
     rng = np.random.default_rng(3)
     for rows in (1, 8):
         x = rng.standard_normal((rows, 4)).astype(np.float32)
-        got = served.infer(protocol, "xgb_regressor_xgboost_json", x)
+        got = served.infer(protocol, "xgb_regressor_xgboost_json", {"input__0": x})["output__0"]
         np.testing.assert_allclose(got[:, 0], model.predict(x), rtol=1e-5, atol=1e-6)
 
 
@@ -123,7 +123,7 @@ def test_default_model_filename_and_no_batching(
     kit.write_fil(repo, "renamed", config, content, file="forest.txt")
     served = serve(repo, model_control_mode=ModelControlMode.EXPLICIT, load_models=["renamed"])
     x = trained.data.query
-    got = served.infer(protocol, "renamed", x)
+    got = served.infer(protocol, "renamed", {"input__0": x})["output__0"]
     np.testing.assert_allclose(got, trained.lgbm_classifier.predict_proba(x), rtol=1e-5, atol=1e-6)
 
 
@@ -158,6 +158,6 @@ def test_example_model_is_served_and_rebuilt_by_its_script(
         load_models=["fil_xgboost"],
     )
     x = np.array([[0.5, -1.0, 0.25, 2.0], [-1.5, 0.0, 1.0, -0.5]], np.float32)
-    got = served.infer("http", "fil_xgboost", x)
+    got = served.infer("http", "fil_xgboost", {"input__0": x})["output__0"]
     assert got.shape == (2, 2)
     np.testing.assert_allclose(got.sum(axis=1), 1.0, rtol=1e-6)

@@ -5,26 +5,21 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
-import numpy.typing as npt
 import onnx
 import onnxruntime as ort
 import pytest
-import tritonclient.grpc as grpcclient
-import tritonclient.http as httpclient
 from onnx import TensorProto, helper, numpy_helper
-from triton_backend_onnx import OnnxRuntimeBackend, OnnxRuntimeInstance, OnnxRuntimeModel
+from triton_backend_onnx import OnnxRuntimeBackend, OnnxRuntimeInstance
 
-from kernel import InstanceContext, ModelConfig, ModelContext
-from kernel.testing import ServerThread, write_model
+from kernel import ModelConfig, testing
+from kernel.testing import write_model
+from kernel.testing.clients import PROTOCOLS, TritonClients, serving
 
 OPSET = 17
-PROTOCOLS = ("grpc", "http")
 
 _ONNX_TYPES = {"INT32": TensorProto.INT32, "FP32": TensorProto.FLOAT, "INT64": TensorProto.INT64}
 
@@ -126,62 +121,6 @@ def write_onnx(
     return write_model(repo, name, config, files={f"1/{file}": model.SerializeToString()})
 
 
-@dataclass
-class Served:
-    """A running server and the clients that talk to it."""
-
-    thread: ServerThread
-    http_url: str
-    grpc_url: str
-
-    def client(self, protocol: str) -> Any:
-        if protocol == "grpc":
-            return grpcclient.InferenceServerClient(self.grpc_url)
-        return httpclient.InferenceServerClient(self.http_url)
-
-    def infer(
-        self,
-        protocol: str,
-        model: str,
-        inputs: dict[str, npt.NDArray[Any]],
-        outputs: list[str] | None = None,
-    ) -> dict[str, npt.NDArray[Any]]:
-        """One inference through the real ``tritonclient``; the named (else all) outputs."""
-        module: Any = grpcclient if protocol == "grpc" else httpclient
-        tensors = []
-        for name, array in inputs.items():
-            datatype = "BYTES" if array.dtype == np.object_ else _wire_type(array)
-            tensor = module.InferInput(name, list(array.shape), datatype)
-            tensor.set_data_from_numpy(array)
-            tensors.append(tensor)
-        wanted = None if outputs is None else [module.InferRequestedOutput(n) for n in outputs]
-        client = self.client(protocol)
-        try:
-            result = client.infer(model, tensors, outputs=wanted)
-            response = result.get_response()
-            if protocol == "grpc":
-                names = [o.name for o in response.outputs]
-            else:
-                names = [o["name"] for o in response["outputs"]]
-            return {n: result.as_numpy(n) for n in names}
-        finally:
-            client.close()
-
-    def config(self, protocol: str, model: str) -> dict[str, Any]:
-        """The served config as JSON (protobuf field names, as Triton answers)."""
-        client = self.client(protocol)
-        try:
-            if protocol == "grpc":
-                return dict(client.get_model_config(model, as_json=True)["config"])
-            return dict(client.get_model_config(model))
-        finally:
-            client.close()
-
-
-def _wire_type(array: npt.NDArray[Any]) -> str:
-    return {"int32": "INT32", "int64": "INT64", "float32": "FP32"}[array.dtype.name]
-
-
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
     """An empty model repository."""
@@ -191,15 +130,9 @@ def repo(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def serve() -> Iterator[Callable[..., Served]]:
+def serve() -> Iterator[Callable[..., TritonClients]]:
     """``serve(repo, **server_options)``: a server on free loopback ports for the test."""
-    with ExitStack() as stack:
-
-        def start(repository: Path, **overrides: Any) -> Served:
-            thread = ServerThread(repository, **overrides)
-            running = stack.enter_context(thread)
-            return Served(thread, running.http_url, running.grpc_url)
-
+    with serving() as start:
         yield start
 
 
@@ -212,32 +145,14 @@ def unit_instance(
     backend: OnnxRuntimeBackend | None = None,
 ) -> OnnxRuntimeInstance:
     """An initialized instance made the way the kernel makes it, without a server."""
-    (folder / "1").mkdir(parents=True, exist_ok=True)
-    (folder / "1" / "model.onnx").write_bytes(model.SerializeToString())
-    context = ModelContext(
-        name=config.name,
-        version=1,
-        path=folder / "1",
-        model_dir=folder,
-        config=config,
-        backend_config={},
+    made = testing.unit_model(
+        (backend or OnnxRuntimeBackend()).create_model,
+        folder,
+        config,
+        files={"1/model.onnx": model.SerializeToString()},
         logger=logging.getLogger("test.onnx"),
-        server=None,  # type: ignore[arg-type]  # these tests make no in-process calls
     )
-    onnx_model = OnnxRuntimeModel(context, backend or OnnxRuntimeBackend())
-    context.config = onnx_model.auto_complete_config(config)
-    onnx_model.initialize()
-    instance = onnx_model.create_instance(
-        InstanceContext(
-            name=f"{config.name}_0",
-            kind=kind,
-            device_id=0,
-            model=context,
-            logger=logging.getLogger("test.onnx.instance"),
-        )
-    )
-    instance.initialize()
-    return instance
+    return cast(OnnxRuntimeInstance, testing.unit_instance(made, kind=kind))
 
 
 class Kit:

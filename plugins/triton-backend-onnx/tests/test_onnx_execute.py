@@ -179,7 +179,7 @@ def test_two_instances_serve(
     config = kit.add_sub_config(extra="instance_group [ { count: 2 kind: KIND_CPU } ]")
     kit.write_onnx(repo, "twice", kit.add_sub_model(), config)
     served = serve(repo)
-    instances = served.thread.server.route("twice").instances
+    instances = served.server.route("twice").instances
     assert len(instances) == 2
     assert instances[0].instance.session is not instances[1].instance.session
     one = np.ones((1, 16), np.int32)

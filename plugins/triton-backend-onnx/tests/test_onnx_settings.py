@@ -193,7 +193,7 @@ def test_served_model_sessions_carry_the_parameters(
     extra = _params(values) + "\noptimization { graph { level: 2 } }"
     kit.write_onnx(repo, "tuned", kit.add_sub_model(), kit.add_sub_config(extra=extra))
     served = serve(repo)
-    instance = served.thread.server.route("tuned").instances[0].instance
+    instance = served.server.route("tuned").instances[0].instance
     options = instance.session.get_session_options()
     assert options.intra_op_num_threads == 1
     assert options.enable_mem_pattern is False

@@ -5,28 +5,24 @@ directly, and onnxruntime when it is installed), and a served repository driven 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
 import onnx
 import openvino as ov
 import pytest
-import tritonclient.grpc as grpcclient
-import tritonclient.http as httpclient
 from onnx import TensorProto, helper, numpy_helper
 from triton_backend_openvino import OpenVinoBackend, OpenVinoInstance, OpenVinoModel
 
-from kernel import InferenceRequest, InferenceResponse, InstanceContext, ModelConfig, ModelContext
+from kernel import ModelConfig, testing
 from kernel._config import parse_model_config
-from kernel.testing import RunningServer, ServerThread, write_model
+from kernel.testing import write_model
+from kernel.testing.clients import PROTOCOLS, TritonClients, serving
 
 try:
     import onnxruntime
@@ -34,7 +30,6 @@ except ImportError:  # the comparison with onnxruntime is skipped without it
     onnxruntime = None
 
 OPSET = 17
-PROTOCOLS = ("grpc", "http")
 
 _CORE = ov.Core()
 """One core for the references: destroying a core joins OpenVINO's threads (see the plugin's
@@ -151,68 +146,6 @@ def run_onnxruntime(
     return dict(zip(names, session.run(names, feeds), strict=True))
 
 
-@dataclass
-class Served:
-    """A running server and the clients that talk to it."""
-
-    running: RunningServer
-    """``running.server`` is the ``InferenceServer``."""
-    http_url: str
-    grpc_url: str
-
-    def client(self, protocol: str) -> Any:
-        if protocol == "grpc":
-            return grpcclient.InferenceServerClient(self.grpc_url)
-        return httpclient.InferenceServerClient(self.http_url)
-
-    def infer(
-        self,
-        protocol: str,
-        model: str,
-        inputs: dict[str, npt.NDArray[Any]],
-        outputs: list[str] | None = None,
-    ) -> dict[str, npt.NDArray[Any]]:
-        """One inference through the real ``tritonclient``; the named (else all) outputs."""
-        module: Any = grpcclient if protocol == "grpc" else httpclient
-        tensors = []
-        for name, array in inputs.items():
-            tensor = module.InferInput(name, list(array.shape), _wire_type(array))
-            tensor.set_data_from_numpy(array)
-            tensors.append(tensor)
-        wanted = None if outputs is None else [module.InferRequestedOutput(n) for n in outputs]
-        client = self.client(protocol)
-        try:
-            result = client.infer(model, tensors, outputs=wanted)
-            response = result.get_response()
-            if protocol == "grpc":
-                names = [o.name for o in response.outputs]
-            else:
-                names = [o["name"] for o in response["outputs"]]
-            return {n: result.as_numpy(n) for n in names}
-        finally:
-            client.close()
-
-    def config(self, protocol: str, model: str) -> dict[str, Any]:
-        """The served config as JSON (protobuf field names, as Triton answers)."""
-        client = self.client(protocol)
-        try:
-            if protocol == "grpc":
-                return dict(client.get_model_config(model, as_json=True)["config"])
-            return dict(client.get_model_config(model))
-        finally:
-            client.close()
-
-
-def _wire_type(array: npt.NDArray[Any]) -> str:
-    return {"int32": "INT32", "float32": "FP32"}[array.dtype.name]
-
-
-def start(repository: Path, stack: ExitStack, **overrides: Any) -> Served:
-    """A server on free loopback ports until ``stack`` closes."""
-    running = stack.enter_context(ServerThread(repository, **overrides))
-    return Served(running, running.http_url, running.grpc_url)
-
-
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
     """An empty model repository."""
@@ -222,10 +155,10 @@ def repo(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def serve() -> Iterator[Callable[..., Served]]:
+def serve() -> Iterator[Callable[..., TritonClients]]:
     """``serve(repo, **server_options)``: a server on free loopback ports for the test."""
-    with ExitStack() as stack:
-        yield lambda repository, **overrides: start(repository, stack, **overrides)
+    with serving() as start:
+        yield start
 
 
 def parse_config(text: str, name: str = "m") -> ModelConfig:
@@ -235,63 +168,20 @@ def parse_config(text: str, name: str = "m") -> ModelConfig:
     return config
 
 
-def unit_model(folder: Path, config: ModelConfig, backend: OpenVinoBackend | None = None) -> Any:
+def unit_model(
+    folder: Path, config: ModelConfig, backend: OpenVinoBackend | None = None
+) -> OpenVinoModel:
     """An :class:`OpenVinoModel` over ``folder/1`` made the way the kernel makes it."""
-    context = ModelContext(
-        name=config.name,
-        version=1,
-        path=folder / "1",
-        model_dir=folder,
-        config=config,
-        backend_config={},
-        logger=logging.getLogger("test.openvino"),
-        server=None,  # type: ignore[arg-type]  # these tests make no in-process calls
-    )
+    context = testing.model_context(folder, config, logger=logging.getLogger("test.openvino"))
     return OpenVinoModel(context, backend or OpenVinoBackend())
 
 
 def unit_instance(folder: Path, config: ModelConfig) -> OpenVinoInstance:
     """An initialized instance made the way the kernel makes it, without a server."""
-    model = unit_model(folder, config)
-    model.context.config = model.auto_complete_config(config)
-    model.initialize()
-    instance = model.create_instance(
-        InstanceContext(
-            name=f"{config.name}_0",
-            kind="KIND_CPU",
-            device_id=0,
-            model=model.context,
-            logger=logging.getLogger("test.openvino.instance"),
-        )
+    model = testing.unit_model(
+        OpenVinoBackend().create_model, folder, config, logger=logging.getLogger("test.openvino")
     )
-    instance.initialize()
-    return instance
-
-
-def request(
-    inputs: dict[str, npt.NDArray[Any]], *, rows: int = 0, outputs: tuple[str, ...] = ()
-) -> InferenceRequest:
-    """A request as the kernel hands it to ``execute`` (``rows``: its batch size)."""
-    made = InferenceRequest("m", inputs, requested_output_names=outputs)
-    made.batch_size = rows  # the kernel sets it when it accepts the request
-    return made
-
-
-def answer(request: InferenceRequest) -> InferenceResponse:
-    """The request's one response (after ``execute`` returned)."""
-    return asyncio.run(request.final_response())
-
-
-def run_instance(
-    instance: OpenVinoInstance, inputs: dict[str, npt.NDArray[Any]], rows: int = 0
-) -> dict[str, npt.NDArray[Any]]:
-    """One request through ``instance.execute``; its outputs, or its error raised."""
-    made = request(inputs, rows=rows)
-    instance.execute([made])
-    response = answer(made)
-    if response.error is not None:
-        raise response.error
-    return response.outputs
+    return cast(OpenVinoInstance, testing.unit_instance(model))
 
 
 class Kit:
@@ -308,10 +198,9 @@ class Kit:
     parse_config = staticmethod(parse_config)
     unit_model = staticmethod(unit_model)
     unit_instance = staticmethod(unit_instance)
-    request = staticmethod(request)
-    answer = staticmethod(answer)
-    run_instance = staticmethod(run_instance)
-    start = staticmethod(start)
+    request = staticmethod(testing.unit_request)
+    answer = staticmethod(testing.final_response)
+    run_instance = staticmethod(testing.run_instance)
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ import pytest
 from tritonclient.utils import InferenceServerException
 
 from kernel.manager import ModelControlMode
+from kernel.testing.clients import serving
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "model_repository"
 
@@ -61,10 +61,8 @@ def served(kit: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     kit.write_ir(repo, "padded", fixed, FIXED_BATCH_CONFIG + PADDING, batch_layout=True)
     broken = 'backend: "openvino"\nparameters { key: "NUM_STREAM" value { string_value: "2" } }\n'
     kit.write_ir(repo, "broken", mlp, broken)
-    with ExitStack() as stack:
-        yield kit.start(
-            repo, stack, model_control_mode=ModelControlMode.EXPLICIT, load_models=MODELS
-        )
+    with serving() as serve:
+        yield serve(repo, model_control_mode=ModelControlMode.EXPLICIT, load_models=MODELS)
 
 
 def _tensors(config: dict[str, Any], key: str) -> dict[str, tuple[str, list[int]]]:
@@ -81,7 +79,7 @@ def test_ir_and_onnx_match_openvino_and_onnxruntime(
     x = np.random.default_rng(1).standard_normal((3, 4)).astype(np.float32)
     got = served.infer(protocol, name, {"X": x})["PROB"]
     assert got.shape == (3, 3) and got.dtype == np.float32
-    path = Path(served.running.server.options.model_repositories[0]) / name / "1" / file
+    path = served.repository / name / "1" / file
     np.testing.assert_allclose(got, kit.run_openvino(path, {"X": x})["PROB"], rtol=1e-6)
     reference = kit.run_onnxruntime(kit.mlp_model(), {"X": x})
     if reference is not None:
@@ -175,10 +173,9 @@ def test_example_model_is_served_and_rebuilt_by_its_script(
     assert (rebuilt / "config.pbtxt").read_text() == (committed / "config.pbtxt").read_text()
 
     x = np.linspace(-2, 2, 8, dtype=np.float32).reshape(2, 4)
-    with ExitStack() as stack:
-        served = kit.start(
+    with serving() as serve:
+        served = serve(
             EXAMPLES,
-            stack,
             model_control_mode=ModelControlMode.EXPLICIT,
             load_models=["openvino_classifier"],
         )

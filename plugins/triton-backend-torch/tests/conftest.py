@@ -6,23 +6,18 @@ from __future__ import annotations
 import io
 import logging
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
 import pytest
 import torch
-import tritonclient.grpc as grpcclient
-import tritonclient.http as httpclient
 from triton_backend_torch import PyTorchBackend, PyTorchInstance, PyTorchModel
 
-from kernel import InstanceContext, ModelConfig, ModelContext, datatype_of
-from kernel.testing import ServerThread, write_model
-
-PROTOCOLS = ("grpc", "http")
+from kernel import ModelConfig, testing
+from kernel.testing import write_model
+from kernel.testing.clients import PROTOCOLS, TritonClients, serving
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -155,57 +150,6 @@ def write_torch(
 # -- serving ---------------------------------------------------------------------------------
 
 
-@dataclass
-class Served:
-    """A running server and the clients that talk to it."""
-
-    thread: ServerThread
-    http_url: str
-    grpc_url: str
-
-    def client(self, protocol: str) -> Any:
-        if protocol == "grpc":
-            return grpcclient.InferenceServerClient(self.grpc_url)
-        return httpclient.InferenceServerClient(self.http_url)
-
-    def infer(
-        self,
-        protocol: str,
-        model: str,
-        inputs: dict[str, npt.NDArray[Any]],
-        outputs: list[str] | None = None,
-    ) -> dict[str, npt.NDArray[Any]]:
-        """One inference through the real ``tritonclient``; the named (else all) outputs."""
-        module: Any = grpcclient if protocol == "grpc" else httpclient
-        tensors = []
-        for name, array in inputs.items():
-            tensor = module.InferInput(name, list(array.shape), datatype_of(array))
-            tensor.set_data_from_numpy(array)
-            tensors.append(tensor)
-        wanted = None if outputs is None else [module.InferRequestedOutput(n) for n in outputs]
-        client = self.client(protocol)
-        try:
-            result = client.infer(model, tensors, outputs=wanted)
-            response = result.get_response()
-            if protocol == "grpc":
-                names = [o.name for o in response.outputs]
-            else:
-                names = [o["name"] for o in response["outputs"]]
-            return {n: result.as_numpy(n) for n in names}
-        finally:
-            client.close()
-
-    def config(self, protocol: str, model: str) -> dict[str, Any]:
-        """The served config as JSON (protobuf field names, as Triton answers)."""
-        client = self.client(protocol)
-        try:
-            if protocol == "grpc":
-                return dict(client.get_model_config(model, as_json=True)["config"])
-            return dict(client.get_model_config(model))
-        finally:
-            client.close()
-
-
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
     """An empty model repository."""
@@ -215,15 +159,9 @@ def repo(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def serve() -> Iterator[Callable[..., Served]]:
+def serve() -> Iterator[Callable[..., TritonClients]]:
     """``serve(repo, **server_options)``: a server on free loopback ports for the test."""
-    with ExitStack() as stack:
-
-        def start(repository: Path, **overrides: Any) -> Served:
-            thread = ServerThread(repository, **overrides)
-            running = stack.enter_context(thread)
-            return Served(thread, running.http_url, running.grpc_url)
-
+    with serving() as start:
         yield start
 
 
@@ -246,39 +184,20 @@ def unit_model(
 ) -> PyTorchModel:
     """An initialized model made the way the kernel makes it, without a server."""
     default = "model.pt2" if isinstance(program, torch.export.ExportedProgram) else "model.pt"
-    (folder / "1").mkdir(parents=True, exist_ok=True)
-    (folder / "1" / (file or default)).write_bytes(save(program))
-    context = ModelContext(
-        name=config.name,
-        version=1,
-        path=folder / "1",
-        model_dir=folder,
-        config=config,
-        backend_config={},
+    return testing.unit_model(
+        (backend or PyTorchBackend()).create_model,
+        folder,
+        config,
+        files={f"1/{file or default}": save(program)},
         logger=logging.getLogger("test.torch"),
-        server=None,  # type: ignore[arg-type]  # these tests make no in-process calls
     )
-    model = PyTorchModel(context, backend or PyTorchBackend())
-    context.config = model.auto_complete_config(config)
-    model.initialize()
-    return model
 
 
 def unit_instance(
     model: PyTorchModel, *, kind: str = "KIND_CPU", index: int = 0
 ) -> PyTorchInstance:
     """An initialized instance of ``model``."""
-    instance = model.create_instance(
-        InstanceContext(
-            name=f"{model.context.name}_{index}",
-            kind=kind,
-            device_id=0,
-            model=model.context,
-            logger=logging.getLogger("test.torch.instance"),
-        )
-    )
-    instance.initialize()
-    return instance
+    return cast(PyTorchInstance, testing.unit_instance(model, kind=kind, index=index))
 
 
 class Kit:
@@ -290,7 +209,6 @@ class Kit:
     DictModel = DictModel
     InPlace = InPlace
     Upper = Upper
-    Served = Served
     ADD_SUB_CONFIG = ADD_SUB_CONFIG
     CLASSIFIER_CONFIG = CLASSIFIER_CONFIG
     scripted = staticmethod(scripted)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from kernel.manager import ModelControlMode
-from kernel.testing import ServerThread
+from kernel.testing.clients import serving
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "model_repository"
 
@@ -47,9 +47,8 @@ def served(kit: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     kit.write_torch(repo, "scale_and_sum", program, None)  # no config: auto-complete
     kit.write_torch(repo, "dict_model", kit.scripted(kit.DictModel()), DICT_CONFIG)
     kit.write_torch(repo, "upper", kit.scripted(kit.Upper()), UPPER_CONFIG)
-    thread = ServerThread(repo)
-    with thread as running:
-        yield kit.Served(thread, running.http_url, running.grpc_url)
+    with serving() as serve:
+        yield serve(repo)
 
 
 def test_scripted_tuple_outputs_by_named_index(kit: Any, served: Any, protocol: str) -> None:
