@@ -6,10 +6,11 @@ one ``call_soon_threadsafe``. Final answers given with ``request.respond`` durin
 on that same wake-up instead of waking the event loop once per request (decoupled senders still
 deliver at once, so streams keep streaming).
 
-The thread may hold more than one batch (``depth``): with a second batch already queued, it
-starts that batch as soon as the first returns instead of idling until the event loop has
-noticed the completion and handed over the next one. Batches still run one at a time and in the
-order they were submitted.
+The thread may hold more than one batch (``depth``): with batches already queued, it starts
+the next as soon as one returns instead of idling until the event loop has noticed the
+completion and handed over another, and the completions of batches that finish while the loop
+is busy reach it in one wake-up. Batches still run one at a time and in the order they were
+submitted; :attr:`InstanceThread.queued` counts those not started yet.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ class InstanceThread(threading.Thread):
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._slots = asyncio.Semaphore(depth)
         self._outstanding = 0
+        self._submitted = 0  # written on the loop only
+        self._taken = 0  # written in the thread only
         self._idle = asyncio.Event()
         self._idle.set()
         self.deferred: list[Callable[[], None]] | None = None
@@ -49,6 +52,7 @@ class InstanceThread(threading.Thread):
             if job is None:
                 return
             loop, fn, arg, done = job
+            self._taken += 1
             deferred: list[Callable[[], None]] = []
             self.deferred = deferred
             error: BaseException | None = None
@@ -76,8 +80,14 @@ class InstanceThread(threading.Thread):
     def submit(self, fn: Callable[[Any], Any], arg: Any, done: BatchDone) -> None:
         """Queue ``fn(arg)`` under a reservation; ``done`` runs on this event loop afterwards."""
         self._outstanding += 1
+        self._submitted += 1
         self._idle.clear()
         self._jobs.put((asyncio.get_running_loop(), fn, arg, done))
+
+    @property
+    def queued(self) -> int:
+        """Batches submitted that the thread has not started yet."""
+        return self._submitted - self._taken
 
     async def wait_idle(self) -> None:
         """Wait until every submitted batch returned and its ``done`` ran."""

@@ -82,6 +82,7 @@ class ModelVersion:
         self._stop = anyio.Event()
         self.finished = anyio.Event()
         self.instances: list[_Instance] = []
+        self._threads: list[InstanceThread] = []
         context.on_unavailable = self._report_unavailable
 
     @property
@@ -96,6 +97,11 @@ class ModelVersion:
         if self.state is ModelState.READY:
             self.state, self.reason = ModelState.UNAVAILABLE, reason
             log.error("model '%s' version %d is unavailable: %s", self.name, self.version, reason)
+
+    def pending(self) -> int:
+        """Requests accepted and not yet started: in the scheduler, or handed to an instance
+        thread ahead of time (``nv_inference_pending_request_count``)."""
+        return self.scheduler.pending() + sum(thread.queued for thread in self._threads)
 
     def stop(self) -> None:
         """Ask :meth:`run` to stop accepting, drain and finalize (returns at once)."""
@@ -266,12 +272,17 @@ class ModelVersion:
     async def _thread_worker(self, item: _Instance, index: int) -> None:
         """Feed a plain ``def execute`` to the instance's own thread (see ``_instance_thread``).
 
-        With the direct scheduler the thread holds a second batch, so it never idles waiting for
-        the loop between two requests; batching schedulers keep one, so a batch forms while the
-        previous one runs.
+        The scheduler says how many batches the thread may hold (``thread_depth``): the direct
+        scheduler hands several requests ahead, so the thread never idles waiting for the loop;
+        batching schedulers hand one, so a batch forms while the previous one runs. With several
+        instances a thread takes at most one request ahead: more could wait behind a long batch
+        while another instance idles.
         """
         depth = self.scheduler.thread_depth
+        if len(self.instances) > 1:
+            depth = min(depth, 2)
         thread = InstanceThread(item.context.name, depth=depth)
+        self._threads.append(thread)
         execute = item.instance.execute
         if depth > 1:
             execute = functools.partial(_execute_live, execute)
@@ -290,6 +301,7 @@ class ModelVersion:
             thread.stop()
             with anyio.CancelScope(shield=True):  # a running batch cannot be interrupted
                 await thread.wait_idle()
+            self._threads.remove(thread)
 
     def _executed(
         self,

@@ -222,7 +222,7 @@ class _MetricsApp:
 
     def render(self) -> str:
         server = self._server
-        rows = [(v.stats, v.scheduler.pending()) for v in server.manager.loaded_versions()]
+        rows = [(v.stats, v.pending()) for v in server.manager.loaded_versions()]
         return render_metrics(rows, self._cpu.utilization(), _memory(), server.metric_families)
 
 
