@@ -168,7 +168,7 @@ class Stream:
         self._messages: deque[Any] = deque()  # parsed requests not yet received by the handler
         self._waiter: asyncio.Future[None] | None = None
         self.client_done = False
-        self._reset = False
+        self._reset = False  # the rpc is over for us: answered, reset or its connection gone
         self._task: asyncio.Task[None] | None = None
         self._deadline: asyncio.TimerHandle | None = None
         self.outbox: deque[memoryview] = deque()  # DATA waiting for flow-control room
@@ -191,10 +191,7 @@ class Stream:
                 await self._waiter
             finally:
                 self._waiter = None
-        message = self._messages.popleft()
-        if isinstance(message, GRPCError):
-            raise message
-        return message
+        return self._messages.popleft()
 
     def __aiter__(self) -> AsyncIterator[Any]:
         return self._iterate()
