@@ -130,6 +130,43 @@ async def test_instances_execute_concurrently_one_batch_each(
         assert set(stats.batch_stats) == {1}
 
 
+@pytest.mark.parametrize(("count", "in_scheduler"), [(1, 0), (2, 2)])
+async def test_plain_def_instances_take_requests_ahead(
+    repo: Path,
+    add_model: Callable[..., Path],
+    kt_config: Callable[..., str],
+    count: int,
+    in_scheduler: int,
+) -> None:
+    """Unbatched requests for a plain ``def execute``: one instance's thread holds up to eight
+    of them, each of several instances one besides the running one; those waiting anywhere
+    count as pending, and one instance runs them in arrival order."""
+    add_model(repo, "sleepy", kt_config("sleep", count=count, parameters={"sleep_ms": "100"}))
+    async with run_server(repo, **NO_ENDPOINTS) as srv:
+        version = srv.server.route("sleepy")
+        finished: list[int] = []
+
+        async def one(i: int) -> None:
+            a = np.full((1, 4), i, np.float32)
+            response = await srv.server.infer_once(
+                InferenceRequest("sleepy", {"INPUT0": a, "INPUT1": a})
+            )
+            assert response.error is None
+            finished.append(i)
+
+        tasks = [asyncio.create_task(one(i)) for i in range(6)]
+        for _ in range(300):  # bounded: until every instance runs one and the rest wait
+            if version.pending() == 6 - count:
+                break
+            await asyncio.sleep(0.005)
+        assert version.pending() == 6 - count
+        assert version.scheduler.pending() == in_scheduler
+        await asyncio.gather(*tasks)
+        assert version.pending() == 0
+        if count == 1:
+            assert finished == list(range(6))
+
+
 async def test_kind_gpu_without_gpu_fails_the_model_clearly(
     repo: Path, add_model: Callable[..., Path], kt_config: Callable[..., str]
 ) -> None:
