@@ -4,9 +4,9 @@ Why not a library: grpcio's asyncio server spends ~200 us of event-loop time per
 this project's 2-core benchmark machine (its completion queue is polled in another thread and
 every event crosses back), and grpclib's generic HTTP/2 state machine (h2) caps near 1,700
 calls/s. A gRPC server needs a small, well-defined part of HTTP/2 (RFC 9113), and that part is
-here: one :class:`asyncio.Protocol` per connection that parses frames, decodes headers
-(:mod:`._hpack`), reassembles length-prefixed messages per stream, and writes each reply as
-few writes as the flow-control windows allow.
+here: one :class:`asyncio.Protocol` per connection that parses frames (their layout is in
+:mod:`._wire`), decodes headers (:mod:`._hpack`), reassembles length-prefixed messages per
+stream, and writes each reply in as few writes as the flow-control windows allow.
 
 What the server does, by frame type:
 
@@ -36,50 +36,65 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, cast
-from urllib.parse import quote
 
 from grpclib.const import Cardinality
 from grpclib.const import Status as GrpcStatus
 from grpclib.exceptions import GRPCError
 
-from kernel.frontends.grpc._hpack import Decoder, HpackError, encode
+from kernel.frontends.grpc._hpack import Decoder, HpackError
+from kernel.frontends.grpc._wire import (
+    ACK,
+    COMPRESSION_ERROR,
+    CONTINUATION,
+    DATA,
+    DEADLINE_EXCEEDED,
+    DEFAULT_MAX_FRAME,
+    DEFAULT_WINDOW,
+    END_HEADERS,
+    END_STREAM,
+    ENHANCE_YOUR_CALM,
+    FLOW_CONTROL_ERROR,
+    FRAME,
+    FRAME_SIZE_ERROR,
+    GOAWAY,
+    HEADERS,
+    INTERNAL,
+    INTERNAL_ERROR,
+    MAX_WINDOW,
+    MESSAGE,
+    NO_ERROR,
+    OK,
+    OK_TRAILERS,
+    PADDED,
+    PING,
+    PREFACE,
+    PRIORITY_FLAG,
+    PROTOCOL_ERROR,
+    PUSH_PROMISE,
+    RESOURCE_EXHAUSTED,
+    RESPONSE_HEADERS,
+    RST_STREAM,
+    SETTINGS,
+    UNIMPLEMENTED,
+    UNKNOWN,
+    WINDOW_UPDATE,
+    Http2ConnectionError,
+    frame,
+    headers_frames,
+    status_trailers,
+    timeout_seconds,
+    unpad,
+)
 
 __all__ = ["GrpcServer", "Method", "Stream"]
 
 log = logging.getLogger("kernel.frontends.grpc")
-
-_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-_FRAME = struct.Struct(">BHBBL")  # length (24 bits as 8 + 16), type, flags, stream id
-_MESSAGE = struct.Struct(">BL")  # gRPC message prefix: compressed flag, length
-
-DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY = range(8)
-WINDOW_UPDATE, CONTINUATION = 8, 9
-END_STREAM, ACK, END_HEADERS, PADDED, PRIORITY_FLAG = 0x1, 0x1, 0x4, 0x8, 0x20
-NO_ERROR, PROTOCOL_ERROR, INTERNAL_ERROR, FLOW_CONTROL_ERROR, FRAME_SIZE_ERROR = 0, 1, 2, 3, 6
-COMPRESSION_ERROR, ENHANCE_YOUR_CALM = 9, 11
 
 _OUR_WINDOW = 1 << 22  # per stream, announced in SETTINGS
 _OUR_CONNECTION_WINDOW = 1 << 24
 _OUR_MAX_FRAME = 1 << 20
 _CREDIT_THRESHOLD = 1 << 16  # received bytes are credited back in pieces at least this big
 _MAX_HEADER_BLOCK = 1 << 16  # a request's headers, CONTINUATION frames included
-_DEFAULT_WINDOW = 65535
-_DEFAULT_MAX_FRAME = 16384
-_MAX_WINDOW = (1 << 31) - 1
-
-# grpc status codes this module uses itself
-_OK, _CANCELLED, _UNKNOWN, _DEADLINE, _UNIMPLEMENTED, _INTERNAL = 0, 1, 2, 4, 12, 13
-_RESOURCE_EXHAUSTED = 8
-
-_RESPONSE_HEADERS = encode(
-    [
-        (b":status", b"200"),
-        (b"content-type", b"application/grpc"),
-        (b"grpc-accept-encoding", b"identity,deflate,gzip"),
-    ]
-)
-_OK_TRAILERS = encode([(b"grpc-status", b"0")])
-_TIMEOUT_UNITS = {b"H": 3600.0, b"M": 60.0, b"S": 1.0, b"m": 1e-3, b"u": 1e-6, b"n": 1e-9}
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,41 +105,6 @@ class Method:
     cardinality: Cardinality
     parse: Callable[[Any], Any]
     serialize: Callable[[Any], bytes]
-
-
-def _frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
-    size = len(payload)
-    return _FRAME.pack(size >> 16, size & 0xFFFF, kind, flags, stream_id) + payload
-
-
-def _headers_frames(stream_id: int, block: bytes, end_stream: bool, max_frame: int) -> bytes:
-    flags = END_STREAM if end_stream else 0
-    if len(block) <= max_frame:
-        return _frame(HEADERS, flags | END_HEADERS, stream_id, block)
-    parts = [block[i : i + max_frame] for i in range(0, len(block), max_frame)]
-    out = [_frame(HEADERS, flags, stream_id, parts[0])]
-    out += [_frame(CONTINUATION, 0, stream_id, p) for p in parts[1:-1]]
-    out.append(_frame(CONTINUATION, END_HEADERS, stream_id, parts[-1]))
-    return b"".join(out)
-
-
-def _status_trailers(status: int, message: str | None) -> bytes:
-    if status == _OK and not message:
-        return _OK_TRAILERS
-    fields = [(b"grpc-status", str(status).encode())]
-    if message:
-        # the grpc-message header is percent-encoded UTF-8 (printable ASCII passes as is)
-        fields.append(
-            (b"grpc-message", quote(message, safe=" !\"#$&'()*+,-./:;<=>?@[\\]^_`{|}~").encode())
-        )
-    return encode(fields)
-
-
-def _timeout_seconds(value: bytes) -> float | None:
-    unit = _TIMEOUT_UNITS.get(value[-1:])
-    if unit is None or not value[:-1].isdigit():
-        return None
-    return int(value[:-1]) * unit
 
 
 class _StreamGoneError(Exception):
@@ -164,7 +144,7 @@ class Stream:
         self._encoding = b""
         self._partial: list[bytes] = []  # DATA not yet forming a whole message
         self._partial_size = 0
-        self._needed = _MESSAGE.size  # bytes _partial must reach before a message can complete
+        self._needed = MESSAGE.size  # bytes _partial must reach before a message can complete
         self._messages: deque[Any] = deque()  # parsed requests not yet received by the handler
         self._waiter: asyncio.Future[None] | None = None
         self.client_done = False
@@ -220,7 +200,7 @@ class Stream:
             if name == b"grpc-encoding":
                 self._encoding = value
             elif name == b"grpc-timeout":
-                seconds = _timeout_seconds(value)
+                seconds = timeout_seconds(value)
                 if seconds is not None:
                     self._deadline = loop.call_later(seconds, self._expire)
         if self._method.cardinality is not Cardinality.UNARY_UNARY:
@@ -247,17 +227,17 @@ class Stream:
             buffer = payload
         pos, end = 0, len(buffer)
         limit = self._connection.server.max_message_bytes
-        while end - pos >= _MESSAGE.size:
-            compressed, length = _MESSAGE.unpack_from(buffer, pos)
+        while end - pos >= MESSAGE.size:
+            compressed, length = MESSAGE.unpack_from(buffer, pos)
             if length > limit:
                 self._refuse(
-                    _RESOURCE_EXHAUSTED, f"Received message larger than max ({length} vs. {limit})"
+                    RESOURCE_EXHAUSTED, f"Received message larger than max ({length} vs. {limit})"
                 )
                 return
-            if end - pos - _MESSAGE.size < length:
-                self._needed = _MESSAGE.size + length
+            if end - pos - MESSAGE.size < length:
+                self._needed = MESSAGE.size + length
                 break
-            start = pos + _MESSAGE.size
+            start = pos + MESSAGE.size
             pos = start + length
             self._deliver(buffer[start:pos], compressed)
             if self._reset:
@@ -266,10 +246,10 @@ class Stream:
             rest = bytes(buffer[pos:])
             self._partial.append(rest)
             self._partial_size = len(rest)
-            if len(rest) < _MESSAGE.size:
-                self._needed = _MESSAGE.size
+            if len(rest) < MESSAGE.size:
+                self._needed = MESSAGE.size
         else:
-            self._needed = _MESSAGE.size
+            self._needed = MESSAGE.size
 
     def _deliver(self, data: memoryview, compressed: int) -> None:
         try:
@@ -280,11 +260,11 @@ class Stream:
             self._refuse(error.status.value, error.message or "")
             return
         except Exception as exc:
-            self._refuse(_INTERNAL, f"Failed to parse the request message: {exc}")
+            self._refuse(INTERNAL, f"Failed to parse the request message: {exc}")
             return
         if self._method.cardinality is Cardinality.UNARY_UNARY:
             if self._messages:
-                self._refuse(_UNIMPLEMENTED, "received more than one request on a unary rpc")
+                self._refuse(UNIMPLEMENTED, "received more than one request on a unary rpc")
                 return
             self._messages.append(message)
             return
@@ -299,13 +279,13 @@ class Stream:
             inflater = zlib.decompressobj()
         else:
             raise GRPCError(
-                GrpcStatus(_UNIMPLEMENTED),
+                GrpcStatus(UNIMPLEMENTED),
                 f"Compression algorithm '{self._encoding.decode(errors='replace')}' not supported",
             )
         plain = inflater.decompress(data, limit + 1)
         if len(plain) > limit:
             raise GRPCError(
-                GrpcStatus(_RESOURCE_EXHAUSTED),
+                GrpcStatus(RESOURCE_EXHAUSTED),
                 f"Received message larger than max ({len(plain)} vs. {limit})",
             )
         return plain
@@ -315,11 +295,11 @@ class Stream:
             return
         self.client_done = True
         if self._partial_size and not self._reset:
-            self._refuse(_INTERNAL, "the request stream ended inside a message")
+            self._refuse(INTERNAL, "the request stream ended inside a message")
             return
         if self._method.cardinality is Cardinality.UNARY_UNARY and not self._reset:
             if not self._messages:
-                self._refuse(_UNIMPLEMENTED, "the unary rpc ended without a request")
+                self._refuse(UNIMPLEMENTED, "the unary rpc ended without a request")
                 return
             self._task = asyncio.get_running_loop().create_task(self._run())
         self._wake()
@@ -349,7 +329,7 @@ class Stream:
         self._deadline = None
         if self._task is not None and not self._task.done():
             self._task.cancel()
-        self.finish(_DEADLINE, "Deadline Exceeded")
+        self.finish(DEADLINE_EXCEEDED, "Deadline Exceeded")
 
     def _cancel_deadline(self) -> None:
         if self._deadline is not None:
@@ -365,20 +345,20 @@ class Stream:
             return  # reset, expired or refused: whoever cancelled answered (or nobody listens)
         except Exception as exc:
             log.exception("gRPC handler failed")
-            self.finish(_UNKNOWN, f"Unexpected error: {type(exc).__name__}: {exc}")
+            self.finish(UNKNOWN, f"Unexpected error: {type(exc).__name__}: {exc}")
         else:
             if self._reset:
                 return  # expired or reset while the handler finished: already answered
             if self.reply is not None:
                 self._connection.send_unary(self, self._method.serialize(self.reply))
             else:
-                self.finish(_OK, None)
+                self.finish(OK, None)
 
     def finish(self, status: int, message: str | None) -> None:
         if self._reset:
             return
         self._cancel_deadline()
-        self._connection.send_trailers(self, _status_trailers(status, message))
+        self._connection.send_trailers(self, status_trailers(status, message))
         self._reset = True  # nothing more goes out on this stream
 
     async def _wait_window(self) -> None:
@@ -402,15 +382,15 @@ class _Connection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._chunks: list[bytes] = []
         self._buffered = 0
-        self._needed = len(_PREFACE)
+        self._needed = len(PREFACE)
         self._preface = True
         self._decoder = Decoder()
         self._streams: dict[int, Stream] = {}
         self._last_stream = 0
         self._headers: tuple[int, int, bytearray] | None = None  # stream, flags, block so far
-        self.peer_window = _DEFAULT_WINDOW  # the client's initial stream window
-        self._max_frame = _DEFAULT_MAX_FRAME
-        self._send_window = _DEFAULT_WINDOW  # connection level, ours to spend
+        self.peer_window = DEFAULT_WINDOW  # the client's initial stream window
+        self._max_frame = DEFAULT_MAX_FRAME
+        self._send_window = DEFAULT_WINDOW  # connection level, ours to spend
         self._unacked = 0  # connection-level bytes received and not yet credited back
         self._blocked: deque[Stream] = deque()  # streams with DATA waiting for room
         self._paused: asyncio.Future[None] | None = None
@@ -424,10 +404,8 @@ class _Connection(asyncio.Protocol):
         self.server.connections.add(self)
         settings = struct.pack(">HLHLHL", 2, 0, 4, _OUR_WINDOW, 5, _OUR_MAX_FRAME)
         self._transport.write(
-            _frame(SETTINGS, 0, 0, settings)
-            + _frame(
-                WINDOW_UPDATE, 0, 0, struct.pack(">L", _OUR_CONNECTION_WINDOW - _DEFAULT_WINDOW)
-            )
+            frame(SETTINGS, 0, 0, settings)
+            + frame(WINDOW_UPDATE, 0, 0, struct.pack(">L", _OUR_CONNECTION_WINDOW - DEFAULT_WINDOW))
         )
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -463,7 +441,7 @@ class _Connection(asyncio.Protocol):
             self._chunks.clear()
         try:
             rest = self._frames(data)
-        except _ConnectionError as error:
+        except Http2ConnectionError as error:
             self._fail(error.code, str(error))
             return
         except Exception:  # a bug here must cost this connection only, never the server
@@ -481,45 +459,45 @@ class _Connection(asyncio.Protocol):
         """Handle every whole frame of ``data``; return the incomplete tail."""
         pos, end = 0, len(data)
         if self._preface:
-            if end < len(_PREFACE):
-                self._needed = len(_PREFACE)
+            if end < len(PREFACE):
+                self._needed = len(PREFACE)
                 return data
-            if data[: len(_PREFACE)] != _PREFACE:
-                raise _ConnectionError(PROTOCOL_ERROR, "not an HTTP/2 connection preface")
+            if data[: len(PREFACE)] != PREFACE:
+                raise Http2ConnectionError(PROTOCOL_ERROR, "not an HTTP/2 connection preface")
             self._preface = False
-            pos = len(_PREFACE)
+            pos = len(PREFACE)
         view = memoryview(data)
-        while end - pos >= _FRAME.size:
-            high, low, kind, flags, stream_id = _FRAME.unpack_from(data, pos)
+        while end - pos >= FRAME.size:
+            high, low, kind, flags, stream_id = FRAME.unpack_from(data, pos)
             length = high << 16 | low
             if length > _OUR_MAX_FRAME:
-                raise _ConnectionError(
+                raise Http2ConnectionError(
                     FRAME_SIZE_ERROR, "frame larger than SETTINGS_MAX_FRAME_SIZE"
                 )
-            if end - pos - _FRAME.size < length:
-                self._needed = _FRAME.size + length
+            if end - pos - FRAME.size < length:
+                self._needed = FRAME.size + length
                 return data[pos:]
-            start = pos + _FRAME.size
+            start = pos + FRAME.size
             pos = start + length
-            self._frame(kind, flags, stream_id & 0x7FFFFFFF, view[start:pos])
+            self.frame(kind, flags, stream_id & 0x7FFFFFFF, view[start:pos])
             if self._transport is None:
                 return b""
-        self._needed = _FRAME.size
+        self._needed = FRAME.size
         return data[pos:] if pos < end else b""
 
-    def _frame(self, kind: int, flags: int, stream_id: int, payload: memoryview) -> None:
+    def frame(self, kind: int, flags: int, stream_id: int, payload: memoryview) -> None:
         if self._headers is not None and kind != CONTINUATION:
-            raise _ConnectionError(PROTOCOL_ERROR, "expected a CONTINUATION frame")
+            raise Http2ConnectionError(PROTOCOL_ERROR, "expected a CONTINUATION frame")
         if kind == DATA:
             self._data(flags, stream_id, payload)
         elif kind == HEADERS:
             self._headers_frame(flags, stream_id, payload)
         elif kind == CONTINUATION:
             if self._headers is None or self._headers[0] != stream_id:
-                raise _ConnectionError(PROTOCOL_ERROR, "unexpected CONTINUATION frame")
+                raise Http2ConnectionError(PROTOCOL_ERROR, "unexpected CONTINUATION frame")
             self._headers[2].extend(payload)
             if len(self._headers[2]) > _MAX_HEADER_BLOCK:
-                raise _ConnectionError(ENHANCE_YOUR_CALM, "header block too large")
+                raise Http2ConnectionError(ENHANCE_YOUR_CALM, "header block too large")
             if flags & END_HEADERS:
                 stream_id, first_flags, block = self._headers
                 self._headers = None
@@ -531,7 +509,7 @@ class _Connection(asyncio.Protocol):
             self._window_update(stream_id, payload)
         elif kind == PING:
             if not flags & ACK:
-                self._write(_frame(PING, ACK, 0, bytes(payload)))
+                self._write(frame(PING, ACK, 0, bytes(payload)))
         elif kind == RST_STREAM:
             stream = self._streams.pop(stream_id, None)
             if stream is not None:
@@ -539,14 +517,14 @@ class _Connection(asyncio.Protocol):
         elif kind == GOAWAY:
             self._going_away = True
         elif kind == PUSH_PROMISE:
-            raise _ConnectionError(PROTOCOL_ERROR, "clients cannot push")
+            raise Http2ConnectionError(PROTOCOL_ERROR, "clients cannot push")
         # PRIORITY and unknown frame types are ignored, as RFC 9113 asks
 
     def _data(self, flags: int, stream_id: int, payload: memoryview) -> None:
         size = len(payload)
         self._unacked += size
         if flags & PADDED:
-            payload = _unpad(payload)
+            payload = unpad(payload)
         stream = self._streams.get(stream_id)
         if stream is None:
             return  # a stream we reset or finished: the bytes still count for the connection
@@ -555,7 +533,7 @@ class _Connection(asyncio.Protocol):
 
     def _headers_frame(self, flags: int, stream_id: int, payload: memoryview) -> None:
         if flags & PADDED:
-            payload = _unpad(payload)
+            payload = unpad(payload)
         if flags & PRIORITY_FLAG:
             payload = payload[5:]
         if flags & END_HEADERS:
@@ -567,7 +545,7 @@ class _Connection(asyncio.Protocol):
         try:
             headers = self._decoder.decode(block)
         except HpackError as exc:
-            raise _ConnectionError(COMPRESSION_ERROR, str(exc)) from None
+            raise Http2ConnectionError(COMPRESSION_ERROR, str(exc)) from None
         stream = self._streams.get(stream_id)
         if stream is not None:  # trailers from the client: only END_STREAM matters
             if flags & END_STREAM:
@@ -577,21 +555,21 @@ class _Connection(asyncio.Protocol):
             return  # not a new client stream (e.g. trailers of one already finished)
         self._last_stream = stream_id
         if self._going_away or self.server.closing:
-            self._write(_frame(RST_STREAM, 0, stream_id, struct.pack(">L", 7)))  # REFUSED_STREAM
+            self._write(frame(RST_STREAM, 0, stream_id, struct.pack(">L", 7)))  # REFUSED_STREAM
             return
         path = next((value for name, value in headers if name == b":path"), b"")
         method = self.server.methods.get(path)
         if method is None:
             self._write(
-                _headers_frames(
+                headers_frames(
                     stream_id,
-                    _RESPONSE_HEADERS + _status_trailers(_UNIMPLEMENTED, "Method not found!"),
+                    RESPONSE_HEADERS + status_trailers(UNIMPLEMENTED, "Method not found!"),
                     True,
                     self._max_frame,
                 )
             )
             if not flags & END_STREAM:
-                self._write(_frame(RST_STREAM, 0, stream_id, struct.pack(">L", NO_ERROR)))
+                self._write(frame(RST_STREAM, 0, stream_id, struct.pack(">L", NO_ERROR)))
             return
         stream = Stream(self, stream_id, method)
         self._streams[stream_id] = stream
@@ -599,25 +577,25 @@ class _Connection(asyncio.Protocol):
 
     def _settings(self, payload: memoryview) -> None:
         if len(payload) % 6:
-            raise _ConnectionError(FRAME_SIZE_ERROR, "bad SETTINGS frame")
+            raise Http2ConnectionError(FRAME_SIZE_ERROR, "bad SETTINGS frame")
         for key, value in struct.iter_unpack(">HL", payload):
             if key == 4:  # INITIAL_WINDOW_SIZE: applies to every open stream
-                if value > _MAX_WINDOW:
-                    raise _ConnectionError(FLOW_CONTROL_ERROR, "initial window too large")
+                if value > MAX_WINDOW:
+                    raise Http2ConnectionError(FLOW_CONTROL_ERROR, "initial window too large")
                 delta = value - self.peer_window
                 self.peer_window = value
                 for stream in self._streams.values():
                     stream.send_window += delta
             elif key == 5:  # MAX_FRAME_SIZE
-                if not _DEFAULT_MAX_FRAME <= value <= 16777215:
-                    raise _ConnectionError(PROTOCOL_ERROR, "bad SETTINGS_MAX_FRAME_SIZE")
+                if not DEFAULT_MAX_FRAME <= value <= 16777215:
+                    raise Http2ConnectionError(PROTOCOL_ERROR, "bad SETTINGS_MAX_FRAME_SIZE")
                 self._max_frame = value
-        self._write(_frame(SETTINGS, ACK, 0))
+        self._write(frame(SETTINGS, ACK, 0))
         self._flush_blocked()
 
     def _window_update(self, stream_id: int, payload: memoryview) -> None:
         if len(payload) != 4:
-            raise _ConnectionError(FRAME_SIZE_ERROR, "bad WINDOW_UPDATE frame")
+            raise Http2ConnectionError(FRAME_SIZE_ERROR, "bad WINDOW_UPDATE frame")
         increment = int.from_bytes(payload, "big") & 0x7FFFFFFF
         if stream_id == 0:
             self._send_window += increment
@@ -635,10 +613,10 @@ class _Connection(asyncio.Protocol):
         out = []
         for stream in self._streams.values():
             if stream.unacked >= _CREDIT_THRESHOLD and not stream.client_done:
-                out.append(_frame(WINDOW_UPDATE, 0, stream.id, struct.pack(">L", stream.unacked)))
+                out.append(frame(WINDOW_UPDATE, 0, stream.id, struct.pack(">L", stream.unacked)))
                 stream.unacked = 0
         if self._unacked >= _CREDIT_THRESHOLD:
-            out.append(_frame(WINDOW_UPDATE, 0, 0, struct.pack(">L", self._unacked)))
+            out.append(frame(WINDOW_UPDATE, 0, 0, struct.pack(">L", self._unacked)))
             self._unacked = 0
         if out:
             self._write(b"".join(out))
@@ -653,7 +631,7 @@ class _Connection(asyncio.Protocol):
         """Headers, the one reply and the trailers: one write when the windows allow."""
         if not self._check_size(stream, message):
             return
-        framed = _MESSAGE.pack(0, len(message)) + message
+        framed = MESSAGE.pack(0, len(message)) + message
         size = len(framed)
         if (
             size <= self._send_window
@@ -665,20 +643,20 @@ class _Connection(asyncio.Protocol):
             stream.send_window -= size
             stream.headers_sent = True
             self._write(
-                _frame(HEADERS, END_HEADERS, stream.id, _RESPONSE_HEADERS)
-                + _frame(DATA, 0, stream.id, framed)
-                + _frame(HEADERS, END_HEADERS | END_STREAM, stream.id, _OK_TRAILERS)
+                frame(HEADERS, END_HEADERS, stream.id, RESPONSE_HEADERS)
+                + frame(DATA, 0, stream.id, framed)
+                + frame(HEADERS, END_HEADERS | END_STREAM, stream.id, OK_TRAILERS)
             )
             self._closed(stream)
             return
         self.send_message(stream, message)
-        stream.finish(_OK, None)
+        stream.finish(OK, None)
 
     def _check_size(self, stream: Stream, message: bytes) -> bool:
         limit = self.server.max_message_bytes
         if len(message) > limit:
             stream.finish(
-                _RESOURCE_EXHAUSTED, f"Sent message larger than max ({len(message)} vs. {limit})"
+                RESOURCE_EXHAUSTED, f"Sent message larger than max ({len(message)} vs. {limit})"
             )
             return False
         return True
@@ -689,8 +667,8 @@ class _Connection(asyncio.Protocol):
             raise _StreamGoneError
         if not stream.headers_sent:
             stream.headers_sent = True
-            self._write(_frame(HEADERS, END_HEADERS, stream.id, _RESPONSE_HEADERS))
-        framed = memoryview(_MESSAGE.pack(0, len(message)) + message)
+            self._write(frame(HEADERS, END_HEADERS, stream.id, RESPONSE_HEADERS))
+        framed = memoryview(MESSAGE.pack(0, len(message)) + message)
         stream.outbox.append(framed)
         self._send_pending(stream)
 
@@ -699,9 +677,9 @@ class _Connection(asyncio.Protocol):
         if stream.outbox:
             stream.trailers_waiting = trailers  # they go out after the DATA (see _send_pending)
             return
-        block = trailers if stream.headers_sent else _RESPONSE_HEADERS + trailers
+        block = trailers if stream.headers_sent else RESPONSE_HEADERS + trailers
         stream.headers_sent = True
-        self._write(_headers_frames(stream.id, block, True, self._max_frame))
+        self._write(headers_frames(stream.id, block, True, self._max_frame))
         self._closed(stream)
 
     def _send_pending(self, stream: Stream) -> None:
@@ -723,13 +701,13 @@ class _Connection(asyncio.Protocol):
                 stream.outbox[0] = chunk[room:]
             self._send_window -= len(piece)
             stream.send_window -= len(piece)
-            out.append(_frame(DATA, 0, stream.id, bytes(piece)))
+            out.append(frame(DATA, 0, stream.id, bytes(piece)))
         if out:
             self._write(b"".join(out))
         if not stream.outbox:
             trailers, stream.trailers_waiting = stream.trailers_waiting, None
             if trailers is not None:
-                self._write(_headers_frames(stream.id, trailers, True, self._max_frame))
+                self._write(headers_frames(stream.id, trailers, True, self._max_frame))
                 self._closed(stream)
             stream.window_opened()
 
@@ -743,13 +721,13 @@ class _Connection(asyncio.Protocol):
         if self._streams.pop(stream.id, None) is None:
             return
         if not stream.client_done:
-            self._write(_frame(RST_STREAM, 0, stream.id, struct.pack(">L", NO_ERROR)))
+            self._write(frame(RST_STREAM, 0, stream.id, struct.pack(">L", NO_ERROR)))
         self.server.stream_closed(self)
 
     def _fail(self, code: int, reason: str) -> None:
         log.debug("gRPC connection error %d: %s", code, reason)
         self._write(
-            _frame(GOAWAY, 0, 0, struct.pack(">LL", self._last_stream, code) + reason.encode())
+            frame(GOAWAY, 0, 0, struct.pack(">LL", self._last_stream, code) + reason.encode())
         )
         if self._transport is not None:
             self._transport.close()
@@ -762,28 +740,11 @@ class _Connection(asyncio.Protocol):
 
     def go_away(self) -> None:
         """Tell the client no new stream will be served here."""
-        self._write(_frame(GOAWAY, 0, 0, struct.pack(">LL", self._last_stream, NO_ERROR)))
+        self._write(frame(GOAWAY, 0, 0, struct.pack(">LL", self._last_stream, NO_ERROR)))
 
     def close(self) -> None:
         if self._transport is not None:
             self._transport.close()
-
-
-class _ConnectionError(Exception):
-    """A connection error (RFC 9113 section 5.4.1): GOAWAY with ``code``, then close."""
-
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-
-
-def _unpad(payload: memoryview) -> memoryview:
-    if not payload:
-        raise _ConnectionError(PROTOCOL_ERROR, "padded frame without a pad length")
-    pad = payload[0]
-    if pad >= len(payload):
-        raise _ConnectionError(PROTOCOL_ERROR, "padding longer than the frame")
-    return payload[1 : len(payload) - pad]
 
 
 class GrpcServer:
