@@ -294,3 +294,20 @@ def test_our_blocks_decode_with_hpack(fields: list[tuple[bytes, bytes]]) -> None
 def test_decoder_refuses_malformed_blocks(block: bytes) -> None:
     with pytest.raises(HpackError):
         Decoder().decode(block)
+
+
+def test_stop_with_a_stream_left_open(tmp_path: Path) -> None:
+    """A client that keeps ModelStreamInfer open does not hold up a stop."""
+    write_model(tmp_path, "identity", IDENTITY)
+    thread = ServerThread(tmp_path, http_port=None, metrics_port=None)
+    with thread as srv:
+        client = grpcclient.InferenceServerClient(srv.grpc_url)
+        results: queue.Queue[Any] = queue.Queue()
+        client.start_stream(callback=lambda result, error: results.put(error))
+        try:
+            client.async_stream_infer("identity", _input(np.ones(4, dtype=np.float32)))
+            assert results.get(timeout=30) is None
+            thread.stop()  # raises if the server is still running after 60 s
+        finally:
+            client.stop_stream()
+            client.close()

@@ -124,7 +124,6 @@ class Stream:
         "_partial",
         "_partial_size",
         "_reset",
-        "_task",
         "_waiter",
         "_window_waiter",
         "client_done",
@@ -133,6 +132,7 @@ class Stream:
         "outbox",
         "reply",
         "send_window",
+        "task",
         "trailers_waiting",
         "unacked",
     )
@@ -149,7 +149,7 @@ class Stream:
         self._waiter: asyncio.Future[None] | None = None
         self.client_done = False
         self._reset = False  # the rpc is over for us: answered, reset or its connection gone
-        self._task: asyncio.Task[None] | None = None
+        self.task: asyncio.Task[None] | None = None
         self._deadline: asyncio.TimerHandle | None = None
         self.outbox: deque[memoryview] = deque()  # DATA waiting for flow-control room
         self._window_waiter: asyncio.Future[None] | None = None
@@ -204,7 +204,7 @@ class Stream:
                 if seconds is not None:
                     self._deadline = loop.call_later(seconds, self._expire)
         if self._method.cardinality is not Cardinality.UNARY_UNARY:
-            self._task = loop.create_task(self._run())
+            self.task = loop.create_task(self._run())
         if end_stream:
             self.client_closed()
 
@@ -301,15 +301,15 @@ class Stream:
             if not self._messages:
                 self._refuse(UNIMPLEMENTED, "the unary rpc ended without a request")
                 return
-            self._task = asyncio.get_running_loop().create_task(self._run())
+            self.task = asyncio.get_running_loop().create_task(self._run())
         self._wake()
 
     def reset(self) -> None:
         """The client reset the stream or the connection closed: cancel the handler."""
         self._reset = True
         self._cancel_deadline()
-        if self._task is not None:
-            self._task.cancel()
+        if self.task is not None:
+            self.task.cancel()
         self._wake()
         if self._window_waiter is not None and not self._window_waiter.done():
             self._window_waiter.set_exception(_StreamGoneError())
@@ -321,14 +321,14 @@ class Stream:
 
     def _refuse(self, status: int, message: str) -> None:
         """End the rpc before its handler answered (bad request message)."""
-        if self._task is not None:
-            self._task.cancel()
+        if self.task is not None:
+            self.task.cancel()
         self.finish(status, message)
 
     def _expire(self) -> None:
         self._deadline = None
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
         self.finish(DEADLINE_EXCEEDED, "Deadline Exceeded")
 
     def _cancel_deadline(self) -> None:
@@ -746,6 +746,10 @@ class _Connection(asyncio.Protocol):
         if self._transport is not None:
             self._transport.close()
 
+    def tasks(self) -> list[asyncio.Task[None]]:
+        """The handler tasks of this connection's open streams."""
+        return [s.task for s in self._streams.values() if s.task is not None and not s.task.done()]
+
 
 class GrpcServer:
     """Serves ``methods`` (``"/package.Service/Method" -> Method``) on a listening socket."""
@@ -764,7 +768,8 @@ class GrpcServer:
         self._listener = await loop.create_server(lambda: _Connection(self), sock=sock)
 
     async def stop(self, grace: float) -> None:
-        """Accept nothing new (GOAWAY), give open streams ``grace`` seconds, then close."""
+        """Accept nothing new (GOAWAY), give open streams ``grace`` seconds, then close every
+        connection and wait until the rpcs still running there unwound."""
         self.closing = True
         if self._listener is not None:
             self._listener.close()
@@ -774,8 +779,13 @@ class GrpcServer:
         self._check_idle()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), grace)
+        running = [task for c in self.connections for task in c.tasks()]
         for connection in list(self.connections):
             connection.close()
+        for task in running:
+            task.cancel()
+        if running:
+            await asyncio.wait(running, timeout=max(grace, 1.0))
 
     def stream_closed(self, connection: _Connection) -> None:
         if self.closing:
