@@ -25,8 +25,8 @@ from typing import Any
 
 __all__ = ["BatchDone", "InstanceThread"]
 
-BatchDone = Callable[[BaseException | None, int, int], None]
-"""Called on the event loop when a batch returned: ``(error, start_ns, end_ns)``."""
+BatchDone = Callable[[Any, BaseException | None, int, int], None]
+"""Called on the event loop when a batch returned: ``(result, error, start_ns, end_ns)``."""
 
 _Job = tuple[asyncio.AbstractEventLoop, Callable[[Any], Any], Any, BatchDone]
 
@@ -55,10 +55,11 @@ class InstanceThread(threading.Thread):
             self._taken += 1
             deferred: list[Callable[[], None]] = []
             self.deferred = deferred
+            result: Any = None
             error: BaseException | None = None
             start = time.monotonic_ns()
             try:
-                fn(arg)
+                result = fn(arg)
             except BaseException as exc:  # handed to ``done``, which decides
                 error = exc
             finally:
@@ -66,7 +67,7 @@ class InstanceThread(threading.Thread):
             end = time.monotonic_ns()
             # A closed loop means nobody waits for this batch any more.
             with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(self._finish, deferred, done, error, start, end)
+                loop.call_soon_threadsafe(self._finish, deferred, done, result, error, start, end)
 
     async def reserve(self) -> None:
         """Wait until the thread can take another batch; :meth:`submit` or :meth:`release`
@@ -78,7 +79,8 @@ class InstanceThread(threading.Thread):
         self._slots.release()
 
     def submit(self, fn: Callable[[Any], Any], arg: Any, done: BatchDone) -> None:
-        """Queue ``fn(arg)`` under a reservation; ``done`` runs on this event loop afterwards."""
+        """Queue ``fn(arg)`` under a reservation; ``done`` runs on this event loop afterwards,
+        with what ``fn`` returned or raised."""
         self._outstanding += 1
         self._submitted += 1
         self._idle.clear()
@@ -101,6 +103,7 @@ class InstanceThread(threading.Thread):
         self,
         deferred: list[Callable[[], None]],
         done: BatchDone,
+        result: Any,
         error: BaseException | None,
         start: int,
         end: int,
@@ -108,7 +111,7 @@ class InstanceThread(threading.Thread):
         try:
             for deliver in deferred:
                 deliver()
-            done(error, start, end)
+            done(result, error, start, end)
         finally:
             self._slots.release()
             self._outstanding -= 1

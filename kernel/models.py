@@ -267,7 +267,8 @@ class ModelVersion:
         except Exception as exc:
             error = exc
         finally:
-            self._executed(item, batch, error, start, time.monotonic_ns())
+            times = item.context.take_reported_times()
+            self._executed(item, batch, times, error, start, time.monotonic_ns())
 
     async def _thread_worker(self, item: _Instance, index: int) -> None:
         """Feed a plain ``def execute`` to the instance's own thread (see ``_instance_thread``).
@@ -283,9 +284,9 @@ class ModelVersion:
             depth = min(depth, 2)
         thread = InstanceThread(item.context.name, depth=depth)
         self._threads.append(thread)
-        execute = item.instance.execute
-        if depth > 1:
-            execute = functools.partial(_execute_live, execute)
+        run = functools.partial(
+            _run_batch, item.instance.execute, item.context, skip_cancelled=depth > 1
+        )
         thread.start()
         try:
             while True:
@@ -296,7 +297,7 @@ class ModelVersion:
                     thread.release()
                     raise
                 self.executing += 1
-                thread.submit(execute, batch, functools.partial(self._executed, item, batch))
+                thread.submit(run, batch, functools.partial(self._executed, item, batch))
         finally:
             thread.stop()
             with anyio.CancelScope(shield=True):  # a running batch cannot be interrupted
@@ -307,11 +308,13 @@ class ModelVersion:
         self,
         item: _Instance,
         batch: list[InferenceRequest],
+        times: tuple[int, int, int] | None,
         error: BaseException | None,
         start: int,
         end: int,
     ) -> None:
-        """Settle and account a batch that ``execute`` returned from (or raised out of)."""
+        """Settle and account a batch that ``execute`` returned from (or raised out of);
+        ``times`` is the split the instance reported for it, if any."""
         self.executing -= 1
         failure: KernelError | None = None
         if error is not None:
@@ -319,7 +322,7 @@ class ModelVersion:
             if not isinstance(error, KernelError):
                 log.debug("model '%s' execute raised", self.name, exc_info=error)
         self._settle(batch, failure)
-        times = item.context.take_reported_times() or (0, end - start, 0)
+        times = times or (0, end - start, 0)
         queue_ns = sum(start - r.enqueued_ns for r in batch)
         self.stats.record_execution(sum(r.batch_size for r in batch), len(batch), times, queue_ns)
 
@@ -339,19 +342,32 @@ class ModelVersion:
                 )
 
 
-def _execute_live(
-    execute: Callable[[list[InferenceRequest]], object], batch: list[InferenceRequest]
-) -> None:
-    """Run ``execute`` on the requests of a batch handed to the thread ahead of time that were
-    not cancelled while it waited there (in the instance thread; the rest fail ``CANCELLED``).
+def _run_batch(
+    execute: Callable[[list[InferenceRequest]], object],
+    context: InstanceContext,
+    batch: list[InferenceRequest],
+    *,
+    skip_cancelled: bool,
+) -> tuple[int, int, int] | None:
+    """Run one batch in the instance thread; return the time split it reported, taken here
+    because the thread may start the next batch before the loop has accounted this one.
 
-    Only for batches of independent requests: a sequence batch keeps its slot positions.
+    With ``skip_cancelled`` (a batch handed over ahead of time), requests cancelled while it
+    waited fail ``CANCELLED`` and the rest run; only for batches of independent requests, as a
+    sequence batch keeps its slot positions.
     """
-    live = []
-    for request in batch:
-        if request.is_cancelled():
-            request.fail(KernelError(Status.CANCELLED, "request cancelled"))
-        else:
-            live.append(request)
-    if live:
-        execute(live)
+    if skip_cancelled:
+        live = []
+        for request in batch:
+            if request.is_cancelled():
+                request.fail(KernelError(Status.CANCELLED, "request cancelled"))
+            else:
+                live.append(request)
+        batch = live
+    try:
+        if batch:
+            execute(batch)
+    except BaseException:
+        context.take_reported_times()  # a failed batch's split counts for nothing
+        raise
+    return context.take_reported_times()

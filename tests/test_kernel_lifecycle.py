@@ -167,6 +167,27 @@ async def test_plain_def_instances_take_requests_ahead(
             assert finished == list(range(6))
 
 
+async def test_reported_time_splits_stay_with_their_batch(
+    repo: Path, add_model: Callable[..., Path], kt_config: Callable[..., str]
+) -> None:
+    """Batches handed to the thread ahead run back to back; each keeps the split it reported."""
+    add_model(repo, "timed", kt_config("timed", parameters={"sleep_ms": "20"}))
+    async with run_server(repo, **NO_ENDPOINTS) as srv:
+        a = np.ones((1, 4), np.float32)
+        requests = (InferenceRequest("timed", {"INPUT0": a, "INPUT1": a}) for _ in range(6))
+        results = await asyncio.gather(*(srv.server.infer_once(r) for r in requests))
+        assert all(r.error is None for r in results)
+        stats = srv.server.model_statistics("timed")[0]
+        for _ in range(100):  # statistics are recorded just after the answers go out
+            if stats.execution_count == 6:
+                break
+            await asyncio.sleep(0.01)
+        assert stats.execution_count == 6
+        assert stats.compute_input.ns == 6 * 1_000
+        assert stats.compute_infer.ns == 6 * 2_000
+        assert stats.compute_output.ns == 6 * 3_000
+
+
 async def test_kind_gpu_without_gpu_fails_the_model_clearly(
     repo: Path, add_model: Callable[..., Path], kt_config: Callable[..., str]
 ) -> None:

@@ -2,10 +2,12 @@
 
 Parameters (``parameters { key: "behaviour" value { string_value: "addsub" } }``):
 
-* ``behaviour``: ``addsub`` (OUTPUT0 = INPUT0 + INPUT1, OUTPUT1 = INPUT0 - INPUT1, in a worker
-  thread), ``identity`` (OUTPUTi = INPUTi, on the event loop), ``repeat`` (decoupled: one response
+* ``behaviour`` (``execute`` is a plain ``def``: it runs on the instance's thread): ``addsub``
+  (OUTPUT0 = INPUT0 + INPUT1, OUTPUT1 = INPUT0 - INPUT1), ``identity`` (OUTPUTi = INPUTi),
+  ``repeat`` (decoupled: one response
   per element of IN on OUT, sent from another thread, then the final flag), ``raise``,
-  ``no_answer``, ``answer_twice``, ``sleep`` (identity after ``sleep_ms``).
+  ``no_answer``, ``answer_twice``, ``sleep`` (identity after ``sleep_ms``), ``timed`` (``sleep``
+  reporting a 1 / 2 / 3 us time split).
 * Batch behaviours, for the schedulers' tests (each request may set a ``sleep_ms`` parameter;
   the batch sleeps the longest): ``echo_id`` concatenates INPUT0 over the batch as a batching
   backend does, answers each request its own rows as OUTPUT0 and, per row, ECHO: JSON with the
@@ -176,6 +178,11 @@ class TestInstance(ModelInstance):
     def _sleep(self, request: InferenceRequest) -> None:
         time.sleep(self.sleep_ms / 1000)
         self._identity(request)
+
+    def _timed(self, request: InferenceRequest) -> None:
+        """``sleep``, reporting a fixed time split (1 / 2 / 3 us) for the batch first."""
+        self.context.report_times(1_000, 2_000, 3_000)
+        self._sleep(request)
 
     def _echo(self, info: dict[str, Any], rows: int) -> np.ndarray:
         shape = (rows, 1) if self.context.model.config.max_batch_size > 0 else (1,)
