@@ -4,8 +4,10 @@ The model is Triton's Python-backend add/sub example (two FP32[4] inputs, sum an
 served by both servers from the same repository. perf_analyzer runs over gRPC and HTTP at each
 concurrency; the script prints a markdown table (infer/s, p50 and p99 in ms).
 
-    python bench/perf.py                                  # kernel only
-    python bench/perf.py --reference /tmp/triton-reference  # also Triton 2.51 (setup-reference.sh)
+    python bench/perf.py                       # kernel, and Triton when its tools are there
+    python bench/perf.py --reference DIR       # Triton 2.51 tools (setup-reference.sh) in DIR
+    python bench/perf.py --servers kernel      # kernel only
+    python bench/perf.py --protocols grpc --concurrency 8 --pa-arg=--streaming  # other modes
 
 perf_analyzer comes from ``/work/shared/tools/setup-reference.sh`` (its ``run-pa`` wrapper);
 pass ``--perf-analyzer`` to use another one. Figures go to bench/RESULTS.md by hand, with the
@@ -130,12 +132,14 @@ def _start(
     return proc, http, grpc
 
 
-def _perf(pa: str, protocol: str, port: int, concurrency: int, out: Path, seconds: int) -> Row:
+def _perf(
+    pa: str, protocol: str, port: int, concurrency: int, out: Path, seconds: int, extra: list[str]
+) -> Row:
     command = [
         pa, "-m", "add_sub", "-u", f"127.0.0.1:{port}", "-i", protocol,
         f"--concurrency-range={concurrency}:{concurrency}",
         f"--measurement-interval={seconds * 1000}", "--max-trials=10", "-s", "20",
-        "-f", str(out),
+        "-f", str(out), *extra,
     ]  # fmt: skip
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, timeout=600)
     with out.open() as f:
@@ -159,6 +163,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=3, help="measurement window")
     parser.add_argument("--servers", nargs="+", default=None)
     parser.add_argument(
+        "--pa-arg",
+        action="append",
+        default=[],
+        help="extra perf_analyzer argument, e.g. --pa-arg=--streaming or --pa-arg=--async",
+    )
+    parser.add_argument(
         "--kernel-arg",
         action="append",
         default=[],
@@ -180,7 +190,9 @@ def main() -> None:
                 for protocol in args.protocols:
                     port = grpc if protocol == "grpc" else http
                     for c in args.concurrency:
-                        row = _perf(pa, protocol, port, c, Path(tmp) / "out.csv", args.seconds)
+                        row = _perf(
+                            pa, protocol, port, c, Path(tmp) / "out.csv", args.seconds, args.pa_arg
+                        )
                         rows.append(replace(row, server=server))
                         print(rows[-1], file=sys.stderr)
                 memory[server] = _tree_rss_mb(proc.pid)
