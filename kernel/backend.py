@@ -204,6 +204,13 @@ class InstanceContext:
 class ModelInstance(ABC):
     """One execution instance of a model. Subclass it and implement :meth:`execute`."""
 
+    overlapping_batches: ClassVar[int] = 1
+    """How many calls of an ``async def execute`` the kernel may have running at once on this
+    instance (unbatched requests only; a plain ``def execute`` is fed by the kernel's own
+    thread and ignores it). Raise it when ``execute`` hands its batch to something that runs
+    batches one at a time in order (a process, a device queue): the next batch is then already
+    there when one finishes, instead of a round trip through the event loop later."""
+
     def __init__(self, context: InstanceContext) -> None:
         self.context = context
 
@@ -218,8 +225,9 @@ class ModelInstance(ABC):
     def execute(self, requests: Sequence[InferenceRequest]) -> Awaitable[None] | None:
         """Run one batch and answer each request (``TRITONBACKEND_ModelInstanceExecute``).
 
-        Called for one batch at a time per instance. ``def`` runs in the instance's own
-        thread, ``async def`` on the loop; the kernel looks at ``execute`` once ``initialize``
+        Called for one batch at a time per instance (an ``async def`` for up to
+        :attr:`overlapping_batches` at a time). ``def`` runs in the instance's own thread,
+        ``async def`` on the loop; the kernel looks at ``execute`` once ``initialize``
         returned, so an instance may pick its ``execute`` there. Raising answers every
         unanswered request with the error.
         """

@@ -8,6 +8,7 @@ model. Everything a load started is finalized on every path out, failures includ
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import functools
 import logging
@@ -243,19 +244,44 @@ class ModelVersion:
             while self.in_flight or self.executing or self.scheduler.pending():  # noqa: ASYNC110
                 await anyio.sleep(0.005)
 
+    def _batches_ahead(self, limit: int) -> int:
+        """How many batches a worker hands its instance at once (at most ``limit``).
+
+        The scheduler decides (``batches_ahead``). With several instances a worker hands at
+        most two: a request queued behind a long batch would wait while another instance idles.
+        """
+        ahead = min(self.scheduler.batches_ahead, limit)
+        return min(ahead, 2) if len(self.instances) > 1 else ahead
+
     async def _worker(self, item: _Instance, index: int, workers: TaskGroup) -> None:
         if not is_async(item.instance.execute):
             await self._thread_worker(item, index)
             return
-        while True:
-            batch = await self.scheduler.next_batch(index)
-            if self.scheduler.overlapping:
+        if self.scheduler.overlapping:
+            while True:
+                batch = await self.scheduler.next_batch(index)
                 workers.start_soon(self._execute, item, batch)
-            else:
-                await self._execute(item, batch)
+        ahead = self._batches_ahead(item.instance.overlapping_batches)
+        if ahead == 1:
+            while True:
+                await self._execute(item, await self.scheduler.next_batch(index))
+        slots = asyncio.Semaphore(ahead)
+        while True:
+            await slots.acquire()
+            try:
+                batch = await self.scheduler.next_batch(index)
+            except BaseException:
+                slots.release()
+                raise
+            workers.start_soon(self._execute, item, batch, slots)
 
-    async def _execute(self, item: _Instance, batch: list[InferenceRequest]) -> None:
-        """Run an ``async def execute`` on the loop."""
+    async def _execute(
+        self,
+        item: _Instance,
+        batch: list[InferenceRequest],
+        slot: asyncio.Semaphore | None = None,
+    ) -> None:
+        """Run an ``async def execute`` on the loop (then give back ``slot``, if it holds one)."""
         self.executing += 1
         start = time.monotonic_ns()
         error: BaseException | None = None
@@ -269,19 +295,17 @@ class ModelVersion:
         finally:
             times = item.context.take_reported_times()
             self._executed(item, batch, times, error, start, time.monotonic_ns())
+            if slot is not None:
+                slot.release()
 
     async def _thread_worker(self, item: _Instance, index: int) -> None:
         """Feed a plain ``def execute`` to the instance's own thread (see ``_instance_thread``).
 
-        The scheduler says how many batches the thread may hold (``thread_depth``): the direct
-        scheduler hands several requests ahead, so the thread never idles waiting for the loop;
-        batching schedulers hand one, so a batch forms while the previous one runs. With several
-        instances a thread takes at most one request ahead: more could wait behind a long batch
-        while another instance idles.
+        The thread holds as many batches as :meth:`_batches_ahead` allows: unbatched requests
+        go over several at a time, so the thread never idles waiting for the loop; batching
+        schedulers hand one, so a batch forms while the previous one runs.
         """
-        depth = self.scheduler.thread_depth
-        if len(self.instances) > 1:
-            depth = min(depth, 2)
+        depth = self._batches_ahead(self.scheduler.batches_ahead)
         thread = InstanceThread(item.context.name, depth=depth)
         self._threads.append(thread)
         run = functools.partial(

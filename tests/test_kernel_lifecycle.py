@@ -167,6 +167,44 @@ async def test_plain_def_instances_take_requests_ahead(
             assert finished == list(range(6))
 
 
+@pytest.mark.parametrize(
+    ("allowed", "count", "batching", "expected"),
+    [(1, 1, False, 1), (4, 1, False, 4), (4, 2, False, 2), (4, 1, True, 1)],
+)
+async def test_overlapping_async_batches(
+    repo: Path,
+    add_model: Callable[..., Path],
+    kt_config: Callable[..., str],
+    allowed: int,
+    count: int,
+    batching: bool,
+    expected: int,
+) -> None:
+    """An ``async def execute`` runs for up to ``overlapping_batches`` batches at once on one
+    instance: only for unbatched requests, and at most two with several instances."""
+    config = kt_config(
+        "overlap",
+        count=count,
+        max_batch_size=8 if batching else 0,
+        dims="[ 4 ]",
+        extra="dynamic_batching { max_queue_delay_microseconds: 0 }" if batching else "",
+        parameters={"overlapping_batches": str(allowed), "sleep_ms": "50"},
+    )
+    add_model(repo, "overlap", config)
+    async with run_server(repo, **NO_ENDPOINTS) as srv:
+        shape = (1, 4) if batching else (4,)
+        a = np.ones(shape, np.float32)
+        results = await asyncio.gather(
+            *(
+                srv.server.infer_once(InferenceRequest("overlap", {"INPUT0": a, "INPUT1": a}))
+                for _ in range(8)
+            )
+        )
+        assert all(r.error is None for r in results)
+        most = max(int(r.outputs["OUTPUT1"].max()) for r in results)
+        assert most == expected  # per instance
+
+
 async def test_reported_time_splits_stay_with_their_batch(
     repo: Path, add_model: Callable[..., Path], kt_config: Callable[..., str]
 ) -> None:

@@ -21,10 +21,12 @@ class Scheduler(ABC):
     ensemble scheduler sets it: its instance merely awaits other models, so serializing its
     batches would serialize every pipeline behind the slowest one."""
 
-    thread_depth: ClassVar[int] = 1
-    """How many batches a worker hands a plain-``def`` instance's thread ahead (see
-    ``kernel._instance_thread``). More than one only where forming a batch early loses nothing:
-    a batching scheduler would form smaller batches."""
+    batches_ahead: ClassVar[int] = 1
+    """How many batches a worker may hand its instance before the first returned: to a
+    plain-``def`` instance's thread (see ``kernel._instance_thread``), or as overlapping calls
+    of an ``async def execute`` that allows them (``ModelInstance.overlapping_batches``). More
+    than one only where forming a batch early loses nothing: a batching scheduler would form
+    smaller batches."""
 
     @abstractmethod
     def enqueue(self, request: InferenceRequest) -> None:

@@ -17,10 +17,10 @@ class DirectScheduler(Scheduler):
     rather than a general-purpose channel.
     """
 
-    # Every request is its own batch, so handing a plain-``def`` instance's thread several at once
-    # costs no batching; it lets the thread run them back to back and report them together,
-    # which on the benchmark machine nearly doubles what one instance serves (bench/RESULTS.md).
-    thread_depth = 8
+    # Every request is its own batch, so handing an instance several at once costs no batching;
+    # it lets the instance run them back to back and report them together, which on the
+    # benchmark machine nearly doubles what one instance serves (bench/RESULTS.md).
+    batches_ahead = 8
 
     def __init__(self) -> None:
         self._queue: deque[InferenceRequest] = deque()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import sysconfig
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,36 @@ def test_a_dying_model_process_makes_the_model_unavailable(tmp_path: Path, helpe
         # The server and its other models keep serving.
         result = helpers.grpc_infer(served, "python_add_sub", {"INPUT0": A, "INPUT1": A})
         np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), A + A)
+
+
+def test_requests_in_flight_together_in_a_model_process(tmp_path: Path, helpers: Any) -> None:
+    """Batches go to the model process ahead of time: each request still gets its own answer,
+    and when the process dies every request it held gets the error, none hangs."""
+    repository = helpers.make_repository(tmp_path / "models", ["python_crash"])
+    with ServerThread(repository) as served:
+
+        def infer(values: np.ndarray[Any, Any]) -> Any:
+            return helpers.grpc_infer(served, "python_crash", {"INPUT0": values})
+
+        values = [np.full(4, i + 1, np.float32) for i in range(24)]
+        with ThreadPoolExecutor(8) as pool:
+            calls = [pool.submit(infer, v) for v in values]
+            for call, sent in zip(calls, values, strict=True):
+                np.testing.assert_array_equal(call.result(timeout=60).as_numpy("OUTPUT0"), sent)
+
+            crash = [*values[:4], -A, *values[4:12]]
+            calls = [pool.submit(infer, v) for v in crash]
+            outcomes = []
+            for call in calls:
+                try:
+                    outcomes.append(call.result(timeout=60).as_numpy("OUTPUT0"))
+                except InferenceServerException as exc:
+                    outcomes.append(exc.message())
+        failed = [o for o in outcomes if isinstance(o, str)]
+        assert failed  # at least the request that killed it
+        for message in failed:
+            assert "python_crash" in message
+        assert not served.server.is_model_ready("python_crash")
 
 
 def test_a_dying_stream_errors_its_open_requests(tmp_path: Path, helpers: Any) -> None:

@@ -92,6 +92,7 @@ class ModelProcess:
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task[None] | None = None
         self._command: asyncio.Future[tuple[Any, ...]] | None = None
+        self._batches_waiting: dict[int, asyncio.Future[tuple[Any, ...]]] = {}
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._task_ids = itertools.count(-1, -1)  # tasks without a call id
         self._keys = itertools.count(1)
@@ -211,8 +212,7 @@ class ModelProcess:
         reason = f"Stub process '{self.label}' is not healthy (exit code {code})."
         self.dead = reason
         self.logger.error("%s", reason)
-        if self._command is not None and not self._command.done():
-            self._command.set_exception(KernelError(Status.UNAVAILABLE, reason))
+        self._fail_commands(KernelError(Status.UNAVAILABLE, reason))
         error = KernelError(
             Status.INTERNAL,
             f"Failed to process the request(s) for model instance '{self.label}', message:"
@@ -263,15 +263,25 @@ class ModelProcess:
             self.logger.exception("bad message from the process of '%s'", self.label)
             if self._process is not None:
                 self._process.kill()
-        if self._closing:  # a finalized process exits: only a pending command needs an answer
-            if self._command is not None and not self._command.done():
-                self._command.set_exception(KernelError(Status.UNAVAILABLE, "process exited"))
+        if self._closing:  # a finalized process exits: only pending commands need an answer
+            self._fail_commands(KernelError(Status.UNAVAILABLE, "process exited"))
         else:
             await self._died()
 
+    def _fail_commands(self, error: KernelError) -> None:
+        waiting = [self._command, *self._batches_waiting.values()]
+        self._batches_waiting.clear()
+        for future in waiting:
+            if future is not None and not future.done():
+                future.set_exception(error)
+
     def _dispatch(self, message: tuple[Any, ...]) -> None:
         kind = message[0]
-        if kind == "done":
+        if kind == "executed":
+            batch = self._batches_waiting.pop(message[1], None)
+            if batch is not None and not batch.done():
+                batch.set_result(message[2:])
+        elif kind == "done":
             if self._command is not None and not self._command.done():
                 self._command.set_result(message[1:])
         elif kind == "send":
@@ -298,8 +308,13 @@ class ModelProcess:
     async def execute(self, requests: Sequence[InferenceRequest]) -> None:
         """Run one batch in the process; answers what the model returned.
 
+        Batches may overlap: each goes to the process at once, which runs them one at a time in
+        the order they came, so the next is already there when one finishes.
+
         :raises KernelError: the batch's error (the kernel answers the unanswered requests).
         """
+        if self.dead is not None:
+            raise KernelError(Status.UNAVAILABLE, self.dead)
         keys: list[int] = []
         items: list[tuple[Any, ...]] = []
         for request in requests:
@@ -320,11 +335,13 @@ class ModelProcess:
                     request.parameters,
                 )
             )
+        batch_id = next(self._batches)
+        done = self._batches_waiting[batch_id] = asyncio.get_running_loop().create_future()
+        self.send(("execute", batch_id, items))
         try:
-            _, results, error, unanswered = await self.command(
-                ("execute", next(self._batches), items)
-            )
+            results, error, unanswered = await done
         finally:
+            self._batches_waiting.pop(batch_id, None)
             if not self.decoupled:
                 for key in keys:
                     self.inflight.pop(key, None)
@@ -505,6 +522,11 @@ class ModelProcess:
 
 class ProcessInstance(ModelInstance):
     """An instance whose model runs in a process of its own."""
+
+    # The process runs batches one at a time in the order they came: unbatched requests go to
+    # it ahead, so it starts the next as soon as one returns. A request cancelled while it
+    # waits there still reaches the model, which can ask ``request.is_cancelled()``.
+    overlapping_batches = 8
 
     def __init__(self, context: InstanceContext, model: PythonModel) -> None:
         super().__init__(context)

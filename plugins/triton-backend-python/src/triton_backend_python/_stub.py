@@ -402,15 +402,15 @@ class Stub:
                 )
                 self._background.add(future)
                 future.add_done_callback(self._background.discard)
-                self.send(("done", batch_id, None, None, []))
+                self.send(("executed", batch_id, None, None, []))
                 return
             responses = runner.check(requests, self._run(runner.execute(requests)))
         except ExecuteError as exc:
-            self.send(("done", batch_id, None, str(exc), []))
+            self.send(("executed", batch_id, None, str(exc), []))
             return
         except Exception as exc:
             traceback.print_exc()
-            self.send(("done", batch_id, None, str(runner.raised(exc)), []))
+            self.send(("executed", batch_id, None, str(runner.raised(exc)), []))
             return
         finally:
             pop_runtime(token)
@@ -420,7 +420,7 @@ class Stub:
             else [None if r is None else response_tuple(r, True) for r in responses]
         )
         unanswered = [r._source for r in requests if r._sender is None] if self._decoupled else []
-        self.send(("done", batch_id, results, None, unanswered))
+        self.send(("executed", batch_id, results, None, unanswered))
 
     async def _in_background(
         self, runner: ModelRunner, requests: list[pb_utils.InferenceRequest]

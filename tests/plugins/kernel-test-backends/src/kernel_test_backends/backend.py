@@ -7,7 +7,8 @@ Parameters (``parameters { key: "behaviour" value { string_value: "addsub" } }``
   ``repeat`` (decoupled: one response
   per element of IN on OUT, sent from another thread, then the final flag), ``raise``,
   ``no_answer``, ``answer_twice``, ``sleep`` (identity after ``sleep_ms``), ``timed`` (``sleep``
-  reporting a 1 / 2 / 3 us time split).
+  reporting a 1 / 2 / 3 us time split), ``overlap`` (an ``async def execute`` allowing
+  ``overlapping_batches`` calls at once; OUTPUT1 = the most that ran at once so far).
 * Batch behaviours, for the schedulers' tests (each request may set a ``sleep_ms`` parameter;
   the batch sleeps the longest): ``echo_id`` concatenates INPUT0 over the batch as a batching
   backend does, answers each request its own rows as OUTPUT0 and, per row, ECHO: JSON with the
@@ -27,6 +28,7 @@ so tests can check their order.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -149,6 +151,10 @@ class TestInstance(ModelInstance):
             time.sleep(delay / 1000)
         if model.parameter("fail_instance_init"):
             raise RuntimeError(f"instance {self.context.name} refuses to initialize")
+        if self.behaviour == "overlap":
+            self.overlapping_batches = int(model.parameter("overlapping_batches", "1") or 1)
+            self.running = self.most_running = 0
+            self.execute = self._overlap  # type: ignore[method-assign]
         self.log(f"instance.initialize {self.context.name} {self.context.kind}")
 
     def finalize(self) -> None:
@@ -178,6 +184,19 @@ class TestInstance(ModelInstance):
     def _sleep(self, request: InferenceRequest) -> None:
         time.sleep(self.sleep_ms / 1000)
         self._identity(request)
+
+    async def _overlap(self, requests: Sequence[InferenceRequest]) -> None:
+        """``async def execute``: identity after ``sleep_ms`` on the loop; OUTPUT1 tells how
+        many calls of it ran at once at most so far."""
+        self.running += 1
+        self.most_running = max(self.most_running, self.running)
+        try:
+            await asyncio.sleep(self.sleep_ms / 1000)
+        finally:
+            self.running -= 1
+        for request in requests:
+            a = request.inputs["INPUT0"]
+            request.respond({"OUTPUT0": a, "OUTPUT1": np.full_like(a, self.most_running)})
 
     def _timed(self, request: InferenceRequest) -> None:
         """``sleep``, reporting a fixed time split (1 / 2 / 3 us) for the batch first."""
