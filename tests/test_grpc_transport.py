@@ -311,3 +311,28 @@ def test_stop_with_a_stream_left_open(tmp_path: Path) -> None:
         finally:
             client.stop_stream()
             client.close()
+
+
+def test_compressed_request_over_the_limit_once_inflated(tmp_path: Path) -> None:
+    """The size limit applies to the inflated message: a small gzip body cannot smuggle a big
+    one in (it is inflated off the event loop, never beyond the limit)."""
+    write_model(tmp_path, "identity", IDENTITY)
+    with ServerThread(
+        tmp_path, http_port=None, metrics_port=None, grpc_max_message_bytes=10_000
+    ) as srv:
+        client = grpcclient.InferenceServerClient(srv.grpc_url)
+        try:
+            small = np.zeros(100, dtype=np.float32)
+            result = client.infer("identity", _input(small), compression_algorithm="gzip")
+            np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), small)
+            with pytest.raises(InferenceServerException) as info:
+                client.infer(
+                    "identity",
+                    _input(np.zeros(100_000, dtype=np.float32)),  # ~400 KB, compresses to ~1 KB
+                    compression_algorithm="gzip",
+                )
+            assert info.value.status() == "StatusCode.RESOURCE_EXHAUSTED"
+            assert "Received message larger than max" in str(info.value.message())
+            assert client.is_server_live()
+        finally:
+            client.close()

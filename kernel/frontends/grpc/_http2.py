@@ -37,6 +37,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
+import anyio.to_thread
 from grpclib.const import Cardinality
 from grpclib.const import Status as GrpcStatus
 from grpclib.exceptions import GRPCError
@@ -107,6 +108,15 @@ class Method:
     serialize: Callable[[Any], bytes]
 
 
+class _Compressed:
+    """A compressed request message, kept as received until the handler asks for it."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
 class _StreamGoneError(Exception):
     """The stream is gone (reset by either side or its connection closed)."""
 
@@ -171,7 +181,10 @@ class Stream:
                 await self._waiter
             finally:
                 self._waiter = None
-        return self._messages.popleft()
+        message = self._messages.popleft()
+        if isinstance(message, _Compressed):
+            return await anyio.to_thread.run_sync(self._inflate, message.data)
+        return message
 
     def __aiter__(self) -> AsyncIterator[Any]:
         return self._iterate()
@@ -252,16 +265,22 @@ class Stream:
             self._needed = MESSAGE.size
 
     def _deliver(self, data: memoryview, compressed: int) -> None:
-        try:
-            if compressed:
-                data = memoryview(self._decompress(data))
-            message = self._method.parse(data)
-        except GRPCError as error:
-            self._refuse(error.status.value, error.message or "")
-            return
-        except Exception as exc:
-            self._refuse(INTERNAL, f"Failed to parse the request message: {exc}")
-            return
+        message: Any
+        if compressed:
+            if self._encoding not in (b"gzip", b"deflate"):
+                self._refuse(
+                    UNIMPLEMENTED,
+                    f"Compression algorithm '{self._encoding.decode(errors='replace')}' not"
+                    " supported",
+                )
+                return
+            message = _Compressed(bytes(data))  # inflated off the loop, when received
+        else:
+            try:
+                message = self._method.parse(data)
+            except Exception as exc:
+                self._refuse(INTERNAL, f"Failed to parse the request message: {exc}")
+                return
         if self._method.cardinality is Cardinality.UNARY_UNARY:
             if self._messages:
                 self._refuse(UNIMPLEMENTED, "received more than one request on a unary rpc")
@@ -271,24 +290,27 @@ class Stream:
         self._messages.append(message)
         self._wake()
 
-    def _decompress(self, data: memoryview) -> bytes:
+    def _inflate(self, data: bytes) -> Any:
+        """Decompress and parse a compressed request (in a worker thread: it may be large)."""
         limit = self._connection.server.max_message_bytes
-        if self._encoding == b"gzip":
-            inflater = zlib.decompressobj(31)
-        elif self._encoding == b"deflate":
-            inflater = zlib.decompressobj()
-        else:
+        inflater = zlib.decompressobj(31 if self._encoding == b"gzip" else 15)
+        try:
+            plain = inflater.decompress(data, limit + 1)
+        except zlib.error as exc:
             raise GRPCError(
-                GrpcStatus(UNIMPLEMENTED),
-                f"Compression algorithm '{self._encoding.decode(errors='replace')}' not supported",
-            )
-        plain = inflater.decompress(data, limit + 1)
+                GrpcStatus(INTERNAL), f"Failed to decompress the request: {exc}"
+            ) from None
         if len(plain) > limit:
             raise GRPCError(
                 GrpcStatus(RESOURCE_EXHAUSTED),
                 f"Received message larger than max ({len(plain)} vs. {limit})",
             )
-        return plain
+        try:
+            return self._method.parse(plain)
+        except Exception as exc:
+            raise GRPCError(
+                GrpcStatus(INTERNAL), f"Failed to parse the request message: {exc}"
+            ) from None
 
     def client_closed(self) -> None:
         if self.client_done:

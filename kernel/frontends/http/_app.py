@@ -15,6 +15,7 @@ import logging
 from typing import Any
 from urllib.parse import unquote
 
+import anyio.to_thread
 import orjson
 
 from kernel._config import config_to_json
@@ -273,8 +274,8 @@ class HttpApp:
         body = request.body
         encoding = headers.get("content-encoding")
         if encoding and encoding != "identity":
-            try:
-                body = decompress(encoding, body, self.max_body)
+            try:  # in a worker thread: a compressed body may inflate to many megabytes
+                body = await anyio.to_thread.run_sync(decompress, encoding, body, self.max_body)
             except KernelError as exc:
                 reply = error_reply(exc)
                 if exc.status is Status.UNSUPPORTED:
@@ -299,7 +300,8 @@ class HttpApp:
             if chosen != "identity":
                 whole = b"".join([header, *buffers])
                 reply_headers.append((b"content-encoding", chosen.encode()))
-                return Reply(200, reply_headers, [compress(chosen, whole)])
+                packed = await anyio.to_thread.run_sync(compress, chosen, whole)
+                return Reply(200, reply_headers, [packed])
         return Reply(200, reply_headers, [header, *buffers])
 
     # -- model repository ---------------------------------------------------------------------
