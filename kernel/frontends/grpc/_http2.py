@@ -13,11 +13,17 @@ What the server does, by frame type:
 * SETTINGS: ours go out first (no push, a 4 MiB stream window, 1 MiB frames); the client's are
   acknowledged and applied (its initial window and frame size bound what we send).
 * HEADERS / CONTINUATION: a new stream; ``:path`` selects the rpc, ``grpc-timeout`` sets a
-  deadline, ``grpc-encoding`` says how compressed messages are compressed (gzip, deflate).
-* DATA: messages of the stream; received bytes are credited back to the client at once (a
-  message may be as large as the configured limit, checked from its length prefix).
+  deadline, ``grpc-encoding`` says how compressed messages are compressed (gzip, deflate; they
+  are inflated in a worker thread when the handler reads them).
+* DATA: messages of the stream; received bytes are credited back to the client as they arrive,
+  in pieces of at least 64 KiB (a message may be as large as the configured limit, checked from
+  its length prefix, and after inflating).
 * WINDOW_UPDATE: more room to send; replies waiting for room go out.
 * PING: answered; RST_STREAM: the rpc's task is cancelled; GOAWAY: no new streams.
+
+Bytes that break the protocol end their connection with GOAWAY and the RFC's error code; other
+connections never notice. :meth:`GrpcServer.stop` sends GOAWAY, gives open rpcs a grace period,
+then closes every connection and waits until the rpcs it cancelled unwound.
 
 Every rpc runs as its own task. A handler sees a :class:`Stream`: ``recv_message``,
 ``send_message`` and async iteration over requests, and raises ``GRPCError`` to end the call
