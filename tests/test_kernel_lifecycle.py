@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from kernel import InferenceRequest
-from kernel.testing import run_server
+from kernel.statistics import ModelStatistics
+from kernel.testing import RunningServer, run_server
 
 NO_ENDPOINTS = {"http_port": None, "grpc_port": None, "metrics_port": None}
 
@@ -107,25 +108,28 @@ async def test_without_parallel_loading_instances_initialize_one_at_a_time(
     assert await _max_concurrent_initializations(repo, add_model, kt_config, "kerneltest") == 1
 
 
+async def _infer_concurrently(srv: RunningServer, model: str, count: int) -> ModelStatistics:
+    """Send ``count`` requests at once, check each succeeded, and return the model's statistics
+    once they counted every execution."""
+    a = np.ones((1, 4), np.float32)
+    requests = (InferenceRequest(model, {"INPUT0": a, "INPUT1": a}) for _ in range(count))
+    results = await asyncio.gather(*(srv.server.infer_once(r) for r in requests))
+    assert all(r.error is None for r in results)
+    stats = srv.server.model_statistics(model)[0]
+    for _ in range(100):  # statistics are recorded just after the answers go out
+        if stats.execution_count == count:
+            break
+        await asyncio.sleep(0.01)
+    assert stats.execution_count == count
+    return stats
+
+
 async def test_instances_execute_concurrently_one_batch_each(
     repo: Path, add_model: Callable[..., Path], kt_config: Callable[..., str]
 ) -> None:
     add_model(repo, "sleepy", kt_config("sleep", count=2, parameters={"sleep_ms": "200"}))
     async with run_server(repo, **NO_ENDPOINTS) as srv:
-        a = np.ones((1, 4), np.float32)
-        results = await asyncio.gather(
-            *(
-                srv.server.infer_once(InferenceRequest("sleepy", {"INPUT0": a, "INPUT1": a}))
-                for _ in range(4)
-            )
-        )
-        assert all(r.error is None for r in results)
-        stats = srv.server.model_statistics("sleepy")[0]
-        for _ in range(100):  # statistics are recorded just after the answers go out
-            if stats.execution_count == 4:
-                break
-            await asyncio.sleep(0.01)
-        assert stats.execution_count == 4
+        stats = await _infer_concurrently(srv, "sleepy", 4)
         assert stats.inference_count == 4
         assert set(stats.batch_stats) == {1}
 
@@ -211,16 +215,7 @@ async def test_reported_time_splits_stay_with_their_batch(
     """Batches handed to the thread ahead run back to back; each keeps the split it reported."""
     add_model(repo, "timed", kt_config("timed", parameters={"sleep_ms": "20"}))
     async with run_server(repo, **NO_ENDPOINTS) as srv:
-        a = np.ones((1, 4), np.float32)
-        requests = (InferenceRequest("timed", {"INPUT0": a, "INPUT1": a}) for _ in range(6))
-        results = await asyncio.gather(*(srv.server.infer_once(r) for r in requests))
-        assert all(r.error is None for r in results)
-        stats = srv.server.model_statistics("timed")[0]
-        for _ in range(100):  # statistics are recorded just after the answers go out
-            if stats.execution_count == 6:
-                break
-            await asyncio.sleep(0.01)
-        assert stats.execution_count == 6
+        stats = await _infer_concurrently(srv, "timed", 6)
         assert stats.compute_input.ns == 6 * 1_000
         assert stats.compute_infer.ns == 6 * 2_000
         assert stats.compute_output.ns == 6 * 3_000
