@@ -142,7 +142,7 @@ def test_unknown_method(served: RunningServer) -> None:
         with pytest.raises(grpc.RpcError) as info:
             call(b"", timeout=10)
         assert info.value.code() is grpc.StatusCode.UNIMPLEMENTED
-        assert info.value.details() == "Method not found!"
+        assert not info.value.details()  # Triton 2.51 answers an unknown rpc without a message
 
 
 def test_many_concurrent_calls_on_one_connection(client: grpcclient.InferenceServerClient) -> None:

@@ -591,7 +591,8 @@ class _Connection(asyncio.Protocol):
             self._write(
                 headers_frames(
                     stream_id,
-                    RESPONSE_HEADERS + status_trailers(UNIMPLEMENTED, "Method not found!"),
+                    RESPONSE_HEADERS
+                    + status_trailers(UNIMPLEMENTED, None),  # no message, as Triton
                     True,
                     self._max_frame,
                 )
