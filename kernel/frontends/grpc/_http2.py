@@ -420,6 +420,7 @@ class _Connection(asyncio.Protocol):
         self._max_frame = DEFAULT_MAX_FRAME
         self._send_window = DEFAULT_WINDOW  # connection level, ours to spend
         self._unacked = 0  # connection-level bytes received and not yet credited back
+        self._credit_due: set[Stream] = set()  # streams whose unacked bytes reached the threshold
         self._blocked: deque[Stream] = deque()  # streams with DATA waiting for room
         self._paused: asyncio.Future[None] | None = None
         self._going_away = False
@@ -557,6 +558,8 @@ class _Connection(asyncio.Protocol):
         if stream is None:
             return  # a stream we reset or finished: the bytes still count for the connection
         stream.unacked += size
+        if stream.unacked >= _CREDIT_THRESHOLD:
+            self._credit_due.add(stream)
         stream.data(payload, bool(flags & END_STREAM))
 
     def _headers_frame(self, flags: int, stream_id: int, payload: memoryview) -> None:
@@ -640,10 +643,11 @@ class _Connection(asyncio.Protocol):
         if self._transport is None:
             return
         out = []
-        for stream in self._streams.values():
-            if stream.unacked >= _CREDIT_THRESHOLD and not stream.client_done:
+        for stream in self._credit_due:
+            if not stream.client_done and stream.id in self._streams:
                 out.append(frame(WINDOW_UPDATE, 0, stream.id, struct.pack(">L", stream.unacked)))
-                stream.unacked = 0
+            stream.unacked = 0
+        self._credit_due.clear()
         if self._unacked >= _CREDIT_THRESHOLD:
             out.append(frame(WINDOW_UPDATE, 0, 0, struct.pack(">L", self._unacked)))
             self._unacked = 0
