@@ -37,7 +37,6 @@ import asyncio
 import contextlib
 import logging
 import struct
-import zlib
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -48,6 +47,7 @@ from grpclib.const import Cardinality
 from grpclib.const import Status as GrpcStatus
 from grpclib.exceptions import GRPCError
 
+from kernel.frontends._inflate import InflateError, TooLargeError, inflate
 from kernel.frontends.grpc._hpack import Decoder, HpackError
 from kernel.frontends.grpc._wire import (
     ACK,
@@ -299,18 +299,17 @@ class Stream:
     def _inflate(self, data: bytes) -> Any:
         """Decompress and parse a compressed request (in a worker thread: it may be large)."""
         limit = self._connection.server.max_message_bytes
-        inflater = zlib.decompressobj(31 if self._encoding == b"gzip" else 15)
         try:
-            plain = inflater.decompress(data, limit + 1)
-        except zlib.error as exc:
+            plain = inflate(self._encoding.decode(), data, limit)
+        except InflateError as exc:
             raise GRPCError(
                 GrpcStatus(INTERNAL), f"Failed to decompress the request: {exc}"
             ) from None
-        if len(plain) > limit:
+        except TooLargeError as exc:
             raise GRPCError(
                 GrpcStatus(RESOURCE_EXHAUSTED),
-                f"Received message larger than max ({len(plain)} vs. {limit})",
-            )
+                f"Received message larger than max ({exc.size} vs. {limit})",
+            ) from None
         try:
             return self._method.parse(plain)
         except Exception as exc:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import zlib
 
 from kernel.errors import KernelError, Status
+from kernel.frontends._inflate import InflateError, TooLargeError, inflate
 
 __all__ = ["compress", "decompress", "response_encoding"]
 
@@ -24,29 +25,19 @@ def decompress(encoding: str, body: bytes | bytearray | memoryview, limit: int) 
     :raises KernelError: ``UNSUPPORTED`` for an encoding other than gzip/deflate/identity,
         ``INVALID_ARG`` for a body that does not inflate or inflates past ``limit``.
     """
-    if encoding == "gzip":
-        wbits = _GZIP_WBITS
-    elif encoding == "deflate":
-        wbits = _ZLIB_WBITS
-    else:
+    if encoding not in ("gzip", "deflate"):
         raise KernelError(Status.UNSUPPORTED, "Unsupported compression type")
-    inflater = zlib.decompressobj(wbits)
     try:
-        out = inflater.decompress(body, limit + 1)
-    except zlib.error as exc:
+        return inflate(encoding, body, limit)
+    except InflateError as exc:
         raise KernelError(
             Status.INVALID_ARG, f"failed to decompress the {encoding} request body: {exc}"
         ) from None
-    if len(out) > limit:
+    except TooLargeError:
         raise KernelError(
             Status.INVALID_ARG,
             f"the decompressed request body is larger than the {limit} bytes allowed",
-        )
-    if not inflater.eof:
-        raise KernelError(
-            Status.INVALID_ARG, f"failed to decompress the {encoding} request body: truncated data"
-        )
-    return out
+        ) from None
 
 
 def response_encoding(accept_encoding: str) -> str:
