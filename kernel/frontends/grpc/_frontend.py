@@ -1,4 +1,4 @@
-"""The gRPC endpoint: the kernel's HTTP/2 server (:mod:`._http2`) on its port, and its stop."""
+"""The gRPC endpoint: the kernel's HTTP/2 server (:mod:`._server`) on its port, and its stop."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import socket
 import anyio
 
 from kernel.frontends.grpc._health import HealthServicer
-from kernel.frontends.grpc._http2 import GrpcServer
 from kernel.frontends.grpc._in_flight import InFlight
+from kernel.frontends.grpc._server import GrpcServer
 from kernel.frontends.grpc._service import InferenceServicer
 from kernel.frontends.grpc._transport import methods
 from kernel.server import InferenceServer
