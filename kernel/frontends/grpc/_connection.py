@@ -205,7 +205,7 @@ class Connection:
         self._peer_window = DEFAULT_WINDOW  # the client's SETTINGS_INITIAL_WINDOW_SIZE
         self._max_frame = DEFAULT_MAX_FRAME  # the client's SETTINGS_MAX_FRAME_SIZE
         self._send_window = DEFAULT_WINDOW
-        self._recv_window = limits.connection_window
+        self._recv_window = max(limits.connection_window, DEFAULT_WINDOW)
         self._credit = 0
         self._stream_threshold = min(limits.credit_threshold, limits.stream_window // 2)
         self._connection_threshold = min(limits.credit_threshold, limits.connection_window // 2)
@@ -231,10 +231,10 @@ class Connection:
             5, limits.max_frame_size,
             6, limits.max_header_list_size,
         )  # fmt: skip
-        self._out.append(
-            frame(SETTINGS, 0, 0, settings)
-            + frame(WINDOW_UPDATE, 0, 0, _U32.pack(limits.connection_window - DEFAULT_WINDOW))
-        )
+        self._out.append(frame(SETTINGS, 0, 0, settings))
+        if limits.connection_window > DEFAULT_WINDOW:
+            increment = limits.connection_window - DEFAULT_WINDOW
+            self._out.append(frame(WINDOW_UPDATE, 0, 0, _U32.pack(increment)))
 
     def data_to_send(self) -> bytes:
         """Everything queued for the client since the last call (one write's worth)."""
