@@ -370,6 +370,11 @@ class Stream:
         if self._answered:
             self._cancel_deadline()
 
+    @property
+    def answered(self) -> bool:
+        """Our trailers are queued (they may still wait behind replies)."""
+        return self._answered
+
     def _wake(self) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
@@ -432,12 +437,12 @@ class Stream:
         if not self._check_size(data):
             return
         self._answered = True
-        self._cancel_deadline()
         self.headers_sent = True
         link = self._link
-        link.core.send_unary(
-            self.id, RESPONSE_HEADERS, MESSAGE.pack(0, len(data)) + data, OK_TRAILERS
-        )
+        framed = MESSAGE.pack(0, len(data)) + data
+        link.core.send_unary(self.id, RESPONSE_HEADERS, framed, OK_TRAILERS)
+        if not link.core.pending(self.id):
+            self._cancel_deadline()  # else the deadline may still cut the wait short
         link.answered(self)
 
     def finish(self, status: int, message: str | None) -> None:

@@ -127,8 +127,9 @@ class ServerConnection(asyncio.Protocol):
         self.flush()
 
     def answered(self, rpc: Stream) -> None:
-        """The rpc queued its last frames: write them, forget the rpc."""
-        if self._rpcs.get(rpc.id) is rpc:
+        """The rpc queued its last frames: write them, and forget the rpc once they left (until
+        then its deadline may still cut the wait short)."""
+        if self._rpcs.get(rpc.id) is rpc and not self.core.pending(rpc.id):
             del self._rpcs[rpc.id]
         self.flush()
 
@@ -190,6 +191,8 @@ class ServerConnection(asyncio.Protocol):
         rpc = self._rpcs.get(stream_id)
         if rpc is not None:
             rpc.sent()
+            if rpc.answered:
+                del self._rpcs[stream_id]
 
     def ping_ack(self, opaque: bytes) -> None:
         if opaque == self._ping_waiting:
