@@ -9,6 +9,7 @@ reply waits for flow-control room, keepalive PINGs, and reading paused under wri
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -83,10 +84,8 @@ class RawClient:
             self.events += self.conn.receive_data(data)
             pending = self.conn.data_to_send()
             if pending:
-                try:
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                     self.sock.sendall(pending)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
 
     def of(self, kind: type[Any]) -> list[Any]:
         return [e for e in self.events if isinstance(e, kind)]
@@ -171,10 +170,8 @@ def test_rapid_reset_ends_the_connection(client: RawClient) -> None:
         stream_id = 1 + 2 * i
         client.conn.send_headers(stream_id, _request())
         client.conn.reset_stream(stream_id)
-    try:
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
         client.flush()
-    except (BrokenPipeError, ConnectionResetError):
-        pass
     client.wait(lambda events: bool(client.of(h2.events.ConnectionTerminated)))
     terminated = client.of(h2.events.ConnectionTerminated)[0]
     assert terminated.error_code == ENHANCE_YOUR_CALM
@@ -266,10 +263,8 @@ def test_max_pings_without_data(tmp_path: Path) -> None:
             client.wait(lambda _: len(client.of(h2.events.PingReceived)) >= 2)
             time.sleep(0.3)  # ten more intervals: no third PING without data
             client.sock.setblocking(False)
-            try:
+            with contextlib.suppress(BlockingIOError):
                 client.events += client.conn.receive_data(client.sock.recv(65536))
-            except BlockingIOError:
-                pass
             assert len(client.of(h2.events.PingReceived)) == 2
         finally:
             client.close()
