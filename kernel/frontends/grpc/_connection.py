@@ -1,18 +1,21 @@
 """The sans-IO HTTP/2 connection (server side): bytes in, events and bytes out.
 
 No asyncio and no sockets here: :meth:`Connection.receive` takes the bytes a client sent and
-calls the methods of an :class:`Events` listener (a new request, a stream's data, a reset, ...);
-the application answers through :meth:`Connection.send_headers`, :meth:`~Connection.send_data`,
-:meth:`~Connection.send_trailers` (and :meth:`~Connection.send_unary`, a whole unary reply in one
-piece); :meth:`Connection.data_to_send` hands out what should be written. Time comes from an
+calls the methods of an :class:`~._semantics.Events` listener (a new request, a stream's data,
+a reset, ...); the application answers through :meth:`Connection.send_headers`,
+:meth:`~Connection.send_data`, :meth:`~Connection.send_trailers` (and
+:meth:`~Connection.send_unary`, a whole unary reply in one piece);
+:meth:`Connection.data_to_send` hands out what should be written. Time comes from an
 injected clock, so every rule and limit is tested by feeding bytes (tests/test_h2_core.py).
 
 Streams (RFC 9113 section 5.1) are created by client HEADERS on an odd id above every earlier one.
-A stream in the table is ``open`` or ``half-closed (remote)`` (the client sent END_STREAM) or
-``half-closed (local)`` (we sent it); closing removes it. The last ``recently_closed`` ids are
-remembered with how they closed, so late frames of a stream we reset are ignored while frames
-after the client's own END_STREAM are errors; ids at or below the highest seen and in neither
-state are closed, above it idle. The server never pushes, so no stream is ever reserved.
+A stream in the table is ``open`` or ``half-closed (remote)`` (the client sent END_STREAM);
+when our side ends first, the reply is complete and the stream is reset with NO_ERROR (section
+8.1), so ``half-closed (local)`` never lasts; closing removes a stream from the table. The
+last ``recently_closed`` ids are remembered with how they closed, so late frames of a stream we
+reset are ignored while frames after the client's own END_STREAM are errors; ids at or below
+the highest seen and in neither state are closed, above it idle. The server never pushes, so
+no stream is ever reserved.
 
 Flow control (section 5.2) both ways. Receiving: the windows we advertise are only credited back
 as the application :meth:`~Connection.consume`\\ s the data (and at once for padding and for
@@ -72,10 +75,10 @@ import struct
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Protocol
 
 from kernel.frontends.grpc._hpack import Decoder, HpackError
 from kernel.frontends.grpc._limits import Budget, Http2Limits
+from kernel.frontends.grpc._semantics import Events, request_error
 from kernel.frontends.grpc._wire import (
     ACK,
     CANCEL,
@@ -112,42 +115,12 @@ from kernel.frontends.grpc._wire import (
     unpad,
 )
 
-__all__ = ["Connection", "Events"]
+__all__ = ["Connection"]
 
 _OPEN, _REMOTE_CLOSED, _LOCAL_CLOSED = 0, 1, 2  # stream states (idle and closed: not in the table)
 _ENDED, _RESET = True, False  # how a remembered closed stream closed: client END_STREAM or reset
 _U32 = struct.Struct(">L")
-_CONNECTION_SPECIFIC = frozenset(
-    (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade")
-)
 _NOTHING = memoryview(b"")
-
-
-class Events(Protocol):
-    """What the connection reports; calls happen inside :meth:`Connection.receive` (and
-    :meth:`Events.sent` inside the send methods)."""
-
-    def request(self, stream_id: int, headers: list[tuple[bytes, bytes]], end_stream: bool) -> None:
-        """A new stream with a valid request header list."""
-
-    def headers_too_large(self, stream_id: int, size: int) -> None:
-        """A new stream whose header list exceeds the limits: answer it (the stream is open)."""
-
-    def data(self, stream_id: int, data: memoryview, end_stream: bool) -> None:
-        """Request data (``data`` may be empty when only the end of the stream is reported, e.g.
-        by trailers). The application calls :meth:`Connection.consume` as it uses it."""
-
-    def reset(self, stream_id: int) -> None:
-        """The stream is gone: reset by the client, or by us for a stream error."""
-
-    def sent(self, stream_id: int) -> None:
-        """Every DATA queued on the stream went out (its window had room)."""
-
-    def ping_ack(self, opaque: bytes) -> None:
-        """The client acknowledged one of our PINGs."""
-
-    def terminated(self, code: int, reason: str) -> None:
-        """A connection error: GOAWAY is queued, nothing more is read."""
 
 
 class _Stream:
@@ -558,7 +531,7 @@ class Connection:
         if self.going_away or len(self._streams) >= limits.max_concurrent_streams:
             self._refuse(stream_id, REFUSED_STREAM)
             return
-        if self._block_error or decoder.malformed or _request_error(headers):
+        if self._block_error or decoder.malformed or request_error(headers):
             self._refuse(stream_id, PROTOCOL_ERROR)
             return
         stream = _Stream(
@@ -778,40 +751,3 @@ class Connection:
         self.closed = True
         self.going_away = True
         self._events.terminated(code, reason)
-
-
-def _request_error(headers: list[tuple[bytes, bytes]]) -> str | None:
-    """Why a request header list is malformed (RFC 9113 section 8.3.1), or ``None``."""
-    regular = False
-    method = scheme = path = authority = None
-    for name, value in headers:
-        if name[:1] == b":":
-            if regular:
-                return "pseudo-header after a regular header"
-            if name == b":method":
-                if method is not None:
-                    return "duplicate :method"
-                method = value
-            elif name == b":path":
-                if path is not None:
-                    return "duplicate :path"
-                path = value
-            elif name == b":scheme":
-                if scheme is not None:
-                    return "duplicate :scheme"
-                scheme = value
-            elif name == b":authority":
-                if authority is not None:
-                    return "duplicate :authority"
-                authority = value
-            else:
-                return f"unknown pseudo-header {name!r}"
-        else:
-            regular = True
-            if name in _CONNECTION_SPECIFIC:
-                return f"connection-specific header {name!r}"
-            if name == b"te" and value != b"trailers":
-                return "te other than trailers"
-    if method is None or scheme is None or not path:
-        return "missing :method, :scheme or :path"
-    return None
