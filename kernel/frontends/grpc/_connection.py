@@ -70,6 +70,7 @@ no DATA or HEADERS is a strike, too many strikes end the connection (C ENHANCE_Y
 
 from __future__ import annotations
 
+import itertools
 import math
 import struct
 import time
@@ -234,7 +235,11 @@ class Connection:
                 self._out.append(frame(WINDOW_UPDATE, 0, stream_id, _U32.pack(stream.credit)))
                 stream.recv_window += stream.credit
                 stream.credit = 0
-        self._give_back(size)
+        self._credit += size
+        if self._credit >= self._connection_threshold:
+            self._out.append(frame(WINDOW_UPDATE, 0, 0, _U32.pack(self._credit)))
+            self._recv_window += self._credit
+            self._credit = 0
 
     def send_headers(self, stream_id: int, block: bytes, end_stream: bool = False) -> None:
         stream = self._streams.get(stream_id)
@@ -264,11 +269,12 @@ class Connection:
         self._out.append(headers_frames(stream_id, block, True, self._max_frame))
         self._end_local(stream)
 
-    def send_unary(self, stream_id: int, head: bytes, data: bytes, tail: bytes) -> None:
-        """Headers, one DATA frame and trailers: one piece of output when the windows allow."""
+    def send_unary(self, stream_id: int, head: bytes, data: bytes, tail: bytes) -> bool:
+        """Headers, one DATA frame and trailers: one piece of output when the windows allow.
+        Whether everything went out (else the rest waits for room, as :meth:`send_data`)."""
         stream = self._streams.get(stream_id)
         if stream is None or stream.state == _LOCAL_CLOSED:
-            return
+            return True
         size = len(data)
         if (
             size <= self._send_window
@@ -279,17 +285,19 @@ class Connection:
         ):
             self._send_window -= size
             stream.send_window -= size
-            self._data_sent()
+            self._last_ping = -math.inf  # we sent DATA: the ping policy starts over
+            self._strikes = self.pings_without_data = 0
             self._out.append(
                 frame(HEADERS, END_HEADERS, stream_id, head)
                 + frame(DATA, 0, stream_id, data)
                 + frame(HEADERS, END_HEADERS | END_STREAM, stream_id, tail)
             )
             self._end_local(stream)
-            return
+            return True
         self.send_headers(stream_id, head)
         self.send_data(stream_id, data)
         self.send_trailers(stream_id, tail)
+        return stream.id not in self._streams
 
     def abort(self, stream_id: int, block: bytes) -> None:
         """End the stream now with ``block``, dropping queued DATA; when a message already went
@@ -446,7 +454,10 @@ class Connection:
             stream.buffered += size - data_size
             self.consume(stream_id, size - data_size)
         if end_stream:
-            self._end_remote(stream)
+            if stream.state == _LOCAL_CLOSED:
+                self._close(stream, _ENDED)
+            else:
+                stream.state = _REMOTE_CLOSED
         elif not data_size:
             self._idle_frame()
         self._events.data(stream_id, payload, end_stream)
@@ -531,7 +542,8 @@ class Connection:
         if self.going_away or len(self._streams) >= limits.max_concurrent_streams:
             self._refuse(stream_id, REFUSED_STREAM)
             return
-        if self._block_error or decoder.malformed or request_error(headers):
+        too_large = decoder.list_size > limits.max_header_list_size  # its fields were dropped
+        if self._block_error or decoder.malformed or (not too_large and request_error(headers)):
             self._refuse(stream_id, PROTOCOL_ERROR)
             return
         stream = _Stream(
@@ -541,7 +553,7 @@ class Connection:
             self._peer_window,
         )
         self._streams[stream_id] = stream
-        if decoder.list_size > limits.max_header_list_size:
+        if too_large:
             self._events.headers_too_large(stream_id, decoder.list_size)
         else:
             self._events.request(stream_id, headers, end_stream)
@@ -690,8 +702,9 @@ class Connection:
     def _remember(self, stream_id: int, how: bool) -> None:
         closed = self._closed_streams
         closed[stream_id] = how
-        if len(closed) > self.limits.recently_closed:
-            del closed[next(iter(closed))]
+        if len(closed) > self.limits.recently_closed:  # forget the older half (amortized O(1))
+            for old in list(itertools.islice(closed, len(closed) // 2)):
+                del closed[old]
 
     def _give_back(self, size: int) -> None:
         self._credit += size

@@ -9,13 +9,14 @@ project's benchmark machine.
 Encoding never touches the peer's dynamic table: every field is a "literal without indexing"
 (or an indexed static entry), so the server's header blocks are plain constants.
 
-The decoder enforces RFC 7541's rules (a dynamic table size update only at the start of a block
-and never above the advertised SETTINGS_HEADER_TABLE_SIZE) and the connection's limits while it
-decodes: past ``max_list_size`` (RFC 7541 sizes, name + value + 32 per field) or ``max_fields``
-it keeps decoding, so the dynamic table stays in step with the peer's, but stops keeping fields
-(a small block of indexed references cannot expand into megabytes). Field names and values a
-literal brings are checked against RFC 9113 section 8.2.1 once, when they are decoded: an
-indexed reference reuses an already checked pair, so the common case costs nothing.
+The decoder enforces RFC 7541's rules (a dynamic table size update only at the start of a block and
+never above the advertised SETTINGS_HEADER_TABLE_SIZE) and the connection's limits while it
+decodes: past ``max_fields`` it keeps decoding, so the dynamic table stays in step with the peer's,
+but stops keeping fields (a small block of indexed references cannot expand into megabytes: each
+kept field is at most a table entry or a literal of the block itself), and a list past
+``max_list_size`` (RFC 7541 sizes, name + value + 32 per field) is dropped. Field names and values
+a literal brings are checked against RFC 9113 section 8.2.1 once, when they are decoded: an indexed
+reference reuses an already checked pair, so the common case costs nothing.
 """
 
 from __future__ import annotations
@@ -66,24 +67,36 @@ class Decoder:
     ) -> list[tuple[bytes, bytes]]:
         """The header fields of one complete header block, in order.
 
-        Past ``max_list_size`` or ``max_fields`` the fields are dropped (``list_size`` then
-        exceeds the limit, or is set just past it for the field count).
+        Past ``max_fields`` (kept in memory) or ``max_list_size`` (checked once decoded) the
+        fields are dropped and ``list_size`` exceeds ``max_list_size``.
 
         :raises HpackError: on any malformed representation (a connection error).
         """
         fields: list[tuple[bytes, bytes]] = []
+        append = fields.append
         self.malformed = None
         pos, end = 0, len(block)
-        size = 0
+        room = max_fields
+        dropped = False
         bad = self._bad
+        dynamic = self._dynamic
         try:
             while pos < end:
                 byte = block[pos]
-                if byte & 0x80:  # indexed field
-                    index, pos = _integer(block, pos, 7)
-                    field = self._entry(index)
-                    if bad and field in bad:
-                        self.malformed = "a malformed header field"
+                if byte & 0x80:  # indexed field (the common case: inlined)
+                    index = byte & 0x7F
+                    if index == 0x7F:
+                        index, pos = _integer(block, pos, 7)
+                    else:
+                        pos += 1
+                    if 0 < index <= _STATIC_COUNT:
+                        field = _STATIC[index - 1]
+                    elif index:
+                        field = dynamic[index - _STATIC_COUNT - 1]  # IndexError: out of range
+                        if bad and field in bad:
+                            self.malformed = "a malformed header field"
+                    else:
+                        raise HpackError("header table index 0")
                 elif byte & 0x40:  # literal with incremental indexing
                     index, pos = _integer(block, pos, 6)
                     name, value, pos = self._literal(block, pos, index)
@@ -92,7 +105,7 @@ class Decoder:
                         bad.add(field)
                     self._add(field)
                 elif byte & 0x20:  # dynamic table size update
-                    if fields or size:
+                    if fields or dropped:
                         raise HpackError("dynamic table size update after the first field")
                     new_size, pos = _integer(block, pos, 5)
                     if new_size > DEFAULT_TABLE_SIZE:
@@ -105,14 +118,21 @@ class Decoder:
                     name, value, pos = self._literal(block, pos, index)
                     field = (name, value)
                     self._check(field)
-                size += len(field[0]) + len(field[1]) + _ENTRY_OVERHEAD
-                if size <= max_list_size and len(fields) < max_fields:
-                    fields.append(field)
-                elif size <= max_list_size:
-                    size = max_list_size + 1  # too many fields: as a too large list
+                # kept fields are bounded by their count (an entry is at most the table size),
+                # so the list's size can be summed once, at the end
+                if room:
+                    append(field)
+                    room -= 1
+                else:
+                    dropped = True
         except IndexError:
-            raise HpackError("truncated header block") from None
-        self.list_size = size
+            raise HpackError("truncated header block or table index out of range") from None
+        size = _ENTRY_OVERHEAD * len(fields)
+        for name, value in fields:
+            size += len(name) + len(value)
+        self.list_size = max(size, max_list_size + 1) if dropped else size
+        if size > max_list_size:
+            fields.clear()
         return fields
 
     def _check(self, field: tuple[bytes, bytes]) -> bool:

@@ -71,8 +71,9 @@ class Http2Limits:
     max_settings_entries: int = 32
     """Entries in one SETTINGS frame (there are 6 settings defined)."""
     recently_closed: int = 256
-    """Stream ids remembered after closing, so late frames of a stream we ended are ignored and
-    frames after END_STREAM are told apart from frames on idle streams."""
+    """Stream ids remembered after closing (at least the newest half of this many), so late
+    frames of a stream we ended are ignored and frames after END_STREAM are told apart from
+    frames on idle streams."""
     write_high_water: int = 4 << 20
     write_low_water: int = 1 << 20
     """Reading pauses while more than ``write_high_water`` bytes wait to be written, and resumes

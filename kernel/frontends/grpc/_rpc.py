@@ -54,7 +54,7 @@ from kernel.frontends.grpc._wire import (
 if TYPE_CHECKING:
     from kernel.frontends.grpc._server import ServerConnection
 
-__all__ = ["Method", "Request", "Stream", "refusal", "trailers_only"]
+__all__ = ["Method", "Stream", "refusal", "trailers_only"]
 
 log = logging.getLogger("kernel.frontends.grpc")
 
@@ -69,33 +69,6 @@ class Method:
     serialize: Callable[[Any], bytes]
 
 
-@dataclass(slots=True)
-class Request:
-    """What the gRPC layer reads from a request's header list (one pass over it)."""
-
-    path: bytes = b""
-    method: bytes = b""
-    content_type: bytes | None = None
-    encoding: bytes = b""
-    timeout: bytes | None = None
-
-    @classmethod
-    def of(cls, headers: list[tuple[bytes, bytes]]) -> Request:
-        request = cls()
-        for name, value in headers:
-            if name == b":path":
-                request.path = value
-            elif name == b":method":
-                request.method = value
-            elif name == b"content-type":
-                request.content_type = value
-            elif name == b"grpc-encoding":
-                request.encoding = value
-            elif name == b"grpc-timeout":
-                request.timeout = value
-        return request
-
-
 def trailers_only(http_status: bytes, status: int, message: str | None) -> bytes:
     """A whole answer in one header block (gRPC's "Trailers-Only" response)."""
     if http_status == b"200":
@@ -104,13 +77,14 @@ def trailers_only(http_status: bytes, status: int, message: str | None) -> bytes
     return head + status_trailers(status, message)
 
 
-def refusal(request: Request) -> bytes | None:
+def refusal(fields: dict[bytes, bytes]) -> bytes | None:
     """The answer to a request that is not gRPC, or ``None`` when it is."""
-    if request.method != b"POST":
+    method = fields.get(b":method", b"")
+    if method != b"POST":
         return trailers_only(
-            b"405", INTERNAL, f"Method '{request.method.decode(errors='replace')}' not supported"
+            b"405", INTERNAL, f"Method '{method.decode(errors='replace')}' not supported"
         )
-    content_type = request.content_type
+    content_type = fields.get(b"content-type")
     if content_type is None or not content_type.startswith(b"application/grpc"):
         shown = "" if content_type is None else content_type.decode(errors="replace")
         return trailers_only(b"415", INTERNAL, f'invalid gRPC request content-type "{shown}"')
@@ -224,11 +198,13 @@ class Stream:
 
     # -- the connection's side ------------------------------------------------------------------
 
-    def start(self, request: Request, end_stream: bool) -> None:
-        self._encoding = request.encoding
+    def start(self, fields: dict[bytes, bytes], end_stream: bool) -> None:
+        """The rpc begins (``fields``: its request header fields, by name)."""
+        self._encoding = fields.get(b"grpc-encoding", b"")
         loop = asyncio.get_running_loop()
-        if request.timeout is not None:
-            seconds = timeout_seconds(request.timeout)
+        timeout = fields.get(b"grpc-timeout")
+        if timeout is not None:
+            seconds = timeout_seconds(timeout)
             if seconds is not None:
                 self._deadline = loop.call_later(seconds, self._expire)
         if self._method.cardinality is not Cardinality.UNARY_UNARY:
@@ -440,8 +416,7 @@ class Stream:
         self.headers_sent = True
         link = self._link
         framed = MESSAGE.pack(0, len(data)) + data
-        link.core.send_unary(self.id, RESPONSE_HEADERS, framed, OK_TRAILERS)
-        if not link.core.pending(self.id):
+        if link.core.send_unary(self.id, RESPONSE_HEADERS, framed, OK_TRAILERS):
             self._cancel_deadline()  # else the deadline may still cut the wait short
         link.answered(self)
 

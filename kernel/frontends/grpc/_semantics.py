@@ -11,9 +11,9 @@ from typing import Protocol
 
 __all__ = ["Events", "request_error"]
 
-_CONNECTION_SPECIFIC = frozenset(
-    (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade")
-)
+_CONNECTION_SPECIFIC = (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding")
+_REQUEST_PSEUDO = frozenset((b":method", b":scheme", b":path", b":authority"))
+_SPECIAL = frozenset((*_CONNECTION_SPECIFIC, b"upgrade", b"te"))
 
 
 class Events(Protocol):
@@ -44,37 +44,30 @@ class Events(Protocol):
 
 
 def request_error(headers: list[tuple[bytes, bytes]]) -> str | None:
-    """Why a request header list is malformed (RFC 9113 section 8.3.1), or ``None``."""
-    regular = False
-    method = scheme = path = authority = None
-    for name, value in headers:
-        if name[:1] == b":":
-            if regular:
-                return "pseudo-header after a regular header"
-            if name == b":method":
-                if method is not None:
-                    return "duplicate :method"
-                method = value
-            elif name == b":path":
-                if path is not None:
-                    return "duplicate :path"
-                path = value
-            elif name == b":scheme":
-                if scheme is not None:
-                    return "duplicate :scheme"
-                scheme = value
-            elif name == b":authority":
-                if authority is not None:
-                    return "duplicate :authority"
-                authority = value
-            else:
-                return f"unknown pseudo-header {name!r}"
-        else:
-            regular = True
-            if name in _CONNECTION_SPECIFIC:
+    """Why a request header list is malformed (RFC 9113 section 8.3.1), or ``None``.
+
+    Names are non-empty and lowercase here (the HPACK decoder checked them).
+    """
+    pseudo: dict[bytes, bytes] = {}
+    count = 0
+    for name, value in headers:  # pseudo-headers come first
+        if name[0] != 0x3A:
+            break
+        if name not in _REQUEST_PSEUDO:
+            return f"unknown pseudo-header {name!r}"
+        if name in pseudo:
+            return f"duplicate {name.decode()}"
+        pseudo[name] = value
+        count += 1
+    for index in range(count, len(headers)):
+        name, value = headers[index]
+        if name[0] == 0x3A:
+            return "pseudo-header after a regular header"
+        if name in _SPECIAL:
+            if name != b"te":
                 return f"connection-specific header {name!r}"
-            if name == b"te" and value != b"trailers":
+            if value != b"trailers":
                 return "te other than trailers"
-    if method is None or scheme is None or not path:
+    if b":method" not in pseudo or b":scheme" not in pseudo or not pseudo.get(b":path"):
         return "missing :method, :scheme or :path"
     return None

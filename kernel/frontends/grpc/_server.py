@@ -32,7 +32,7 @@ from typing import Any, cast
 
 from kernel.frontends.grpc._connection import Connection
 from kernel.frontends.grpc._limits import Http2Limits
-from kernel.frontends.grpc._rpc import Method, Request, Stream, refusal, trailers_only
+from kernel.frontends.grpc._rpc import Method, Stream, refusal, trailers_only
 from kernel.frontends.grpc._wire import INTERNAL_ERROR, RESOURCE_EXHAUSTED, UNIMPLEMENTED
 
 __all__ = ["GrpcServer", "ServerConnection"]
@@ -153,16 +153,22 @@ class ServerConnection(asyncio.Protocol):
     # -- the core's events (see _connection.Events) ---------------------------------------------
 
     def request(self, stream_id: int, headers: list[tuple[bytes, bytes]], end_stream: bool) -> None:
-        request = Request.of(headers)
-        answer = refusal(request)
-        if answer is None:
-            method = self.server.methods.get(request.path)
+        fields = dict(headers)  # pseudo-headers are unique (the core checked)
+        content_type = fields.get(b"content-type")
+        if (
+            fields[b":method"] == b"POST"
+            and content_type is not None
+            and content_type.startswith(b"application/grpc")
+        ):
+            method = self.server.methods.get(fields[b":path"])
             if method is not None:
                 rpc = Stream(self, stream_id, method)
                 self._rpcs[stream_id] = rpc
-                rpc.start(request, end_stream)
+                rpc.start(fields, end_stream)
                 return
             answer = trailers_only(b"200", UNIMPLEMENTED, None)  # no message, as Triton
+        else:
+            answer = refusal(fields) or b""
         self.core.send_headers(stream_id, answer, end_stream=True)
 
     def headers_too_large(self, stream_id: int, size: int) -> None:
