@@ -1,4 +1,5 @@
-"""The kernel's HTTP/2 transport for gRPC (``kernel.frontends.grpc._http2``), seen by real clients.
+"""The kernel's HTTP/2 transport for gRPC (``kernel.frontends.grpc._server`` and the layers under
+it), seen by real clients.
 
 The rpcs themselves are covered by ``test_grpc_frontend.py`` and ``test_grpc_errors.py``; these
 tests aim at the transport: messages larger than every flow-control window in both directions,

@@ -44,7 +44,10 @@ def _request(path: bytes = LIVE, **extra: bytes) -> list[tuple[bytes, bytes]]:
     ]
     for name, value in extra.items():
         key = name.replace("_", "-").encode()
-        headers = [h for h in headers if h[0] != key] + [(key, value)]
+        if any(h[0] == key for h in headers):  # in place: pseudo-headers stay first
+            headers = [(k, value if k == key else v) for k, v in headers]
+        else:
+            headers.append((key, value))
     return headers
 
 
@@ -184,6 +187,13 @@ def test_content_type_must_be_grpc(client: RawClient) -> None:
     headers = _headers_of(client, 1)
     assert headers[b":status"] == b"415"
     assert b"content-type" in headers[b"grpc-message"]
+
+
+def test_method_must_be_post(client: RawClient) -> None:
+    client.conn.send_headers(1, _request(**{":method": b"GET"}), end_stream=True)
+    client.flush()
+    client.wait(_ended(1))
+    assert _headers_of(client, 1)[b":status"] == b"405"
 
 
 def test_te_other_than_trailers_is_malformed(client: RawClient) -> None:
