@@ -162,7 +162,8 @@ class Connection:
         self.limits = limits = limits or Http2Limits()
         self._clock = clock
         now = clock()
-        self._out: list[bytes] = []
+        self.output: list[bytes] = []
+        """Frames queued for the client (non-empty: :meth:`data_to_send` has something)."""
         self._chunks: list[bytes] = []
         self._buffered = 0
         self._needed = len(PREFACE)
@@ -205,14 +206,14 @@ class Connection:
             5, limits.max_frame_size,
             6, limits.max_header_list_size,
         )  # fmt: skip
-        self._out.append(frame(SETTINGS, 0, 0, settings))
+        self.output.append(frame(SETTINGS, 0, 0, settings))
         if limits.connection_window > DEFAULT_WINDOW:
             increment = limits.connection_window - DEFAULT_WINDOW
-            self._out.append(frame(WINDOW_UPDATE, 0, 0, _U32.pack(increment)))
+            self.output.append(frame(WINDOW_UPDATE, 0, 0, _U32.pack(increment)))
 
     def data_to_send(self) -> bytes:
         """Everything queued for the client since the last call (one write's worth)."""
-        out = self._out
+        out = self.output
         if not out:
             return b""
         data = out[0] if len(out) == 1 else b"".join(out)
@@ -232,12 +233,12 @@ class Connection:
         if stream.state == _OPEN:
             stream.credit += size
             if stream.credit >= self._stream_threshold:
-                self._out.append(frame(WINDOW_UPDATE, 0, stream_id, _U32.pack(stream.credit)))
+                self.output.append(frame(WINDOW_UPDATE, 0, stream_id, _U32.pack(stream.credit)))
                 stream.recv_window += stream.credit
                 stream.credit = 0
         self._credit += size
         if self._credit >= self._connection_threshold:
-            self._out.append(frame(WINDOW_UPDATE, 0, 0, _U32.pack(self._credit)))
+            self.output.append(frame(WINDOW_UPDATE, 0, 0, _U32.pack(self._credit)))
             self._recv_window += self._credit
             self._credit = 0
 
@@ -246,7 +247,7 @@ class Connection:
         if stream is None or stream.state == _LOCAL_CLOSED:
             return
         self._data_sent()
-        self._out.append(headers_frames(stream_id, block, end_stream, self._max_frame))
+        self.output.append(headers_frames(stream_id, block, end_stream, self._max_frame))
         if end_stream:
             self._end_local(stream)
 
@@ -266,7 +267,7 @@ class Connection:
         if stream.outbox:
             stream.trailers = block
             return
-        self._out.append(headers_frames(stream_id, block, True, self._max_frame))
+        self.output.append(headers_frames(stream_id, block, True, self._max_frame))
         self._end_local(stream)
 
     def send_unary(self, stream_id: int, head: bytes, data: bytes, tail: bytes) -> bool:
@@ -287,7 +288,7 @@ class Connection:
             stream.send_window -= size
             self._last_ping = -math.inf  # we sent DATA: the ping policy starts over
             self._strikes = self.pings_without_data = 0
-            self._out.append(
+            self.output.append(
                 frame(HEADERS, END_HEADERS, stream_id, head)
                 + frame(DATA, 0, stream_id, data)
                 + frame(HEADERS, END_HEADERS | END_STREAM, stream_id, tail)
@@ -318,19 +319,19 @@ class Connection:
         return stream is not None and bool(stream.outbox)
 
     def reset_stream(self, stream_id: int, code: int) -> None:
-        self._out.append(frame(RST_STREAM, 0, stream_id, _U32.pack(code)))
+        self.output.append(frame(RST_STREAM, 0, stream_id, _U32.pack(code)))
         stream = self._streams.get(stream_id)
         if stream is not None:
             self._close(stream, _RESET)
 
     def send_ping(self, opaque: bytes) -> None:
         self.pings_without_data += 1
-        self._out.append(frame(PING, 0, 0, opaque))
+        self.output.append(frame(PING, 0, 0, opaque))
 
     def goaway(self, code: int = NO_ERROR, reason: str = "") -> None:
         """No new streams from now on (those the client opened before still run)."""
         self.going_away = True
-        self._out.append(
+        self.output.append(
             frame(GOAWAY, 0, 0, struct.pack(">LL", self.last_stream, code) + reason.encode())
         )
 
@@ -559,7 +560,7 @@ class Connection:
             self._events.request(stream_id, headers, end_stream)
 
     def _refuse(self, stream_id: int, code: int) -> None:
-        self._out.append(frame(RST_STREAM, 0, stream_id, _U32.pack(code)))
+        self.output.append(frame(RST_STREAM, 0, stream_id, _U32.pack(code)))
         self._remember(stream_id, _RESET)
 
     def _rst_stream(self, stream_id: int, payload: memoryview) -> None:
@@ -609,7 +610,7 @@ class Connection:
                         PROTOCOL_ERROR, "SETTINGS_MAX_FRAME_SIZE out of range"
                     )
                 self._max_frame = value
-        self._out.append(frame(SETTINGS, ACK, 0))
+        self.output.append(frame(SETTINGS, ACK, 0))
         self._flush_blocked()
 
     def _window_update(self, stream_id: int, payload: memoryview) -> None:
@@ -659,7 +660,7 @@ class Connection:
             if limits.max_ping_strikes and self._strikes > limits.max_ping_strikes:
                 raise Http2ConnectionError(ENHANCE_YOUR_CALM, "too_many_pings")
             self._idle_frame()
-        self._out.append(frame(PING, ACK, 0, bytes(payload)))
+        self.output.append(frame(PING, ACK, 0, bytes(payload)))
 
     def _priority(self, stream_id: int, payload: memoryview) -> None:
         if not stream_id:
@@ -673,7 +674,7 @@ class Connection:
     # -- stream states --------------------------------------------------------------------------
 
     def _stream_error(self, stream_id: int, code: int) -> None:
-        self._out.append(frame(RST_STREAM, 0, stream_id, _U32.pack(code)))
+        self.output.append(frame(RST_STREAM, 0, stream_id, _U32.pack(code)))
         stream = self._streams.get(stream_id)
         if stream is not None:
             self._close(stream, _RESET)
@@ -689,15 +690,19 @@ class Connection:
         if stream.state == _REMOTE_CLOSED:
             self._close(stream, _ENDED)
         else:  # the reply is complete: the client need not send the rest (section 8.1)
-            self._out.append(frame(RST_STREAM, 0, stream.id, _U32.pack(NO_ERROR)))
+            self.output.append(frame(RST_STREAM, 0, stream.id, _U32.pack(NO_ERROR)))
             self._close(stream, _RESET)
 
     def _close(self, stream: _Stream, how: bool) -> None:
         del self._streams[stream.id]
-        stream.outbox.clear()
+        if stream.outbox:
+            stream.outbox.clear()
         if stream.buffered:
             self._give_back(stream.buffered)  # nobody will consume it now
-        self._remember(stream.id, how)
+        closed = self._closed_streams
+        closed[stream.id] = how
+        if len(closed) > self.limits.recently_closed:
+            self._remember(stream.id, how)
 
     def _remember(self, stream_id: int, how: bool) -> None:
         closed = self._closed_streams
@@ -709,7 +714,7 @@ class Connection:
     def _give_back(self, size: int) -> None:
         self._credit += size
         if self._credit >= self._connection_threshold:
-            self._out.append(frame(WINDOW_UPDATE, 0, 0, _U32.pack(self._credit)))
+            self.output.append(frame(WINDOW_UPDATE, 0, 0, _U32.pack(self._credit)))
             self._recv_window += self._credit
             self._credit = 0
 
@@ -722,7 +727,7 @@ class Connection:
     # -- frames out -----------------------------------------------------------------------------
 
     def _send_pending(self, stream: _Stream) -> None:
-        out = self._out
+        out = self.output
         sent = False
         while stream.outbox:
             room = min(self._send_window, stream.send_window, self._max_frame)
@@ -758,7 +763,7 @@ class Connection:
                 self._send_pending(stream)
 
     def _fail(self, code: int, reason: str) -> None:
-        self._out.append(
+        self.output.append(
             frame(GOAWAY, 0, 0, struct.pack(">LL", self.last_stream, code) + reason.encode())
         )
         self.closed = True

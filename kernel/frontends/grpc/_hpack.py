@@ -34,6 +34,7 @@ DEFAULT_TABLE_SIZE = 4096
 _STATIC: tuple[tuple[bytes, bytes], ...] = tuple(HeaderTable.STATIC_TABLE)
 _STATIC_COUNT = len(_STATIC)
 _ENTRY_OVERHEAD = 32
+_STATIC_SIZES = tuple(len(name) + len(value) + _ENTRY_OVERHEAD for name, value in _STATIC)
 _BAD_NAME = re.compile(rb"[^a-z0-9!#$%&'*+\-.^_`|~]")  # lowercase tchar (pseudo ':' aside)
 _BAD_VALUE = re.compile(rb"[\x00\r\n]|^[ \t]|[ \t]$")
 
@@ -49,10 +50,11 @@ class Decoder:
     ``malformed`` says why a field breaks RFC 9113 section 8.2.1 (``None`` when none does).
     """
 
-    __slots__ = ("_bad", "_dynamic", "_max_size", "_size", "list_size", "malformed")
+    __slots__ = ("_bad", "_dynamic", "_max_size", "_size", "_sizes", "list_size", "malformed")
 
     def __init__(self, max_size: int = DEFAULT_TABLE_SIZE) -> None:
         self._dynamic: list[tuple[bytes, bytes]] = []  # newest first
+        self._sizes: list[int] = []  # of each dynamic entry (RFC 7541 sizes)
         self._size = 0
         self._max_size = max_size
         self._bad: set[tuple[bytes, bytes]] = set()  # malformed entries still in the table
@@ -67,8 +69,8 @@ class Decoder:
     ) -> list[tuple[bytes, bytes]]:
         """The header fields of one complete header block, in order.
 
-        Past ``max_fields`` (kept in memory) or ``max_list_size`` (checked once decoded) the
-        fields are dropped and ``list_size`` exceeds ``max_list_size``.
+        Past ``max_fields`` or ``max_list_size`` the fields are dropped (decoding goes on, for
+        the table's sake) and ``list_size`` exceeds ``max_list_size``.
 
         :raises HpackError: on any malformed representation (a connection error).
         """
@@ -77,9 +79,10 @@ class Decoder:
         self.malformed = None
         pos, end = 0, len(block)
         room = max_fields
-        dropped = False
+        size = 0
         bad = self._bad
         dynamic = self._dynamic
+        sizes = self._sizes
         try:
             while pos < end:
                 byte = block[pos]
@@ -91,8 +94,10 @@ class Decoder:
                         pos += 1
                     if 0 < index <= _STATIC_COUNT:
                         field = _STATIC[index - 1]
+                        size += _STATIC_SIZES[index - 1]
                     elif index:
                         field = dynamic[index - _STATIC_COUNT - 1]  # IndexError: out of range
+                        size += sizes[index - _STATIC_COUNT - 1]
                         if bad and field in bad:
                             self.malformed = "a malformed header field"
                     else:
@@ -103,9 +108,9 @@ class Decoder:
                     field = (name, value)
                     if self._check(field):
                         bad.add(field)
-                    self._add(field)
+                    size += self._add(field)
                 elif byte & 0x20:  # dynamic table size update
-                    if fields or dropped:
+                    if size:
                         raise HpackError("dynamic table size update after the first field")
                     new_size, pos = _integer(block, pos, 5)
                     if new_size > DEFAULT_TABLE_SIZE:
@@ -118,19 +123,15 @@ class Decoder:
                     name, value, pos = self._literal(block, pos, index)
                     field = (name, value)
                     self._check(field)
-                # kept fields are bounded by their count (an entry is at most the table size),
-                # so the list's size can be summed once, at the end
-                if room:
+                    size += len(name) + len(value) + _ENTRY_OVERHEAD
+                if room and size <= max_list_size:
                     append(field)
                     room -= 1
-                else:
-                    dropped = True
+                elif not room:
+                    size = max(size, max_list_size + 1)  # too many fields: as too large
         except IndexError:
             raise HpackError("truncated header block or table index out of range") from None
-        size = _ENTRY_OVERHEAD * len(fields)
-        for name, value in fields:
-            size += len(name) + len(value)
-        self.list_size = max(size, max_list_size + 1) if dropped else size
+        self.list_size = size
         if size > max_list_size:
             fields.clear()
         return fields
@@ -162,18 +163,20 @@ class Decoder:
         value, pos = _string(block, pos)
         return name, value, pos
 
-    def _add(self, field: tuple[bytes, bytes]) -> None:
+    def _add(self, field: tuple[bytes, bytes]) -> int:
+        """Add ``field`` to the dynamic table; return its size."""
         size = len(field[0]) + len(field[1]) + _ENTRY_OVERHEAD
         self._evict(size)
         if size <= self._max_size:
             self._dynamic.insert(0, field)
+            self._sizes.insert(0, size)
             self._size += size
+        return size
 
     def _evict(self, room: int) -> None:
         while self._dynamic and self._size + room > self._max_size:
-            field = self._dynamic.pop()
-            self._size -= len(field[0]) + len(field[1]) + _ENTRY_OVERHEAD
-            self._bad.discard(field)
+            self._bad.discard(self._dynamic.pop())
+            self._size -= self._sizes.pop()
 
 
 def _integer(block: bytes | memoryview, pos: int, prefix_bits: int) -> tuple[int, int]:

@@ -416,8 +416,9 @@ class Stream:
         self.headers_sent = True
         link = self._link
         framed = MESSAGE.pack(0, len(data)) + data
-        if link.core.send_unary(self.id, RESPONSE_HEADERS, framed, OK_TRAILERS):
-            self._cancel_deadline()  # else the deadline may still cut the wait short
+        sent = link.core.send_unary(self.id, RESPONSE_HEADERS, framed, OK_TRAILERS)
+        if sent and self._deadline is not None:  # else the deadline may still cut the wait short
+            self._cancel_deadline()
         link.answered(self)
 
     def finish(self, status: int, message: str | None) -> None:

@@ -116,9 +116,10 @@ class ServerConnection(asyncio.Protocol):
 
     def flush(self) -> None:
         """Write what the core queued, in one write."""
-        out = self.core.data_to_send()
-        if out and self._transport is not None:
-            self._transport.write(out)
+        if self.core.output:
+            out = self.core.data_to_send()
+            if self._transport is not None:
+                self._transport.write(out)
         if self.server.closing:
             self.server.check_idle()
 
