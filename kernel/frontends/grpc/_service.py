@@ -72,7 +72,6 @@ from kernel.frontends.grpc._messages import (
     InferResponsePb,
     StreamInferResponsePb,
 )
-from kernel.frontends.grpc._settings import LogSettings, TraceSettings
 from kernel.frontends.grpc._tensors import TensorCodec
 from kernel.log_settings import LogValue
 from kernel.server import EXTENSIONS, InferenceServer
@@ -143,8 +142,6 @@ class InferenceServicer(GrpcInferenceServiceBase):  # type: ignore[misc]  # gene
         self._server = server
         self._in_flight = in_flight
         self._rpcs = InferenceRpcs(server, TensorCodec(server), in_flight)
-        self._trace = TraceSettings(server.trace_settings)
-        self._log = LogSettings(server.log_settings)
 
     # -- what grpclib serves ------------------------------------------------------------------
 
@@ -323,30 +320,35 @@ class InferenceServicer(GrpcInferenceServiceBase):  # type: ignore[misc]  # gene
 
     async def trace_setting(self, message: TraceSettingRequest) -> TraceSettingResponse:
         model = message.model_name
-        if model:
-            try:
-                self._server.route(model)
-            except KernelError:
-                raise KernelError(
-                    Status.INVALID_ARG, f"Request for unknown model : {model}"
-                ) from None
+        server = self._server
+        if model and not server.is_model_ready(model):
+            raise KernelError(Status.INVALID_ARG, f"Request for unknown model : {model}")
+        store = server.trace_settings
         if message.settings:
-            settings = self._trace.update(
-                model, {k: list(v.value) for k, v in message.settings.items()}
-            )
+            settings = store.update(model, {k: list(v.value) for k, v in message.settings.items()})
         else:
-            settings = self._trace.get(model)
+            settings = store.get(model)
         return TraceSettingResponse(
             settings={k: TraceSettingResponseSettingValue(value=v) for k, v in settings.items()}
         )
 
     async def log_settings(self, message: LogSettingsRequest) -> LogSettingsResponse:
-        updates: dict[str, LogValue | None] = {}
+        updates: dict[str, object] = {}
         for key, setting in message.settings.items():
             _, value = betterproto2.which_one_of(setting, "parameter_choice")
-            updates[key] = value
-        values = self._log.update(updates)
+            updates[key] = _NO_VALUE if value is None else value
+        values = self._server.log_settings.update(updates, _wrong_param_kind)
         return LogSettingsResponse(settings={k: _log_value(v) for k, v in values.items()})
+
+
+_NO_VALUE = object()
+"""A log setting sent without a value: of no kind, so refused like a value of a wrong one."""
+
+
+def _wrong_param_kind(key: str, kind: str) -> KernelError:
+    """A log setting of the wrong ``parameter_choice``, in Triton's words."""
+    word = "int32" if kind == "unsigned-integer" else kind
+    return KernelError(Status.INVALID_ARG, f"expect {word} for '{key}'")
 
 
 def _load_param_type(key: str, expected: str) -> KernelError:

@@ -15,17 +15,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from kernel.errors import KernelError, Status
+from kernel.frontends._classification import classify
 from kernel.frontends.grpc._messages import InferResponsePb
 from kernel.inference import InferenceRequest, InferenceResponse, ParameterValue, RequestFlags
-from kernel.models import ModelVersion
-from kernel.server import InferenceServer
+from kernel.server import InferenceServer, InferenceTarget
 from kernel.tensors import (
     DATATYPES,
     array_from_bytes,
@@ -93,8 +92,8 @@ class DecodedRequest:
     """A decoded request and what encoding its responses needs."""
 
     request: InferenceRequest
-    version: ModelVersion
-    targets: dict[str, OutputTarget] | None
+    target: InferenceTarget
+    outputs: dict[str, OutputTarget] | None
     empty_final: bool
 
 
@@ -195,7 +194,6 @@ class TensorCodec:
 
     def __init__(self, server: InferenceServer) -> None:
         self._server = server
-        self._labels: dict[Path, list[str]] = {}
 
     # -- requests ---------------------------------------------------------------------------
 
@@ -206,7 +204,7 @@ class TensorCodec:
         """
         server = self._server
         model = message.model_name
-        version = server.route(model, message.model_version)
+        version = server.prepare(model, message.model_version)
         if unary and version.decoupled:
             raise KernelError(
                 Status.UNSUPPORTED,
@@ -274,6 +272,12 @@ class TensorCodec:
                     unplaceable = True
                 else:
                     inputs[name] = placeholder
+
+        if raw_index < raw_count:
+            raise _invalid(
+                f"{raw_count} raw_input_contents given for model '{model}', but only"
+                f" {raw_index} of its inputs take their data from raw_input_contents"
+            )
 
         requested: list[str] = []
         targets: dict[str, OutputTarget] | None = None
@@ -363,7 +367,7 @@ class TensorCodec:
     def _data_error(
         self,
         exc: KernelError,
-        version: ModelVersion,
+        version: InferenceTarget,
         rid: str,
         name: str,
         datatype: str,
@@ -422,7 +426,7 @@ class TensorCodec:
         stream response's field, which saves a copy); ``final`` (when not None) is written as
         the ``triton_final_response`` parameter, as Triton does on streams.
 
-        :raises KernelError: ``INTERNAL`` when an output does not fit its shared memory region.
+        :raises KernelError: ``INVALID_ARG`` when an output does not fit its shared memory region.
         """
         request = decoded.request
         message = InferResponsePb() if into is None else into
@@ -433,20 +437,23 @@ class TensorCodec:
             set_parameters(message.parameters, response.parameters)
         if final is not None:
             message.parameters[FINAL_FLAG].bool_param = final
-        targets = decoded.targets
+        targets = decoded.outputs
         outputs = message.outputs
         raw = message.raw_output_contents
         for name, array in response.outputs.items():
             target = targets.get(name) if targets is not None else None
             if target is not None and target.classification:
-                array = self._classify(decoded.version, name, array, target.classification)
+                model = decoded.target
+                array = classify(
+                    array, target.classification, model.batched, model.labels(name), name
+                )
             outputs.add(name=name, datatype=datatype_of(array), shape=array.shape)
             data = array_to_bytes(array)
             if target is not None and target.view is not None:
                 size = len(data) if isinstance(data, bytes) else data.nbytes
                 if size > len(target.view):
                     raise KernelError(
-                        Status.INTERNAL,
+                        Status.INVALID_ARG,
                         "shared memory size specified with the request for output"
                         f" '{name}' ({len(target.view)} bytes) should be at least {size} bytes"
                         " to hold the results",
@@ -456,43 +463,6 @@ class TensorCodec:
             else:
                 raw.append(data if isinstance(data, bytes) else data.tobytes())
         return message
-
-    def _classify(
-        self, version: ModelVersion, name: str, array: npt.NDArray[Any], k: int
-    ) -> npt.NDArray[Any]:
-        """Triton's classification extension: the top ``k`` as ``"value:index[:label]"``."""
-        if array.dtype.kind in "OSU":
-            raise _invalid(f"class result not available for output '{name}' due to type BYTES")
-        batched = version.config.max_batch_size > 0
-        rows = array.reshape(array.shape[0] if batched else 1, -1)
-        k = min(k, rows.shape[1])
-        order = np.argsort(-rows.astype(np.float64), axis=1, kind="stable")[:, :k]
-        labels = self._labels_of(version, name)
-        integral = array.dtype.kind in "biu"
-        result = np.empty(order.shape, dtype=np.object_)
-        for r, row in enumerate(order):
-            for c, index in enumerate(row):
-                value = rows[r, index]
-                text = f"{int(value)}" if integral else f"{float(value):f}"
-                text += f":{index}"
-                if index < len(labels):
-                    text += f":{labels[index]}"
-                result[r, c] = text.encode()
-        return result if batched else result.reshape(k)
-
-    def _labels_of(self, version: ModelVersion, output: str) -> list[str]:
-        for spec in version.config.output:
-            if spec.name == output and spec.label_filename:
-                path = Path(version.context.model_dir) / spec.label_filename
-                labels = self._labels.get(path)
-                if labels is None:
-                    try:
-                        labels = path.read_text().splitlines()
-                    except OSError:
-                        labels = []
-                    self._labels[path] = labels
-                return labels
-        return []
 
 
 def _reshape_typed(array: npt.NDArray[Any], shape: tuple[int, ...]) -> npt.NDArray[Any]:
