@@ -14,7 +14,8 @@ the rest of the request, so a request with several problems is refused for the o
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,8 +23,9 @@ import numpy.typing as npt
 
 from kernel.errors import KernelError, Status
 from kernel.frontends._classification import classify
+from kernel.frontends._requests import EMPTY_FINAL, Kind, ParamWording, RequestControls
 from kernel.frontends.grpc._messages import InferResponsePb
-from kernel.inference import InferenceRequest, InferenceResponse, ParameterValue, RequestFlags
+from kernel.inference import InferenceRequest, InferenceResponse, ParameterValue
 from kernel.server import InferenceServer, InferenceTarget
 from kernel.tensors import (
     DATATYPES,
@@ -36,7 +38,6 @@ from kernel.tensors import (
 
 __all__ = ["DecodedRequest", "OutputTarget", "TensorCodec"]
 
-EMPTY_FINAL = "triton_enable_empty_final_response"
 FINAL_FLAG = "triton_final_response"
 
 # The typed contents fields in Triton's order of checking, with the datatype each one carries.
@@ -65,7 +66,6 @@ _FIELD_OF_DATATYPE = {
     "BYTES": "bytes_contents",
 }
 _INT64_MAX = 2**63 - 1
-_RESERVED_PREFIX = "triton_"
 
 
 def _invalid(text: str) -> KernelError:
@@ -97,55 +97,40 @@ class DecodedRequest:
     empty_final: bool
 
 
-@dataclass(slots=True)
-class _Controls:
-    """What a request's parameters say: Triton's reserved keys, and the rest for the model."""
+_PARAM_KINDS: dict[str | None, Kind] = {
+    "bool_param": "bool",
+    "int64_param": "int",
+    "uint64_param": "uint",
+    "double_param": "double",
+    "string_param": "string",
+}
+_PARAM_NAMES = {"bool": "bool_param", "int": "int64_param", "uint": "uint64_param"}
 
-    parameters: dict[str, ParameterValue] = field(default_factory=dict)
-    correlation_id: int | str = 0
-    flags: RequestFlags = RequestFlags.NONE
-    priority: int = 0
-    timeout_us: int = 0
-    empty_final: bool = False
 
-    def read(self, parameters: Any) -> None:
-        """Read a request's ``map<string, InferParameter>``, refusing what Triton refuses."""
-        for key, param in parameters.items():
-            kind = param.WhichOneof("parameter_choice")
-            if key == "sequence_id":
-                if kind not in ("int64_param", "string_param"):
-                    raise _param_type(key, "int64_param or string_param")
-                self.correlation_id = getattr(param, kind)
-            elif key in ("sequence_start", "sequence_end"):
-                if kind != "bool_param":
-                    raise _param_type(key, "bool_param")
-                if param.bool_param:
-                    self.flags |= (
-                        RequestFlags.SEQUENCE_START
-                        if key == "sequence_start"
-                        else RequestFlags.SEQUENCE_END
-                    )
-            elif key == "priority":
-                if kind not in ("int64_param", "uint64_param"):
-                    raise _param_type(key, "int64_param or uint64_param")
-                self.priority = getattr(param, kind)
-            elif key == "timeout":
-                if kind != "int64_param":
-                    raise _param_type(key, "int64_param")
-                self.timeout_us = param.int64_param
-            elif key == EMPTY_FINAL:
-                if kind != "bool_param":
-                    raise _param_type(key, "bool_param")
-                self.empty_final = param.bool_param
-            elif key.startswith(_RESERVED_PREFIX):
-                raise _invalid(
-                    "parameter keys starting with 'triton_' are reserved for Triton usage."
-                    f" Only the following keys starting with 'triton_' are allowed: {EMPTY_FINAL}"
-                )
-            elif kind in ("bool_param", "int64_param", "string_param", "double_param"):
-                self.parameters[key] = getattr(param, kind)
-            else:  # Triton 2.51 takes double_param too, though its message does not say so
-                raise _param_type(key, "int64_param, bool_param, or string_param")
+def _param_items(parameters: Any) -> Iterator[tuple[str, Kind, Any]]:
+    """A ``map<string, InferParameter>`` as ``(key, kind, value)`` items."""
+    for key, param in parameters.items():
+        choice = param.WhichOneof("parameter_choice")
+        kind = _PARAM_KINDS.get(choice, "other")
+        yield key, kind, getattr(param, choice) if choice else None
+
+
+def _wrong_param_kind(key: str, expected: tuple[Kind, ...]) -> KernelError:
+    names = " or ".join(_PARAM_NAMES.get(kind, "string_param") for kind in expected)
+    return _param_type(key, names)
+
+
+_NO_FIELDS: dict[str, Any] = {}
+"""The request fields of a request without parameters: the defaults."""
+
+_WORDING = ParamWording(
+    wrong_kind=_wrong_param_kind,
+    bad_custom=lambda key: _param_type(key, "int64_param, bool_param, or string_param"),
+    reserved=lambda: _invalid(
+        "parameter keys starting with 'triton_' are reserved for Triton usage."
+        f" Only the following keys starting with 'triton_' are allowed: {EMPTY_FINAL}"
+    ),
+)
 
 
 def _shared_memory_params(parameters: Any, tensor: str) -> tuple[str, int, int] | None:
@@ -211,9 +196,12 @@ class TensorCodec:
                 "ModelInfer RPC doesn't support models with decoupled transaction policy",
             )
         request_id = message.id
-        controls = _Controls()
+        fields = _NO_FIELDS
+        empty_final = False
         if message.parameters:
-            controls.read(message.parameters)
+            controls = RequestControls()
+            controls.read(_param_items(message.parameters), _WORDING)
+            fields, empty_final = controls.request_fields(), controls.empty_final
 
         inputs: dict[str, npt.NDArray[Any]] = {}
         deferred: KernelError | None = None
@@ -297,18 +285,14 @@ class TensorCodec:
             model_version=version.version,
             id=request_id,
             requested_output_names=requested,
-            parameters=controls.parameters,
-            correlation_id=controls.correlation_id,
-            flags=controls.flags,
-            priority=controls.priority,
-            timeout_us=controls.timeout_us,
+            **fields,
         )
         if deferred is not None:
             if not unplaceable:
                 # the model's checks come first in Triton; they raise if they find anything
                 version.validator.validate(request)
             raise deferred
-        return DecodedRequest(request, version, targets, controls.empty_final)
+        return DecodedRequest(request, version, targets, empty_final)
 
     def _output_target(self, output: Any, name: str) -> OutputTarget | None:
         parameters = output.parameters

@@ -22,7 +22,8 @@ import orjson
 
 from kernel.errors import KernelError, Status
 from kernel.frontends._classification import classify
-from kernel.inference import InferenceRequest, InferenceResponse, ParameterValue, RequestFlags
+from kernel.frontends._requests import Kind, ParamWording, RequestControls, json_kind
+from kernel.inference import InferenceRequest, InferenceResponse
 from kernel.server import InferenceServer, InferenceTarget
 from kernel.shared_memory import SystemSharedMemory
 from kernel.tensors import (
@@ -108,14 +109,21 @@ def decode_request(
     request_id = doc.get("id", "")
     if not isinstance(request_id, str):
         raise _invalid("Unable to parse 'id': attempt to access JSON non-string as string")
-    call_kwargs: dict[str, Any] = {}
+    fields: dict[str, Any] = _NO_FIELDS
     default_kind = JSON
-    parameters: dict[str, ParameterValue] = {}
     raw_params = doc.get("parameters")
     if raw_params is not None:
         if not isinstance(raw_params, dict):
             raise _invalid("failed to get request params.")
-        default_kind = _request_parameters(raw_params, parameters, call_kwargs)
+        controls = RequestControls()
+        controls.read(
+            ((key, json_kind(value), value) for key, value in raw_params.items()),
+            _WORDING,
+            _SWITCHES,
+        )
+        fields = controls.request_fields()
+        if controls.switches.get(_BINARY_OUTPUT):
+            default_kind = BINARY
     inputs = _decode_inputs(
         server.shared_memory,
         doc.get("inputs"),
@@ -138,8 +146,7 @@ def decode_request(
         model_version=target.version,
         id=request_id,
         requested_output_names=tuple(outputs),
-        parameters=parameters,
-        **call_kwargs,
+        **fields,
     )
     return InferCall(request, target, default_kind, outputs)
 
@@ -148,57 +155,29 @@ def _uint(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def _request_parameters(
-    raw: dict[str, Any], parameters: dict[str, ParameterValue], kwargs: dict[str, Any]
-) -> int:
-    """Sort the request ``parameters`` into request fields and custom parameters.
+_NO_FIELDS: dict[str, Any] = {}
+"""The request fields of a request without parameters: the defaults."""
+_BINARY_OUTPUT = "binary_data_output"
+_SWITCHES = (_BINARY_OUTPUT,)
+_JSON_WORDS = {"bool": "boolean", "string": "string"}
 
-    Returns the default output kind (``binary_data_output``).
-    """
-    default_kind = JSON
-    flags = RequestFlags.NONE
-    for key, value in raw.items():
-        if key == "sequence_id":
-            if not (_uint(value) or isinstance(value, str)):
-                raise _invalid(
-                    "Unable to parse 'sequence_id': attempt to access JSON non-string as string"
-                )
-            kwargs["correlation_id"] = value
-        elif key in ("sequence_start", "sequence_end", "binary_data_output"):
-            if not isinstance(value, bool):
-                raise _invalid(
-                    f"Unable to parse '{key}': attempt to access JSON non-boolean as boolean"
-                )
-            if key == "binary_data_output":
-                default_kind = BINARY if value else JSON
-            elif value:
-                flags |= (
-                    RequestFlags.SEQUENCE_START
-                    if key == "sequence_start"
-                    else RequestFlags.SEQUENCE_END
-                )
-        elif key in ("priority", "timeout"):
-            if not _uint(value):
-                raise _invalid(
-                    f"Unable to parse '{key}': attempt to access JSON non-unsigned-integer as"
-                    " unsigned-integer"
-                )
-            kwargs["priority" if key == "priority" else "timeout_us"] = value
-        elif key.startswith("triton_"):
-            raise _invalid(
-                "parameter keys starting with 'triton_' are reserved for Triton usage and should"
-                " not be specified."
-            )
-        elif isinstance(value, bool | int | float | str):
-            parameters[key] = value
-        else:
-            raise _invalid(
-                f"parameter '{key}' has invalid type. It should be either 'int', 'bool', or"
-                " 'string'."
-            )
-    if flags:
-        kwargs["flags"] = flags
-    return default_kind
+
+def _wrong_json_kind(key: str, expected: tuple[Kind, ...]) -> KernelError:
+    # Triton names the type its JSON reader was asked for: the last one it tried
+    word = _JSON_WORDS.get(expected[-1], "unsigned-integer")
+    return _invalid(f"Unable to parse '{key}': attempt to access JSON non-{word} as {word}")
+
+
+_WORDING = ParamWording(
+    wrong_kind=_wrong_json_kind,
+    bad_custom=lambda key: _invalid(
+        f"parameter '{key}' has invalid type. It should be either 'int', 'bool', or 'string'."
+    ),
+    reserved=lambda: _invalid(
+        "parameter keys starting with 'triton_' are reserved for Triton usage and should not"
+        " be specified."
+    ),
+)
 
 
 def _content_kind(item: dict[str, Any], params: dict[str, Any]) -> str:
