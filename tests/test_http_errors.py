@@ -623,7 +623,7 @@ def test_compressed_body_errors(server: RunningServer) -> None:
     status, answer = request(
         server, "POST", "/v2/models/addsub/infer", bomb, {"Content-Encoding": "gzip"}
     )
-    assert status == 400
+    assert status == 413
     assert answer == {
         "error": f"the decompressed request body is larger than the {MAX_BODY} bytes allowed"
     }
