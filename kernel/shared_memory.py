@@ -9,6 +9,7 @@ part, so a bad offset or size is refused with a clear error, never an out-of-bou
 from __future__ import annotations
 
 import contextlib
+import errno
 import mmap
 import os
 import stat
@@ -81,6 +82,12 @@ class SystemSharedMemory:
             try:
                 fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
             except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.EISDIR):  # links are never followed
+                    raise KernelError(
+                        Status.INVALID_ARG,
+                        f"failed to register shared memory region '{name}': '{key}' is not a"
+                        " shared memory object",
+                    ) from None
                 raise KernelError(
                     Status.INTERNAL,
                     f"Unable to open shared memory region: '{key}' ({exc.strerror})",
