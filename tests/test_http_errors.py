@@ -270,6 +270,20 @@ CASES: list[tuple[str, Any, bytes, str | None, str, int, str]] = [
         "Unable to parse 'data': Shape does not match true shape of 'data' field",
     ),
     (
+        # deeper than Python's recursion limit (the JSON parser allows it)
+        "deeply nested data",
+        b'{"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [4], "data": '
+        + b"[" * 1000
+        + b"1"
+        + b"]" * 1000
+        + b"}]}",
+        b"",
+        None,
+        "addsub",
+        400,
+        "Unable to parse 'data': Shape does not match true shape of 'data' field",
+    ),
+    (
         "json string for a number",
         {"inputs": [json_input("INPUT0", ["a", "b", "c", "d"], [4]), GOOD[1]]},
         b"",

@@ -354,11 +354,22 @@ def _bytes_problem(
 
 
 def _flatten(data: object, out: list[object]) -> None:
-    if isinstance(data, list):
-        for item in data:
-            _flatten(item, out)
-    else:
+    """Append the leaves of nested lists to ``out``, row-major.
+
+    Iterative: the JSON parser allows nesting deeper than Python's recursion limit.
+    """
+    if not isinstance(data, list):
         out.append(data)
+        return
+    stack = [iter(data)]
+    while stack:
+        for item in stack[-1]:
+            if isinstance(item, list):
+                stack.append(iter(item))
+                break
+            out.append(item)
+        else:
+            stack.pop()
 
 
 def _from_json(
