@@ -3,11 +3,13 @@
 The servicer implements the generated betterproto2 base class. Its ``__mapping__`` (what grpclib
 serves) swaps in the fast inference rpcs of :mod:`._infer` and wraps every handler once: work is
 counted for a graceful stop, and a :class:`KernelError` becomes the gRPC status of the one
-mapping table, :func:`kernel.errors.grpc_status`, with its message unchanged.
+mapping table, :func:`kernel.errors.grpc_status`, with its message unchanged (any other
+exception is the server's fault: ``INTERNAL``, logged).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -80,6 +82,8 @@ from kernel.statistics import ModelStatistics as KernelModelStatistics
 
 __all__ = ["InferenceServicer", "grpc_error"]
 
+
+log = logging.getLogger("kernel.frontends.grpc")
 
 _SERVICE = "/inference.GRPCInferenceService/"
 _INFER = _SERVICE + "ModelInfer"
@@ -157,11 +161,13 @@ class InferenceServicer(GrpcInferenceServiceBase):  # type: ignore[misc]  # gene
             StreamInferResponsePb,
         )
         return {
-            path: handler._replace(func=self._guard(handler.func, counted=path not in _UNCOUNTED))
+            path: handler._replace(
+                func=self._guard(path, handler.func, counted=path not in _UNCOUNTED)
+            )
             for path, handler in mapping.items()
         }
 
-    def _guard(self, rpc: _Rpc, *, counted: bool) -> _Rpc:
+    def _guard(self, path: str, rpc: _Rpc, *, counted: bool) -> _Rpc:
         in_flight = self._in_flight
 
         async def guarded(stream: Any) -> None:
@@ -176,6 +182,11 @@ class InferenceServicer(GrpcInferenceServiceBase):  # type: ignore[misc]  # gene
                     await rpc(stream)
             except KernelError as exc:
                 raise grpc_error(exc) from None
+            except GRPCError:
+                raise
+            except Exception as exc:  # our fault: INTERNAL, as over HTTP
+                log.exception("gRPC %s failed", path)
+                raise grpc_error(KernelError.wrap(exc)) from None
 
         return guarded
 

@@ -304,6 +304,11 @@ class TensorCodec:
             param = parameters["classification"]
             if param.WhichOneof("parameter_choice") != "int64_param":
                 raise _param_type("classification", "int64_param", name)
+            if param.int64_param < 0:
+                raise _invalid(
+                    f"invalid value for 'classification' parameter for tensor '{name}',"
+                    f" expected a class count >= 0, got {param.int64_param}"
+                )
             target = target or OutputTarget(name)
             target.classification = param.int64_param
         return target
