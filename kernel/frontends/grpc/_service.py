@@ -336,7 +336,11 @@ class InferenceServicer(GrpcInferenceServiceBase):  # type: ignore[misc]  # gene
             raise KernelError(Status.INVALID_ARG, f"Request for unknown model : {model}")
         store = server.trace_settings
         if message.settings:
-            settings = store.update(model, {k: list(v.value) for k, v in message.settings.items()})
+            # a map entry sent without its value is the empty message: clear the setting
+            settings = store.update(
+                model,
+                {k: list(v.value) if v is not None else [] for k, v in message.settings.items()},
+            )
         else:
             settings = store.get(model)
         return TraceSettingResponse(
@@ -346,7 +350,9 @@ class InferenceServicer(GrpcInferenceServiceBase):  # type: ignore[misc]  # gene
     async def log_settings(self, message: LogSettingsRequest) -> LogSettingsResponse:
         updates: dict[str, object] = {}
         for key, setting in message.settings.items():
-            _, value = betterproto2.which_one_of(setting, "parameter_choice")
+            value = None
+            if setting is not None:  # a map entry sent without its value: of no kind
+                _, value = betterproto2.which_one_of(setting, "parameter_choice")
             updates[key] = _NO_VALUE if value is None else value
         values = self._server.log_settings.update(updates, _wrong_param_kind)
         return LogSettingsResponse(settings={k: _log_value(v) for k, v in values.items()})
