@@ -395,6 +395,14 @@ def test_settings_map_entries_without_a_value(served: RunningServer) -> None:
             logs(b"\n\n\n\x08log_info", timeout=30)
         assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
         assert info.value.details() == "expect boolean for 'log_info'"
+        load = channel.unary_unary("/inference.GRPCInferenceService/RepositoryModelLoad")
+        with pytest.raises(grpc.RpcError) as info:
+            # model_name "classifier", parameters {"config": <no value>}
+            load(b"\x12\nclassifier\x1a\x08\n\x06config", timeout=30)
+        assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert info.value.details() == (
+            "invalid value type for load parameter 'config', expected string_param."
+        )
 
 
 @pytest.mark.parametrize("name", ["a/b", ".."])

@@ -253,7 +253,9 @@ class InferenceServicer(GrpcInferenceServiceBase):  # type: ignore[misc]  # gene
         config: str | None = None
         files: dict[str, bytes] = {}
         for key, param in message.parameters.items():
-            kind, _ = betterproto2.which_one_of(param, "parameter_choice")
+            kind = ""  # a map entry sent without its value: of no kind
+            if param is not None:
+                kind, _ = betterproto2.which_one_of(param, "parameter_choice")
             if key == "config":
                 if kind != "string_param":
                     raise _load_param_type(key, "string_param")
