@@ -73,6 +73,7 @@ from kernel.frontends.grpc._messages import (
     InferRequestPb,
     InferResponsePb,
     StreamInferResponsePb,
+    StrictRequest,
 )
 from kernel.frontends.grpc._tensors import TensorCodec
 from kernel.log_settings import LogValue
@@ -160,12 +161,16 @@ class InferenceServicer(GrpcInferenceServiceBase):  # type: ignore[misc]  # gene
             InferRequestPb,
             StreamInferResponsePb,
         )
-        return {
-            path: handler._replace(
-                func=self._guard(path, handler.func, counted=path not in _UNCOUNTED)
+        served: dict[str, Handler] = {}
+        for path, handler in mapping.items():
+            request_type = handler.request_type
+            if path not in (_INFER, _STREAM_INFER):
+                request_type = StrictRequest(request_type)
+            served[path] = handler._replace(
+                func=self._guard(path, handler.func, counted=path not in _UNCOUNTED),
+                request_type=request_type,
             )
-            for path, handler in mapping.items()
-        }
+        return served
 
     def _guard(self, path: str, rpc: _Rpc, *, counted: bool) -> _Rpc:
         in_flight = self._in_flight
