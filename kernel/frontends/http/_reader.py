@@ -142,6 +142,8 @@ class RequestReader:
             return
         self.done = True
         self.head_started = None
+        self.in_message = False
+        self._url, self._headers, self._body = b"", {}, b""  # nothing more to hold on to
         self._events.append(Refusal(error_reply(status, message)))
 
     def _header_size_message(self) -> str:
@@ -164,13 +166,12 @@ class RequestReader:
         self._body_size = 0
 
     def on_url(self, url: bytes) -> None:
-        self._url += url
-        size = len(self._url)
-        if size > self._limits.max_url:
+        if len(self._url) + len(url) > self._limits.max_url:
             raise _RefusedError(
                 414,
                 f"request URL is longer than the {self._limits.max_url} bytes this server accepts",
             )
+        self._url += url
         self._head_counted += len(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -202,6 +203,7 @@ class RequestReader:
             if codings != ["chunked"]:
                 raise _RefusedError(400, f"unsupported transfer coding: '{coding}'")
         length = headers.get("content-length")
+        expected = 0 if coding is None else -1
         if length is not None:
             expected = int(length)  # llhttp has already refused a malformed one
             max_body = self._limits.max_body
@@ -211,10 +213,17 @@ class RequestReader:
                     f"request body of {expected} bytes is larger than the {max_body} bytes"
                     " this server accepts (http_max_input_bytes)",
                 )
-        if headers.get("expect", "").lower() == "100-continue":
+        if expected and headers.get("expect", "").lower() == "100-continue":
             self._events.append(CONTINUE)
 
     def on_body(self, chunk: bytes) -> None:
+        self._body_size += len(chunk)
+        if self._body_size > self._limits.max_body:  # chunked: no size announced
+            raise _RefusedError(
+                400,
+                f"request body is larger than the {self._limits.max_body} bytes this server"
+                " accepts (http_max_input_bytes)",
+            )
         body = self._body
         if not body:
             self._body = chunk  # the usual case: the whole body arrived at once
@@ -224,13 +233,6 @@ class RequestReader:
             grown = bytearray(body)
             grown += chunk
             self._body = grown
-        self._body_size += len(chunk)
-        if self._body_size > self._limits.max_body:  # chunked: no size announced
-            raise _RefusedError(
-                400,
-                f"request body is larger than the {self._limits.max_body} bytes this server"
-                " accepts (http_max_input_bytes)",
-            )
 
     def on_message_complete(self) -> None:
         self.in_message = False
