@@ -209,6 +209,16 @@ async def test_header_dribbled_without_end_is_refused_before_it_grows(conn: Harn
     assert response.status == 431
 
 
+def test_body_before_a_pipelined_header_section_does_not_count_against_it() -> None:
+    reader = RequestReader(LIMITS)
+    assert reader.feed(b"POST / HTTP/1.1\r\nContent-Le", 0.0) == []
+    body = b"x" * (LIMITS.max_header_bytes + 1000)
+    events = reader.feed(b"ngth: %d\r\n\r\n%s" % (len(body), body) + b"GET / HTTP/1.1\r\nX: y", 0.0)
+    assert [type(e) for e in events] == [Received]
+    [received] = reader.feed(b"\r\n\r\n", 0.0)
+    assert isinstance(received, Received)
+
+
 async def test_many_small_headers_add_up_to_431(conn: Harness) -> None:
     head = b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: %s\r\n" % (i, b"v" * 300) for i in range(9))
     conn.feed(head + b"\r\n")

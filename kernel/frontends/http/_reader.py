@@ -100,6 +100,7 @@ class RequestReader:
         self._head_counted = 0  # target and header fields as llhttp completed them
         self._head_raw = 0  # whole reads that arrived while the header section was incomplete
         self._header_count = 0
+        self._begun = 0  # requests begun so far
         self._body: bytes | bytearray = b""
         self._body_size = 0
 
@@ -111,6 +112,7 @@ class RequestReader:
         events: list[Event] = []
         self._events = events
         head_before = self.head_started is not None
+        begun = self._begun
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
@@ -130,7 +132,8 @@ class RequestReader:
         except httptools.HttpParserError as exc:
             self.refuse(400, f"malformed HTTP request: {exc}")
         else:
-            if head_before and self.head_started is not None:
+            if head_before and self.head_started is not None and self._begun == begun:
+                # the whole read belongs to one header section still incomplete
                 self._head_raw += len(data)
                 if self._head_raw > self._limits.max_header_bytes:
                     self.refuse(431, self._header_size_message())
@@ -155,6 +158,7 @@ class RequestReader:
     # -- httptools callbacks ----------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        self._begun += 1
         self.in_message = True
         self.head_started = self._now
         self._url = b""
