@@ -183,3 +183,25 @@ def test_idle_connection_is_closed_by_the_server(tmp_path: Path) -> None:
             while chunk := sock.recv(65536):  # ends when the server closes the idle connection
                 received += chunk
         assert statuses(received) == [b"200"]
+
+
+def test_limit_flags_reach_the_limits() -> None:
+    from kernel._serve import options_from_args
+    from kernel.cli import _build_parser
+    from kernel.frontends._http_types import HttpLimits
+
+    args = _build_parser().parse_args(
+        [
+            "serve",
+            "--http-max-input-size=1000",
+            "--http-max-url-size=100",
+            "--http-max-header-size=2000",
+            "--http-max-header-count=7",
+            "--http-header-timeout-secs=1.5",
+            "--http-idle-timeout-secs=9",
+        ]
+    )
+    limits = HttpLimits.from_options(options_from_args(args))
+    assert limits == HttpLimits(1000, 100, 2000, 7, 1.5, 9.0)
+    defaults = HttpLimits.from_options(options_from_args(_build_parser().parse_args(["serve"])))
+    assert defaults == HttpLimits()
