@@ -530,6 +530,19 @@ async def test_request_in_progress_at_shutdown_finishes(conn: Harness, app: Echo
     assert conn.transport.closed
 
 
+async def test_requests_queued_at_shutdown_are_answered_503(conn: Harness, app: EchoApp) -> None:
+    app.gate = asyncio.Event()
+    conn.feed(GET * 3)
+    await asyncio.sleep(0)
+    conn.protocol.shutdown()
+    app.gate.set()
+    responses = await conn.responses()
+    assert [r.status for r in responses] == [200, 503]
+    assert b"connection" not in responses[0].headers
+    assert responses[1].headers[b"connection"] == b"close"
+    assert len(app.received) == 1
+
+
 def test_refusal_is_the_last_event() -> None:
     reader = RequestReader(LIMITS)
     events = reader.feed(GET + b"BROKEN\r\n\r\n" + GET, 0.0)

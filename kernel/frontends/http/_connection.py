@@ -158,7 +158,8 @@ class HttpConnection(asyncio.Protocol):
                 transport = self._transport
                 if self._closed or transport is None or transport.is_closing():
                     return
-                close = not keep_alive or self._stopped
+                # stopping: close now, unless a queued request is to be told 503 first
+                close = not keep_alive or (self._stopped and not self._queue)
                 self._write(reply, close, head)
                 if close:
                     self._close_after_write()
@@ -260,8 +261,9 @@ class HttpConnection(asyncio.Protocol):
         return self._task
 
     def shutdown(self) -> None:
-        """Stop taking requests: a request in progress finishes and its answer closes the
-        connection; requests after it are answered 503 with ``Connection: close``."""
+        """Stop taking requests: the request in progress finishes; the next one (queued behind
+        it, or arriving later) is answered 503 with ``Connection: close``, which ends the
+        connection (RFC 9112 section 9.6: the client retries what it pipelined after it)."""
         self._stopped = True
 
     @property
