@@ -458,6 +458,14 @@ async def test_stalled_body_is_answered_408() -> None:
     assert b"request body stalled" in response.body
 
 
+async def test_timeouts_of_zero_are_off() -> None:
+    conn = harness(idle_timeout=0, header_timeout=0)
+    conn.feed(b"GET / HTTP/1.1\r\n")
+    assert conn.protocol._watchdog is None
+    await asyncio.sleep(0.05)
+    assert not conn.transport.closed
+
+
 async def test_slow_answer_is_not_a_timeout() -> None:
     """Time the app takes is not the client's: no timeout while a request is answered."""
     conn = harness(idle_timeout=0.03, header_timeout=0.03)

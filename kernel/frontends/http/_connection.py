@@ -17,6 +17,7 @@ the event loop.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import deque
 from http import HTTPStatus
 from typing import cast
@@ -45,7 +46,10 @@ class HttpConnection(asyncio.Protocol):
         self, app: RequestHandler, limits: HttpLimits, connections: set[HttpConnection]
     ) -> None:
         self._app = app
-        self._limits = limits
+        # a timeout of 0 (or less) is off
+        self._header_timeout = limits.header_timeout if limits.header_timeout > 0 else math.inf
+        self._idle_timeout = limits.idle_timeout if limits.idle_timeout > 0 else math.inf
+        self._period = min(self._header_timeout, self._idle_timeout)
         self._connections = connections
         self._loop = asyncio.get_running_loop()
         self._reader = RequestReader(limits)
@@ -72,7 +76,7 @@ class HttpConnection(asyncio.Protocol):
         self._connections.add(self)
         now = self._loop.time()
         self._last_activity = now
-        self._arm(now + min(self._limits.header_timeout, self._limits.idle_timeout))
+        self._arm(now + self._period)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
@@ -205,7 +209,8 @@ class HttpConnection(asyncio.Protocol):
     # -- timeouts -----------------------------------------------------------------------------
 
     def _arm(self, when: float) -> None:
-        self._watchdog = self._loop.call_at(when, self._watch)
+        if when != math.inf:
+            self._watchdog = self._loop.call_at(when, self._watch)
 
     def _watch(self) -> None:
         """Enforce the timeouts; re-arm for at most ``header_timeout`` ahead.
@@ -217,28 +222,27 @@ class HttpConnection(asyncio.Protocol):
         transport = self._transport
         if self._closed or transport is None or self._refused:
             return
-        limits = self._limits
         now = self._loop.time()
-        next_check = now + min(limits.header_timeout, limits.idle_timeout)
+        next_check = now + self._period
         started = self._reader.head_started
         writable = self._writable
         if writable is not None and not writable.done():
             # the client does not read what we answered
-            if now - self._write_paused_at >= limits.idle_timeout:
+            if now - self._write_paused_at >= self._idle_timeout:
                 self._abort_transport()
                 return
         elif started is not None and not self._reading_paused:
-            deadline = started + limits.header_timeout
+            deadline = started + self._header_timeout
             if now >= deadline:
-                self._timed_out(f"request headers did not arrive within {limits.header_timeout} s")
+                self._timed_out(f"request headers did not arrive within {self._header_timeout} s")
                 return
             next_check = min(next_check, deadline)
         elif self._task is None and not self._reading_paused:
             # idle between requests, or a body upload that stalled
-            deadline = self._last_activity + limits.idle_timeout
+            deadline = self._last_activity + self._idle_timeout
             if now >= deadline:
                 if self._reader.in_message:
-                    self._timed_out(f"request body stalled for {limits.idle_timeout} s")
+                    self._timed_out(f"request body stalled for {self._idle_timeout} s")
                 else:
                     transport.close()
                 return
