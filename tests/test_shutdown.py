@@ -187,7 +187,7 @@ def test_sigterm_drains_in_flight_work_and_refuses_new_work(served: Served) -> N
         served.proc.send_signal(signal.SIGTERM)
 
         wait_for(lambda: refused(served.ports["http"]), "the HTTP socket to close", 10)
-        assert refused(served.ports["grpc"])
+        wait_for(lambda: refused(served.ports["grpc"]), "the gRPC socket to close", 10)
         idle.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
         answer = read_http_response(idle)
         assert answer.startswith(b"HTTP/1.1 503")
