@@ -408,6 +408,21 @@ async def test_pipelined_requests_pause_reading_when_many_wait(conn: Harness, ap
     assert conn.transport.reading
 
 
+async def test_pipelined_bodies_pause_reading_past_the_body_limit(
+    conn: Harness, app: EchoApp
+) -> None:
+    """Queued requests hold their bodies: reading pauses once they add up to ``max_body``."""
+    app.gate = asyncio.Event()
+    body = b"x" * (LIMITS.max_body * 6 // 10)
+    request = b"POST / HTTP/1.1\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    conn.feed(request * 3)
+    assert not conn.transport.reading
+    app.gate.set()
+    responses = await conn.responses()
+    assert [r.body for r in responses] == [b"POST / %d" % len(body)] * 3
+    assert conn.transport.reading
+
+
 # -- timeouts ---------------------------------------------------------------------------------
 
 

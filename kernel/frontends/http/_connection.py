@@ -7,8 +7,9 @@ disconnects cancels its inference at once; and a response's tensor buffers are w
 are.
 
 Requests on a connection are answered one after another, in order (pipelined requests wait in a
-short queue; reading pauses when it grows). A refused request (malformed, too large) is answered
-after the requests before it, then the connection closes. One watchdog timer per connection
+short queue; reading pauses when it grows past 8 requests or their bodies past the body limit).
+A refused request (malformed, too large) is answered after the requests before it, then the
+connection closes. One watchdog timer per connection
 enforces the header-read timeout, the keep-alive idle timeout and the stall timeouts of a body
 upload or a response download; it is re-armed lazily, never per request. Nothing here blocks
 the event loop.
@@ -59,6 +60,9 @@ class HttpConnection(asyncio.Protocol):
         self._current: HttpRequest | None = None
         self._task: asyncio.Task[None] | None = None
         self._reading_paused = False
+        # pipelined requests waiting hold their bodies: reading pauses past either bound
+        self._queued_bytes = 0
+        self._max_queued_bytes = limits.max_body
         self._writable: asyncio.Future[None] | None = None
         self._write_paused_at = 0.0
         self._refused = False  # a refusal is queued: read and drop whatever else arrives
@@ -126,9 +130,13 @@ class HttpConnection(asyncio.Protocol):
 
     def _enqueue(self, item: HttpRequest | Reply, keep_alive: bool, head: bool = False) -> None:
         self._queue.append((item, keep_alive, head))
+        if type(item) is HttpRequest:
+            self._queued_bytes += len(item.body)
         if self._task is None:
             self._task = self._loop.create_task(self._answer())
-        elif len(self._queue) >= _QUEUE_HIGH and not self._reading_paused:
+        elif (
+            len(self._queue) >= _QUEUE_HIGH or self._queued_bytes > self._max_queued_bytes
+        ) and not self._reading_paused:
             self._reading_paused = True
             if self._transport is not None:
                 self._transport.pause_reading()
@@ -142,7 +150,13 @@ class HttpConnection(asyncio.Protocol):
         try:
             while self._queue and not self._closed:
                 item, keep_alive, head = self._queue.popleft()
-                if self._reading_paused and len(self._queue) <= _QUEUE_LOW:
+                if type(item) is HttpRequest:
+                    self._queued_bytes -= len(item.body)
+                if (
+                    self._reading_paused
+                    and len(self._queue) <= _QUEUE_LOW
+                    and self._queued_bytes <= self._max_queued_bytes // 2
+                ):
                     self._reading_paused = False
                     if self._transport is not None:
                         self._transport.resume_reading()
