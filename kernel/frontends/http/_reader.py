@@ -85,6 +85,8 @@ class RequestReader:
 
     def __init__(self, limits: HttpLimits) -> None:
         self._limits = limits
+        self._max_header_bytes = limits.max_header_bytes
+        self._max_headers = limits.max_headers
         self._parser = httptools.HttpRequestParser(self)
         self._events: list[Event] = []
         self._now = 0.0
@@ -179,22 +181,28 @@ class RequestReader:
         self._head_counted += len(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        # the hot path: one combined check per field
+        counted = self._head_counted + len(name) + len(value) + 4
+        self._head_counted = counted
+        count = self._header_count + 1
+        self._header_count = count
+        if counted > self._max_header_bytes or count > self._max_headers:
+            self._header_limit_exceeded(count)
+        key = name.decode("latin-1").lower()
+        if key == "transfer-encoding" and key in self._headers:
+            # one list, however many fields carry it
+            self._headers[key] += ", " + value.decode("latin-1")
+        else:
+            self._headers[key] = value.decode("latin-1")
+
+    def _header_limit_exceeded(self, count: int) -> None:
         limits = self._limits
-        self._header_count += 1
-        if self._header_count > limits.max_headers:
+        if count > limits.max_headers:
             raise _RefusedError(
                 431,
                 f"request has more than the {limits.max_headers} header fields this server accepts",
             )
-        self._head_counted += len(name) + len(value) + 4
-        if self._head_counted > limits.max_header_bytes:
-            raise _RefusedError(431, self._header_size_message())
-        key = name.decode("latin-1").lower()
-        text = value.decode("latin-1")
-        headers = self._headers
-        if key == "transfer-encoding" and key in headers:
-            text = f"{headers[key]}, {text}"  # one list, however many fields carry it
-        headers[key] = text
+        raise _RefusedError(431, self._header_size_message())
 
     def on_headers_complete(self) -> None:
         self.head_started = None
