@@ -34,7 +34,6 @@ _UNSUPPORTED = {
     "--host-policy": "host policies are not supported",
     "--allow-sagemaker": "the SageMaker endpoint is not implemented",
     "--allow-vertex-ai": "the Vertex AI endpoint is not implemented",
-    "--grpc-use-ssl": "TLS is not implemented: terminate TLS in front of the server",
     "--http-thread-count": "HTTP runs on the event loop",
 }
 
@@ -137,6 +136,24 @@ def _build_parser() -> _Parser:
     serve.add_argument(
         "--grpc-max-message-size", type=int, default=2**31 - 1, dest="grpc_max_message_bytes"
     )
+
+    for endpoint, origin in (("grpc", "tritonserver's flags"), ("http", "this server's own")):
+        tls = serve.add_argument_group(f"{endpoint.upper()} TLS ({origin})")
+        tls.add_argument(f"--{endpoint}-use-ssl", type=_bool, default=False)
+        tls.add_argument(
+            f"--{endpoint}-use-ssl-mutual",
+            type=_bool,
+            default=False,
+            help="also require a client certificate signed by the root cert (implies TLS)",
+        )
+        tls.add_argument(f"--{endpoint}-server-cert", type=Path, metavar="PEM")
+        tls.add_argument(f"--{endpoint}-server-key", type=Path, metavar="PEM")
+        tls.add_argument(
+            f"--{endpoint}-root-cert",
+            type=Path,
+            metavar="PEM",
+            help="the authority that signs client certificates (with mutual TLS)",
+        )
 
     commands.add_parser("backends", help="list the installed backends")
 

@@ -6,6 +6,8 @@ import socket
 
 import anyio
 
+from kernel.errors import KernelError
+from kernel.frontends._tls import server_context
 from kernel.frontends.grpc._health import HealthServicer
 from kernel.frontends.grpc._http2 import GrpcServer
 from kernel.frontends.grpc._in_flight import InFlight
@@ -25,6 +27,11 @@ class GrpcFrontend:
 
     async def start(self, server: InferenceServer, sock: socket.socket) -> None:
         """Serve on ``sock`` (bound by the kernel) in the background and return."""
+        try:
+            tls = server_context(server.options.grpc_tls, "grpc")
+        except KernelError:
+            sock.close()
+            raise
         self._in_flight = InFlight()
         inference = InferenceServicer(server, self._in_flight)
         health = HealthServicer(server)
@@ -32,7 +39,7 @@ class GrpcFrontend:
             methods([inference.__mapping__(), health.__mapping__()]),
             max_message_bytes=server.options.grpc_max_message_bytes,
         )
-        await self._grpc.start(sock)
+        await self._grpc.start(sock, ssl=tls)
 
     async def stop(self, timeout: float) -> None:
         """Stop accepting new rpcs and stream requests, let the work in progress finish for up

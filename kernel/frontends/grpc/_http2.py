@@ -40,6 +40,7 @@ import struct
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from ssl import SSLContext
 from typing import Any, cast
 
 import anyio.to_thread
@@ -794,10 +795,11 @@ class GrpcServer:
         self._listener: asyncio.Server | None = None
         self._idle: asyncio.Event | None = None
 
-    async def start(self, sock: Any) -> None:
-        """Accept connections on ``sock`` (bound, not yet listening) from now on."""
+    async def start(self, sock: Any, ssl: SSLContext | None = None) -> None:
+        """Accept connections on ``sock`` (bound, not yet listening) from now on, over TLS
+        when given a context."""
         loop = asyncio.get_running_loop()
-        self._listener = await loop.create_server(lambda: _Connection(self), sock=sock)
+        self._listener = await loop.create_server(lambda: _Connection(self), sock=sock, ssl=ssl)
 
     async def stop(self, grace: float) -> None:
         """Accept nothing new (GOAWAY), give open streams ``grace`` seconds, then close every

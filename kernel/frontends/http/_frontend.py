@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from ssl import SSLContext
 
+from kernel.errors import KernelError
+from kernel.frontends._tls import server_context
 from kernel.server import InferenceServer
 
 from ._app import HttpApp
@@ -24,11 +27,11 @@ class HttpListener:
         self._listener: asyncio.Server | None = None
         self._connections: set[HttpConnection] = set()
 
-    async def start(self, sock: socket.socket) -> None:
+    async def start(self, sock: socket.socket, ssl: SSLContext | None = None) -> None:
         handler, connections = self._handler, self._connections
         loop = asyncio.get_running_loop()
         self._listener = await loop.create_server(
-            lambda: HttpConnection(handler, connections), sock=sock
+            lambda: HttpConnection(handler, connections), sock=sock, ssl=ssl
         )
 
     async def stop(self, timeout: float) -> None:
@@ -66,9 +69,14 @@ class HttpFrontend:
 
     async def start(self, server: InferenceServer, sock: socket.socket) -> None:
         """Serve on ``sock`` (bound and listening) until :meth:`stop`."""
+        try:
+            tls = server_context(server.options.http_tls, "http")
+        except KernelError:
+            sock.close()
+            raise
         self._app = HttpApp(server)
         self._listener = HttpListener(self._app)
-        await self._listener.start(sock)
+        await self._listener.start(sock, ssl=tls)
 
     async def stop(self, timeout: float) -> None:
         """Stop accepting; let requests in progress finish for up to ``timeout`` s; close."""
