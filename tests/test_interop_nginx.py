@@ -41,6 +41,14 @@ output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ -1 ] },
          { name: "OUTPUT1" data_type: TYPE_FP32 dims: [ -1 ] } ]
 parameters { key: "behaviour" value { string_value: "addsub" } }
 """
+SLOW = """
+backend: "kerneltest"
+max_batch_size: 0
+input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ -1 ] } ]
+output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ -1 ] } ]
+parameters { key: "behaviour" value { string_value: "sleep" } }
+parameters { key: "sleep_ms" value { string_value: "1500" } }
+"""
 REPEAT = """
 backend: "kerneltest"
 max_batch_size: 0
@@ -91,6 +99,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     repo = tmp_path_factory.mktemp("nginx_models")
     write_model(repo, "addsub", ADDSUB)
     write_model(repo, "repeat", REPEAT)
+    write_model(repo, "slow", SLOW)
     return repo
 
 
@@ -109,6 +118,43 @@ def mutual_kernel(models: Path, tls_files: dict[str, Path]) -> Iterator[RunningS
         yield served
 
 
+def _start_nginx(binary: str, prefix: Path, values: dict[str, str]) -> subprocess.Popen[bytes]:
+    """nginx with ``values`` filled into the template, once it listens on every port.
+
+    :raises RuntimeError: with nginx's error log, when it exits or does not listen in time.
+    """
+    config = TEMPLATE.read_text()
+    for name, value in values.items():
+        config = config.replace(f"@{name}@", value)
+    assert re.search(r"@[A-Z_]+@", config) is None, "a placeholder without a value"
+    (prefix / "nginx.conf").write_text(config)
+    error_log = prefix / "error.log"
+    error_log.unlink(missing_ok=True)  # only this attempt's lines are judged
+    command = [binary, "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-e", str(error_log)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    ports = [int(values[name]) for name in ("GRPC", "GRPC_TLS", "GRPC_TO_TLS", "HTTP")]
+    while ports:  # bounded: until nginx listens on every port, or it exited, or 20 s passed
+        if process.poll() is not None or time.monotonic() > deadline:
+            _stop(process)
+            raise RuntimeError(f"nginx did not start: {error_log.read_text()}")
+        try:
+            socket.create_connection(("127.0.0.1", ports[0]), timeout=1).close()
+            ports.pop(0)
+        except OSError:
+            time.sleep(0.05)
+    return process
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 @pytest.fixture(scope="module")
 def proxy(
     nginx_binary: str,
@@ -118,58 +164,34 @@ def proxy(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Proxy]:
     prefix = tmp_path_factory.mktemp("nginx")
-    grpc, grpc_tls, grpc_to_tls, http = _free_ports(4)
     values = {
         "PREFIX": str(prefix),
         "KERNEL_GRPC": _port(kernel.grpc_url),
         "KERNEL_GRPCS": _port(mutual_kernel.grpc_url),
         "KERNEL_HTTP": _port(kernel.http_url),
-        "GRPC": str(grpc),
-        "GRPC_TLS": str(grpc_tls),
-        "GRPC_TO_TLS": str(grpc_to_tls),
-        "HTTP": str(http),
         "CERT": str(tls_files["cert"]),
         "KEY": str(tls_files["key"]),
         "CA": str(tls_files["ca"]),
         "CLIENT_CERT": str(tls_files["client_cert"]),
         "CLIENT_KEY": str(tls_files["client_key"]),
     }
-    config = TEMPLATE.read_text()
-    for name, value in values.items():
-        config = config.replace(f"@{name}@", value)
-    assert re.search(r"@[A-Z_]+@", config) is None, "a placeholder without a value"
-    (prefix / "nginx.conf").write_text(config)
-    error_log = prefix / "error.log"
-    command = [nginx_binary, "-p", str(prefix), "-c", str(prefix / "nginx.conf")]
-    command += ["-e", str(error_log)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 20
-        for port in (grpc, grpc_tls, grpc_to_tls, http):
-            while True:  # bounded: until nginx listens, or it died, or 20 s passed
-                assert process.poll() is None, f"nginx exited: {error_log.read_text()}"
-                assert time.monotonic() < deadline, "nginx did not start listening in 20 s"
-                try:
-                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                    break
-                except OSError:
-                    time.sleep(0.05)
-        yield Proxy(
-            grpc=f"127.0.0.1:{grpc}",
-            grpc_tls=f"127.0.0.1:{grpc_tls}",
-            grpc_to_tls=f"127.0.0.1:{grpc_to_tls}",
-            http=f"127.0.0.1:{http}",
-        )
-    finally:
-        process.terminate()
+    for attempt in range(3):  # a free port may be taken by another process before nginx binds
+        ports = dict(zip(("GRPC", "GRPC_TLS", "GRPC_TO_TLS", "HTTP"), _free_ports(4), strict=True))
+        values |= {name: str(port) for name, port in ports.items()}
         try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            process = _start_nginx(nginx_binary, prefix, values)
+            break
+        except RuntimeError as exc:
+            if "Address already in use" not in str(exc) or attempt == 2:
+                raise
+    try:
+        yield Proxy(**{name.lower(): f"127.0.0.1:{port}" for name, port in ports.items()})
+    finally:
+        _stop(process)
     # nginx logs an upstream that misbehaved (reset, closed early, bad framing) at [error]
     levels = ("[error]", "[crit]", "[alert]", "[emerg]")
-    errors = [x for x in error_log.read_text().splitlines() if any(w in x for w in levels)]
+    lines = (prefix / "error.log").read_text().splitlines()
+    errors = [x for x in lines if any(w in x for w in levels)]
     assert not errors, errors
 
 
@@ -280,3 +302,34 @@ def test_http_through_nginx(proxy: Proxy) -> None:
         assert "nope" in (caught.value.message() or "")
     finally:
         client.close()
+
+
+def test_deadlines_and_cancellation_through_nginx(proxy: Proxy, kernel: RunningServer) -> None:
+    """A call past its deadline and a stream cancelled mid-way: nginx resets the upstream
+    streams; the kernel carries on serving on the same upstream connections."""
+    client = grpcclient.InferenceServerClient(proxy.grpc)
+    try:
+        slow = grpcclient.InferInput("INPUT0", [2], "FP32")
+        slow.set_data_from_numpy(np.zeros(2, dtype=np.float32))
+        with pytest.raises(InferenceServerException) as caught:
+            client.infer("slow", [slow], client_timeout=0.2)
+        assert caught.value.status() == "StatusCode.DEADLINE_EXCEEDED"
+
+        results: queue.Queue[Any] = queue.Queue()
+        client.start_stream(callback=lambda result, error: results.put((result, error)))
+        tensor = grpcclient.InferInput("INPUT0", [2], "FP32")
+        tensor.set_data_from_numpy(np.zeros(2, dtype=np.float32))
+        client.async_stream_infer("slow", [tensor])
+        client.stop_stream(cancel_requests=True)
+
+        a = np.arange(4, dtype=np.float32)
+        result = client.infer("addsub", _addsub_inputs(grpcclient, a, a))
+        np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), a + a)
+    finally:
+        client.close()
+    slow_version = kernel.server.route("slow")
+    for _ in range(400):  # bounded: the two slow requests end (answered or cancelled)
+        if not slow_version.in_flight:
+            break
+        time.sleep(0.01)
+    assert slow_version.in_flight == 0

@@ -7,6 +7,7 @@ endpoints with the real ``tritonclient`` (gRPC sync and asyncio, HTTP), and the 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import queue
 import socket
@@ -31,7 +32,7 @@ from kernel.cli import _build_parser
 from kernel.errors import KernelError, Status
 from kernel.frontends._tls import server_context
 from kernel.options import TlsSettings
-from kernel.testing import RunningServer, ServerThread, write_model
+from kernel.testing import RunningServer, ServerThread, run_server, write_model
 
 ADDSUB = """
 backend: "kerneltest"
@@ -449,3 +450,32 @@ def test_https_mutual(mutual_server: RunningServer, tls_files: dict[str, Path]) 
                 client.is_server_live()
         finally:
             client.close()
+
+
+async def test_tls_on_the_asyncio_event_loop(models: Path, tls_files: dict[str, Path]) -> None:
+    """``kernel serve`` runs on asyncio's own loop when uvloop is missing: TLS works there too,
+    and the server stops while a client sits in the middle of a handshake."""
+    settings = _settings(tls_files)
+    async with run_server(models, metrics_port=None, grpc_tls=settings, http_tls=settings) as srv:
+        client = aioclient.InferenceServerClient(
+            srv.grpc_url, ssl=True, root_certificates=str(tls_files["ca"])
+        )
+        try:
+            result = await client.infer("addsub", _addsub_inputs(aioclient))
+            np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), A + B)
+        finally:
+            await client.close()
+        host, port = srv.http_url.rsplit(":", 1)
+        reader, writer = await asyncio.open_connection(
+            host, int(port), ssl=_client(tls_files), server_hostname="localhost"
+        )
+        writer.write(b"GET /v2/health/live HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        assert (await asyncio.wait_for(reader.readline(), 30)).startswith(b"HTTP/1.1 200")
+        writer.close()
+        await writer.wait_closed()
+        stalled = [
+            await asyncio.open_connection(*url.rsplit(":", 1))
+            for url in (srv.grpc_url, srv.http_url)
+        ]
+    for _, stalled_writer in stalled:
+        stalled_writer.close()
