@@ -139,11 +139,18 @@ def _build_parser() -> _Parser:
 
     for endpoint, origin in (("grpc", "tritonserver's flags"), ("http", "this server's own")):
         tls = serve.add_argument_group(f"{endpoint.upper()} TLS ({origin})")
-        tls.add_argument(f"--{endpoint}-use-ssl", type=_bool, default=False)
+        tls.add_argument(
+            f"--{endpoint}-use-ssl",
+            type=_bool,
+            default=False,
+            metavar="BOOL",
+            help="serve TLS on this port with the server cert and key (default: false)",
+        )
         tls.add_argument(
             f"--{endpoint}-use-ssl-mutual",
             type=_bool,
             default=False,
+            metavar="BOOL",
             help="also require a client certificate signed by the root cert (implies TLS)",
         )
         tls.add_argument(f"--{endpoint}-server-cert", type=Path, metavar="PEM")
