@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import os
 import queue
+import re
+import signal
 import socket
 import ssl
 import subprocess
@@ -255,6 +257,61 @@ def test_serve_exits_with_a_message_for_a_bad_certificate(repo: Path, tmp_path: 
     assert out.returncode == 1
     assert f"--grpc-server-cert: cannot read '{missing}': No such file or directory" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_serve_with_the_tls_flags_end_to_end(tls_files: dict[str, Path], tmp_path: Path) -> None:
+    """``kernel serve`` with tritonserver's mutual-TLS flags and HTTPS: tritonclient connects
+    with its certificate on both ports; SIGTERM still ends it with status 0."""
+    repo = tmp_path / "models"
+    write_model(repo, "addsub", ADDSUB)
+    files = {k: str(v) for k, v in tls_files.items()}
+    process = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "kernel", "serve", "--model-repository", str(repo)),
+            *("--http-port=0", "--grpc-port=0", "--metrics-port=0"),
+            "--grpc-use-ssl-mutual=true",
+            *(f"--grpc-server-cert={files['cert']}", f"--grpc-server-key={files['key']}"),
+            f"--grpc-root-cert={files['ca']}",
+            "--http-use-ssl=true",
+            *(f"--http-server-cert={files['cert']}", f"--http-server-key={files['key']}"),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert process.stderr is not None
+        ports: dict[str, str] = {}
+        for _ in range(200):  # bounded: the start-up lines, then the model table
+            line = process.stderr.readline()
+            found = re.search(r"started (\w+) endpoint at (\S+)", line)
+            if found:
+                ports[found.group(1)] = found.group(2)
+            if not line or line.startswith("| addsub "):
+                break
+        assert {"grpc", "http"} <= set(ports), ports
+        client = _grpc_client(ports["grpc"], tls_files, "client")
+        try:
+            np.testing.assert_array_equal(
+                client.infer("addsub", _addsub_inputs(grpcclient)).as_numpy("OUTPUT0"), A + B
+            )
+        finally:
+            client.close()
+        refused = _refused(_grpc_client(ports["grpc"], tls_files, None))
+        assert refused.status() == "StatusCode.UNAVAILABLE"
+        https = _https_client(ports["http"], tls_files, None)
+        try:
+            assert https.is_server_live()
+        finally:
+            https.close()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        if process.stderr is not None:
+            process.stderr.close()
 
 
 # -- gRPC with tritonclient --------------------------------------------------------------------
