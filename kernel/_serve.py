@@ -23,18 +23,18 @@ log = logging.getLogger("kernel.serve")
 
 
 def _tls_from_args(args: argparse.Namespace, endpoint: str) -> TlsSettings | None:
-    """``--<endpoint>-use-ssl*`` as settings; as in tritonserver, mutual TLS implies TLS and
-    the certificate flags are ignored (with a warning here) unless TLS is on."""
-    use_ssl, mutual = (
-        getattr(args, f"{endpoint}_use_ssl"),
-        getattr(args, f"{endpoint}_use_ssl_mutual"),
-    )
+    """``--<endpoint>-use-ssl*`` as settings: TLS when ``--<endpoint>-use-ssl`` ends up true
+    (``--<endpoint>-use-ssl-mutual`` sets it, see :mod:`kernel.cli`); the other flags are
+    ignored otherwise, as tritonserver ignores them (with a warning here)."""
+    use_ssl = getattr(args, f"{endpoint}_use_ssl")
+    mutual = getattr(args, f"{endpoint}_use_ssl_mutual")
     files = {
         name: getattr(args, f"{endpoint}_{name}")
         for name in ("server_cert", "server_key", "root_cert")
     }
-    if not (use_ssl or mutual):
-        ignored = [f"--{endpoint}-{name.replace('_', '-')}" for name, path in files.items() if path]
+    if not use_ssl:
+        given = {**files, "use_ssl_mutual": mutual}
+        ignored = [f"--{endpoint}-{name.replace('_', '-')}" for name, v in given.items() if v]
         if ignored:
             log.warning("ignoring %s: --%s-use-ssl is false", ", ".join(ignored), endpoint)
         return None

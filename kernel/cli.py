@@ -53,6 +53,23 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got '{text}'")
 
 
+class _MutualTls(argparse.Action):
+    """``--grpc-use-ssl-mutual``: tritonserver sets ``--grpc-use-ssl`` to true whenever this flag
+    is given, even as ``=false`` (TLS without client certificates then); flags apply in order,
+    so a ``--grpc-use-ssl=false`` after it still wins. Doing the same keeps a tritonserver
+    command line from silently serving cleartext here."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        setattr(namespace, self.dest, values)
+        setattr(namespace, self.dest.removesuffix("_mutual"), True)
+
+
 def _backend_config(text: str) -> tuple[str, str, str]:
     name, _, setting = text.partition(",")
     key, sep, value = setting.partition("=")
@@ -151,7 +168,9 @@ def _build_parser() -> _Parser:
             type=_bool,
             default=False,
             metavar="BOOL",
-            help="also require a client certificate signed by the root cert (implies TLS)",
+            action=_MutualTls,
+            help="require a client certificate signed by the root cert; turns TLS on whatever"
+            " its value, as in tritonserver (a later --*-use-ssl=false turns it off)",
         )
         tls.add_argument(f"--{endpoint}-server-cert", type=Path, metavar="PEM")
         tls.add_argument(f"--{endpoint}-server-key", type=Path, metavar="PEM")

@@ -241,6 +241,28 @@ def test_flags_become_settings(
     assert "ignoring --grpc-server-cert: --grpc-use-ssl is false" in caplog.text
 
 
+@pytest.mark.parametrize(
+    ("flags", "tls", "mutual"),
+    [
+        # checked against tritonserver 2.51: the mutual flag turns TLS on whatever its value,
+        # and the flags apply in order
+        (["--grpc-use-ssl-mutual=false"], True, False),
+        (["--grpc-use-ssl=false", "--grpc-use-ssl-mutual=false"], True, False),
+        (["--grpc-use-ssl-mutual=true", "--grpc-use-ssl=false"], False, None),
+        (["--grpc-use-ssl-mutual=false", "--grpc-use-ssl=false"], False, None),
+        (["--grpc-use-ssl=true", "--grpc-use-ssl-mutual=true"], True, True),
+        (["--grpc-use-ssl=1"], True, False),
+    ],
+)
+def test_mutual_flag_turns_tls_on_as_in_tritonserver(
+    flags: list[str], tls: bool, mutual: bool | None
+) -> None:
+    options = options_from_args(_build_parser().parse_args(["serve", *flags]))
+    assert (options.grpc_tls is not None) is tls
+    assert (options.grpc_tls.mutual if options.grpc_tls else None) is mutual
+    assert options.http_tls is None
+
+
 def test_serve_exits_with_a_message_for_a_bad_certificate(repo: Path, tmp_path: Path) -> None:
     missing = tmp_path / "nope.pem"
     out = subprocess.run(
