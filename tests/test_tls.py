@@ -137,6 +137,7 @@ def test_tls_1_1_and_cbc_suites_are_refused(tls_files: dict[str, Path]) -> None:
     assert client.version() == "TLSv1.2"
     cipher = client.cipher()
     assert cipher is not None and ("GCM" in cipher[0] or "CHACHA20" in cipher[0])
+    assert context.security_level >= 2
 
 
 def test_mutual_tls_requires_a_client_certificate_from_the_root(tls_files: dict[str, Path]) -> None:

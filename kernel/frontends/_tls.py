@@ -24,8 +24,9 @@ from kernel.options import TlsSettings
 
 __all__ = ["server_context"]
 
-# TLS 1.2 suites HTTP/2 accepts: ephemeral key exchange with an AEAD cipher (RFC 9113 9.2.2).
-_TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
+# TLS 1.2 suites HTTP/2 accepts: ephemeral key exchange with an AEAD cipher (RFC 9113 9.2.2);
+# security level 2: no RSA or DH keys under 2048 bits, no SHA-1 signatures.
+_TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:@SECLEVEL=2"
 
 _ALPN = {"grpc": ["h2"], "http": ["http/1.1"]}
 
