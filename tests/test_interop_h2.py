@@ -189,6 +189,24 @@ class RawClient:
                 self._on(event)
             self.flush()
 
+    def read_for(self, seconds: float) -> None:
+        """Read and handle whatever arrives during ``seconds``."""
+        deadline = time.monotonic() + seconds
+        try:
+            while (left := deadline - time.monotonic()) > 0 and not self.closed:
+                self.sock.settimeout(left)
+                data = self.sock.recv(65536)
+                if not data:
+                    self.closed = True
+                for event in self.conn.receive_data(data):
+                    self.events.append(event)
+                    self._on(event)
+                self.flush()
+        except TimeoutError:
+            pass
+        finally:
+            self.sock.settimeout(10)
+
     def _on(self, event: Any) -> None:
         if isinstance(event, ResponseReceived):
             self.calls[event.stream_id].headers.update(event.headers)
@@ -418,3 +436,49 @@ def test_h2_over_tls(tmp_path: Path, tls_files: dict[str, Path]) -> None:
             np.testing.assert_array_equal(np.frombuffer(output, dtype=np.float32), values)
         finally:
             client.close()
+
+
+def test_raising_the_initial_window_by_settings_resumes_blocked_streams(
+    served: RunningServer,
+) -> None:
+    """RFC 9113 6.9.2: a SETTINGS change of INITIAL_WINDOW_SIZE adjusts every open stream's
+    window. With 0 the server may send headers but no DATA; raising it, without any
+    WINDOW_UPDATE, must let the reply through."""
+    client = RawClient.connect(served.grpc_url, settings={SettingCodes.INITIAL_WINDOW_SIZE: 0})
+    try:
+        client.pump(lambda: any(isinstance(e, SettingsAcknowledged) for e in client.events))
+        values = np.arange(1024, dtype=np.float32)
+        stream_id = client.open("ModelInfer")
+        client.send(stream_id, frame_message(_infer_request("identity", "INPUT0", values)), True)
+        client.read_for(0.5)  # the reply is ready by now: nothing but headers may come
+        assert not client.calls[stream_id].data
+        client.conn.update_settings({SettingCodes.INITIAL_WINDOW_SIZE: 65535})
+        client.flush()
+        call = client.finish(stream_id)
+        assert call.status == "0", call.trailers
+        (message,) = call.messages()
+        output = _infer_response(message).raw_output_contents[0]
+        np.testing.assert_array_equal(np.frombuffer(output, dtype=np.float32), values)
+    finally:
+        client.close()
+
+
+@pytest.mark.xfail(
+    reason="finding T1 (briefs/fuzz-findings.md): no HPACK table size update after the client"
+    " lowers SETTINGS_HEADER_TABLE_SIZE; nghttp2 refuses the reply the same way",
+    strict=False,
+)
+def test_no_dynamic_table_when_the_client_allows_none(served: RunningServer) -> None:
+    """SETTINGS_HEADER_TABLE_SIZE 0 after the connection started: the server's next header block
+    must begin with a dynamic table size update down to the new limit (RFC 7541 4.2), and
+    nothing may be indexed after it (h2's decoder refuses both)."""
+    client = RawClient.connect(served.grpc_url, settings={SettingCodes.HEADER_TABLE_SIZE: 0})
+    try:
+        for _ in range(3):
+            call = client.call("ServerLive", b"")
+            assert call.status == "0"
+            assert call.headers["content-type"].startswith("application/grpc")
+        unknown = client.call("ModelInfer", _infer_request("nope", "INPUT0", np.zeros(1, "f4")))
+        assert unknown.status == "5"
+    finally:
+        client.close()
