@@ -176,3 +176,25 @@ def test_over_tls_with_alpn_h2(
                       "-c", "4", "-m", "8")  # fmt: skip
         assert "Application protocol: h2" in output
         _assert_all_succeeded(_summary(output), n)
+
+
+def test_nghttp_with_priority_frames_on_idle_streams(
+    h2load: str, served: RunningServer, tmp_path: Path
+) -> None:
+    """nghttp (same package) opens with RFC 7540 PRIORITY frames on idle streams 3..11, then
+    sends three calls on 13, 15, 17: PRIORITY on an idle stream is legal and opens nothing."""
+    nghttp = str(Path(h2load).with_name("nghttp"))
+    body = tmp_path / "empty.bin"
+    body.write_bytes(struct.pack(">BI", 0, 0))
+    url = f"http://{served.grpc_url}{SERVICE}ServerLive"
+    headers = ["-H", "content-type: application/grpc", "-H", "te: trailers"]
+    out = subprocess.run(
+        [nghttp, "-nv", "-m", "3", "-d", str(body), *headers, url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "send PRIORITY frame" in out.stdout
+    assert out.stdout.count("grpc-status: 0") == 3, out.stdout
+    assert "recv GOAWAY" not in out.stdout  # nghttp itself says goodbye with one
