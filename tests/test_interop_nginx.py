@@ -1,6 +1,7 @@
 """triton-kernel behind a real nginx (Debian package ``nginx``), as a Kubernetes ingress puts it:
 ``grpc_pass`` for the gRPC port (cleartext both ways; TLS terminated at nginx; re-encrypted to a
-kernel requiring client certificates) and ``proxy_pass`` for the HTTP port, driven by the real
+kernel requiring client certificates) and ``proxy_pass`` for the HTTP port (cleartext, or
+re-encrypted to an HTTPS kernel requiring client certificates), driven by the real
 ``tritonclient`` through nginx.
 
 nginx runs as a child process of the test with its own configuration
@@ -32,6 +33,7 @@ from kernel.options import TlsSettings
 from kernel.testing import RunningServer, ServerThread, write_model
 
 TEMPLATE = Path(__file__).parent / "interop" / "nginx.conf.template"
+_LISTENERS = ("GRPC", "GRPC_TLS", "GRPC_TO_TLS", "HTTP", "HTTP_TO_TLS")
 ADDSUB = """
 backend: "kerneltest"
 max_batch_size: 0
@@ -67,6 +69,7 @@ class Proxy:
     grpc_tls: str
     grpc_to_tls: str
     http: str
+    http_to_tls: str
 
 
 def _free_ports(count: int) -> list[int]:
@@ -114,7 +117,7 @@ def mutual_kernel(models: Path, tls_files: dict[str, Path]) -> Iterator[RunningS
     settings = TlsSettings(
         cert=tls_files["cert"], key=tls_files["key"], root_cert=tls_files["ca"], mutual=True
     )
-    with ServerThread(models, http_port=None, metrics_port=None, grpc_tls=settings) as served:
+    with ServerThread(models, metrics_port=None, grpc_tls=settings, http_tls=settings) as served:
         yield served
 
 
@@ -133,7 +136,7 @@ def _start_nginx(binary: str, prefix: Path, values: dict[str, str]) -> subproces
     command = [binary, "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-e", str(error_log)]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 20
-    ports = [int(values[name]) for name in ("GRPC", "GRPC_TLS", "GRPC_TO_TLS", "HTTP")]
+    ports = [int(values[name]) for name in _LISTENERS]
     while ports:  # bounded: until nginx listens on every port, or it exited, or 20 s passed
         if process.poll() is not None or time.monotonic() > deadline:
             _stop(process)
@@ -169,6 +172,7 @@ def proxy(
         "KERNEL_GRPC": _port(kernel.grpc_url),
         "KERNEL_GRPCS": _port(mutual_kernel.grpc_url),
         "KERNEL_HTTP": _port(kernel.http_url),
+        "KERNEL_HTTPS": _port(mutual_kernel.http_url),
         "CERT": str(tls_files["cert"]),
         "KEY": str(tls_files["key"]),
         "CA": str(tls_files["ca"]),
@@ -176,7 +180,7 @@ def proxy(
         "CLIENT_KEY": str(tls_files["client_key"]),
     }
     for attempt in range(3):  # a free port may be taken by another process before nginx binds
-        ports = dict(zip(("GRPC", "GRPC_TLS", "GRPC_TO_TLS", "HTTP"), _free_ports(4), strict=True))
+        ports = dict(zip(_LISTENERS, _free_ports(len(_LISTENERS)), strict=True))
         values |= {name: str(port) for name, port in ports.items()}
         try:
             process = _start_nginx(nginx_binary, prefix, values)
@@ -283,8 +287,13 @@ async def test_many_concurrent_calls_multiplexed_through_nginx(proxy: Proxy) -> 
         await client.close()
 
 
-def test_http_through_nginx(proxy: Proxy) -> None:
-    client = httpclient.InferenceServerClient(proxy.http, connection_timeout=10, network_timeout=30)
+@pytest.mark.parametrize("route", ["http", "http_to_tls"])
+def test_http_through_nginx(proxy: Proxy, route: str) -> None:
+    """``proxy_pass`` to the HTTP port, in cleartext or re-encrypted to an HTTPS kernel that
+    requires nginx's client certificate."""
+    client = httpclient.InferenceServerClient(
+        getattr(proxy, route), connection_timeout=10, network_timeout=30
+    )
     try:
         assert client.is_server_live() and client.is_server_ready()
         assert client.get_server_metadata()["name"] == "triton"
