@@ -8,6 +8,7 @@ endpoints with the real ``tritonclient`` (gRPC sync and asyncio, HTTP), and the 
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import queue
 import re
@@ -559,3 +560,20 @@ async def test_tls_on_the_asyncio_event_loop(models: Path, tls_files: dict[str, 
         ]
     for _, stalled_writer in stalled:
         stalled_writer.close()
+
+
+async def test_a_bad_file_fails_the_start_and_leaks_no_socket(models: Path, tmp_path: Path) -> None:
+    """In-process (``run_server``): the start fails with the flag's message, the endpoint that
+    already started is stopped, and the bound socket is closed (a leak would be a
+    ResourceWarning, an error here)."""
+    missing = tmp_path / "missing.pem"
+    bad = TlsSettings(cert=missing, key=missing)
+    with pytest.raises(BaseException) as caught:  # anyio wraps it in groups
+        async with run_server(models, metrics_port=None, grpc_tls=bad):
+            pass
+    errors = [caught.value]
+    while isinstance(errors[-1], BaseExceptionGroup):
+        errors.append(errors[-1].exceptions[0])
+    assert isinstance(errors[-1], KernelError)
+    assert f"--grpc-server-cert: cannot read '{missing}'" in errors[-1].message
+    gc.collect()

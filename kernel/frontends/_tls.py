@@ -15,6 +15,7 @@ clients refuse a server that does not select it) and ``http/1.1`` on the HTTP po
 
 from __future__ import annotations
 
+import socket
 import ssl
 from pathlib import Path
 from typing import Literal
@@ -22,7 +23,7 @@ from typing import Literal
 from kernel.errors import KernelError, Status
 from kernel.options import TlsSettings
 
-__all__ = ["server_context"]
+__all__ = ["listener_context", "server_context"]
 
 # TLS 1.2 suites HTTP/2 accepts: ephemeral key exchange with an AEAD cipher (RFC 9113 9.2.2);
 # security level 2: no RSA or DH keys under 2048 bits, no SHA-1 signatures.
@@ -103,3 +104,18 @@ def server_context(
     # tritonserver asks for client certificates only with mutual TLS, and then requires them.
     context.verify_mode = ssl.CERT_REQUIRED if settings.mutual else ssl.CERT_NONE
     return context
+
+
+def listener_context(
+    settings: TlsSettings | None, endpoint: Literal["grpc", "http"], sock: socket.socket
+) -> ssl.SSLContext | None:
+    """:func:`server_context` for a frontend about to serve on ``sock``; closes ``sock`` when
+    it raises, since the frontend that was handed it will never serve or close it.
+
+    :raises KernelError: as :func:`server_context`.
+    """
+    try:
+        return server_context(settings, endpoint)
+    except KernelError:
+        sock.close()
+        raise

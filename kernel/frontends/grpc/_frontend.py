@@ -6,8 +6,7 @@ import socket
 
 import anyio
 
-from kernel.errors import KernelError
-from kernel.frontends._tls import server_context
+from kernel.frontends._tls import listener_context
 from kernel.frontends.grpc._health import HealthServicer
 from kernel.frontends.grpc._http2 import GrpcServer
 from kernel.frontends.grpc._in_flight import InFlight
@@ -27,11 +26,7 @@ class GrpcFrontend:
 
     async def start(self, server: InferenceServer, sock: socket.socket) -> None:
         """Serve on ``sock`` (bound by the kernel) in the background and return."""
-        try:
-            tls = server_context(server.options.grpc_tls, "grpc")
-        except KernelError:
-            sock.close()
-            raise
+        tls = listener_context(server.options.grpc_tls, "grpc", sock)
         self._in_flight = InFlight()
         inference = InferenceServicer(server, self._in_flight)
         health = HealthServicer(server)

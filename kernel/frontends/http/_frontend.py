@@ -7,8 +7,7 @@ import logging
 import socket
 from ssl import SSLContext
 
-from kernel.errors import KernelError
-from kernel.frontends._tls import server_context
+from kernel.frontends._tls import listener_context
 from kernel.server import InferenceServer
 
 from ._app import HttpApp
@@ -69,11 +68,7 @@ class HttpFrontend:
 
     async def start(self, server: InferenceServer, sock: socket.socket) -> None:
         """Serve on ``sock`` (bound and listening) until :meth:`stop`."""
-        try:
-            tls = server_context(server.options.http_tls, "http")
-        except KernelError:
-            sock.close()
-            raise
+        tls = listener_context(server.options.http_tls, "http", sock)
         self._app = HttpApp(server)
         self._listener = HttpListener(self._app)
         await self._listener.start(sock, ssl=tls)
