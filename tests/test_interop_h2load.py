@@ -1,6 +1,7 @@
 """The gRPC port under nghttp2's ``h2load`` (Debian package ``nghttp2-client``): real gRPC unary
 calls (a length-prefixed protobuf body, ``content-type: application/grpc``, ``te: trailers``),
-many streams on many connections, over cleartext HTTP/2 and over TLS.
+many streams on many connections, over cleartext HTTP/2 and over TLS; nghttp's priority frames;
+and the HTTPS endpoint under h2load's HTTP/1.1 mode.
 
 h2load judges HTTP, not gRPC: it counts a request succeeded on a 2xx ``:status``. That each call
 also succeeded at the gRPC level is checked from the server's model statistics (every request
@@ -198,3 +199,19 @@ def test_nghttp_with_priority_frames_on_idle_streams(
     assert "send PRIORITY frame" in out.stdout
     assert out.stdout.count("grpc-status: 0") == 3, out.stdout
     assert "recv GOAWAY" not in out.stdout  # nghttp itself says goodbye with one
+
+
+def test_https_keep_alive_under_h2load_h1(
+    h2load: str, models: Path, tls_files: dict[str, Path]
+) -> None:
+    """The HTTPS endpoint under h2load's HTTP/1.1 mode: many requests on few kept-alive TLS
+    connections, ALPN ``http/1.1``."""
+    settings = TlsSettings(cert=tls_files["cert"], key=tls_files["key"])
+    with ServerThread(models, grpc_port=None, metrics_port=None, http_tls=settings) as srv:
+        n = 2000
+        url = f"https://{srv.http_url}/v2/health/live"
+        command = [h2load, "--h1", "-n", str(n), "-c", "4", "-N", "10", url]
+        out = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert "Application protocol: http/1.1" in out.stdout
+        _assert_all_succeeded(_summary(out.stdout), n)
