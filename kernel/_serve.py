@@ -14,12 +14,36 @@ import anyio
 from kernel.cli import configure_logging
 from kernel.errors import KernelError
 from kernel.manager import ModelControlMode, ModelIndexEntry
-from kernel.options import ServerOptions, example_repository
+from kernel.options import ServerOptions, TlsSettings, example_repository
 from kernel.registry import BackendRegistry
 from kernel.repository import ModelRepository, backend_name, normalize_config, select_versions
 from kernel.server import InferenceServer
 
 log = logging.getLogger("kernel.serve")
+
+
+def _tls_from_args(args: argparse.Namespace, endpoint: str) -> TlsSettings | None:
+    """``--<endpoint>-use-ssl*`` as settings: TLS when ``--<endpoint>-use-ssl`` ends up true
+    (``--<endpoint>-use-ssl-mutual`` sets it, see :mod:`kernel.cli`); the other flags are
+    ignored otherwise, as tritonserver ignores them (with a warning here)."""
+    use_ssl = getattr(args, f"{endpoint}_use_ssl")
+    mutual = getattr(args, f"{endpoint}_use_ssl_mutual")
+    files = {
+        name: getattr(args, f"{endpoint}_{name}")
+        for name in ("server_cert", "server_key", "root_cert")
+    }
+    if not use_ssl:
+        given = {**files, "use_ssl_mutual": mutual}
+        ignored = [f"--{endpoint}-{name.replace('_', '-')}" for name, v in given.items() if v]
+        if ignored:
+            log.warning("ignoring %s: --%s-use-ssl is false", ", ".join(ignored), endpoint)
+        return None
+    return TlsSettings(
+        cert=files["server_cert"],
+        key=files["server_key"],
+        root_cert=files["root_cert"],
+        mutual=mutual,
+    )
 
 
 def options_from_args(args: argparse.Namespace) -> ServerOptions:
@@ -59,6 +83,8 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
         ),
         grpc_http2_max_ping_strikes=args.grpc_http2_max_ping_strikes,
         log_verbose=args.log_verbose,
+        grpc_tls=_tls_from_args(args, "grpc"),
+        http_tls=_tls_from_args(args, "http"),
     )
 
 
@@ -83,10 +109,28 @@ def model_table(index: list[ModelIndexEntry]) -> str:
     return format_table(("Model", "Version", "Status"), rows)
 
 
+def check_tls(options: ServerOptions) -> None:
+    """Load the TLS files now, so a bad one stops ``kernel serve`` before any model loads.
+
+    :raises KernelError: ``INVALID_ARG`` naming the flag and file at fault.
+    """
+    from kernel.frontends._tls import server_context
+
+    if options.grpc_port is not None:
+        server_context(options.grpc_tls, "grpc")
+    if options.http_port is not None:
+        server_context(options.http_tls, "http")
+
+
 def serve(args: argparse.Namespace) -> int:
     """Run ``kernel serve`` until SIGINT/SIGTERM; returns the exit status."""
     configure_logging(args.log_verbose, args.log_info)
     options = options_from_args(args)
+    try:
+        check_tls(options)
+    except KernelError as exc:
+        log.error("%s", exc.message)
+        return 1
     server = InferenceServer(options)
     status = 0
 

@@ -34,7 +34,6 @@ _UNSUPPORTED = {
     "--host-policy": "host policies are not supported",
     "--allow-sagemaker": "the SageMaker endpoint is not implemented",
     "--allow-vertex-ai": "the Vertex AI endpoint is not implemented",
-    "--grpc-use-ssl": "TLS is not implemented: terminate TLS in front of the server",
     "--http-thread-count": "HTTP runs on the event loop",
 }
 
@@ -52,6 +51,23 @@ def _bool(text: str) -> bool:
     if lowered in ("0", "false", "no", "off"):
         return False
     raise argparse.ArgumentTypeError(f"expected true or false, got '{text}'")
+
+
+class _MutualTls(argparse.Action):
+    """``--grpc-use-ssl-mutual``: tritonserver sets ``--grpc-use-ssl`` to true whenever this flag
+    is given, even as ``=false`` (TLS without client certificates then); flags apply in order,
+    so a ``--grpc-use-ssl=false`` after it still wins. Doing the same keeps a tritonserver
+    command line from silently serving cleartext here."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        setattr(namespace, self.dest, values)
+        setattr(namespace, self.dest.removesuffix("_mutual"), True)
 
 
 def _backend_config(text: str) -> tuple[str, str, str]:
@@ -154,6 +170,33 @@ def _build_parser() -> _Parser:
         "--grpc-http2-min-recv-ping-interval-without-data", type=int, default=300_000, metavar="MS"
     )
     grpc.add_argument("--grpc-http2-max-ping-strikes", type=int, default=2)
+
+    for endpoint, origin in (("grpc", "tritonserver's flags"), ("http", "this server's own")):
+        tls = serve.add_argument_group(f"{endpoint.upper()} TLS ({origin})")
+        tls.add_argument(
+            f"--{endpoint}-use-ssl",
+            type=_bool,
+            default=False,
+            metavar="BOOL",
+            help="serve TLS on this port with the server cert and key (default: false)",
+        )
+        tls.add_argument(
+            f"--{endpoint}-use-ssl-mutual",
+            type=_bool,
+            default=False,
+            metavar="BOOL",
+            action=_MutualTls,
+            help="require a client certificate signed by the root cert; turns TLS on whatever"
+            " its value, as in tritonserver (a later --*-use-ssl=false turns it off)",
+        )
+        tls.add_argument(f"--{endpoint}-server-cert", type=Path, metavar="PEM")
+        tls.add_argument(f"--{endpoint}-server-key", type=Path, metavar="PEM")
+        tls.add_argument(
+            f"--{endpoint}-root-cert",
+            type=Path,
+            metavar="PEM",
+            help="the authority that signs client certificates (with mutual TLS)",
+        )
 
     commands.add_parser("backends", help="list the installed backends")
 

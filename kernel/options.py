@@ -7,12 +7,29 @@ from pathlib import Path
 
 from kernel.manager import ModelControlMode
 
-__all__ = ["ServerOptions", "example_repository"]
+__all__ = ["ServerOptions", "TlsSettings", "example_repository"]
 
 
 def example_repository() -> Path:
     """The bundled ``examples/model_repository`` (served when no repository is given)."""
     return Path(__file__).resolve().parent.parent / "examples" / "model_repository"
+
+
+@dataclass(frozen=True, slots=True)
+class TlsSettings:
+    """TLS on one listener (tritonserver's ``--grpc-use-ssl*`` flags; ``--http-use-ssl*`` here).
+
+    Paths are checked when the endpoint starts (:mod:`kernel.frontends._tls`).
+    """
+
+    cert: Path | None = None
+    """PEM server certificate (chain), ``--grpc-server-cert``."""
+    key: Path | None = None
+    """PEM private key of ``cert``, unencrypted, ``--grpc-server-key``."""
+    root_cert: Path | None = None
+    """PEM certificate(s) of the authority that signs client certificates, ``--grpc-root-cert``."""
+    mutual: bool = False
+    """Require and verify a client certificate (``--grpc-use-ssl-mutual``)."""
 
 
 @dataclass(slots=True)
@@ -59,3 +76,7 @@ class ServerOptions:
     """tritonserver's ``--grpc-keepalive-*`` / ``--grpc-http2-*`` flags, its defaults and grpc
     core's meaning (see ``kernel/frontends/grpc/_limits.py``)."""
     log_verbose: int = 0
+    grpc_tls: TlsSettings | None = None
+    """TLS on the gRPC port; ``None`` serves plain HTTP/2 (tritonserver's default)."""
+    http_tls: TlsSettings | None = None
+    """HTTPS on the HTTP port; ``None`` serves plain HTTP/1.1 (the default)."""

@@ -78,3 +78,31 @@ def kt_config() -> Callable[..., str]:
 def repeat_config() -> str:
     """A decoupled ``kerneltest`` model: one response per element of IN, then final."""
     return REPEAT_CONFIG
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """PEM files made at test time with ``trustme``: a CA; a server certificate for 127.0.0.1 and
+    localhost signed by it (``cert``, ``key``); a client certificate signed by it (``client_cert``,
+    ``client_key``); and a client certificate from another CA (``stranger_cert``/``_key``)."""
+    import trustme
+
+    folder = tmp_path_factory.mktemp("tls")
+    ca, other_ca = trustme.CA(), trustme.CA()
+    server = ca.issue_cert("127.0.0.1", "localhost")
+    client = ca.issue_cert("client.example.com")
+    stranger = other_ca.issue_cert("stranger.example.com")
+    files = {
+        "ca": ca.cert_pem,
+        "cert": server.cert_chain_pems[0],
+        "key": server.private_key_pem,
+        "client_cert": client.cert_chain_pems[0],
+        "client_key": client.private_key_pem,
+        "stranger_cert": stranger.cert_chain_pems[0],
+        "stranger_key": stranger.private_key_pem,
+    }
+    paths = {}
+    for name, blob in files.items():
+        paths[name] = folder / f"{name}.pem"
+        blob.write_to_path(str(paths[name]))
+    return paths

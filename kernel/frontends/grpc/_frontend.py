@@ -6,6 +6,7 @@ import socket
 
 import anyio
 
+from kernel.frontends._tls import listener_context
 from kernel.frontends.grpc._health import HealthServicer
 from kernel.frontends.grpc._in_flight import InFlight
 from kernel.frontends.grpc._limits import Http2Limits
@@ -26,6 +27,7 @@ class GrpcFrontend:
 
     async def start(self, server: InferenceServer, sock: socket.socket) -> None:
         """Serve on ``sock`` (bound by the kernel) in the background and return."""
+        tls = listener_context(server.options.grpc_tls, "grpc", sock)
         self._in_flight = InFlight()
         inference = InferenceServicer(server, self._in_flight)
         health = HealthServicer(server)
@@ -47,7 +49,7 @@ class GrpcFrontend:
             max_message_bytes=options.grpc_max_message_bytes,
             limits=limits,
         )
-        await self._grpc.start(sock)
+        await self._grpc.start(sock, ssl=tls)
 
     async def stop(self, timeout: float) -> None:
         """Stop accepting new rpcs and stream requests, let the work in progress finish for up

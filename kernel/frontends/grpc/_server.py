@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+from ssl import SSLContext
 from typing import Any, cast
 
 from kernel.frontends.grpc._connection import Connection
@@ -255,10 +256,13 @@ class GrpcServer:
         self._listener: asyncio.Server | None = None
         self._idle: asyncio.Event | None = None
 
-    async def start(self, sock: Any) -> None:
-        """Accept connections on ``sock`` (bound, not yet listening) from now on."""
+    async def start(self, sock: Any, ssl: SSLContext | None = None) -> None:
+        """Accept connections on ``sock`` (bound, not yet listening) from now on, over TLS
+        when ``ssl`` is given."""
         loop = asyncio.get_running_loop()
-        self._listener = await loop.create_server(lambda: ServerConnection(self), sock=sock)
+        self._listener = await loop.create_server(
+            lambda: ServerConnection(self), sock=sock, ssl=ssl
+        )
 
     async def stop(self, grace: float) -> None:
         """Accept nothing new (GOAWAY), give open streams ``grace`` seconds, then close every

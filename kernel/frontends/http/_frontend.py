@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from ssl import SSLContext
 
 from kernel.frontends._http_types import HttpLimits, RequestHandler
+from kernel.frontends._tls import listener_context
 from kernel.server import InferenceServer
 
 from ._app import HttpApp
@@ -26,11 +28,11 @@ class HttpListener:
         self._listener: asyncio.Server | None = None
         self._connections: set[HttpConnection] = set()
 
-    async def start(self, sock: socket.socket) -> None:
+    async def start(self, sock: socket.socket, ssl: SSLContext | None = None) -> None:
         handler, limits, connections = self._handler, self._limits, self._connections
         loop = asyncio.get_running_loop()
         self._listener = await loop.create_server(
-            lambda: HttpConnection(handler, limits, connections), sock=sock
+            lambda: HttpConnection(handler, limits, connections), sock=sock, ssl=ssl
         )
 
     async def stop(self, timeout: float) -> None:
@@ -73,9 +75,10 @@ class HttpFrontend:
 
     async def start(self, server: InferenceServer, sock: socket.socket) -> None:
         """Serve on ``sock`` (bound and listening) until :meth:`stop`."""
+        tls = listener_context(server.options.http_tls, "http", sock)
         self._app = HttpApp(server)
         self._listener = HttpListener(self._app, HttpLimits.from_options(server.options))
-        await self._listener.start(sock)
+        await self._listener.start(sock, ssl=tls)
 
     async def stop(self, timeout: float) -> None:
         """Stop accepting; let requests in progress finish for up to ``timeout`` s; close."""
