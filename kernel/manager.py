@@ -20,7 +20,7 @@ from kernel._devices import visible_gpus
 from kernel.backend import Backend, ModelContext, ServerHandle
 from kernel.errors import KernelError, Status
 from kernel.models import ModelState, ModelVersion, SchedulerFactory
-from kernel.registry import BackendRegistry
+from kernel.registry import BackendRegistry, backend_settings
 from kernel.repository import (
     ModelRepository,
     ModelSource,
@@ -194,7 +194,7 @@ class ModelManager:
                             path=source.model_dir / str(number),
                             model_dir=source.model_dir,
                             config=source.config.__class__.parse(bytes(source.config)),
-                            backend_config=dict(self._backend_config.get(backend, {})),
+                            backend_config=backend_settings(self._backend_config, backend),
                             logger=logging.getLogger(f"kernel.model.{name}"),
                             server=self._server,
                             auto_complete=self._auto_complete,

@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
@@ -23,11 +24,12 @@ from kernel._devices import visible_gpus
 from kernel._hooks import call_hook, is_async
 from kernel._instance_thread import InstanceThread
 from kernel._proto.inference import ModelConfig, ModelInstanceGroup, ModelInstanceGroupKind
+from kernel._warmup import WarmupSample, run_warmup, warmup_samples
 from kernel.backend import Backend, InstanceContext, Model, ModelContext, ModelInstance
 from kernel.errors import KernelError, Status
 from kernel.inference import InferenceRequest
 from kernel.repository import normalize_config
-from kernel.scheduling import Scheduler, scheduler_for
+from kernel.scheduling import Scheduler, SequenceBatcher, scheduler_for
 from kernel.statistics import ModelStatistics
 from kernel.validation import RequestValidator
 
@@ -127,12 +129,15 @@ class ModelVersion:
                     self.scheduler.close(KernelError(Status.UNAVAILABLE, "replaced"))
                     self.scheduler = self._scheduler_factory(self.context.config)
                 self.validator = RequestValidator(self.context.config)
+                samples = warmup_samples(self.config, self.context.model_dir)
                 await call_hook(model.initialize, default=Model.initialize)
                 model_initialized = True
                 self.instances = [
                     _Instance(ctx, model.create_instance(ctx)) for ctx in self._instance_contexts()
                 ]
                 await self._initialize_instances(ready)
+                if samples:
+                    await self._warm_up(ready, samples)
             except Exception as exc:
                 error = KernelError.wrap(exc)
                 raise KernelError(
@@ -217,6 +222,25 @@ class ModelVersion:
                     break
         if errors:
             raise errors[0]
+
+    async def _warm_up(self, ready: list[_Instance], samples: list[WarmupSample]) -> None:
+        """Run ``model_warmup`` on every instance, before the version reports READY."""
+        implicit: dict[str, Any] = {}
+        if isinstance(self.scheduler, SequenceBatcher):
+            # A sequence model takes control and state inputs the samples need not spell out.
+            tensors = self.scheduler.tensors
+            implicit.update(tensors.controls(1, start=True, end=True))
+            implicit.update(tensors.initial_state())
+        for item in ready:
+            await run_warmup(
+                samples,
+                item.instance,
+                item.context,
+                batching=self.config.max_batch_size > 0,
+                decoupled=self.decoupled,
+                implicit=implicit,
+            )
+        log.info("model '%s' version %d warmed up", self.name, self.version)
 
     async def _finalize(self, model: Model | None, ready: list[_Instance]) -> None:
         for queued in self.scheduler.close(
