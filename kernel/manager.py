@@ -257,11 +257,34 @@ class ModelManager:
         if entry.source is not None and entry.source.temporary and not entry.versions:
             self.repository.release(entry.name)
 
-    async def unload(self, name: str) -> None:
-        """Unload every version of ``name``; returns once they finalized.
+    def _composing(self, name: str) -> list[str]:
+        """The models the loaded versions of ensemble ``name`` run, nested ensembles' too,
+        each once, in the order their steps name them."""
+        found: list[str] = []
+        todo = [name]
+        while todo:
+            entry = self._entries.get(todo.pop(0))
+            for version in entry.versions.values() if entry is not None else ():
+                scheduling = version.config.ensemble_scheduling
+                for step in scheduling.step if scheduling is not None else ():
+                    if step.model_name not in found and step.model_name != name:
+                        found.append(step.model_name)
+                        todo.append(step.model_name)
+        return found
+
+    async def unload(self, name: str, *, unload_dependents: bool = False) -> None:
+        """Unload every version of ``name``; returns once they finalized. With
+        ``unload_dependents`` (the repository API's parameter), an ensemble's composing models
+        are unloaded after it, as Triton does.
 
         Unloading a model that is not loaded, or not known at all, succeeds (as in Triton).
         """
+        composing = self._composing(name) if unload_dependents else []
+        await self._unload_one(name)
+        for model in composing:
+            await self._unload_one(model)
+
+    async def _unload_one(self, name: str) -> None:
         entry = self._entries.get(name)
         if entry is None:
             return

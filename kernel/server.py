@@ -325,10 +325,11 @@ class InferenceServer:
         self._check_model_control()
         await self.manager.load(name, config, files)
 
-    async def unload_model(self, name: str) -> None:
-        """Unload a model (the repository API; explicit control mode only)."""
+    async def unload_model(self, name: str, *, unload_dependents: bool = False) -> None:
+        """Unload a model (the repository API; explicit control mode only); with
+        ``unload_dependents``, an ensemble's composing models too."""
         self._check_model_control()
-        await self.manager.unload(name)
+        await self.manager.unload(name, unload_dependents=unload_dependents)
 
     # -- inference ------------------------------------------------------------------------------
 

@@ -10,6 +10,10 @@ same numpy arrays, never copied. A failing step fails the request with Triton's 
 '<name>', ...`` message naming the step's model. When a step is decoupled the ensemble streams:
 each of that step's responses feeds the steps after it, and the ensemble sends a response for
 each complete set of outputs (its config is marked decoupled at load, as it is in effect).
+
+``ensemble_scheduling.max_inflight_requests`` (0: no limit) bounds, as in Triton, the requests
+in flight at each step across all the ensemble's requests: a step run waits for a free place
+before its request goes to the step's model, and gives it back once that request finished.
 """
 
 from __future__ import annotations
@@ -137,11 +141,17 @@ class EnsembleModel(Model):
         super().__init__(context)
         self._backend = backend
         self.plan = EnsemblePlan.from_config(context.config)
+        self.inflight: list[anyio.Semaphore] | None = None
+        """Per step, its places for requests in flight (``max_inflight_requests``)."""
 
     async def initialize(self) -> None:
         config = self.context.config
         self.plan = EnsemblePlan.from_config(config)
         self.plan.bind(await self._backend.load_steps(self.plan))
+        scheduling = config.ensemble_scheduling
+        limit = scheduling.max_inflight_requests if scheduling is not None else 0
+        if limit:
+            self.inflight = [anyio.Semaphore(limit) for _ in self.plan.steps]
         if self.plan.streams and not self.context.decoupled:
             # A decoupled step makes the ensemble stream; say so, so frontends treat it so.
             config.model_transaction_policy = ModelTransactionPolicy(decoupled=True)
@@ -152,7 +162,7 @@ class EnsembleModel(Model):
     async def run(self, request: InferenceRequest) -> None:
         """Run one request through the pipeline and answer it (never raises)."""
         sender = request.response_sender() if self.plan.streams else None
-        run = _Run(self.plan, self.context, request, sender)
+        run = _Run(self.plan, self.context, request, sender, self.inflight)
         error: KernelError | None
         try:
             await run.run()
@@ -191,8 +201,10 @@ class _Run:
         context: ModelContext,
         request: InferenceRequest,
         sender: ResponseSender | None,
+        inflight: list[anyio.Semaphore] | None = None,
     ) -> None:
         self.plan = plan
+        self.inflight = inflight
         self.server = context.server
         self.request = request
         self.sender = sender
@@ -230,6 +242,13 @@ class _Run:
                 self.sender.send(InferenceResponse(outputs=outputs))
 
     async def _step(self, tg: TaskGroup, step: Step, run: int) -> None:
+        if self.inflight is None:
+            await self._send(tg, step, run)
+        else:
+            async with self.inflight[step.index]:  # max_inflight_requests
+                await self._send(tg, step, run)
+
+    async def _send(self, tg: TaskGroup, step: Step, run: int) -> None:
         request = self.request
         step_request = InferenceRequest(
             step.model_name,
