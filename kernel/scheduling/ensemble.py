@@ -11,6 +11,11 @@ same numpy arrays, never copied. A failing step fails the request with Triton's 
 each of that step's responses feeds the steps after it, and the ensemble sends a response for
 each complete set of outputs (its config is marked decoupled at load, as it is in effect).
 
+A tensor may also be *absent*, as in Triton: an optional ensemble input the client left out, or
+a step output a (non-streaming) step did not produce. A step whose inputs are all present or
+absent runs, with the absent ones left out of its request (its model decides whether it may
+do without them); the ensemble answers with the outputs that exist (Triton's partial outputs).
+
 ``ensemble_scheduling.max_inflight_requests`` (0: no limit) bounds, as in Triton, the requests
 in flight at each step across all the ensemble's requests: a step run waits for a free place
 before its request goes to the step's model, and gives it back once that request finished.
@@ -209,6 +214,8 @@ class _Run:
         self.request = request
         self.sender = sender
         self.values: dict[str, list[Array]] = {k: [v] for k, v in request.inputs.items()}
+        self.absent: set[str] = {name for name in plan.inputs if name not in request.inputs}
+        """Tensors that will never have a value (see the module doc)."""
         self.started = [0] * len(plan.steps)
         self.sent = 0
         self.error: KernelError | None = None
@@ -220,10 +227,12 @@ class _Run:
             self._advance(tg)
 
     def _runs(self, tensors: Sequence[str]) -> int:
-        """How many runs the values of ``tensors`` allow so far."""
-        if any(not self.values.get(t) for t in tensors):
+        """How many runs the values of ``tensors`` allow so far (absent ones allow any)."""
+        if any(not self.values.get(t) and t not in self.absent for t in tensors):
             return 0
-        streaming = [len(self.values[t]) for t in tensors if t in self.plan.streaming]
+        streaming = [
+            len(self.values[t]) for t in tensors if t in self.plan.streaming and t in self.values
+        ]
         return min(streaming) if streaming else 1
 
     def _value(self, tensor: str, run: int) -> Array:
@@ -238,7 +247,11 @@ class _Run:
         if self.sender is not None:
             for run in range(self.sent, self._runs(self.plan.outputs)):
                 self.sent = run + 1
-                outputs = {name: self._value(name, run) for name in self.plan.outputs}
+                outputs = {
+                    name: self._value(name, run)
+                    for name in self.plan.outputs
+                    if name not in self.absent
+                }
                 self.sender.send(InferenceResponse(outputs=outputs))
 
     async def _step(self, tg: TaskGroup, step: Step, run: int) -> None:
@@ -252,7 +265,11 @@ class _Run:
         request = self.request
         step_request = InferenceRequest(
             step.model_name,
-            {name: self._value(tensor, run) for name, tensor in step.inputs.items()},
+            {
+                name: self._value(tensor, run)
+                for name, tensor in step.inputs.items()
+                if tensor not in self.absent
+            },
             model_version=step.model_version,
             id=request.id,
             requested_output_names=list(step.outputs),
@@ -272,10 +289,7 @@ class _Run:
                     if value is not None:
                         self.values.setdefault(tensor, []).append(value)
                     elif not streaming:
-                        raise KernelError(
-                            Status.INTERNAL,
-                            f"model '{step.model_name}' returned no output '{name}'",
-                        )
+                        self.absent.add(tensor)  # a partial output: what needs it goes without
                 self._advance(tg)
         except KernelError as exc:
             self._fail(step, exc)
