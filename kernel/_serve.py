@@ -27,6 +27,11 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
     backend_config: dict[str, dict[str, str]] = {}
     for name, key, value in args.backend_config:
         backend_config.setdefault(name, {})[key] = value
+    cache_config: dict[str, dict[str, str]] = {}
+    if args.response_cache_byte_size is not None:
+        cache_config["local"] = {"size": str(args.response_cache_byte_size)}
+    for name, key, value in args.cache_config:
+        cache_config.setdefault(name, {})[key] = value
     return ServerOptions(
         model_repositories=[Path(p) for p in args.model_repository] or [example_repository()],
         model_control_mode=ModelControlMode(args.model_control_mode),
@@ -41,6 +46,7 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
         server_name=args.server_name,
         auto_complete_config=not (args.disable_auto_complete_config or args.strict_model_config),
         backend_config=backend_config,
+        cache_config=cache_config,
         http_max_input_bytes=args.http_max_input_size,
         grpc_max_message_bytes=args.grpc_max_message_bytes,
         log_verbose=args.log_verbose,
@@ -72,7 +78,10 @@ def serve(args: argparse.Namespace) -> int:
     """Run ``kernel serve`` until SIGINT/SIGTERM; returns the exit status."""
     configure_logging(args.log_verbose, args.log_info)
     options = options_from_args(args)
-    server = InferenceServer(options)
+    try:
+        server = InferenceServer(options)
+    except ValueError as exc:  # a setting no server can start with (e.g. --cache-config)
+        sys.exit(f"kernel serve: {exc}")
     status = 0
 
     async def main() -> None:

@@ -25,8 +25,6 @@ _UNSUPPORTED = {
     "--min-supported-compute-capability": "GPU selection is done by the backends",
     "--rate-limit": "the rate limiter is not implemented",
     "--rate-limit-resource": "the rate limiter is not implemented",
-    "--response-cache-byte-size": "the response cache is not implemented",
-    "--cache-config": "the response cache is not implemented",
     "--trace-config": "tracing is not implemented",
     "--trace-file": "tracing is not implemented",
     "--model-load-thread-count": "models load concurrently on the event loop",
@@ -120,6 +118,20 @@ def _build_parser() -> _Parser:
         action="append",
         default=[],
         metavar="BACKEND,KEY=VALUE",
+    )
+    serve.add_argument(
+        "--cache-config",
+        type=_backend_config,
+        action="append",
+        default=[],
+        metavar="CACHE,KEY=VALUE",
+        help="the response cache: local,size=<bytes> (an in-process LRU)",
+    )
+    serve.add_argument(
+        "--response-cache-byte-size",
+        type=int,
+        default=None,
+        help="tritonserver's older spelling of --cache-config local,size=<bytes>",
     )
     serve.add_argument("--disable-auto-complete-config", action="store_true")
     serve.add_argument(

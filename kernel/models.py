@@ -129,6 +129,13 @@ class ModelVersion:
                     self.scheduler.close(KernelError(Status.UNAVAILABLE, "replaced"))
                     self.scheduler = self._scheduler_factory(self.context.config)
                 self.validator = RequestValidator(self.context.config)
+                cache = self.config.response_cache
+                if cache is not None and cache.enable and self.decoupled:
+                    raise KernelError(
+                        Status.INVALID_ARG,
+                        f"Response Cache does not currently support model {self.name} with"
+                        " 'decoupled' transaction policy. Please disable the response cache.",
+                    )
                 samples = warmup_samples(self.config, self.context.model_dir)
                 await call_hook(model.initialize, default=Model.initialize)
                 model_initialized = True

@@ -33,6 +33,9 @@ class ServerOptions:
     server_name: str = "triton"
     auto_complete_config: bool = True
     backend_config: dict[str, dict[str, str]] = field(default_factory=dict)
+    cache_config: dict[str, dict[str, str]] = field(default_factory=dict)
+    """tritonserver's ``--cache-config <cache>,<key>=<value>``: ``local,size=<bytes>`` enables
+    the in-process response cache for models with ``response_cache { enable: true }``."""
     http_max_input_bytes: int = 64 * 1024 * 1024
     """Requests with a larger body are refused (tritonserver's ``--http-max-input-size``)."""
     grpc_max_message_bytes: int = 2**31 - 1

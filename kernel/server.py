@@ -26,6 +26,7 @@ from anyio.abc import TaskStatus
 
 from kernel import __version__
 from kernel._proto.inference import ModelConfig
+from kernel._response_cache import ResponseCache, ResponseCaching, parse_cache_config
 from kernel.backend import MetricSource
 from kernel.errors import KernelError, Status
 from kernel.inference import InferenceRequest, InferenceResponse
@@ -148,6 +149,11 @@ class InferenceServer:
             backend_config=self.options.backend_config,
             drain_timeout=self.options.exit_timeout_secs,
         )
+        cache_bytes = parse_cache_config(self.options.cache_config)
+        self.response_cache: ResponseCaching | None = (
+            None if cache_bytes is None else ResponseCaching(ResponseCache(cache_bytes))
+        )
+        """The response cache (``--cache-config local,size=N``), if enabled."""
         self.shared_memory = SystemSharedMemory()
         self.log_settings = default_log_settings(self.options.log_verbose)
         """Triton's log settings, read and updated through both endpoints."""
@@ -339,7 +345,9 @@ class InferenceServer:
         try:
             request.batch_size = version.validator.validate(request)
             request.enqueued_ns = time.monotonic_ns()
-            version.scheduler.enqueue(request)
+            cache = self.response_cache
+            if cache is None or not cache.answer(version, request):
+                version.scheduler.enqueue(request)
         except KernelError as exc:
             reason = (
                 FailureReason.REJECTED if exc.status is Status.UNAVAILABLE else FailureReason.OTHER
@@ -349,13 +357,14 @@ class InferenceServer:
         version.in_flight += 1
         return version
 
-    @staticmethod
     def _finish(
-        version: ModelVersion, request: InferenceRequest, response: InferenceResponse
+        self, version: ModelVersion, request: InferenceRequest, response: InferenceResponse
     ) -> None:
         if request.requested_output_names and response.outputs:
             wanted = request.requested_output_names
             response.outputs = {k: v for k, v in response.outputs.items() if k in wanted}
+        if self.response_cache is not None:
+            self.response_cache.remember(version, request, response)
         if response.final:
             version.in_flight -= 1
             failed = None
