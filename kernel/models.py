@@ -54,6 +54,8 @@ class ModelState(enum.Enum):
 class _Instance:
     context: InstanceContext
     instance: ModelInstance
+    passive: bool = False
+    """``instance_group.passive``: loaded (and warmed up), but given no requests."""
 
 
 class ModelVersion:
@@ -140,7 +142,8 @@ class ModelVersion:
                 await call_hook(model.initialize, default=Model.initialize)
                 model_initialized = True
                 self.instances = [
-                    _Instance(ctx, model.create_instance(ctx)) for ctx in self._instance_contexts()
+                    _Instance(ctx, model.create_instance(ctx), passive)
+                    for ctx, passive in self._instance_contexts()
                 ]
                 await self._initialize_instances(ready)
                 if samples:
@@ -151,8 +154,14 @@ class ModelVersion:
                     Status.UNAVAILABLE if error.status is Status.INTERNAL else error.status,
                     error.message,
                 ) from exc
+            active = [item for item in ready if not item.passive]
+            if ready and not active:
+                log.warning(
+                    "every instance of model '%s' is passive: no request will be executed",
+                    self.name,
+                )
             async with anyio.create_task_group() as workers:
-                for index, item in enumerate(ready):
+                for index, item in enumerate(active):
                     workers.start_soon(
                         self._worker, item, index, workers, name=f"worker {item.context.name}"
                     )
@@ -167,8 +176,9 @@ class ModelVersion:
                 await self._finalize(model if model_initialized else None, ready)
                 self.finished.set()
 
-    def _instance_contexts(self) -> list[InstanceContext]:
-        contexts: list[InstanceContext] = []
+    def _instance_contexts(self) -> list[tuple[InstanceContext, bool]]:
+        """Each instance's context, and whether its group is ``passive``."""
+        contexts: list[tuple[InstanceContext, bool]] = []
         gpus = visible_gpus()
         # An ensemble has no instance group: its one instance only awaits other models.
         groups = self.config.instance_group or [
@@ -196,15 +206,14 @@ class ModelVersion:
             for device in devices:
                 for index in range(group.count):
                     name = f"{group.name}_{len(contexts) if len(devices) > 1 else index}"
-                    contexts.append(
-                        InstanceContext(
-                            name=name,
-                            kind=kind,
-                            device_id=device,
-                            model=self.context,
-                            logger=logging.getLogger(f"kernel.model.{self.name}.{name}"),
-                        )
+                    context = InstanceContext(
+                        name=name,
+                        kind=kind,
+                        device_id=device,
+                        model=self.context,
+                        logger=logging.getLogger(f"kernel.model.{self.name}.{name}"),
                     )
+                    contexts.append((context, group.passive))
         return contexts
 
     async def _initialize_instances(self, ready: list[_Instance]) -> None:
@@ -282,7 +291,8 @@ class ModelVersion:
         most two: a request queued behind a long batch would wait while another instance idles.
         """
         ahead = min(self.scheduler.batches_ahead, limit)
-        return min(ahead, 2) if len(self.instances) > 1 else ahead
+        active = sum(not item.passive for item in self.instances)
+        return min(ahead, 2) if active > 1 else ahead
 
     async def _worker(self, item: _Instance, index: int, workers: TaskGroup) -> None:
         if not is_async(item.instance.execute):
