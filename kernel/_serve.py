@@ -47,6 +47,8 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
         auto_complete_config=not (args.disable_auto_complete_config or args.strict_model_config),
         backend_config=backend_config,
         cache_config=cache_config,
+        rate_limit=args.rate_limit,
+        rate_limit_resources={(n, d): c for n, c, d in args.rate_limit_resource},
         http_max_input_bytes=args.http_max_input_size,
         grpc_max_message_bytes=args.grpc_max_message_bytes,
         log_verbose=args.log_verbose,

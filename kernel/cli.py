@@ -23,8 +23,6 @@ _UNSUPPORTED = {
     "--pinned-memory-pool-byte-size": "there is no pinned memory pool (CPU only)",
     "--cuda-memory-pool-byte-size": "there is no CUDA memory pool",
     "--min-supported-compute-capability": "GPU selection is done by the backends",
-    "--rate-limit": "the rate limiter is not implemented",
-    "--rate-limit-resource": "the rate limiter is not implemented",
     "--trace-config": "tracing is not implemented",
     "--trace-file": "tracing is not implemented",
     "--model-load-thread-count": "models load concurrently on the event loop",
@@ -62,6 +60,15 @@ def _backend_config(text: str) -> tuple[str, str, str]:
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected <backend>,<setting>=<value>, got '{text}'")
     return name, key, value
+
+
+def _rate_limit_resource(text: str) -> tuple[str, int, int | str]:
+    from kernel.scheduling._rate_limiter import parse_rate_limit_resource
+
+    try:
+        return parse_rate_limit_resource(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _build_parser() -> _Parser:
@@ -118,6 +125,19 @@ def _build_parser() -> _Parser:
         action="append",
         default=[],
         metavar="BACKEND,KEY=VALUE",
+    )
+    serve.add_argument(
+        "--rate-limit",
+        choices=["off", "execution_count"],
+        default="off",
+        help="execution_count: instances execute only while holding their rate_limiter resources",
+    )
+    serve.add_argument(
+        "--rate-limit-resource",
+        type=_rate_limit_resource,
+        action="append",
+        default=[],
+        metavar="NAME:COUNT[:DEVICE]",
     )
     serve.add_argument(
         "--cache-config",

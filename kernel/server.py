@@ -36,6 +36,7 @@ from kernel.models import ModelVersion
 from kernel.options import ServerOptions
 from kernel.registry import BackendRegistry
 from kernel.repository import ModelRepository
+from kernel.scheduling._rate_limiter import RateLimiter
 from kernel.shared_memory import SystemSharedMemory
 from kernel.statistics import FailureReason, ModelStatistics
 from kernel.tensors import config_type_to_datatype
@@ -154,6 +155,12 @@ class InferenceServer:
             None if cache_bytes is None else ResponseCaching(ResponseCache(cache_bytes))
         )
         """The response cache (``--cache-config local,size=N``), if enabled."""
+        self.rate_limiter: RateLimiter | None = (
+            RateLimiter(self.options.rate_limit_resources)
+            if self.options.rate_limit == "execution_count"
+            else None
+        )
+        """The rate limiter every model's instances share (``--rate-limit execution_count``)."""
         self.shared_memory = SystemSharedMemory()
         self.log_settings = default_log_settings(self.options.log_verbose)
         """Triton's log settings, read and updated through both endpoints."""
