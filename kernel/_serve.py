@@ -51,6 +51,11 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
     backend_config: dict[str, dict[str, str]] = {}
     for name, key, value in args.backend_config:
         backend_config.setdefault(name, {})[key] = value
+    cache_config: dict[str, dict[str, str]] = {}
+    if args.response_cache_byte_size is not None:
+        cache_config["local"] = {"size": str(args.response_cache_byte_size)}
+    for name, key, value in args.cache_config:
+        cache_config.setdefault(name, {})[key] = value
     return ServerOptions(
         model_repositories=[Path(p) for p in args.model_repository] or [example_repository()],
         model_control_mode=ModelControlMode(args.model_control_mode),
@@ -65,6 +70,9 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
         server_name=args.server_name,
         auto_complete_config=not (args.disable_auto_complete_config or args.strict_model_config),
         backend_config=backend_config,
+        cache_config=cache_config,
+        rate_limit=args.rate_limit,
+        rate_limit_resources={(n, d): c for n, c, d in args.rate_limit_resource},
         http_max_input_bytes=args.http_max_input_size,
         http_max_url_bytes=args.http_max_url_size,
         http_max_header_bytes=args.http_max_header_size,
@@ -128,10 +136,12 @@ def serve(args: argparse.Namespace) -> int:
     options = options_from_args(args)
     try:
         check_tls(options)
+        server = InferenceServer(options)
     except KernelError as exc:
         log.error("%s", exc.message)
         return 1
-    server = InferenceServer(options)
+    except ValueError as exc:  # a setting no server can start with (e.g. --cache-config)
+        sys.exit(f"kernel serve: {exc}")
     status = 0
 
     async def main() -> None:

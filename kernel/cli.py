@@ -23,10 +23,6 @@ _UNSUPPORTED = {
     "--pinned-memory-pool-byte-size": "there is no pinned memory pool (CPU only)",
     "--cuda-memory-pool-byte-size": "there is no CUDA memory pool",
     "--min-supported-compute-capability": "GPU selection is done by the backends",
-    "--rate-limit": "the rate limiter is not implemented",
-    "--rate-limit-resource": "the rate limiter is not implemented",
-    "--response-cache-byte-size": "the response cache is not implemented",
-    "--cache-config": "the response cache is not implemented",
     "--trace-config": "tracing is not implemented",
     "--trace-file": "tracing is not implemented",
     "--model-load-thread-count": "models load concurrently on the event loop",
@@ -80,6 +76,15 @@ def _backend_config(text: str) -> tuple[str, str, str]:
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected <backend>,<setting>=<value>, got '{text}'")
     return name, key, value
+
+
+def _rate_limit_resource(text: str) -> tuple[str, int, int | str]:
+    from kernel.scheduling._rate_limiter import parse_rate_limit_resource
+
+    try:
+        return parse_rate_limit_resource(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _build_parser() -> _Parser:
@@ -136,6 +141,33 @@ def _build_parser() -> _Parser:
         action="append",
         default=[],
         metavar="BACKEND,KEY=VALUE",
+    )
+    serve.add_argument(
+        "--rate-limit",
+        choices=["off", "execution_count"],
+        default="off",
+        help="execution_count: instances execute only while holding their rate_limiter resources",
+    )
+    serve.add_argument(
+        "--rate-limit-resource",
+        type=_rate_limit_resource,
+        action="append",
+        default=[],
+        metavar="NAME:COUNT[:DEVICE]",
+    )
+    serve.add_argument(
+        "--cache-config",
+        type=_backend_config,
+        action="append",
+        default=[],
+        metavar="CACHE,KEY=VALUE",
+        help="the response cache: local,size=<bytes> (an in-process LRU)",
+    )
+    serve.add_argument(
+        "--response-cache-byte-size",
+        type=int,
+        default=None,
+        help="tritonserver's older spelling of --cache-config local,size=<bytes>",
     )
     serve.add_argument("--disable-auto-complete-config", action="store_true")
     serve.add_argument(

@@ -20,7 +20,7 @@ from kernel._devices import visible_gpus
 from kernel.backend import Backend, ModelContext, ServerHandle
 from kernel.errors import KernelError, Status
 from kernel.models import ModelState, ModelVersion, SchedulerFactory
-from kernel.registry import BackendRegistry
+from kernel.registry import BackendRegistry, backend_settings
 from kernel.repository import (
     ModelRepository,
     ModelSource,
@@ -200,7 +200,7 @@ class ModelManager:
                             path=source.model_dir / str(number),
                             model_dir=source.model_dir,
                             config=source.config.__class__.parse(bytes(source.config)),
-                            backend_config=dict(self._backend_config.get(backend, {})),
+                            backend_config=backend_settings(self._backend_config, backend),
                             logger=logging.getLogger(f"kernel.model.{name}"),
                             server=self._server,
                             auto_complete=self._auto_complete,
@@ -266,14 +266,37 @@ class ModelManager:
         if entry.source is not None and entry.source.temporary and not entry.versions:
             self.repository.release(entry.name)
 
-    async def unload(self, name: str) -> None:
-        """Unload every version of ``name``; returns once they finalized.
+    def _composing(self, name: str) -> list[str]:
+        """The models the loaded versions of ensemble ``name`` run, nested ensembles' too,
+        each once, in the order their steps name them."""
+        found: list[str] = []
+        todo = [name]
+        while todo:
+            entry = self._entries.get(todo.pop(0))
+            for version in entry.versions.values() if entry is not None else ():
+                scheduling = version.config.ensemble_scheduling
+                for step in scheduling.step if scheduling is not None else ():
+                    if step.model_name not in found and step.model_name != name:
+                        found.append(step.model_name)
+                        todo.append(step.model_name)
+        return found
+
+    async def unload(self, name: str, *, unload_dependents: bool = False) -> None:
+        """Unload every version of ``name``; returns once they finalized. With
+        ``unload_dependents`` (the repository API's parameter), an ensemble's composing models
+        are unloaded after it, as Triton does.
 
         Unloading a model that is not loaded, or not known at all, succeeds (as in Triton).
 
         :raises KernelError: ``INVALID_ARG`` for a name no model can have.
         """
         check_model_name(name)
+        composing = self._composing(name) if unload_dependents else []
+        await self._unload_one(name)
+        for model in composing:
+            await self._unload_one(model)
+
+    async def _unload_one(self, name: str) -> None:
         entry = self._entries.get(name)
         if entry is None:
             return

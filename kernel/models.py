@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
@@ -22,12 +23,19 @@ from anyio.abc import TaskGroup, TaskStatus
 from kernel._devices import visible_gpus
 from kernel._hooks import call_hook, is_async
 from kernel._instance_thread import InstanceThread
-from kernel._proto.inference import ModelConfig, ModelInstanceGroup, ModelInstanceGroupKind
+from kernel._proto.inference import (
+    ModelConfig,
+    ModelInstanceGroup,
+    ModelInstanceGroupKind,
+    ModelRateLimiter,
+)
+from kernel._warmup import WarmupSample, run_warmup, warmup_samples
 from kernel.backend import Backend, InstanceContext, Model, ModelContext, ModelInstance
 from kernel.errors import KernelError, Status
 from kernel.inference import InferenceRequest
 from kernel.repository import normalize_config
-from kernel.scheduling import Scheduler, scheduler_for
+from kernel.scheduling import Scheduler, SequenceBatcher, scheduler_for
+from kernel.scheduling._rate_limiter import CPU_DEVICE, Need, RateLimiter
 from kernel.statistics import ModelStatistics
 from kernel.validation import RequestValidator
 
@@ -52,6 +60,12 @@ class ModelState(enum.Enum):
 class _Instance:
     context: InstanceContext
     instance: ModelInstance
+    passive: bool = False
+    """``instance_group.passive``: loaded (and warmed up), but given no requests."""
+    limits: ModelRateLimiter | None = None
+    """``instance_group.rate_limiter``: the resources and priority it executes with."""
+    need: Need | None = None
+    """What the server's rate limiter counts for it (set when the server rate-limits)."""
 
 
 class ModelVersion:
@@ -127,20 +141,44 @@ class ModelVersion:
                     self.scheduler.close(KernelError(Status.UNAVAILABLE, "replaced"))
                     self.scheduler = self._scheduler_factory(self.context.config)
                 self.validator = RequestValidator(self.context.config)
+                cache = self.config.response_cache
+                if cache is not None and cache.enable and self.decoupled:
+                    raise KernelError(
+                        Status.INVALID_ARG,
+                        f"Response Cache does not currently support model {self.name} with"
+                        " 'decoupled' transaction policy. Please disable the response cache.",
+                    )
+                samples = warmup_samples(self.config, self.context.model_dir)
                 await call_hook(model.initialize, default=Model.initialize)
                 model_initialized = True
                 self.instances = [
-                    _Instance(ctx, model.create_instance(ctx)) for ctx in self._instance_contexts()
+                    _Instance(ctx, model.create_instance(ctx), passive, limits)
+                    for ctx, passive, limits in self._instance_contexts()
                 ]
+                limiter = self._rate_limiter()
+                if limiter is not None:
+                    for item in self.instances:
+                        device = item.context.device_id
+                        item.need = limiter.register(
+                            item.limits, device if item.context.kind == "KIND_GPU" else CPU_DEVICE
+                        )
                 await self._initialize_instances(ready)
+                if samples:
+                    await self._warm_up(ready, samples)
             except Exception as exc:
                 error = KernelError.wrap(exc)
                 raise KernelError(
                     Status.UNAVAILABLE if error.status is Status.INTERNAL else error.status,
                     error.message,
                 ) from exc
+            active = [item for item in ready if not item.passive]
+            if ready and not active:
+                log.warning(
+                    "every instance of model '%s' is passive: no request will be executed",
+                    self.name,
+                )
             async with anyio.create_task_group() as workers:
-                for index, item in enumerate(ready):
+                for index, item in enumerate(active):
                     workers.start_soon(
                         self._worker, item, index, workers, name=f"worker {item.context.name}"
                     )
@@ -155,8 +193,17 @@ class ModelVersion:
                 await self._finalize(model if model_initialized else None, ready)
                 self.finished.set()
 
-    def _instance_contexts(self) -> list[InstanceContext]:
-        contexts: list[InstanceContext] = []
+    def _rate_limiter(self) -> RateLimiter | None:
+        """The server's rate limiter (``--rate-limit execution_count``), if it has one."""
+        limiter = getattr(self.context.server, "rate_limiter", None)
+        return limiter if isinstance(limiter, RateLimiter) else None
+
+    def _instance_contexts(
+        self,
+    ) -> list[tuple[InstanceContext, bool, ModelRateLimiter | None]]:
+        """Each instance's context, whether its group is ``passive``, and its group's
+        ``rate_limiter``."""
+        contexts: list[tuple[InstanceContext, bool, ModelRateLimiter | None]] = []
         gpus = visible_gpus()
         # An ensemble has no instance group: its one instance only awaits other models.
         groups = self.config.instance_group or [
@@ -184,15 +231,14 @@ class ModelVersion:
             for device in devices:
                 for index in range(group.count):
                     name = f"{group.name}_{len(contexts) if len(devices) > 1 else index}"
-                    contexts.append(
-                        InstanceContext(
-                            name=name,
-                            kind=kind,
-                            device_id=device,
-                            model=self.context,
-                            logger=logging.getLogger(f"kernel.model.{self.name}.{name}"),
-                        )
+                    context = InstanceContext(
+                        name=name,
+                        kind=kind,
+                        device_id=device,
+                        model=self.context,
+                        logger=logging.getLogger(f"kernel.model.{self.name}.{name}"),
                     )
+                    contexts.append((context, group.passive, group.rate_limiter))
         return contexts
 
     async def _initialize_instances(self, ready: list[_Instance]) -> None:
@@ -217,6 +263,25 @@ class ModelVersion:
                     break
         if errors:
             raise errors[0]
+
+    async def _warm_up(self, ready: list[_Instance], samples: list[WarmupSample]) -> None:
+        """Run ``model_warmup`` on every instance, before the version reports READY."""
+        implicit: dict[str, Any] = {}
+        if isinstance(self.scheduler, SequenceBatcher):
+            # A sequence model takes control and state inputs the samples need not spell out.
+            tensors = self.scheduler.tensors
+            implicit.update(tensors.controls(1, start=True, end=True))
+            implicit.update(tensors.initial_state())
+        for item in ready:
+            await run_warmup(
+                samples,
+                item.instance,
+                item.context,
+                batching=self.config.max_batch_size > 0,
+                decoupled=self.decoupled,
+                implicit=implicit,
+            )
+        log.info("model '%s' version %d warmed up", self.name, self.version)
 
     async def _finalize(self, model: Model | None, ready: list[_Instance]) -> None:
         for queued in self.scheduler.close(
@@ -251,7 +316,8 @@ class ModelVersion:
         most two: a request queued behind a long batch would wait while another instance idles.
         """
         ahead = min(self.scheduler.batches_ahead, limit)
-        return min(ahead, 2) if len(self.instances) > 1 else ahead
+        active = sum(not item.passive for item in self.instances)
+        return min(ahead, 2) if active > 1 else ahead
 
     async def _worker(self, item: _Instance, index: int, workers: TaskGroup) -> None:
         if not is_async(item.instance.execute):
@@ -282,6 +348,9 @@ class ModelVersion:
         slot: asyncio.Semaphore | None = None,
     ) -> None:
         """Run an ``async def execute`` on the loop (then give back ``slot``, if it holds one)."""
+        limiter = self._rate_limiter() if item.need is not None else None
+        if limiter is not None and item.need is not None:
+            await self._acquire(limiter, item.need, batch)
         self.executing += 1
         start = time.monotonic_ns()
         error: BaseException | None = None
@@ -294,6 +363,8 @@ class ModelVersion:
             error = exc
         finally:
             times = item.context.take_reported_times()
+            if limiter is not None and item.need is not None:
+                limiter.release(item.need)
             self._executed(item, batch, times, error, start, time.monotonic_ns())
             if slot is not None:
                 slot.release()
@@ -305,7 +376,10 @@ class ModelVersion:
         go over several at a time, so the thread never idles waiting for the loop; batching
         schedulers hand one, so a batch forms while the previous one runs.
         """
-        depth = self._batches_ahead(self.scheduler.batches_ahead)
+        limiter = self._rate_limiter()
+        need = item.need
+        # Under the rate limiter a batch waits for its resources, not in the thread's queue.
+        depth = 1 if need is not None else self._batches_ahead(self.scheduler.batches_ahead)
         thread = InstanceThread(item.context.name, depth=depth)
         self._threads.append(thread)
         run = functools.partial(
@@ -320,13 +394,44 @@ class ModelVersion:
                 except BaseException:
                     thread.release()
                     raise
+                done = functools.partial(self._executed, item, batch)
+                if limiter is not None and need is not None:
+                    await self._acquire(limiter, need, batch, thread)
+                    done = functools.partial(self._executed_limited, limiter, need, done)
                 self.executing += 1
-                thread.submit(run, batch, functools.partial(self._executed, item, batch))
+                thread.submit(run, batch, done)
         finally:
             thread.stop()
             with anyio.CancelScope(shield=True):  # a running batch cannot be interrupted
                 await thread.wait_idle()
             self._threads.remove(thread)
+
+    async def _acquire(
+        self,
+        limiter: RateLimiter,
+        need: Need,
+        batch: list[InferenceRequest],
+        thread: InstanceThread | None = None,
+    ) -> None:
+        """Wait for the rate limiter; a batch whose wait is cancelled (unload) is answered."""
+        try:
+            await limiter.acquire(need)
+        except BaseException:
+            if thread is not None:
+                thread.release()
+            for request in batch:
+                request.fail(KernelError(Status.UNAVAILABLE, f"model '{self.name}' is unloading"))
+            raise
+
+    @staticmethod
+    def _executed_limited(
+        limiter: RateLimiter,
+        need: Need,
+        done: Callable[..., None],
+        *args: object,
+    ) -> None:
+        limiter.release(need)
+        done(*args)
 
     def _executed(
         self,

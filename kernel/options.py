@@ -50,6 +50,14 @@ class ServerOptions:
     server_name: str = "triton"
     auto_complete_config: bool = True
     backend_config: dict[str, dict[str, str]] = field(default_factory=dict)
+    rate_limit: str = "off"
+    """tritonserver's ``--rate-limit``: ``off`` or ``execution_count``."""
+    rate_limit_resources: dict[tuple[str, int | str], int] = field(default_factory=dict)
+    """``--rate-limit-resource <name>:<count>[:<device>]``: ``(name, device) -> count``, the
+    device ``"global"`` when none is given."""
+    cache_config: dict[str, dict[str, str]] = field(default_factory=dict)
+    """tritonserver's ``--cache-config <cache>,<key>=<value>``: ``local,size=<bytes>`` enables
+    the in-process response cache for models with ``response_cache { enable: true }``."""
     http_max_input_bytes: int = 64 * 1024 * 1024
     """Requests with a larger body are refused (tritonserver's ``--http-max-input-size``)."""
     http_max_url_bytes: int = 8 * 1024

@@ -24,6 +24,7 @@ __all__ = [
     "PROJECT_DISTRIBUTIONS",
     "BackendInfo",
     "BackendRegistry",
+    "backend_settings",
 ]
 
 ENTRY_POINT_GROUP = "kernel.backends"
@@ -65,6 +66,13 @@ def _info(ep: EntryPoint) -> BackendInfo:
         distribution=dist.name if dist is not None else "?",
         version=dist.version if dist is not None else "?",
     )
+
+
+def backend_settings(backend_config: dict[str, dict[str, str]], name: str) -> dict[str, str]:
+    """The ``--backend-config`` settings backend ``name`` gets, as tritonserver resolves them:
+    the global ones (given without a backend name, kept under ``""``) first, then the backend's
+    own, which win where both set a key."""
+    return {**backend_config.get("", {}), **backend_config.get(name, {})}
 
 
 class BackendRegistry:
@@ -151,7 +159,7 @@ class BackendRegistry:
             backend = cls()
             context = BackendContext(
                 name=name,
-                config=dict(self._backend_config.get(name, {})),
+                config=backend_settings(self._backend_config, name),
                 logger=logging.getLogger(f"kernel.backend.{name}"),
             )
             await call_hook(backend.initialize, context, default=Backend.initialize)

@@ -30,6 +30,7 @@ from anyio.abc import TaskStatus
 
 from kernel import __version__
 from kernel._proto.inference import ModelConfig
+from kernel._response_cache import ResponseCache, ResponseCaching, parse_cache_config
 from kernel.backend import MetricSource
 from kernel.errors import KernelError, Status
 from kernel.inference import InferenceRequest, InferenceResponse
@@ -39,6 +40,7 @@ from kernel.models import ModelVersion
 from kernel.options import ServerOptions
 from kernel.registry import BackendRegistry
 from kernel.repository import ModelRepository, check_model_name
+from kernel.scheduling._rate_limiter import RateLimiter
 from kernel.shared_memory import SystemSharedMemory
 from kernel.statistics import FailureReason, ModelStatistics
 from kernel.target import InferenceTarget
@@ -154,6 +156,17 @@ class InferenceServer:
             backend_config=self.options.backend_config,
             drain_timeout=self.options.exit_timeout_secs,
         )
+        cache_bytes = parse_cache_config(self.options.cache_config)
+        self.response_cache: ResponseCaching | None = (
+            None if cache_bytes is None else ResponseCaching(ResponseCache(cache_bytes))
+        )
+        """The response cache (``--cache-config local,size=N``), if enabled."""
+        self.rate_limiter: RateLimiter | None = (
+            RateLimiter(self.options.rate_limit_resources)
+            if self.options.rate_limit == "execution_count"
+            else None
+        )
+        """The rate limiter every model's instances share (``--rate-limit execution_count``)."""
         self.shared_memory = SystemSharedMemory()
         self.log_settings = LogSettings(self.options.log_verbose)
         """Triton's log settings, read and updated through both endpoints."""
@@ -359,10 +372,11 @@ class InferenceServer:
         self._check_model_control()
         await self.manager.load(name, config, files)
 
-    async def unload_model(self, name: str) -> None:
-        """Unload a model (the repository API; explicit control mode only)."""
+    async def unload_model(self, name: str, *, unload_dependents: bool = False) -> None:
+        """Unload a model (the repository API; explicit control mode only); with
+        ``unload_dependents``, an ensemble's composing models too."""
         self._check_model_control()
-        await self.manager.unload(name)
+        await self.manager.unload(name, unload_dependents=unload_dependents)
 
     # -- inference ------------------------------------------------------------------------------
 
@@ -375,7 +389,9 @@ class InferenceServer:
         try:
             request.batch_size = version.validator.validate(request)
             request.enqueued_ns = time.monotonic_ns()
-            version.scheduler.enqueue(request)
+            cache = self.response_cache
+            if cache is None or not cache.answer(version, request):
+                version.scheduler.enqueue(request)
         except KernelError as exc:
             reason = (
                 FailureReason.REJECTED if exc.status is Status.UNAVAILABLE else FailureReason.OTHER
@@ -385,13 +401,14 @@ class InferenceServer:
         version.in_flight += 1
         return version
 
-    @staticmethod
     def _finish(
-        version: ModelVersion, request: InferenceRequest, response: InferenceResponse
+        self, version: ModelVersion, request: InferenceRequest, response: InferenceResponse
     ) -> None:
         if request.requested_output_names and response.outputs:
             wanted = request.requested_output_names
             response.outputs = {k: v for k, v in response.outputs.items() if k in wanted}
+        if self.response_cache is not None:
+            self.response_cache.remember(version, request, response)
         if response.final:
             version.in_flight -= 1
             failed = None

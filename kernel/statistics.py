@@ -55,6 +55,10 @@ class ModelStatistics:
     compute_input: Duration = field(default_factory=Duration)
     compute_infer: Duration = field(default_factory=Duration)
     compute_output: Duration = field(default_factory=Duration)
+    cache_hit: Duration = field(default_factory=Duration)
+    """Requests answered from the response cache, and the time their lookups took."""
+    cache_miss: Duration = field(default_factory=Duration)
+    """Cache lookups that missed, and the time of the lookup plus the insertion after."""
     inference_count: int = 0
     execution_count: int = 0
     last_inference_ms: int = 0

@@ -59,7 +59,7 @@ def test_check_lists_every_problem_and_exits_nonzero(
 @pytest.mark.parametrize(
     ("flag", "message"),
     [
-        ("--rate-limit=execution_count", "tritonserver flag --rate-limit is not supported"),
+        ("--repoagent-directory=/x", "tritonserver flag --repoagent-directory is not supported"),
         ("--pinned-memory-pool-byte-size=0", "is not supported"),
         ("--no-such-flag", "unknown flag(s) --no-such-flag"),
     ],

@@ -7,8 +7,9 @@ with batching (one row per request), as Triton shapes them.
 
 Implicit state (``state``) is carried by the kernel: the first request of a sequence gets the
 initial state as input ``input_name``; each later one gets what the previous response held as
-output ``output_name``. The state output reaches the client only if the config declares it as an
-output, as in Triton.
+output ``output_name``. The backend computes the state output on every request, whether or not
+the client asked for it (:meth:`SequenceTensors.request_state`); it reaches the client only if the
+config declares it as an output and the client asked for it (or for every output), as in Triton.
 """
 
 from __future__ import annotations
@@ -201,8 +202,19 @@ class SequenceTensors:
         dtype = datatype_to_dtype(config_type_to_datatype(data_type.name or ""))
         return np.full(self._shape, corrid, dtype=dtype)
 
-    def capture(self, response: InferenceResponse, state: dict[str, Array]) -> None:
-        """Keep the state outputs of ``response`` in ``state``; hide undeclared ones."""
+    def request_state(self, wanted: tuple[str, ...]) -> tuple[str, ...]:
+        """The output names to ask the backend for, given those the client asked for: an empty
+        list already means every output, state outputs included; otherwise the state outputs
+        are added, since the next request of the sequence needs them."""
+        if not wanted:
+            return wanted
+        return wanted + tuple(s.output_name for s in self._states if s.output_name not in wanted)
+
+    def capture(
+        self, response: InferenceResponse, state: dict[str, Array], wanted: tuple[str, ...]
+    ) -> None:
+        """Keep the state outputs of ``response`` in ``state``; hide the ones the config does
+        not declare or the client did not ask for (``wanted``, empty for every output)."""
         if response.error is not None:
             return
         for spec in self._states:
@@ -210,5 +222,5 @@ class SequenceTensors:
             if value is None:
                 continue
             state[spec.input_name] = value
-            if not spec.returned:
+            if not spec.returned or (wanted and spec.output_name not in wanted):
                 del response.outputs[spec.output_name]

@@ -10,6 +10,15 @@ same numpy arrays, never copied. A failing step fails the request with Triton's 
 '<name>', ...`` message naming the step's model. When a step is decoupled the ensemble streams:
 each of that step's responses feeds the steps after it, and the ensemble sends a response for
 each complete set of outputs (its config is marked decoupled at load, as it is in effect).
+
+A tensor may also be *absent*, as in Triton: an optional ensemble input the client left out, or
+a step output a (non-streaming) step did not produce. A step whose inputs are all present or
+absent runs, with the absent ones left out of its request (its model decides whether it may
+do without them); the ensemble answers with the outputs that exist (Triton's partial outputs).
+
+``ensemble_scheduling.max_inflight_requests`` (0: no limit) bounds, as in Triton, the requests
+in flight at each step across all the ensemble's requests: a step run waits for a free place
+before its request goes to the step's model, and gives it back once that request finished.
 """
 
 from __future__ import annotations
@@ -137,11 +146,17 @@ class EnsembleModel(Model):
         super().__init__(context)
         self._backend = backend
         self.plan = EnsemblePlan.from_config(context.config)
+        self.inflight: list[anyio.Semaphore] | None = None
+        """Per step, its places for requests in flight (``max_inflight_requests``)."""
 
     async def initialize(self) -> None:
         config = self.context.config
         self.plan = EnsemblePlan.from_config(config)
         self.plan.bind(await self._backend.load_steps(self.plan))
+        scheduling = config.ensemble_scheduling
+        limit = scheduling.max_inflight_requests if scheduling is not None else 0
+        if limit:
+            self.inflight = [anyio.Semaphore(limit) for _ in self.plan.steps]
         if self.plan.streams and not self.context.decoupled:
             # A decoupled step makes the ensemble stream; say so, so frontends treat it so.
             config.model_transaction_policy = ModelTransactionPolicy(decoupled=True)
@@ -152,7 +167,7 @@ class EnsembleModel(Model):
     async def run(self, request: InferenceRequest) -> None:
         """Run one request through the pipeline and answer it (never raises)."""
         sender = request.response_sender() if self.plan.streams else None
-        run = _Run(self.plan, self.context, request, sender)
+        run = _Run(self.plan, self.context, request, sender, self.inflight)
         error: KernelError | None
         try:
             await run.run()
@@ -191,12 +206,16 @@ class _Run:
         context: ModelContext,
         request: InferenceRequest,
         sender: ResponseSender | None,
+        inflight: list[anyio.Semaphore] | None = None,
     ) -> None:
         self.plan = plan
+        self.inflight = inflight
         self.server = context.server
         self.request = request
         self.sender = sender
         self.values: dict[str, list[Array]] = {k: [v] for k, v in request.inputs.items()}
+        self.absent: set[str] = {name for name in plan.inputs if name not in request.inputs}
+        """Tensors that will never have a value (see the module doc)."""
         self.started = [0] * len(plan.steps)
         self.sent = 0
         self.error: KernelError | None = None
@@ -208,10 +227,12 @@ class _Run:
             self._advance(tg)
 
     def _runs(self, tensors: Sequence[str]) -> int:
-        """How many runs the values of ``tensors`` allow so far."""
-        if any(not self.values.get(t) for t in tensors):
+        """How many runs the values of ``tensors`` allow so far (absent ones allow any)."""
+        if any(not self.values.get(t) and t not in self.absent for t in tensors):
             return 0
-        streaming = [len(self.values[t]) for t in tensors if t in self.plan.streaming]
+        streaming = [
+            len(self.values[t]) for t in tensors if t in self.plan.streaming and t in self.values
+        ]
         return min(streaming) if streaming else 1
 
     def _value(self, tensor: str, run: int) -> Array:
@@ -226,14 +247,29 @@ class _Run:
         if self.sender is not None:
             for run in range(self.sent, self._runs(self.plan.outputs)):
                 self.sent = run + 1
-                outputs = {name: self._value(name, run) for name in self.plan.outputs}
+                outputs = {
+                    name: self._value(name, run)
+                    for name in self.plan.outputs
+                    if name not in self.absent
+                }
                 self.sender.send(InferenceResponse(outputs=outputs))
 
     async def _step(self, tg: TaskGroup, step: Step, run: int) -> None:
+        if self.inflight is None:
+            await self._send(tg, step, run)
+        else:
+            async with self.inflight[step.index]:  # max_inflight_requests
+                await self._send(tg, step, run)
+
+    async def _send(self, tg: TaskGroup, step: Step, run: int) -> None:
         request = self.request
         step_request = InferenceRequest(
             step.model_name,
-            {name: self._value(tensor, run) for name, tensor in step.inputs.items()},
+            {
+                name: self._value(tensor, run)
+                for name, tensor in step.inputs.items()
+                if tensor not in self.absent
+            },
             model_version=step.model_version,
             id=request.id,
             requested_output_names=list(step.outputs),
@@ -253,10 +289,7 @@ class _Run:
                     if value is not None:
                         self.values.setdefault(tensor, []).append(value)
                     elif not streaming:
-                        raise KernelError(
-                            Status.INTERNAL,
-                            f"model '{step.model_name}' returned no output '{name}'",
-                        )
+                        self.absent.add(tensor)  # a partial output: what needs it goes without
                 self._advance(tg)
         except KernelError as exc:
             self._fail(step, exc)

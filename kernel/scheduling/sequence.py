@@ -251,9 +251,11 @@ class SequenceBatcher(Scheduler):
         """Watch the responses of ``request``, about to execute: keep its state outputs, note
         when it finished, and keep the response order if asked."""
         arrive = self._order.track(request) if self._order is not None else None
+        wanted = request.requested_output_names
+        request.requested_output_names = self.tensors.request_state(wanted)
 
         def intercept(response: InferenceResponse, release: Release) -> None:
-            self.tensors.capture(response, sequence.state)
+            self.tensors.capture(response, sequence.state, wanted)
             if response.final:
                 self._finished(sequence)
             if arrive is not None:

@@ -143,8 +143,16 @@ class OnnxRuntimeInstance(ModelInstance):
             _OutputPlan(o.name, output_reshape(o, signature.find("output", o.name)))
             for o in config.output
         ]
+        # Implicit state outputs are fetched like declared ones: the sequence batcher carries
+        # them to the next request of the sequence (and hides the undeclared ones).
+        states = config.sequence_batching.state if config.sequence_batching else []
+        declared = {o.name for o in config.output}
+        self.outputs += [
+            _OutputPlan(s.output_name, None) for s in states if s.output_name not in declared
+        ]
         self.string_outputs = frozenset(
-            o.name for o in config.output if o.data_type.name == "TYPE_STRING"
+            [o.name for o in config.output if o.data_type.name == "TYPE_STRING"]
+            + [s.output_name for s in states if s.data_type.name == "TYPE_STRING"]
         )
         ctx.logger.info(
             "instance '%s' of model '%s' runs on %s",

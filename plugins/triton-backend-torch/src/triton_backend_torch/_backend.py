@@ -177,7 +177,17 @@ class PyTorchInstance(ModelInstance):
             self.positions = {name: 0 for name in names}
         else:
             self.positions = input_positions(config.name, names, program.forward_args, ctx.logger)
-        out_positions = output_positions([o.name for o in config.output])
+        # Implicit state outputs follow the declared outputs (Triton's naming rules cover
+        # both); they are read on every request, for the sequence batcher to carry.
+        declared = {o.name for o in config.output}
+        states = [
+            s
+            for s in (config.sequence_batching.state if config.sequence_batching else [])
+            if s.output_name not in declared
+        ]
+        out_positions = output_positions(
+            [o.name for o in config.output] + [s.output_name for s in states]
+        )
         check_tensors(config, program, self.positions, out_positions)
         self.reader = OutputReader(config.name, out_positions)
         self.batching = config.max_batch_size > 0
@@ -188,6 +198,9 @@ class PyTorchInstance(ModelInstance):
                 tuple(o.dims) if o.reshape is not None and list(o.dims).count(-1) <= 1 else None,
             )
             for o in config.output
+        ] + [
+            _OutputPlan(s.output_name, config_type_to_datatype(s.data_type.name), None)
+            for s in states
         ]
         self._log_inapplicable(program)
         ctx.logger.info(

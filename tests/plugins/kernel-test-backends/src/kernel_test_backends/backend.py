@@ -18,6 +18,8 @@ Parameters (``parameters { key: "behaviour" value { string_value: "addsub" } }``
   correlation ids and the instance.
 * ``init_sleep_ms``: each instance's initialize sleeps this long (blocking, in its thread).
 * ``fail_instance_init``: instance initialize raises.
+* ``log_execute``: each ``execute`` appends ``execute <instance> <json>`` to the lifecycle log,
+  the JSON listing each request's id and inputs (as lists), for the warmup tests.
 
 Auto-complete: a version folder holding ``io.json`` (``{"max_batch_size": 8, "behaviour": ...,
 "inputs": [[name, "TYPE_FP32", [dims]]], "outputs": [...]}``) completes a missing config.
@@ -161,6 +163,22 @@ class TestInstance(ModelInstance):
         self.log(f"instance.finalize {self.context.name}")
 
     def execute(self, requests: Sequence[InferenceRequest]) -> None:
+        if self.context.model.parameter("log_execute"):
+            seen = [
+                {
+                    "id": r.id,
+                    "inputs": {
+                        k: [
+                            x.decode() if isinstance(x, bytes) else x
+                            for x in v.reshape(-1).tolist()
+                        ]
+                        for k, v in r.inputs.items()
+                    },
+                    "shapes": {k: list(v.shape) for k, v in r.inputs.items()},
+                }
+                for r in requests
+            ]
+            self.log(f"execute {self.context.name} {json.dumps(seen)}")
         batch_behaviour = getattr(self, f"_batch_{self.behaviour}", None)
         if batch_behaviour is not None:
             delay = max(float(r.parameters.get("sleep_ms", 0)) for r in requests)
