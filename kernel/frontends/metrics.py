@@ -100,8 +100,11 @@ def render_metrics(
     cpu_utilization: float,
     memory: tuple[int, int],
     extra: Iterable[MetricSource] = (),
+    *,
+    cache: bool = False,
 ) -> str:
-    """Prometheus text for ``(statistics, pending requests)`` of each loaded model version."""
+    """Prometheus text for ``(statistics, pending requests)`` of each loaded model version;
+    with ``cache`` (a response cache is configured) also Triton's per-model cache families."""
     rows = list(rows)
     labels = [f'model="{_escape(s.name)}",version="{s.version}"' for s, _ in rows]
     lines: list[str] = []
@@ -181,6 +184,31 @@ def render_metrics(
         "Instantaneous number of pending requests awaiting execution per-model.",
         [pending for _, pending in rows],
     )
+    if cache:
+        per_model(
+            "nv_cache_num_hits_per_model",
+            "counter",
+            "Number of cache hits per model",
+            [s.cache_hit.count for s in stats],
+        )
+        per_model(
+            "nv_cache_num_misses_per_model",
+            "counter",
+            "Number of cache misses per model",
+            [s.cache_miss.count for s in stats],
+        )
+        per_model(
+            "nv_cache_hit_duration_per_model",
+            "counter",
+            "Total cache hit duration per model, in microseconds",
+            [s.cache_hit.ns // 1000 for s in stats],
+        )
+        per_model(
+            "nv_cache_miss_duration_per_model",
+            "counter",
+            "Total cache miss (insert + lookup) duration per model, in microseconds",
+            [s.cache_miss.ns // 1000 for s in stats],
+        )
     _family(lines, "nv_cpu_utilization", "gauge", "CPU utilization rate [0.0 - 1.0]")
     lines.append(f"nv_cpu_utilization {cpu_utilization!r}")
     _family(lines, "nv_cpu_memory_total_bytes", "gauge", "CPU total memory (RAM), in bytes")
@@ -225,7 +253,13 @@ class _MetricsApp:
     def render(self) -> str:
         server = self._server
         rows = [(v.stats, v.pending()) for v in server.manager.loaded_versions()]
-        return render_metrics(rows, self._cpu.utilization(), _memory(), server.metric_families)
+        return render_metrics(
+            rows,
+            self._cpu.utilization(),
+            _memory(),
+            server.metric_families,
+            cache=server.response_cache is not None,
+        )
 
 
 class MetricsFrontend:

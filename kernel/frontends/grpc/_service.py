@@ -125,8 +125,8 @@ def _statistics(stats: KernelModelStatistics) -> ModelStatistics:
             compute_input=_duration(stats.compute_input),
             compute_infer=_duration(stats.compute_infer),
             compute_output=_duration(stats.compute_output),
-            cache_hit=StatisticDuration(),
-            cache_miss=StatisticDuration(),
+            cache_hit=_duration(stats.cache_hit),
+            cache_miss=_duration(stats.cache_miss),
         ),
         batch_stats=[
             InferBatchStatistics(
@@ -277,7 +277,18 @@ class InferenceServicer(GrpcInferenceServiceBase):  # type: ignore[misc]  # gene
     async def repository_model_unload(
         self, message: RepositoryModelUnloadRequest
     ) -> RepositoryModelUnloadResponse:
-        await self._server.unload_model(message.model_name)
+        dependents = False
+        for key, param in message.parameters.items():
+            if key != "unload_dependents":
+                continue
+            kind = "" if param is None else betterproto2.which_one_of(param, "parameter_choice")[0]
+            if kind != "bool_param":
+                raise KernelError(
+                    Status.INVALID_ARG,
+                    "invalid value type for 'unload_dependents' parameter, expected bool_param",
+                )
+            dependents = param.bool_param
+        await self._server.unload_model(message.model_name, unload_dependents=dependents)
         return RepositoryModelUnloadResponse()
 
     # -- shared memory ------------------------------------------------------------------------

@@ -85,7 +85,6 @@ def _duration(d: Duration) -> dict[str, int]:
 
 
 def _statistics_json(stats: ModelStatistics) -> dict[str, Any]:
-    zero = {"count": 0, "ns": 0}
     return {
         "name": stats.name,
         "version": str(stats.version),
@@ -99,8 +98,8 @@ def _statistics_json(stats: ModelStatistics) -> dict[str, Any]:
             "compute_input": _duration(stats.compute_input),
             "compute_infer": _duration(stats.compute_infer),
             "compute_output": _duration(stats.compute_output),
-            "cache_hit": dict(zero),
-            "cache_miss": dict(zero),
+            "cache_hit": _duration(stats.cache_hit),
+            "cache_miss": _duration(stats.cache_miss),
         },
         "response_stats": {},
         "batch_stats": [
@@ -323,7 +322,7 @@ class HttpApp:
                     "Unable to parse 'unload_dependents': attempt to access JSON non-boolean as"
                     " boolean",
                 )
-            await self.server.unload_model(name)
+            await self.server.unload_model(name, unload_dependents=dependents)
             return _empty()
         config: str | None = None
         files: dict[str, bytes] = {}
