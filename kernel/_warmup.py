@@ -84,9 +84,11 @@ def _sample(
             f" {config.max_batch_size}",
         )
     rng = np.random.default_rng(_seed(name))
+    # By name: a protobuf map's order is not stable across processes, and random data and the
+    # first error reported should be.
     inputs = {
         input_name: _input_array(model, name, input_name, spec, model_dir, rng)
-        for input_name, spec in warmup.inputs.items()
+        for input_name, spec in sorted(warmup.inputs.items())
     }
     return WarmupSample(name, warmup.batch_size, max(1, warmup.count), inputs)
 
