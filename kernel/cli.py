@@ -138,7 +138,13 @@ def _build_parser() -> _Parser:
         "--grpc-max-message-size", type=int, default=2**31 - 1, dest="grpc_max_message_bytes"
     )
 
-    commands.add_parser("backends", help="list the installed backends")
+    backends = commands.add_parser("backends", help="list the installed backends")
+    backends.add_argument(
+        "--import",
+        dest="load",
+        action="store_true",
+        help="import each backend (and its framework) to check it and show its attributes",
+    )
 
     check = commands.add_parser("check", help="validate model repositories without serving")
     check.add_argument("repositories", nargs="+", type=Path, metavar="REPO")
@@ -171,9 +177,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command == "backends":
-        from kernel._serve import list_backends
+        from kernel._backends_command import list_backends
 
-        sys.exit(list_backends())
+        sys.exit(list_backends(load=args.load))
     if args.command == "check":
         from kernel._serve import check
 
