@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-__all__ = ["main"]
+__all__ = ["main", "tritonserver"]
 
 # tritonserver flags that have no meaning here, with the reason given to the user.
 _UNSUPPORTED = {
@@ -184,6 +184,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         from kernel._serve import check
 
         sys.exit(check(args.repositories))
+
+
+def tritonserver(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the ``tritonserver`` console script: ``kernel serve`` as tritonserver runs.
+
+    For deployments that call ``tritonserver`` with its flags (KServe's stock Triton runtime).
+    The one default that differs is the address: tritonserver listens on every interface, so the
+    shim does too unless ``--http-address``/``--grpc-address``/``--metrics-address`` says otherwise.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    main(["serve", "--host", "0.0.0.0", *args])
 
 
 def configure_logging(verbose: int, info: bool = True) -> None:
