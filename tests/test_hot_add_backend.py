@@ -10,6 +10,7 @@ succeeds and tritonclient gets the plugin's answer.
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import site
@@ -211,3 +212,30 @@ def test_backend_installed_while_serving_loads_without_restart(tmp_path: Path, h
     assert status == 0, log
     if how == "editable":
         assert re.search(r"read __editable__.*kerneltest_hotadd.*\.pth", log), log
+
+
+def test_site_packages_reads_new_and_rewritten_pth_files_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kernel import _discovery
+
+    sitedir = tmp_path / "site-packages"
+    sitedir.mkdir()
+    monkeypatch.setattr(_discovery, "_site_dirs", lambda: [str(sitedir)])
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    (sitedir / "old.pth").write_text(f"{tmp_path / 'old'}\n")
+    (tmp_path / "old").mkdir()
+    watcher = _discovery.SitePackages()
+    assert watcher.refresh() == []  # present at start: the interpreter read it then
+    assert str(tmp_path / "old") not in sys.path
+    (tmp_path / "new").mkdir()
+    (sitedir / "__editable__.new-0.1.pth").write_text(f"{tmp_path / 'new'}\n")
+    assert watcher.refresh() == [str(sitedir / "__editable__.new-0.1.pth")]
+    assert sys.path.count(str(tmp_path / "new")) == 1
+    assert watcher.refresh() == []
+    (tmp_path / "other").mkdir()
+    pth = sitedir / "__editable__.new-0.1.pth"
+    pth.write_text(f"{tmp_path / 'other'}\n")
+    os.utime(pth, ns=(time.time_ns(), time.time_ns() + 10**9))
+    assert watcher.refresh() == [str(pth)]
+    assert str(tmp_path / "other") in sys.path
