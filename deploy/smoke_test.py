@@ -7,9 +7,10 @@ server's own environment needs none)::
     python deploy/smoke_test.py --model onnx_add_sub -- /opt/kernel/bin/kernel serve
 
 The command gets ``--host 127.0.0.1`` and free ports appended; the ports are read from the
-server's log. Inputs are made from each model's metadata (ones; a batch of one); the answer
-must hold every declared output with its declared datatype, and for ``*add_sub`` models
-OUTPUT0 = INPUT0 + INPUT1, OUTPUT1 = INPUT0 - INPUT1. Then SIGTERM: the server must exit 0.
+server's log. Inputs are made from each model's metadata (input i filled with i + 2; a batch
+of one); the answer must hold every declared output with its declared datatype, and for
+``*add_sub`` models the first output must be the sum of the two inputs and the second their
+difference. Then SIGTERM: the server must exit 0.
 Exit status 0 when everything held; the reason otherwise. Every wait is bounded.
 """
 
@@ -83,12 +84,13 @@ def _inputs(module: Any, metadata: dict[str, Any]) -> tuple[list[Any], dict[str,
     from tritonclient.utils import triton_to_np_dtype
 
     inputs, arrays = [], {}
-    for spec in metadata["inputs"]:
+    for index, spec in enumerate(metadata["inputs"]):
         shape = [1 if d == -1 else d for d in spec["shape"]]
         if spec["datatype"] == "BYTES":
             array = np.full(shape, b"kernel", dtype=np.object_)
         else:
-            array = np.ones(shape, dtype=triton_to_np_dtype(spec["datatype"]))
+            # 2, 3, ...: distinct per input, so a sum and a difference tell them apart
+            array = np.full(shape, index + 2, dtype=triton_to_np_dtype(spec["datatype"]))
         item = module.InferInput(spec["name"], shape, spec["datatype"])
         item.set_data_from_numpy(array)
         inputs.append(item)
@@ -125,12 +127,10 @@ def _check_model(protocol: str, url: str, model: str, timeout: float) -> None:
             if datatype != spec["datatype"]:
                 raise SystemExit(f"{model} ({protocol}): {spec['name']} is {datatype}")
         if model.endswith("add_sub"):
-            a, b = arrays["INPUT0"], arrays["INPUT1"]
-            if not (
-                np.array_equal(result.as_numpy("OUTPUT0"), a + b)
-                and np.array_equal(result.as_numpy("OUTPUT1"), a - b)
-            ):
-                raise SystemExit(f"{model} ({protocol}): wrong sums")
+            a, b = (arrays[spec["name"]] for spec in metadata["inputs"])
+            total, difference = (result.as_numpy(spec["name"]) for spec in metadata["outputs"])
+            if not (np.array_equal(total, a + b) and np.array_equal(difference, a - b)):
+                raise SystemExit(f"{model} ({protocol}): wrong sum or difference")
     finally:
         client.close()
     print(f"{model}: answered over {protocol}")
