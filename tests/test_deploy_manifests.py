@@ -389,3 +389,20 @@ def test_stock_kserve_triton_runtime_flags_work_through_the_tritonserver_command
     assert [str(p) for p in options.model_repositories] == ["/mnt/models"]
     assert options.host == "0.0.0.0"
     assert shlex.join(KSERVE_TRITONSERVER_ARGS).startswith("tritonserver ")
+
+
+def test_pod_runs_as_the_image_user() -> None:
+    pod, container = _deployment()
+    users = [
+        line.split()[1]
+        for line in (ROOT / "deploy" / "Dockerfile").read_text().splitlines()
+        if line.startswith("USER ")
+    ]
+    uid, gid = users[-1].split(":")
+    assert (pod["securityContext"]["runAsUser"], pod["securityContext"]["runAsGroup"]) == (
+        int(uid),
+        int(gid),
+    )
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert "/tmp" in {m["mountPath"] for m in container["volumeMounts"]}
