@@ -30,6 +30,10 @@ PLUGINS = {
 }
 ENV = {**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
 
+# Building six wheels (each in pip's isolated build environment) and whole framework installs
+# take minutes on two shared cores; every subprocess below has its own bound too.
+pytestmark = pytest.mark.timeout(1200)
+
 
 def _run(*args: str | Path, timeout: float, cwd: Path | None = None) -> str:
     out = subprocess.run(
@@ -111,7 +115,6 @@ def test_kernel_wheel_ships_the_example_repository_and_commands(wheels: dict[str
     assert "tritonserver = kernel.cli:tritonserver" in text
 
 
-@pytest.mark.timeout(1200)
 @pytest.mark.parametrize("plugin", list(PLUGINS))
 def test_plugin_installs_alone_and_serves(
     plugin: str, wheels: dict[str, Path], tmp_path: Path
