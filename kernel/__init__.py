@@ -2,31 +2,41 @@
 
 The public surface for plugin authors and embedders. Everything not re-exported here is
 private and may change without notice.
+
+The names are imported on first use (PEP 562), not when ``kernel`` is: the ``kernel`` command
+lives in ``kernel.cli``, and ``kernel --help`` or ``kernel backends`` must not pay for the
+server stack, numpy and the generated protobuf code that importing this package would
+otherwise pull in.
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-from kernel._proto.inference import ModelConfig as ModelConfig
-from kernel.backend import Backend as Backend
-from kernel.backend import BackendAttributes as BackendAttributes
-from kernel.backend import BackendContext as BackendContext
-from kernel.backend import InstanceContext as InstanceContext
-from kernel.backend import Model as Model
-from kernel.backend import ModelContext as ModelContext
-from kernel.backend import ModelInstance as ModelInstance
-from kernel.backend import ServerHandle as ServerHandle
-from kernel.errors import KernelError as KernelError
-from kernel.errors import Status as Status
-from kernel.inference import InferenceRequest as InferenceRequest
-from kernel.inference import InferenceResponse as InferenceResponse
-from kernel.inference import ParameterValue as ParameterValue
-from kernel.inference import RequestFlags as RequestFlags
-from kernel.inference import ResponseSender as ResponseSender
-from kernel.options import ServerOptions as ServerOptions
-from kernel.server import InferenceServer as InferenceServer
-from kernel.tensors import DATATYPES as DATATYPES
-from kernel.tensors import datatype_of as datatype_of
-from kernel.tensors import datatype_to_dtype as datatype_to_dtype
+if TYPE_CHECKING:
+    from kernel._proto.inference import ModelConfig as ModelConfig
+    from kernel.backend import Backend as Backend
+    from kernel.backend import BackendAttributes as BackendAttributes
+    from kernel.backend import BackendContext as BackendContext
+    from kernel.backend import InstanceContext as InstanceContext
+    from kernel.backend import Model as Model
+    from kernel.backend import ModelContext as ModelContext
+    from kernel.backend import ModelInstance as ModelInstance
+    from kernel.backend import ServerHandle as ServerHandle
+    from kernel.errors import KernelError as KernelError
+    from kernel.errors import Status as Status
+    from kernel.inference import InferenceRequest as InferenceRequest
+    from kernel.inference import InferenceResponse as InferenceResponse
+    from kernel.inference import ParameterValue as ParameterValue
+    from kernel.inference import RequestFlags as RequestFlags
+    from kernel.inference import ResponseSender as ResponseSender
+    from kernel.options import ServerOptions as ServerOptions
+    from kernel.server import InferenceServer as InferenceServer
+    from kernel.tensors import DATATYPES as DATATYPES
+    from kernel.tensors import datatype_of as datatype_of
+    from kernel.tensors import datatype_to_dtype as datatype_to_dtype
 
 __all__ = [
     "DATATYPES",
@@ -52,3 +62,42 @@ __all__ = [
     "datatype_of",
     "datatype_to_dtype",
 ]
+
+_LAZY = {
+    "ModelConfig": "kernel._proto.inference",
+    "Backend": "kernel.backend",
+    "BackendAttributes": "kernel.backend",
+    "BackendContext": "kernel.backend",
+    "InstanceContext": "kernel.backend",
+    "Model": "kernel.backend",
+    "ModelContext": "kernel.backend",
+    "ModelInstance": "kernel.backend",
+    "ServerHandle": "kernel.backend",
+    "KernelError": "kernel.errors",
+    "Status": "kernel.errors",
+    "InferenceRequest": "kernel.inference",
+    "InferenceResponse": "kernel.inference",
+    "ParameterValue": "kernel.inference",
+    "RequestFlags": "kernel.inference",
+    "ResponseSender": "kernel.inference",
+    "ServerOptions": "kernel.options",
+    "InferenceServer": "kernel.server",
+    "DATATYPES": "kernel.tensors",
+    "datatype_of": "kernel.tensors",
+    "datatype_to_dtype": "kernel.tensors",
+}
+
+if not TYPE_CHECKING:  # mypy sees the imports above; a typo'd name stays a type error
+
+    def __getattr__(name: str) -> Any:
+        module = _LAZY.get(name)
+        if module is None:
+            raise AttributeError(f"module 'kernel' has no attribute '{name}'")
+        import importlib
+
+        value = getattr(importlib.import_module(module), name)
+        globals()[name] = value
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted({*globals(), *__all__})

@@ -6,11 +6,11 @@ import argparse
 import logging
 import signal
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 import anyio
 
+from kernel._backends_command import format_table
 from kernel.cli import configure_logging
 from kernel.errors import KernelError
 from kernel.manager import ModelControlMode, ModelIndexEntry
@@ -96,17 +96,6 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
     )
 
 
-def format_table(headers: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
-    """A tritonserver-style ``+---+`` table."""
-    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
-    rule = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
-
-    def line(cells: tuple[str, ...]) -> str:
-        return "|" + "|".join(f" {c:<{w}} " for c, w in zip(cells, widths, strict=True)) + "|"
-
-    return "\n".join([rule, line(headers), rule, *(line(r) for r in rows), rule])
-
-
 def model_table(index: list[ModelIndexEntry]) -> str:
     rows = [
         (row.name, row.version or "-", row.state or "UNLOADED")
@@ -170,30 +159,6 @@ def serve(args: argparse.Namespace) -> int:
     except ImportError:  # uvloop is optional
         anyio.run(main)
     return status
-
-
-def list_backends() -> int:
-    """``kernel backends``: the installed backends with distribution, version and attributes."""
-    rows: list[tuple[str, ...]] = []
-    for name, info in sorted(BackendRegistry.installed().items()):
-        try:
-            from importlib.metadata import EntryPoint
-
-            cls = EntryPoint(name=name, value=info.value, group="").load()
-            attributes = getattr(cls, "attributes", None)
-            described = (
-                f"parallel_instance_loading={attributes.parallel_instance_loading}"
-                if attributes is not None
-                else "not a kernel.Backend"
-            )
-        except Exception as exc:
-            described = f"fails to import: {type(exc).__name__}: {exc}"
-        rows.append((name, info.distribution, info.version, described))
-    if not rows:
-        print("no backends installed (pip install triton-backend-onnx, for one)")
-        return 0
-    print(format_table(("Backend", "Distribution", "Version", "Attributes"), rows))
-    return 0
 
 
 def check(repositories: list[Path]) -> int:

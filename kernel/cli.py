@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-__all__ = ["main"]
+__all__ = ["main", "tritonserver"]
 
 # tritonserver flags that have no meaning here, with the reason given to the user.
 _UNSUPPORTED = {
@@ -230,7 +230,13 @@ def _build_parser() -> _Parser:
             help="the authority that signs client certificates (with mutual TLS)",
         )
 
-    commands.add_parser("backends", help="list the installed backends")
+    backends = commands.add_parser("backends", help="list the installed backends")
+    backends.add_argument(
+        "--import",
+        dest="load",
+        action="store_true",
+        help="import each backend (and its framework) to check it and show its attributes",
+    )
 
     check = commands.add_parser("check", help="validate model repositories without serving")
     check.add_argument("repositories", nargs="+", type=Path, metavar="REPO")
@@ -263,13 +269,24 @@ def main(argv: Sequence[str] | None = None) -> None:
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command == "backends":
-        from kernel._serve import list_backends
+        from kernel._backends_command import list_backends
 
-        sys.exit(list_backends())
+        sys.exit(list_backends(load=args.load))
     if args.command == "check":
         from kernel._serve import check
 
         sys.exit(check(args.repositories))
+
+
+def tritonserver(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the ``tritonserver`` console script: ``kernel serve`` as tritonserver runs.
+
+    For deployments that call ``tritonserver`` with its flags (KServe's stock Triton runtime).
+    The one default that differs is the address: tritonserver listens on every interface, so the
+    shim does too unless ``--http-address``/``--grpc-address``/``--metrics-address`` says otherwise.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    main(["serve", "--host", "0.0.0.0", *args])
 
 
 def configure_logging(verbose: int, info: bool = True) -> None:

@@ -11,8 +11,16 @@ __all__ = ["ServerOptions", "TlsSettings", "example_repository"]
 
 
 def example_repository() -> Path:
-    """The bundled ``examples/model_repository`` (served when no repository is given)."""
-    return Path(__file__).resolve().parent.parent / "examples" / "model_repository"
+    """The example model repository, served when no repository is given.
+
+    A wheel install ships it as package data (``kernel/_example_repository``, see setup.py); a
+    source checkout (editable install) serves ``examples/model_repository`` in place.
+    """
+    here = Path(__file__).resolve().parent
+    packaged = here / "_example_repository"
+    if packaged.is_dir():
+        return packaged
+    return here.parent / "examples" / "model_repository"
 
 
 @dataclass(frozen=True, slots=True)

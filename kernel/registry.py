@@ -4,16 +4,28 @@ A backend's module is imported, and its :meth:`~kernel.backend.Backend.initializ
 first model that names it loads: serving one ONNX model imports no torch. Import and initialize
 failures are the failures of the models that need the backend, never of the server; they are
 retried at the next load (the user may have installed the missing piece meanwhile).
+
+Each load looks afresh: a plugin pip-installed into the server's environment while it runs (a
+wheel, or an editable install's new ``.pth`` file) is found by the next load of a model that
+needs it, with no restart (see :class:`kernel._discovery.SitePackages`).
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from importlib.metadata import EntryPoint, entry_points
+from importlib.metadata import EntryPoint
 
 import anyio
 
+from kernel._discovery import (
+    ENTRY_POINT_GROUP,
+    PROJECT_DISTRIBUTIONS,
+    BackendInfo,
+    SitePackages,
+    backend_entry_points,
+    installed_backends,
+    missing_backend_message,
+)
 from kernel._hooks import call_hook
 from kernel.backend import Backend, BackendContext
 from kernel.errors import KernelError, Status
@@ -27,17 +39,6 @@ __all__ = [
     "backend_settings",
 ]
 
-ENTRY_POINT_GROUP = "kernel.backends"
-
-PROJECT_DISTRIBUTIONS = {
-    "onnxruntime": "triton-backend-onnx",
-    "pytorch": "triton-backend-torch",
-    "openvino": "triton-backend-openvino",
-    "fil": "triton-backend-fil",
-    "python": "triton-backend-python",
-}
-"""Backends this repository ships, by the distribution that installs each."""
-
 PLATFORM_BACKENDS = {
     "onnxruntime_onnx": "onnxruntime",
     "pytorch_libtorch": "pytorch",
@@ -45,27 +46,6 @@ PLATFORM_BACKENDS = {
 """Triton ``platform`` values served by a backend (``ensemble`` is the kernel's own)."""
 
 log = logging.getLogger("kernel.registry")
-
-
-@dataclass(frozen=True, slots=True)
-class BackendInfo:
-    """An installed backend as its entry point declares it."""
-
-    name: str
-    value: str
-    """The entry point's ``module:Class``."""
-    distribution: str
-    version: str
-
-
-def _info(ep: EntryPoint) -> BackendInfo:
-    dist = ep.dist
-    return BackendInfo(
-        name=ep.name,
-        value=ep.value,
-        distribution=dist.name if dist is not None else "?",
-        version=dist.version if dist is not None else "?",
-    )
 
 
 def backend_settings(backend_config: dict[str, dict[str, str]], name: str) -> dict[str, str]:
@@ -83,6 +63,7 @@ class BackendRegistry:
         self._backends: dict[str, Backend] = {}
         self._order: list[str] = []
         self._locks: dict[str, anyio.Lock] = {}
+        self._site = SitePackages()
 
     @staticmethod
     def installed() -> dict[str, BackendInfo]:
@@ -90,28 +71,12 @@ class BackendRegistry:
 
         :raises KernelError: ``INTERNAL`` when two distributions claim one backend name.
         """
-        found: dict[str, BackendInfo] = {}
-        for ep in entry_points(group=ENTRY_POINT_GROUP):
-            info = _info(ep)
-            other = found.get(ep.name)
-            if other is not None and other.distribution != info.distribution:
-                raise KernelError(
-                    Status.INTERNAL,
-                    f"backend '{ep.name}' is installed twice: by '{other.distribution}'"
-                    f" ({other.value}) and by '{info.distribution}' ({info.value})",
-                )
-            found[ep.name] = info
-        return found
+        return installed_backends()
 
     @staticmethod
     def missing_backend_message(name: str, installed: dict[str, BackendInfo]) -> str:
         """What to tell a user whose model names a backend that is not installed."""
-        names = ", ".join(sorted(installed)) or "none"
-        text = f"backend '{name}' is not installed (installed backends: {names})"
-        dist = PROJECT_DISTRIBUTIONS.get(name)
-        if dist is not None:
-            text += f"; install it with: pip install {dist}"
-        return text
+        return missing_backend_message(name, installed)
 
     async def get(self, name: str) -> Backend:
         """The initialized backend ``name``, importing and initializing it on first use.
@@ -131,14 +96,18 @@ class BackendRegistry:
                 self._order.append(name)
             return backend
 
-    async def _load(self, name: str) -> Backend:
-        eps = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == name]
-        if not eps:
+    def _find(self, name: str) -> tuple[EntryPoint, BackendInfo]:
+        # Reading .pth files and every distribution's metadata touches the disk: a worker thread.
+        self._site.refresh()
+        found = backend_entry_points(name)
+        if not found:
             raise KernelError(
-                Status.UNAVAILABLE, self.missing_backend_message(name, self.installed())
+                Status.UNAVAILABLE, missing_backend_message(name, installed_backends())
             )
-        ep = eps[0]
-        info = _info(ep)
+        return found[0]
+
+    async def _load(self, name: str) -> Backend:
+        ep, info = await anyio.to_thread.run_sync(self._find, name)
         try:
             # Importing a framework can take seconds: keep it off the loop.
             cls = await anyio.to_thread.run_sync(ep.load)

@@ -22,7 +22,7 @@ def _run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
 
 
 def test_backends_lists_distribution_version_and_attributes() -> None:
-    out = _run("backends")
+    out = _run("backends", "--import")
     assert out.returncode == 0, out.stderr
     line = next(x for x in out.stdout.splitlines() if "| kerneltest_parallel " in x)
     assert "kernel-test-backends" in line
