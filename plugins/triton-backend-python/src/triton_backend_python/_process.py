@@ -1,4 +1,4 @@
-"""The isolated execution mode, server side: one model process per instance.
+"""The isolated execution mode (the default), server side: one model process per instance.
 
 :class:`ModelProcess` starts ``python -m triton_backend_python._stub`` with one end of a socket
 pair, then speaks the messages ``_stub.py`` describes, on the server's event loop: commands
@@ -6,7 +6,11 @@ pair, then speaks the messages ``_stub.py`` describes, on the server's event loo
 server (responses through senders, BLS calls, model control, logging, metrics).
 
 When the process dies, the batch it was running and every request still waiting on it get an
-error, the model is reported ``UNAVAILABLE`` with the reason, and the server keeps serving.
+error at once, with the reason (exit code or signal). :class:`ProcessInstance` then starts a new
+process and re-runs ``initialize`` (backoff between failed attempts); requests that arrive
+meanwhile wait for it. Restarts are logged and counted in the ``nv_python_stub_restarts``
+metric. A model whose process keeps failing to come back becomes ``UNAVAILABLE`` with the
+reason; the server keeps serving its other models.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import itertools
 import logging
 import os
 import secrets
+import signal
 import socket
 import struct
 import subprocess
@@ -37,7 +42,14 @@ from kernel import (
 )
 from triton_backend_python._convert import CODE_BY_STATUS, STATUS_BY_CODE
 from triton_backend_python._registry import MetricRegistry
-from triton_backend_python._wire import SlabPool, SlabReader, decode, encode, unlink_slabs
+from triton_backend_python._wire import (
+    SharedMemoryFullError,
+    SlabPool,
+    SlabReader,
+    decode,
+    encode,
+    unlink_slabs,
+)
 
 if TYPE_CHECKING:
     from triton_backend_python._backend import PythonModel
@@ -50,6 +62,14 @@ START_TIMEOUT_SECONDS = 120.0
 """How long a model process may take to start (its imports) before the load fails."""
 EXIT_TIMEOUT_SECONDS = 10.0
 """How long a finalized model process may take to exit before it is killed."""
+RESTART_ATTEMPTS = 5
+"""Failed attempts at bringing a dead model process back before the model is UNAVAILABLE."""
+RESTART_BACKOFF_SECONDS = (0.0, 0.5, 1.0, 2.0, 4.0)
+"""The wait before each attempt: the first is immediate, so a one-off crash costs little."""
+RESTART_WAIT_SECONDS = 60.0
+"""How long a request waits for a restarting model process before it gets an error."""
+RESTARTS_METRIC = "nv_python_stub_restarts"
+"""The counter of model process restarts, labelled by model and version."""
 
 _LEN = struct.Struct("<I")
 # "python -c" puts the working directory first on sys.path: drop it, so a model process sees
@@ -65,6 +85,19 @@ def _error(error: tuple[int, str] | None) -> KernelError | None:
 
 def _wire_error(error: KernelError | None) -> tuple[int, str] | None:
     return None if error is None else (CODE_BY_STATUS[error.status], error.message)
+
+
+def _exit_reason(code: int | None) -> str:
+    """How a process ended, in words (``exit code 3``, ``killed by signal 11 (SIGSEGV)``)."""
+    if code is None:
+        return "it closed its connection and did not exit"
+    if code >= 0:
+        return f"exit code {code}"
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        name = "unknown"
+    return f"killed by signal {-code} ({name})"
 
 
 class ModelProcess:
@@ -83,11 +116,13 @@ class ModelProcess:
         self.server: ServerHandle = model.context.server
         self.decoupled = model.context.decoupled
         self.logger = logger
-        self._on_death = on_death
+        self.on_death = on_death
+        """Called (on the loop) with the reason when the process dies while serving."""
+        self._shm_dir = model.backend.shm_directory
         prefix = f"tkpy-{os.getpid()}-{secrets.token_hex(4)}"
-        self._pool = SlabPool(prefix + "p")
+        self._pool = SlabPool(prefix + "p", self._shm_dir)
         self._child_prefix = prefix + "c"
-        self._slabs = SlabReader()
+        self._slabs = SlabReader(self._shm_dir)
         self._process: subprocess.Popen[bytes] | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task[None] | None = None
@@ -120,6 +155,8 @@ class ModelProcess:
             str(child.fileno()),
             "--shm-prefix",
             self._child_prefix,
+            "--shm-dir",
+            self._shm_dir,
             "--name",
             self.label,
         ]
@@ -205,11 +242,16 @@ class ModelProcess:
         self._release_metrics()
         self._pool.close()
         self._slabs.close()
-        unlink_slabs(self._child_prefix)
+        unlink_slabs(self._child_prefix, self._shm_dir)
+
+    @property
+    def pid(self) -> int | None:
+        """The process id (None before ``start``)."""
+        return None if self._process is None else self._process.pid
 
     async def _died(self) -> None:
         code = await self._exit_code(EXIT_TIMEOUT_SECONDS)
-        reason = f"Stub process '{self.label}' is not healthy (exit code {code})."
+        reason = f"Stub process '{self.label}' is not healthy ({_exit_reason(code)})."
         self.dead = reason
         self.logger.error("%s", reason)
         self._fail_commands(KernelError(Status.UNAVAILABLE, reason))
@@ -224,15 +266,22 @@ class ModelProcess:
         for task in self._tasks.values():
             task.cancel()
         self._release_metrics()
-        unlink_slabs(self._child_prefix)
-        if self._on_death is not None:
-            self._on_death(reason)
+        if self._writer is not None:
+            self._writer.close()
+        self._pool.close()
+        self._slabs.close()
+        unlink_slabs(self._child_prefix, self._shm_dir)
+        if self.on_death is not None:
+            self.on_death(reason)
 
     # -- messages -------------------------------------------------------------------------------
 
     def send(self, message: tuple[Any, ...]) -> None:
-        """Write a message (on the loop; never blocks)."""
-        if self._writer is None or self._writer.is_closing():
+        """Write a message (on the loop; never blocks).
+
+        :raises SharedMemoryFullError: when its tensors need a slab and there is no room for one.
+        """
+        if self.dead is not None or self._writer is None or self._writer.is_closing():
             return
         self._writer.writelines(encode(message, self._pool))
 
@@ -337,7 +386,17 @@ class ModelProcess:
             )
         batch_id = next(self._batches)
         done = self._batches_waiting[batch_id] = asyncio.get_running_loop().create_future()
-        self.send(("execute", batch_id, items))
+        try:
+            self.send(("execute", batch_id, items))
+        except SharedMemoryFullError as exc:
+            del self._batches_waiting[batch_id]
+            for key in keys:
+                self.inflight.pop(key, None)
+            raise KernelError(
+                Status.UNAVAILABLE,
+                f"Failed to process the request(s) for model instance '{self.label}',"
+                f" message: {exc.strerror}",
+            ) from exc
         try:
             results, error, unanswered = await done
         finally:
@@ -501,16 +560,18 @@ class ModelProcess:
             )
             async for response in self.server.infer(request):
                 final = response.final
-                self.send(
-                    (
-                        "bls_response",
-                        call_id,
-                        response.outputs if response.error is None else None,
-                        _wire_error(response.error),
-                        response.parameters or None,
-                        final,
-                    )
+                message = (
+                    "bls_response",
+                    call_id,
+                    response.outputs if response.error is None else None,
+                    _wire_error(response.error),
+                    response.parameters or None,
+                    final,
                 )
+                try:
+                    self.send(message)
+                except SharedMemoryFullError as exc:
+                    raise KernelError(Status.UNAVAILABLE, str(exc.strerror)) from exc
         except KernelError as exc:
             final = True
             self.send(("bls_response", call_id, None, _wire_error(exc), None, True))
@@ -521,7 +582,7 @@ class ModelProcess:
 
 
 class ProcessInstance(ModelInstance):
-    """An instance whose model runs in a process of its own."""
+    """An instance whose model runs in a process of its own, restarted when it dies."""
 
     # The process runs batches one at a time in the order they came: unbatched requests go to
     # it ahead, so it starts the next as soon as one returns. A request cancelled while it
@@ -531,17 +592,29 @@ class ProcessInstance(ModelInstance):
     def __init__(self, context: InstanceContext, model: PythonModel) -> None:
         super().__init__(context)
         self._model = model
-        self._process = ModelProcess(
-            label=context.name,
-            model=model,
-            logger=context.logger,
-            on_death=context.model.set_unavailable,
-        )
+        self._process: ModelProcess | None = None
+        self._serving = asyncio.Event()
+        """Set while a live process serves (or once the instance gave up: see ``_failed``)."""
+        self._failed: str | None = None
+        self._restarter: asyncio.Task[None] | None = None
+        self._closing = False
+        self.restarts = 0
+        """How many times a dead process of this instance was replaced."""
+        self._restart_series: tuple[object, object] | None = None
 
-    async def initialize(self) -> None:
-        process = self._process
-        await process.start()
+    @property
+    def process(self) -> ModelProcess | None:
+        """The current model process (tests kill it from outside)."""
+        return self._process
+
+    async def _launch(self) -> ModelProcess:
+        """A started process whose model ``initialize`` returned.
+
+        :raises KernelError: ``UNAVAILABLE`` with the reason when it did not come up.
+        """
         context = self.context
+        process = ModelProcess(label=context.name, model=self._model, logger=context.logger)
+        await process.start()
         try:
             (error,) = await process.command(
                 (
@@ -554,25 +627,115 @@ class ProcessInstance(ModelInstance):
                 )
             )
         except BaseException:
-            await process.finalize()
+            with anyio.CancelScope(shield=True):
+                await process.finalize()
             raise
         if error is not None:
             await process.finalize()
             raise KernelError(
                 Status.UNAVAILABLE, f"failed to initialize instance '{context.name}': {error}"
             )
+        process.on_death = self._on_death
+        return process
+
+    async def initialize(self) -> None:
+        self._process = await self._launch()
+        self._count_restarts(0)
+        self._serving.set()
+
+    def _count_restarts(self, count: int) -> None:
+        """Add ``count`` to the model's restart counter (made at load, so it starts at 0)."""
+        registry = self._model.metrics
+        if self._restart_series is None:
+            model = self.context.model
+            family = registry.create_family(
+                RESTARTS_METRIC,
+                "Number of times a dead Python model process (stub) was restarted",
+                0,
+            )
+            labels = {"model": model.name, "version": str(model.version)}
+            self._restart_series = (family, registry.create_metric(family, labels, None))
+        if count:
+            registry.update(self._restart_series[1], "increment", count)
+
+    def _on_death(self, reason: str) -> None:
+        if self._closing or self._restarter is not None:
+            return
+        self._serving.clear()
+        self._restarter = asyncio.create_task(self._restart(reason))
+
+    async def _restart(self, reason: str) -> None:
+        """Bring the instance back: new process, ``initialize`` again, with backoff."""
+        logger = self.context.logger
+        name = self.context.name
+        try:
+            for attempt, delay in enumerate(RESTART_BACKOFF_SECONDS[:RESTART_ATTEMPTS], 1):
+                await asyncio.sleep(delay)
+                logger.warning(
+                    "restarting the model process of '%s' (attempt %d of %d) after: %s",
+                    name,
+                    attempt,
+                    RESTART_ATTEMPTS,
+                    reason,
+                )
+                try:
+                    process = await self._launch()
+                except KernelError as exc:
+                    reason = exc.message
+                    continue
+                self._process = process
+                self.restarts += 1
+                self._count_restarts(1)
+                logger.warning(
+                    "the model process of '%s' was restarted (pid %s, restart %d)",
+                    name,
+                    process.pid,
+                    self.restarts,
+                )
+                return
+            self._failed = (
+                f"the model process of '{name}' died and did not come back after"
+                f" {RESTART_ATTEMPTS} attempts; last error: {reason}"
+            )
+            logger.error("%s", self._failed)
+            self.context.model.set_unavailable(self._failed)
+        finally:
+            self._restarter = None
+            self._serving.set()
 
     async def execute(self, requests: Sequence[InferenceRequest]) -> None:
-        if self._process.dead is not None:
-            raise KernelError(Status.UNAVAILABLE, self._process.dead)
-        await self._process.execute(requests)
+        if not self._serving.is_set():
+            with anyio.move_on_after(RESTART_WAIT_SECONDS):
+                await self._serving.wait()
+        process = self._process
+        if self._failed is not None:
+            raise KernelError(Status.UNAVAILABLE, self._failed)
+        if process is None or process.dead is not None:
+            raise KernelError(
+                Status.UNAVAILABLE,
+                process.dead if process is not None and process.dead else "not started",
+            )
+        await process.execute(requests)
 
     async def finalize(self) -> None:
-        error = await self._process.finalize()
-        if error is not None:
-            self.context.logger.error(
-                "finalize of instance '%s' raised: %s", self.context.name, error
-            )
+        self._closing = True
+        restarter = self._restarter
+        if restarter is not None:
+            restarter.cancel()
+            with anyio.CancelScope(shield=True):
+                await asyncio.gather(restarter, return_exceptions=True)
+        if self._process is not None:
+            error = await self._process.finalize()
+            if error is not None:
+                self.context.logger.error(
+                    "finalize of instance '%s' raised: %s", self.context.name, error
+                )
+        if self._restart_series is not None:
+            family, series = self._restart_series
+            self._restart_series = None
+            registry = self._model.metrics
+            registry.release_metric(series)
+            registry.release_family(family)
 
 
 async def process_auto_complete(model: PythonModel, label: str, config: str) -> str | None:

@@ -1,8 +1,14 @@
 """The isolated model process: one model instance, driven by the server over a socket.
 
-Started by the server (see ``_process.py``) with ``--fd N --shm-prefix P --name INSTANCE``,
-possibly with another environment's interpreter: this module and what it imports never import
-the kernel, only numpy and ``triton_python_backend_utils``.
+Started by the server (see ``_process.py``) with ``--fd N --shm-prefix P --shm-dir D --name
+INSTANCE``, possibly with another environment's interpreter: this module and what it imports
+never import the kernel, only numpy and ``triton_python_backend_utils``.
+
+To the model the process looks like Triton's stub (``triton_python_backend_stub``): ``sys.argv``
+is ``['']`` (so ``unittest.main()`` or ``argparse`` in a model never sees the server's command
+line), the working directory and environment are the server's, ``model.py`` is imported as
+``<version>.model`` with the version folder and the model folder on ``sys.path``, and SIGINT and
+SIGTERM are ignored: the server, not a terminal's Ctrl-C, decides when a model finalizes.
 
 Threads: the main thread runs the model (initialize, each execute, finalize) one command at a
 time; a reader thread receives everything else (answers to the model's calls, BLS responses)
@@ -24,6 +30,7 @@ import inspect
 import itertools
 import os
 import queue
+import signal
 import socket
 import sys
 import threading
@@ -44,7 +51,15 @@ from triton_python_backend_utils._runtime import (
 )
 
 from triton_backend_python._runner import ExecuteError, ModelRunner, run_auto_complete
-from triton_backend_python._wire import SlabPool, SlabReader, decode, encode, read_frame
+from triton_backend_python._wire import (
+    SHM_DIR,
+    SharedMemoryFullError,
+    SlabPool,
+    SlabReader,
+    decode,
+    encode,
+    read_frame,
+)
 
 ResponseTuple = tuple[dict[str, Any] | None, tuple[int, str] | None, dict[str, Any] | None, bool]
 """(outputs, (error code, message), parameters, final) as responses travel."""
@@ -113,7 +128,12 @@ class _Channel:
                 return
         if final:
             self._closed = True
-        self._stub.send(("send", self._key, *response_tuple(response, final)))
+        try:
+            self._stub.send(("send", self._key, *response_tuple(response, final)))
+        except SharedMemoryFullError as exc:
+            # The response cannot travel: the request gets the reason instead, and is closed.
+            self._closed = True
+            self._stub.send(("fail", self._key, exc.strerror))
 
     def is_cancelled(self) -> bool:
         return bool(self._stub.call("is_cancelled", self._key))
@@ -158,11 +178,11 @@ class _Metrics:
 class Stub:
     """The model process: its connection to the server and the runtime its model sees."""
 
-    def __init__(self, sock: socket.socket, shm_prefix: str) -> None:
+    def __init__(self, sock: socket.socket, shm_prefix: str, shm_dir: str = SHM_DIR) -> None:
         self._sock = sock
         self._send_lock = threading.Lock()
-        self._pool = SlabPool(shm_prefix)
-        self._reader = SlabReader()
+        self._pool = SlabPool(shm_prefix, shm_dir)
+        self._reader = SlabReader(shm_dir)
         self._commands: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self._calls: dict[int, _Call] = {}
         self._streams: dict[int, Callable[[ResponseTuple], None]] = {}
@@ -240,21 +260,24 @@ class Stub:
     ) -> int:
         call_id = next(self._ids)
         self._streams[call_id] = deliver
-        self.send(
-            (
-                "bls",
-                call_id,
-                request.model_name(),
-                request._model_version,
-                request._input_arrays(),
-                tuple(request.requested_output_names()),
-                request.request_id(),
-                request.correlation_id(),
-                request.flags(),
-                request.timeout(),
-                request._parameter_dict(),
-            )
+        message = (
+            "bls",
+            call_id,
+            request.model_name(),
+            request._model_version,
+            request._input_arrays(),
+            tuple(request.requested_output_names()),
+            request.request_id(),
+            request.correlation_id(),
+            request.flags(),
+            request.timeout(),
+            request._parameter_dict(),
         )
+        try:
+            self.send(message)
+        except SharedMemoryFullError as exc:
+            self._streams.pop(call_id, None)
+            raise pb_utils.TritonModelException(exc.strerror) from exc
         return call_id
 
     def exec(self, request: pb_utils.InferenceRequest, decoupled: bool) -> Any:
@@ -365,7 +388,7 @@ class Stub:
         self._decoupled = decoupled
         self._outputs = outputs
         set_fallback_runtime(self)
-        runner = ModelRunner(Path(path), instance_name, decoupled)
+        runner = ModelRunner(Path(path), instance_name, decoupled, as_triton=True)
         try:
             with installed_runtime(self):
                 runner.load()
@@ -378,7 +401,7 @@ class Stub:
 
     def _auto_complete(self, path: str, label: str, config: str) -> None:
         try:
-            result = run_auto_complete(Path(path), label, config)
+            result = run_auto_complete(Path(path), label, config, as_triton=True)
         except BaseException as exc:
             self.send(("done", None, f"{exc}"))
             return
@@ -420,7 +443,11 @@ class Stub:
             else [None if r is None else response_tuple(r, True) for r in responses]
         )
         unanswered = [r._source for r in requests if r._sender is None] if self._decoupled else []
-        self.send(("executed", batch_id, results, None, unanswered))
+        try:
+            self.send(("executed", batch_id, results, None, unanswered))
+        except SharedMemoryFullError as exc:
+            text = runner.failure(str(exc.strerror))
+            self.send(("executed", batch_id, None, text, unanswered))
 
     async def _in_background(
         self, runner: ModelRunner, requests: list[pb_utils.InferenceRequest]
@@ -462,9 +489,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="triton_backend_python._stub")
     parser.add_argument("--fd", type=int, required=True)
     parser.add_argument("--shm-prefix", required=True)
+    parser.add_argument("--shm-dir", default=SHM_DIR)
     parser.add_argument("--name", default="")
     options = parser.parse_args(argv)
-    stub = Stub(socket.socket(fileno=options.fd), options.shm_prefix)
+    sys.argv[:] = [""]  # what Triton's embedded interpreter shows a model
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, signal.SIG_IGN)
+    stub = Stub(socket.socket(fileno=options.fd), options.shm_prefix, options.shm_dir)
     try:
         stub.serve()
     finally:
