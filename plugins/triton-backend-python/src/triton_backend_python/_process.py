@@ -24,6 +24,7 @@ import signal
 import socket
 import struct
 import subprocess
+import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -85,6 +86,13 @@ def _error(error: tuple[int, str] | None) -> KernelError | None:
 
 def _wire_error(error: KernelError | None) -> tuple[int, str] | None:
     return None if error is None else (CODE_BY_STATUS[error.status], error.message)
+
+
+def _kill_spawned(spawned: asyncio.Future[subprocess.Popen[bytes]]) -> None:
+    if not spawned.cancelled() and spawned.exception() is None:
+        process = spawned.result()
+        process.kill()
+        threading.Thread(target=process.wait, daemon=True).start()  # reap it
 
 
 def _exit_reason(code: int | None) -> str:
@@ -161,21 +169,29 @@ class ModelProcess:
             self.label,
         ]
         env = self.model.child_environment()
-        try:
-            self._process = await anyio.to_thread.run_sync(
-                lambda: subprocess.Popen(
-                    command,
-                    pass_fds=(child.fileno(),),
-                    env=env,
-                    stdin=subprocess.DEVNULL,
-                    start_new_session=True,  # the server, not the terminal, stops it
-                )
+
+        def spawn() -> subprocess.Popen[bytes]:
+            return subprocess.Popen(
+                command,
+                pass_fds=(child.fileno(),),
+                env=env,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # the server, not the terminal, stops it
             )
+
+        spawned = asyncio.get_running_loop().run_in_executor(None, spawn)
+        try:
+            self._process = await asyncio.shield(spawned)
         except OSError as exc:
             parent.close()
             raise KernelError(
                 Status.UNAVAILABLE, f"cannot start a process for '{self.label}': {exc}"
             ) from exc
+        except BaseException:
+            # Cancelled while the process was being made: stop it once it exists.
+            parent.close()
+            spawned.add_done_callback(_kill_spawned)
+            raise
         finally:
             child.close()
         try:

@@ -26,10 +26,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import inspect
 import itertools
 import os
-import queue
 import signal
 import socket
 import sys
@@ -50,6 +50,7 @@ from triton_python_backend_utils._runtime import (
     set_fallback_runtime,
 )
 
+from triton_backend_python._inbox import Inbox
 from triton_backend_python._runner import ExecuteError, ModelRunner, run_auto_complete
 from triton_backend_python._wire import (
     SHM_DIR,
@@ -83,12 +84,12 @@ def response_object(outputs: Any, error: Any, parameters: Any) -> InferenceRespo
 
 
 class _Call:
-    """A pending ``rpc``: the caller waits on it, the reader thread fills it."""
+    """A pending ``rpc``: the caller waits on it, whichever thread reads the answer fills it."""
 
-    __slots__ = ("error", "event", "value")
+    __slots__ = ("done", "error", "value")
 
     def __init__(self) -> None:
-        self.event = threading.Event()
+        self.done = False
         self.value: Any = None
         self.error: str | None = None
 
@@ -183,9 +184,13 @@ class Stub:
         self._send_lock = threading.Lock()
         self._pool = SlabPool(shm_prefix, shm_dir)
         self._reader = SlabReader(shm_dir)
-        self._commands: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self._commands: collections.deque[tuple[Any, ...]] = collections.deque()
         self._calls: dict[int, _Call] = {}
         self._streams: dict[int, Callable[[ResponseTuple], None]] = {}
+        self._async_streams: set[int] = set()
+        """BLS streams awaited on the model's event loop (a thread there cannot read)."""
+        self._frame_size = bytearray(4)
+        self._inbox = Inbox(self._read_message, self._dispatch, lambda: bool(self._async_streams))
         self._ids = itertools.count(1)
         self._runner: ModelRunner | None = None
         self._outputs: tuple[str, ...] = ()
@@ -210,7 +215,7 @@ class Stub:
         call_id = next(self._ids)
         pending = self._calls[call_id] = _Call()
         self.send(("rpc", call_id, op, args))
-        pending.event.wait()
+        self._inbox.wait_for(lambda: pending.done)
         if pending.error is not None:
             raise pb_utils.TritonModelException(pending.error)
         return pending.value
@@ -219,31 +224,32 @@ class Stub:
         """Tell the server ``op`` without waiting."""
         self.send(("notify", 0, op, args))
 
-    def _read(self) -> None:
-        size = bytearray(4)
-        while True:
-            try:
-                frame = read_frame(self._sock.recv_into, size)
-            except OSError:
-                frame = None
-            if frame is None:
-                os._exit(0)  # the server is gone: nothing left to serve
-            message = decode(frame, self._reader)
-            kind = message[0]
-            if kind == "reply":
-                _, call_id, value, error = message
-                pending = self._calls.pop(call_id)
-                pending.value, pending.error = value, error
-                pending.event.set()
-            elif kind == "bls_response":
-                call_id, item = message[1], message[2:]
-                deliver = self._streams.get(call_id)
-                if item[3]:
-                    self._streams.pop(call_id, None)
-                if deliver is not None:
-                    deliver(item)
-            else:
-                self._commands.put(message)
+    def _read_message(self) -> Any:
+        """The next message (blocking; one reader at a time), None when the server is gone."""
+        try:
+            frame = read_frame(self._sock.recv_into, self._frame_size)
+        except OSError:
+            frame = None
+        return None if frame is None else decode(frame, self._reader)
+
+    def _dispatch(self, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        if kind == "reply":
+            _, call_id, value, error = message
+            pending = self._calls.pop(call_id)
+            pending.value, pending.error = value, error
+            pending.done = True
+        elif kind == "bls_response":
+            call_id, item = message[1], message[2:]
+            deliver = self._streams.get(call_id)
+            if item[3]:
+                self._streams.pop(call_id, None)
+            if deliver is not None:
+                deliver(item)
+            if item[3]:
+                self._async_streams.discard(call_id)
+        else:
+            self._commands.append(message)
 
     # -- the runtime the model sees (triton_python_backend_utils._runtime.Runtime) -----------
 
@@ -256,10 +262,15 @@ class Stub:
         return bool(self.call("is_cancelled", request._source))
 
     def _bls(
-        self, request: pb_utils.InferenceRequest, deliver: Callable[[ResponseTuple], None]
+        self,
+        request: pb_utils.InferenceRequest,
+        deliver: Callable[[ResponseTuple], None],
+        on_loop: bool = False,
     ) -> int:
         call_id = next(self._ids)
         self._streams[call_id] = deliver
+        if on_loop:
+            self._async_streams.add(call_id)
         message = (
             "bls",
             call_id,
@@ -277,16 +288,22 @@ class Stub:
             self.send(message)
         except SharedMemoryFullError as exc:
             self._streams.pop(call_id, None)
+            self._async_streams.discard(call_id)
             raise pb_utils.TritonModelException(exc.strerror) from exc
         return call_id
 
     def exec(self, request: pb_utils.InferenceRequest, decoupled: bool) -> Any:
-        items: queue.SimpleQueue[ResponseTuple] = queue.SimpleQueue()
-        call_id = self._bls(request, items.put)
+        items: collections.deque[ResponseTuple] = collections.deque()
+        call_id = self._bls(request, items.append)
+
+        def take() -> ResponseTuple:
+            self._inbox.wait_for(lambda: bool(items))
+            return items.popleft()
+
         if not decoupled:
             first: InferenceResponse | None = None
             while True:
-                outputs, error, parameters, final = items.get()
+                outputs, error, parameters, final = take()
                 if first is None and (outputs or error or not final):
                     first = response_object(outputs, error, parameters)
                 if final:
@@ -294,7 +311,7 @@ class Stub:
 
         def responses() -> Iterator[InferenceResponse]:
             while True:
-                outputs, error, parameters, final = items.get()
+                outputs, error, parameters, final = take()
                 yield response_object(outputs, error, parameters)
                 if final:
                     return
@@ -323,7 +340,8 @@ class Stub:
                 )
                 loop.call_soon_threadsafe(finish, value)
 
-        self._bls(request, deliver)
+        self._bls(request, deliver, on_loop=True)
+        self._inbox.wake()  # nobody may be reading: the helper reads until the answer came
         return future
 
     def log(self, level: int, message: str) -> None:
@@ -346,10 +364,12 @@ class Stub:
 
     def serve(self) -> None:
         """Answer commands until ``finalize``."""
-        threading.Thread(target=self._read, name="triton-stub-reader", daemon=True).start()
+        self._inbox.start_helper()
         self.send(("hello", os.getpid(), sys.version))
+        commands = self._commands
         while True:
-            message = self._commands.get()
+            self._inbox.wait_for(lambda: bool(commands))
+            message = commands.popleft()
             kind = message[0]
             if kind == "init":
                 self._initialize(*message[1:])
@@ -498,6 +518,8 @@ def main(argv: list[str] | None = None) -> int:
     stub = Stub(socket.socket(fileno=options.fd), options.shm_prefix, options.shm_dir)
     try:
         stub.serve()
+    except ConnectionError:
+        return 0  # the server went away (it stopped, or gave up on this start)
     finally:
         stub.close()
     return 0
