@@ -26,7 +26,7 @@ import struct
 import subprocess
 import threading
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 from triton_python_backend_utils._logging import python_log_level
@@ -108,6 +108,69 @@ def _exit_reason(code: int | None) -> str:
     return f"killed by signal {-code} ({name})"
 
 
+class _Connection(asyncio.Protocol):
+    """The server's end of a model process's socket.
+
+    Frames are parsed as bytes arrive (several per read when the process answered several
+    batches), and what the server sends in one turn of the event loop leaves in one write: one
+    system call and at most one wake-up of the model process for every request that came in
+    that turn, instead of one each.
+    """
+
+    def __init__(self, on_frame: Callable[[bytes], None], on_lost: Callable[[], None]) -> None:
+        self.transport: asyncio.Transport | None = None
+        self._on_frame = on_frame
+        self._on_lost = on_lost
+        self._buffer = bytearray()
+        self._out: list[bytes | memoryview] = []
+        self._flushing = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self._buffer
+        buffer += data
+        size = len(buffer)
+        offset = 0
+        while size - offset >= 4:
+            (length,) = _LEN.unpack_from(buffer, offset)
+            end = offset + 4 + length
+            if end > size:
+                break
+            self._on_frame(bytes(buffer[offset + 4 : end]))
+            offset = end
+        if offset:
+            del buffer[:offset]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self._out.clear()
+        self._on_lost()
+
+    def write(self, parts: list[bytes | memoryview]) -> None:
+        """Queue a frame; it leaves with the others of this loop turn."""
+        self._out.extend(parts)
+        if not self._flushing:
+            self._flushing = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flushing = False
+        out, self._out = self._out, []
+        if out and self.transport is not None and not self.transport.is_closing():
+            self.transport.writelines(out)
+
+    @property
+    def open(self) -> bool:
+        return self.transport is not None and not self.transport.is_closing()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self._flush()
+            self.transport.close()
+
+
 class ModelProcess:
     """A model process and its connection, seen from the server's event loop."""
 
@@ -132,8 +195,9 @@ class ModelProcess:
         self._child_prefix = prefix + "c"
         self._slabs = SlabReader(self._shm_dir)
         self._process: subprocess.Popen[bytes] | None = None
-        self._writer: asyncio.StreamWriter | None = None
-        self._reader_task: asyncio.Task[None] | None = None
+        self._connection: _Connection | None = None
+        self._hello: asyncio.Future[tuple[Any, ...]] | None = None
+        self._death: asyncio.Task[None] | None = None
         self._command: asyncio.Future[tuple[Any, ...]] | None = None
         self._batches_waiting: dict[int, asyncio.Future[tuple[Any, ...]]] = {}
         self._tasks: dict[int, asyncio.Task[None]] = {}
@@ -194,12 +258,16 @@ class ModelProcess:
             raise
         finally:
             child.close()
+        loop = asyncio.get_running_loop()
+        hello = self._hello = loop.create_future()
         try:
-            reader, self._writer = await asyncio.open_connection(sock=parent)
+            _, self._connection = await loop.create_connection(
+                lambda: _Connection(self._on_frame, self._on_lost), sock=parent
+            )
             with anyio.fail_after(START_TIMEOUT_SECONDS):
-                hello = await self._read(reader)
-        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError) as exc:
-            if self._writer is None:
+                greeting = await hello
+        except (TimeoutError, ConnectionError) as exc:
+            if self._connection is None:
                 parent.close()
             code = await self._exit_code(EXIT_TIMEOUT_SECONDS)
             await self._shutdown()
@@ -209,19 +277,38 @@ class ModelProcess:
                 f" (exit code {code})",
             ) from exc
         except BaseException:
-            if self._writer is None:
+            if self._connection is None:
                 parent.close()
             with anyio.CancelScope(shield=True):
                 await self._shutdown()
             raise
         self.logger.debug(
-            "model process of '%s' started: pid %s, Python %s", self.label, *hello[1:]
+            "model process of '%s' started: pid %s, Python %s", self.label, *greeting[1:]
         )
-        self._reader_task = asyncio.create_task(self._read_loop(reader))
 
-    async def _read(self, reader: asyncio.StreamReader) -> Any:
-        (length,) = _LEN.unpack(await reader.readexactly(4))
-        return decode(await reader.readexactly(length), self._slabs)
+    def _on_frame(self, frame: bytes) -> None:
+        try:
+            message = decode(frame, self._slabs)
+            if message[0] == "hello":
+                if self._hello is not None and not self._hello.done():
+                    self._hello.set_result(message)
+                return
+            self._dispatch(message)
+        except Exception:
+            self.logger.exception("bad message from the process of '%s'", self.label)
+            if self._process is not None:
+                self._process.kill()
+            if self._connection is not None:
+                self._connection.close()
+
+    def _on_lost(self) -> None:
+        if self._hello is not None and not self._hello.done():
+            self._hello.set_exception(ConnectionError("the model process closed its connection"))
+            return  # it never started: start() says so
+        if self._closing:  # a finalized process exits: only pending commands need an answer
+            self._fail_commands(KernelError(Status.UNAVAILABLE, "process exited"))
+        elif self._death is None:
+            self._death = asyncio.get_running_loop().create_task(self._died())
 
     async def _exit_code(self, timeout: float) -> int | None:
         process = self._process
@@ -247,12 +334,12 @@ class ModelProcess:
 
     async def _shutdown(self) -> None:
         self._closing = True
-        if self._writer is not None:
-            self._writer.close()
+        if self._connection is not None:
+            self._connection.close()
         if await self._exit_code(EXIT_TIMEOUT_SECONDS) is None and self._process is not None:
             self._process.kill()
             await self._exit_code(EXIT_TIMEOUT_SECONDS)
-        for task in [*self._tasks.values(), self._reader_task]:
+        for task in [*self._tasks.values(), self._death]:
             if task is not None:
                 task.cancel()
         self._release_metrics()
@@ -282,8 +369,8 @@ class ModelProcess:
         for task in self._tasks.values():
             task.cancel()
         self._release_metrics()
-        if self._writer is not None:
-            self._writer.close()
+        if self._connection is not None:
+            self._connection.close()
         self._pool.close()
         self._slabs.close()
         unlink_slabs(self._child_prefix, self._shm_dir)
@@ -297,9 +384,10 @@ class ModelProcess:
 
         :raises SharedMemoryFullError: when its tensors need a slab and there is no room for one.
         """
-        if self.dead is not None or self._writer is None or self._writer.is_closing():
+        connection = self._connection
+        if self.dead is not None or connection is None or not connection.open:
             return
-        self._writer.writelines(encode(message, self._pool))
+        connection.write(encode(message, self._pool))
 
     async def command(self, message: tuple[Any, ...]) -> tuple[Any, ...]:
         """Send a command and wait for its ``done`` (commands run one at a time).
@@ -315,23 +403,6 @@ class ModelProcess:
         finally:
             self._command = None
         return result
-
-    async def _read_loop(self, reader: asyncio.StreamReader) -> None:
-        try:
-            while True:
-                self._dispatch(await self._read(reader))
-        except (asyncio.IncompleteReadError, ConnectionError, OSError):
-            pass
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            self.logger.exception("bad message from the process of '%s'", self.label)
-            if self._process is not None:
-                self._process.kill()
-        if self._closing:  # a finalized process exits: only pending commands need an answer
-            self._fail_commands(KernelError(Status.UNAVAILABLE, "process exited"))
-        else:
-            await self._died()
 
     def _fail_commands(self, error: KernelError) -> None:
         waiting = [self._command, *self._batches_waiting.values()]

@@ -54,12 +54,12 @@ from triton_backend_python._inbox import Inbox
 from triton_backend_python._runner import ExecuteError, ModelRunner, run_auto_complete
 from triton_backend_python._wire import (
     SHM_DIR,
+    FrameReader,
     SharedMemoryFullError,
     SlabPool,
     SlabReader,
     decode,
     encode,
-    read_frame,
 )
 
 ResponseTuple = tuple[dict[str, Any] | None, tuple[int, str] | None, dict[str, Any] | None, bool]
@@ -189,7 +189,7 @@ class Stub:
         self._streams: dict[int, Callable[[ResponseTuple], None]] = {}
         self._async_streams: set[int] = set()
         """BLS streams awaited on the model's event loop (a thread there cannot read)."""
-        self._frame_size = bytearray(4)
+        self._frames = FrameReader(sock.recv_into)
         self._inbox = Inbox(self._read_message, self._dispatch, lambda: bool(self._async_streams))
         self._ids = itertools.count(1)
         self._runner: ModelRunner | None = None
@@ -227,7 +227,7 @@ class Stub:
     def _read_message(self) -> Any:
         """The next message (blocking; one reader at a time), None when the server is gone."""
         try:
-            frame = read_frame(self._sock.recv_into, self._frame_size)
+            frame = self._frames.next()
         except OSError:
             frame = None
         return None if frame is None else decode(frame, self._reader)

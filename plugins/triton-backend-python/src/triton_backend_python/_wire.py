@@ -38,6 +38,7 @@ import numpy.typing as npt
 __all__ = [
     "INLINE_LIMIT",
     "SHM_DIR",
+    "FrameReader",
     "SharedMemoryFullError",
     "SlabPool",
     "SlabReader",
@@ -267,22 +268,48 @@ def decode(frame: bytes | bytearray, reader: SlabReader) -> Any:
     return pickle.loads(body, buffers=buffers)
 
 
-def read_frame(recv_into: Callable[[memoryview], int], size_buffer: bytearray) -> bytearray | None:
-    """Read one frame with a blocking ``recv_into``; None at end of stream."""
-    if not _read_exactly(recv_into, memoryview(size_buffer)):
-        return None
-    (length,) = _LEN.unpack(size_buffer)
-    frame = bytearray(length)
-    if not _read_exactly(recv_into, memoryview(frame)):
-        return None
-    return frame
+class FrameReader:
+    """Frames from a blocking socket, several per ``recv`` when several are there.
 
+    One reader at a time (the caller makes sure)."""
 
-def _read_exactly(recv_into: Callable[[memoryview], int], target: memoryview) -> bool:
-    got = 0
-    while got < len(target):
-        n = recv_into(target[got:])
-        if n == 0:
-            return False
-        got += n
-    return True
+    __slots__ = ("_buffer", "_end", "_recv_into", "_start")
+
+    def __init__(self, recv_into: Callable[[memoryview], int], size: int = 1 << 16) -> None:
+        self._recv_into = recv_into
+        self._buffer = bytearray(size)
+        self._start = 0
+        self._end = 0
+
+    def _fill(self, need: int) -> bool:
+        """Make ``need`` bytes available from ``_start``; False at end of stream."""
+        if self._start + need > len(self._buffer):
+            held = self._end - self._start
+            if need > len(self._buffer):
+                grown = bytearray(max(need, 2 * len(self._buffer)))
+                grown[:held] = self._buffer[self._start : self._end]
+                self._buffer = grown
+            else:
+                self._buffer[:held] = self._buffer[self._start : self._end]
+            self._start, self._end = 0, held
+        view = memoryview(self._buffer)
+        while self._end - self._start < need:
+            n = self._recv_into(view[self._end :])
+            if n == 0:
+                return False
+            self._end += n
+        return True
+
+    def next(self) -> bytearray | None:
+        """The next frame (a copy: inline arrays of its message stay writable), None at end."""
+        if not self._fill(4):
+            return None
+        (length,) = _LEN.unpack_from(self._buffer, self._start)
+        if not self._fill(4 + length):
+            return None
+        start = self._start + 4
+        frame = self._buffer[start : start + length]
+        self._start = start + length
+        if self._start == self._end:
+            self._start = self._end = 0
+        return frame
