@@ -10,6 +10,7 @@ counted on the metrics endpoint.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import time
 import urllib.request
@@ -166,3 +167,24 @@ def test_the_model_process_looks_like_tritons_stub(
     assert texts("SIGNALS") == ["ignored", "ignored"]
     assert texts("ENV") == ["inherited"]
     assert result.as_numpy("UNITTEST").tolist() == [True]
+
+
+def test_execution_mode_in_process_opts_a_model_out_of_isolation(
+    tmp_path: Path, helpers: Any
+) -> None:
+    repository = helpers.make_repository(tmp_path / "models", ["python_fault"])
+    (repository / "in_server").mkdir()
+    for item in (repository / "python_fault").iterdir():
+        target = repository / "in_server" / item.name
+        if item.is_dir():
+            shutil.copytree(item, target)
+        else:
+            target.write_text(
+                item.read_text().replace('name: "python_fault"', 'name: "in_server"')
+                + '\nparameters { key: "EXECUTION_MODE" value { string_value: "in_process" } }\n'
+            )
+    with ServerThread(repository) as served:
+        isolated = _pid(helpers, served)
+        result = helpers.http_infer(served, "in_server", {"INPUT0": OK})
+    assert isolated != os.getpid()  # the default: a process of its own
+    assert int(result.as_numpy("PID")[0]) == os.getpid()  # opted in: the server's process
