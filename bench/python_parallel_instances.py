@@ -6,7 +6,7 @@ two instances on two cores should serve about twice what one serves; ``in_proces
 share the server's GIL, so a second one adds nothing. Requests go through the server's
 ``infer_once`` (no network frontend), 4 in flight, for a fixed time per configuration.
 
-    python bench/python_parallel_instances.py [--seconds 5] [--work 200000]
+    python bench/python_parallel_instances.py [--seconds 5] [--work 200000] [--rounds 3]
 
 Prints infer/s per configuration and the ratio of two instances to one for each mode. The
 machine is shared with other jobs: the ratio within one run is what counts.
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -87,7 +88,7 @@ async def throughput(
     return done / (time.monotonic() - start)
 
 
-async def main(seconds: float, work: int) -> None:
+async def main(seconds: float, work: int, rounds: int) -> None:
     with tempfile.TemporaryDirectory() as folder:
         repository = write_repository(Path(folder))
         options = ServerOptions(
@@ -99,11 +100,16 @@ async def main(seconds: float, work: int) -> None:
             metrics_port=None,
         )
         server = InferenceServer(options)
-        rates: dict[str, float] = {}
+        samples: dict[str, list[float]] = {name: [] for name in CONFIGS}
         async with server.running():
-            for name in CONFIGS:
-                rates[name] = await throughput(server, name, work, seconds)
-    print(f"CPU-bound pure-Python model ({work} loop steps a request), 4 in flight, {seconds} s")
+            for _ in range(rounds):  # interleaved: the machine's load drifts between rounds
+                for name in CONFIGS:
+                    samples[name].append(await throughput(server, name, work, seconds))
+    rates = {name: statistics.median(values) for name, values in samples.items()}
+    print(
+        f"CPU-bound pure-Python model ({work} loop steps a request), 4 in flight, median of"
+        f" {rounds} interleaved {seconds} s rounds"
+    )
     print()
     print("| mode | 1 instance infer/s | 2 instances infer/s | 2 / 1 |")
     print("|---|---|---|---|")
@@ -116,5 +122,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--work", type=int, default=200_000)
+    parser.add_argument("--rounds", type=int, default=3)
     arguments = parser.parse_args()
-    asyncio.run(main(arguments.seconds, arguments.work))
+    asyncio.run(main(arguments.seconds, arguments.work, arguments.rounds))
