@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pytest
 import tritonclient.http as httpclient
-from triton_backend_python import _process
+from triton_backend_python import _process_instance
 from tritonclient.utils import InferenceServerException
 
 from kernel.testing import RunningServer, ServerThread
@@ -128,7 +128,7 @@ def test_a_model_that_keeps_crashing_on_start_becomes_unavailable(
     fault_server: RunningServer, helpers: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     served = fault_server
-    monkeypatch.setattr(_process, "RESTART_BACKOFF_SECONDS", (0.0, 0.05, 0.05, 0.05, 0.05))
+    monkeypatch.setattr(_process_instance, "RESTART_BACKOFF_SECONDS", (0.0, 0.05, 0.05, 0.05, 0.05))
     pid = _pid(helpers, served)
     (served.server.options.model_repositories[0] / "python_fault" / "crash_on_start").touch()
     os.kill(pid, signal.SIGKILL)

@@ -260,7 +260,7 @@ class PythonModel(Model):
 
     def create_instance(self, context: InstanceContext) -> ModelInstance:
         if self.settings.mode == PROCESS:
-            from triton_backend_python._process import ProcessInstance
+            from triton_backend_python._process_instance import ProcessInstance
 
             return ProcessInstance(context, self)
         from triton_backend_python._in_process import InProcessInstance

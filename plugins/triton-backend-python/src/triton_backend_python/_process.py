@@ -6,11 +6,8 @@ pair, then speaks the messages ``_stub.py`` describes, on the server's event loo
 server (responses through senders, BLS calls, model control, logging, metrics).
 
 When the process dies, the batch it was running and every request still waiting on it get an
-error at once, with the reason (exit code or signal). :class:`ProcessInstance` then starts a new
-process and re-runs ``initialize`` (backoff between failed attempts); requests that arrive
-meanwhile wait for it. Restarts are logged and counted in the ``nv_python_stub_restarts``
-metric. A model whose process keeps failing to come back becomes ``UNAVAILABLE`` with the
-reason; the server keeps serving its other models.
+error at once, with the reason (exit code or signal), and ``on_death`` is called: the instance
+(``_process_instance.py``) restarts it.
 """
 
 from __future__ import annotations
@@ -22,11 +19,10 @@ import os
 import secrets
 import signal
 import socket
-import struct
 import subprocess
 import threading
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from triton_python_backend_utils._logging import python_log_level
@@ -34,13 +30,12 @@ from triton_python_backend_utils._logging import python_log_level
 from kernel import (
     InferenceRequest,
     InferenceResponse,
-    InstanceContext,
     KernelError,
-    ModelInstance,
     RequestFlags,
     ServerHandle,
     Status,
 )
+from triton_backend_python._connection import Connection
 from triton_backend_python._convert import CODE_BY_STATUS, STATUS_BY_CODE
 from triton_backend_python._registry import MetricRegistry
 from triton_backend_python._wire import (
@@ -55,7 +50,7 @@ from triton_backend_python._wire import (
 if TYPE_CHECKING:
     from triton_backend_python._backend import PythonModel
 
-__all__ = ["ModelProcess", "ProcessInstance", "process_auto_complete"]
+__all__ = ["ModelProcess", "process_auto_complete"]
 
 log = logging.getLogger("triton_backend_python")
 
@@ -63,16 +58,7 @@ START_TIMEOUT_SECONDS = 120.0
 """How long a model process may take to start (its imports) before the load fails."""
 EXIT_TIMEOUT_SECONDS = 10.0
 """How long a finalized model process may take to exit before it is killed."""
-RESTART_ATTEMPTS = 5
-"""Failed attempts at bringing a dead model process back before the model is UNAVAILABLE."""
-RESTART_BACKOFF_SECONDS = (0.0, 0.5, 1.0, 2.0, 4.0)
-"""The wait before each attempt: the first is immediate, so a one-off crash costs little."""
-RESTART_WAIT_SECONDS = 60.0
-"""How long a request waits for a restarting model process before it gets an error."""
-RESTARTS_METRIC = "nv_python_stub_restarts"
-"""The counter of model process restarts, labelled by model and version."""
 
-_LEN = struct.Struct("<I")
 # "python -c" puts the working directory first on sys.path: drop it, so a model process sees
 # its environment's packages (and this plugin's), not whatever the server's folder holds.
 _BOOTSTRAP = (
@@ -108,69 +94,6 @@ def _exit_reason(code: int | None) -> str:
     return f"killed by signal {-code} ({name})"
 
 
-class _Connection(asyncio.Protocol):
-    """The server's end of a model process's socket.
-
-    Frames are parsed as bytes arrive (several per read when the process answered several
-    batches), and what the server sends in one turn of the event loop leaves in one write: one
-    system call and at most one wake-up of the model process for every request that came in
-    that turn, instead of one each.
-    """
-
-    def __init__(self, on_frame: Callable[[bytes], None], on_lost: Callable[[], None]) -> None:
-        self.transport: asyncio.Transport | None = None
-        self._on_frame = on_frame
-        self._on_lost = on_lost
-        self._buffer = bytearray()
-        self._out: list[bytes | memoryview] = []
-        self._flushing = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-
-    def data_received(self, data: bytes) -> None:
-        buffer = self._buffer
-        buffer += data
-        size = len(buffer)
-        offset = 0
-        while size - offset >= 4:
-            (length,) = _LEN.unpack_from(buffer, offset)
-            end = offset + 4 + length
-            if end > size:
-                break
-            self._on_frame(bytes(buffer[offset + 4 : end]))
-            offset = end
-        if offset:
-            del buffer[:offset]
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.transport = None
-        self._out.clear()
-        self._on_lost()
-
-    def write(self, parts: list[bytes | memoryview]) -> None:
-        """Queue a frame; it leaves with the others of this loop turn."""
-        self._out.extend(parts)
-        if not self._flushing:
-            self._flushing = True
-            asyncio.get_running_loop().call_soon(self._flush)
-
-    def _flush(self) -> None:
-        self._flushing = False
-        out, self._out = self._out, []
-        if out and self.transport is not None and not self.transport.is_closing():
-            self.transport.writelines(out)
-
-    @property
-    def open(self) -> bool:
-        return self.transport is not None and not self.transport.is_closing()
-
-    def close(self) -> None:
-        if self.transport is not None:
-            self._flush()
-            self.transport.close()
-
-
 class ModelProcess:
     """A model process and its connection, seen from the server's event loop."""
 
@@ -195,7 +118,7 @@ class ModelProcess:
         self._child_prefix = prefix + "c"
         self._slabs = SlabReader(self._shm_dir)
         self._process: subprocess.Popen[bytes] | None = None
-        self._connection: _Connection | None = None
+        self._connection: Connection | None = None
         self._hello: asyncio.Future[tuple[Any, ...]] | None = None
         self._death: asyncio.Task[None] | None = None
         self._command: asyncio.Future[tuple[Any, ...]] | None = None
@@ -265,7 +188,7 @@ class ModelProcess:
         hello = self._hello = loop.create_future()
         try:
             _, self._connection = await loop.create_connection(
-                lambda: _Connection(self._on_frame, self._on_lost), sock=parent
+                lambda: Connection(self._on_frame, self._on_lost), sock=parent
             )
             with anyio.fail_after(START_TIMEOUT_SECONDS):
                 greeting = await hello
@@ -669,163 +592,6 @@ class ModelProcess:
             if not final and not self._closing:
                 cancelled = (CODE_BY_STATUS[Status.CANCELLED], "the BLS request was cancelled")
                 self.send(("bls_response", call_id, None, cancelled, None, True))
-
-
-class ProcessInstance(ModelInstance):
-    """An instance whose model runs in a process of its own, restarted when it dies."""
-
-    # The process runs batches one at a time in the order they came: unbatched requests go to
-    # it ahead, so it starts the next as soon as one returns. A request cancelled while it
-    # waits there still reaches the model, which can ask ``request.is_cancelled()``.
-    overlapping_batches = 8
-
-    def __init__(self, context: InstanceContext, model: PythonModel) -> None:
-        super().__init__(context)
-        self._model = model
-        self._process: ModelProcess | None = None
-        self._serving = asyncio.Event()
-        """Set while a live process serves (or once the instance gave up: see ``_failed``)."""
-        self._failed: str | None = None
-        self._restarter: asyncio.Task[None] | None = None
-        self._closing = False
-        self.restarts = 0
-        """How many times a dead process of this instance was replaced."""
-        self._restart_series: tuple[object, object] | None = None
-
-    @property
-    def process(self) -> ModelProcess | None:
-        """The current model process (tests kill it from outside)."""
-        return self._process
-
-    async def _launch(self) -> ModelProcess:
-        """A started process whose model ``initialize`` returned.
-
-        :raises KernelError: ``UNAVAILABLE`` with the reason when it did not come up.
-        """
-        context = self.context
-        process = ModelProcess(label=context.name, model=self._model, logger=context.logger)
-        await process.start()
-        try:
-            (error,) = await process.command(
-                (
-                    "init",
-                    str(self._model.model_file),
-                    context.name,
-                    context.model.decoupled,
-                    tuple(o.name for o in context.model.config.output),
-                    self._model.instance_args(context),
-                )
-            )
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await process.finalize()
-            raise
-        if error is not None:
-            await process.finalize()
-            raise KernelError(
-                Status.UNAVAILABLE, f"failed to initialize instance '{context.name}': {error}"
-            )
-        process.on_death = self._on_death
-        return process
-
-    async def initialize(self) -> None:
-        self._process = await self._launch()
-        self._count_restarts(0)
-        self._serving.set()
-
-    def _count_restarts(self, count: int) -> None:
-        """Add ``count`` to the model's restart counter (made at load, so it starts at 0)."""
-        registry = self._model.metrics
-        if self._restart_series is None:
-            model = self.context.model
-            family = registry.create_family(
-                RESTARTS_METRIC,
-                "Number of times a dead Python model process (stub) was restarted",
-                0,
-            )
-            labels = {"model": model.name, "version": str(model.version)}
-            self._restart_series = (family, registry.create_metric(family, labels, None))
-        if count:
-            registry.update(self._restart_series[1], "increment", count)
-
-    def _on_death(self, reason: str) -> None:
-        if self._closing or self._restarter is not None:
-            return
-        self._serving.clear()
-        self._restarter = asyncio.create_task(self._restart(reason))
-
-    async def _restart(self, reason: str) -> None:
-        """Bring the instance back: new process, ``initialize`` again, with backoff."""
-        logger = self.context.logger
-        name = self.context.name
-        try:
-            for attempt, delay in enumerate(RESTART_BACKOFF_SECONDS[:RESTART_ATTEMPTS], 1):
-                await asyncio.sleep(delay)
-                logger.warning(
-                    "restarting the model process of '%s' (attempt %d of %d) after: %s",
-                    name,
-                    attempt,
-                    RESTART_ATTEMPTS,
-                    reason,
-                )
-                try:
-                    process = await self._launch()
-                except KernelError as exc:
-                    reason = exc.message
-                    continue
-                self._process = process
-                self.restarts += 1
-                self._count_restarts(1)
-                logger.warning(
-                    "the model process of '%s' was restarted (pid %s, restart %d)",
-                    name,
-                    process.pid,
-                    self.restarts,
-                )
-                return
-            self._failed = (
-                f"the model process of '{name}' died and did not come back after"
-                f" {RESTART_ATTEMPTS} attempts; last error: {reason}"
-            )
-            logger.error("%s", self._failed)
-            self.context.model.set_unavailable(self._failed)
-        finally:
-            self._restarter = None
-            self._serving.set()
-
-    async def execute(self, requests: Sequence[InferenceRequest]) -> None:
-        if not self._serving.is_set():
-            with anyio.move_on_after(RESTART_WAIT_SECONDS):
-                await self._serving.wait()
-        process = self._process
-        if self._failed is not None:
-            raise KernelError(Status.UNAVAILABLE, self._failed)
-        if process is None or process.dead is not None:
-            raise KernelError(
-                Status.UNAVAILABLE,
-                process.dead if process is not None and process.dead else "not started",
-            )
-        await process.execute(requests)
-
-    async def finalize(self) -> None:
-        self._closing = True
-        restarter = self._restarter
-        if restarter is not None:
-            restarter.cancel()
-            with anyio.CancelScope(shield=True):
-                await asyncio.gather(restarter, return_exceptions=True)
-        if self._process is not None:
-            error = await self._process.finalize()
-            if error is not None:
-                self.context.logger.error(
-                    "finalize of instance '%s' raised: %s", self.context.name, error
-                )
-        if self._restart_series is not None:
-            family, series = self._restart_series
-            self._restart_series = None
-            registry = self._model.metrics
-            registry.release_metric(series)
-            registry.release_family(family)
 
 
 async def process_auto_complete(model: PythonModel, label: str, config: str) -> str | None:
