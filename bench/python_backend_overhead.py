@@ -7,16 +7,24 @@ time, in one process:
   cost, the floor);
 * through the server, in-process mode: ``InferenceServer.infer_once`` (kernel routing, the
   scheduler, the hop to the instance's worker thread, the request and response wrapping);
-* through the server, process mode: the same, with the model in its own process (socket and
-  pickling each way).
+* through the server, process mode (the default): the same, with the model in its own process
+  (a socket for messages, shared memory for large tensors).
 
-No network frontend is involved. Prints microseconds per request (the best round: the machine
-is shared, and the best round is the least disturbed) and, for the server paths, the
-throughput with 8 requests in flight. When the kernel's test backend is installed, the same
-through its ``identity`` model (a bare ``async def execute`` on the loop) shows the kernel's own
-floor, the part of the overhead that is not the Python backend's.
+No network frontend is involved in that first table. It prints microseconds per request (the
+best round: the machine is shared, and the best round is the least disturbed) and, for the
+server paths, the throughput with 8 requests in flight. When the kernel's test backend is
+installed, the same through its ``identity`` model (a bare ``async def execute`` on the loop)
+shows the kernel's own floor, the part of the overhead that is not the Python backend's.
 
-    python bench/python_backend_overhead.py [--requests 2000] [--rounds 5]
+A second table compares with Triton's stub round trip when the reference server is there
+(``--reference DIR``, default ``/work/triton-reference``, its ``run-triton``): the same model
+served over HTTP by ``kernel serve`` (both modes) and by Triton 2.51, sequential requests from
+one client, and for each the backend's time per request as the server's own statistics
+endpoint reports it (``compute_input + compute_infer + compute_output``: for Triton's Python
+backend that spans the round trip to its stub process and back; for the kernel, the instance's
+``execute``, which in process mode is the round trip to the model process).
+
+    python bench/python_backend_overhead.py [--requests 2000] [--rounds 5] [--reference DIR]
 """
 
 from __future__ import annotations
@@ -24,8 +32,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.util
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -167,9 +183,115 @@ async def main(requests: int, rounds: int) -> None:
         )
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=10) as reply:
+        return bytes(reply.read())
+
+
+def _wait_ready(http: int, models: list[str], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            for model in models:
+                _get(f"http://127.0.0.1:{http}/v2/models/{model}/ready")
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError("the server did not become ready")
+
+
+def _backend_ns(http: int, model: str) -> tuple[int, int]:
+    """(requests counted, backend ns) from the statistics endpoint."""
+    stats = json.loads(_get(f"http://127.0.0.1:{http}/v2/models/{model}/stats"))
+    inference = stats["model_stats"][0]["inference_stats"]
+    total = sum(
+        int(inference[k]["ns"]) for k in ("compute_input", "compute_infer", "compute_output")
+    )
+    return int(inference["success"]["count"]), total
+
+
+def wire_rows(
+    server: str, command: list[str], models: dict[str, str], requests: int
+) -> list[tuple[str, float, float]]:
+    """(label, client us/request median, backend us/request) per model, over HTTP."""
+    import tritonclient.http as httpclient
+
+    http = _free_port()
+    ports = [f"--http-port={http}", f"--grpc-port={_free_port()}", f"--metrics-port={_free_port()}"]
+    process = subprocess.Popen(
+        [*command, *ports], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    rows = []
+    try:
+        _wait_ready(http, list(models))
+        with httpclient.InferenceServerClient(f"127.0.0.1:{http}") as client:
+            for model, label in models.items():
+                inputs = [httpclient.InferInput("INPUT0", [4], "FP32")]
+                inputs[0].set_data_from_numpy(np.ones(4, np.float32))
+                for _ in range(100):  # warm up
+                    client.infer(model, inputs)
+                count0, ns0 = _backend_ns(http, model)
+                samples = []
+                for _ in range(requests):
+                    start = time.perf_counter()
+                    client.infer(model, inputs)
+                    samples.append(time.perf_counter() - start)
+                count1, ns1 = _backend_ns(http, model)
+                backend = (ns1 - ns0) / max(1, count1 - count0) / 1000
+                rows.append((f"{server}, {label}", statistics.median(samples) * 1e6, backend))
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+    return rows
+
+
+def over_the_wire(requests: int, reference: Path | None) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        repository = write_repository(Path(folder) / "kernel", floor=False)
+        kernel = shutil.which("kernel") or str(Path(sys.executable).parent / "kernel")
+        rows = wire_rows(
+            "kernel",
+            [kernel, "serve", f"--model-repository={repository}"],
+            {"trivial_process": "process (default)", "trivial_in_process": "in_process"},
+            requests,
+        )
+        if reference is not None and (reference / "run-triton").exists():
+            triton_repository = Path(folder) / "triton"
+            triton_repository.mkdir()
+            shutil.copytree(repository / "trivial_process", triton_repository / "trivial")
+            rows += wire_rows(
+                "Triton 2.51",
+                [str(reference / "run-triton"), f"--model-repository={triton_repository}"],
+                {"trivial": "stub process"},
+                requests,
+            )
+    print()
+    print(f"over HTTP, one client, {requests} sequential requests")
+    print()
+    print("| server, mode | client us/request (median) | backend us/request (server statistics) |")
+    print("|---|---|---|")
+    for label, client_us, backend_us in rows:
+        print(f"| {label} | {client_us:.0f} | {backend_us:.1f} |")
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--reference",
+        type=Path,
+        default=Path(os.environ.get("TRITON_REFERENCE", "/work/triton-reference")),
+        help="folder of setup-reference.sh's tools (run-triton); skipped when absent",
+    )
+    parser.add_argument("--skip-wire", action="store_true", help="only the in-process table")
     arguments = parser.parse_args()
     asyncio.run(main(arguments.requests, arguments.rounds))
+    if not arguments.skip_wire:
+        over_the_wire(arguments.requests, arguments.reference)

@@ -1,9 +1,10 @@
 """triton-backend-python: the ``python`` backend of triton-kernel.
 
 Serves ``model.py`` files written for Triton's Python backend, unchanged: they import
-``triton_python_backend_utils`` (shipped by this distribution) and run in the server process
-(default) or, with ``parameters { key: "EXECUTION_MODE" value { string_value: "process" } }``,
-one process per instance. See the README for the parameters honoured.
+``triton_python_backend_utils`` (shipped by this distribution) and run one process per
+instance, as under Triton (default; a dead process is restarted), or, with
+``parameters { key: "EXECUTION_MODE" value { string_value: "in_process" } }``, in the server
+process. See the README for the parameters honoured.
 
 Public names:
 

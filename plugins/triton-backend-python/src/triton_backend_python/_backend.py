@@ -2,17 +2,21 @@
 
 Per model, ``parameters { key: "EXECUTION_MODE" value { string_value: "..." } }`` chooses:
 
-* ``in_process`` (default): instances run in the server process, each with its own copy of the
-  model module. Fastest: a request costs a few object allocations, no copy, no IPC.
-* ``process``: each instance runs in a process of its own (as Triton always does), tensors
-  through shared memory. A model crash cannot take the server down (the model becomes
-  ``UNAVAILABLE`` with the reason), and instances run in parallel without sharing a GIL.
+* ``process`` (default): each instance runs in a process of its own (as Triton always does),
+  tensors through shared memory. A model crash cannot take the server down: the requests it
+  held fail, the process is restarted and ``initialize`` re-run, and a model whose process
+  keeps failing to come back becomes ``UNAVAILABLE`` with the reason. Instances run in
+  parallel without sharing a GIL, and the model sees what Triton's stub shows it.
+* ``in_process``: instances run in the server process, each with its own copy of the model
+  module. A request costs a few object allocations, no copy, no IPC; for trusted, trivial or
+  I/O-bound models only (a crash there is the server's crash; instances share one GIL).
 
 ``EXECUTION_ENV_PATH`` (Triton's parameter) names a Python environment (a folder with
 ``bin/python``: a venv, a conda env, an unpacked conda-pack); the model's instances then run
 with that interpreter, which implies ``process``. ``$$TRITON_MODEL_DIRECTORY`` in it stands
-for the model folder. ``--backend-config=python,execution-mode=process`` changes the default
-for every Python model.
+for the model folder. ``--backend-config=python,execution-mode=in_process`` changes the default
+for every Python model; ``--backend-config=python,shm-directory=DIR`` moves the shared memory
+slabs out of ``/dev/shm``.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from kernel import (
 from triton_backend_python._config_json import config_from_model_json, config_to_model_json
 from triton_backend_python._registry import MetricRegistry, registry_for
 from triton_backend_python._runner import ModelLoadError, run_auto_complete
+from triton_backend_python._wire import SHM_DIR
 
 __all__ = [
     "EXECUTION_ENV_PATH",
@@ -136,12 +141,21 @@ class PythonBackend(Backend):
     attributes = BackendAttributes(parallel_instance_loading=True)
 
     def __init__(self) -> None:
-        self.default_mode = IN_PROCESS
+        self.default_mode = PROCESS
+        self.shm_directory = SHM_DIR
+        """Where model processes' shared memory slabs live (a tmpfs: ``/dev/shm``)."""
         self._staging: Path | None = None
 
     def initialize(self, context: BackendContext) -> None:
-        mode = context.config.get("execution-mode", IN_PROCESS)
+        mode = context.config.get("execution-mode", PROCESS)
         self.default_mode = _check_mode(mode, "--backend-config=python,execution-mode")
+        directory = context.config.get("shm-directory", SHM_DIR)
+        if not os.path.isdir(directory) or not os.access(directory, os.W_OK):
+            raise KernelError(
+                Status.INVALID_ARG,
+                f"--backend-config=python,shm-directory: '{directory}' is not a writable folder",
+            )
+        self.shm_directory = directory
 
     def create_model(self, context: ModelContext) -> Model:
         return PythonModel(context, self)
@@ -192,6 +206,10 @@ class PythonModel(Model):
         if self.settings.foreign:
             env.pop("PYTHONHOME", None)
             env["PYTHONPATH"] = self.backend.staging_path()
+            # what sourcing the environment's bin/activate sets, as Triton's stub launcher does
+            bin_dir = Path(self.settings.python).parent
+            env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
+            env["VIRTUAL_ENV"] = str(bin_dir.parent)
         return env
 
     async def auto_complete_config(self, config: ModelConfig) -> ModelConfig:
@@ -242,7 +260,7 @@ class PythonModel(Model):
 
     def create_instance(self, context: InstanceContext) -> ModelInstance:
         if self.settings.mode == PROCESS:
-            from triton_backend_python._process import ProcessInstance
+            from triton_backend_python._process_instance import ProcessInstance
 
             return ProcessInstance(context, self)
         from triton_backend_python._in_process import InProcessInstance

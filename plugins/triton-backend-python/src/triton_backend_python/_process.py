@@ -1,4 +1,4 @@
-"""The isolated execution mode, server side: one model process per instance.
+"""The isolated execution mode (the default), server side: one model process per instance.
 
 :class:`ModelProcess` starts ``python -m triton_backend_python._stub`` with one end of a socket
 pair, then speaks the messages ``_stub.py`` describes, on the server's event loop: commands
@@ -6,7 +6,8 @@ pair, then speaks the messages ``_stub.py`` describes, on the server's event loo
 server (responses through senders, BLS calls, model control, logging, metrics).
 
 When the process dies, the batch it was running and every request still waiting on it get an
-error, the model is reported ``UNAVAILABLE`` with the reason, and the server keeps serving.
+error at once, with the reason (exit code or signal), and ``on_death`` is called: the instance
+(``_process_instance.py``) restarts it.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ import itertools
 import logging
 import os
 import secrets
+import signal
 import socket
-import struct
 import subprocess
+import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -28,21 +30,27 @@ from triton_python_backend_utils._logging import python_log_level
 from kernel import (
     InferenceRequest,
     InferenceResponse,
-    InstanceContext,
     KernelError,
-    ModelInstance,
     RequestFlags,
     ServerHandle,
     Status,
 )
+from triton_backend_python._connection import Connection
 from triton_backend_python._convert import CODE_BY_STATUS, STATUS_BY_CODE
 from triton_backend_python._registry import MetricRegistry
-from triton_backend_python._wire import SlabPool, SlabReader, decode, encode, unlink_slabs
+from triton_backend_python._wire import (
+    SharedMemoryFullError,
+    SlabPool,
+    SlabReader,
+    decode,
+    encode,
+    unlink_slabs,
+)
 
 if TYPE_CHECKING:
     from triton_backend_python._backend import PythonModel
 
-__all__ = ["ModelProcess", "ProcessInstance", "process_auto_complete"]
+__all__ = ["ModelProcess", "process_auto_complete"]
 
 log = logging.getLogger("triton_backend_python")
 
@@ -51,7 +59,6 @@ START_TIMEOUT_SECONDS = 120.0
 EXIT_TIMEOUT_SECONDS = 10.0
 """How long a finalized model process may take to exit before it is killed."""
 
-_LEN = struct.Struct("<I")
 # "python -c" puts the working directory first on sys.path: drop it, so a model process sees
 # its environment's packages (and this plugin's), not whatever the server's folder holds.
 _BOOTSTRAP = (
@@ -65,6 +72,26 @@ def _error(error: tuple[int, str] | None) -> KernelError | None:
 
 def _wire_error(error: KernelError | None) -> tuple[int, str] | None:
     return None if error is None else (CODE_BY_STATUS[error.status], error.message)
+
+
+def _kill_spawned(spawned: asyncio.Future[subprocess.Popen[bytes]]) -> None:
+    if not spawned.cancelled() and spawned.exception() is None:
+        process = spawned.result()
+        process.kill()
+        threading.Thread(target=process.wait, daemon=True).start()  # reap it
+
+
+def _exit_reason(code: int | None) -> str:
+    """How a process ended, in words (``exit code 3``, ``killed by signal 11 (SIGSEGV)``)."""
+    if code is None:
+        return "it closed its connection and did not exit"
+    if code >= 0:
+        return f"exit code {code}"
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        name = "unknown"
+    return f"killed by signal {-code} ({name})"
 
 
 class ModelProcess:
@@ -83,14 +110,17 @@ class ModelProcess:
         self.server: ServerHandle = model.context.server
         self.decoupled = model.context.decoupled
         self.logger = logger
-        self._on_death = on_death
+        self.on_death = on_death
+        """Called (on the loop) with the reason when the process dies while serving."""
+        self._shm_dir = model.backend.shm_directory
         prefix = f"tkpy-{os.getpid()}-{secrets.token_hex(4)}"
-        self._pool = SlabPool(prefix + "p")
+        self._pool = SlabPool(prefix + "p", self._shm_dir)
         self._child_prefix = prefix + "c"
-        self._slabs = SlabReader()
+        self._slabs = SlabReader(self._shm_dir)
         self._process: subprocess.Popen[bytes] | None = None
-        self._writer: asyncio.StreamWriter | None = None
-        self._reader_task: asyncio.Task[None] | None = None
+        self._connection: Connection | None = None
+        self._hello: asyncio.Future[tuple[Any, ...]] | None = None
+        self._death: asyncio.Task[None] | None = None
         self._command: asyncio.Future[tuple[Any, ...]] | None = None
         self._batches_waiting: dict[int, asyncio.Future[tuple[Any, ...]]] = {}
         self._tasks: dict[int, asyncio.Task[None]] = {}
@@ -120,33 +150,50 @@ class ModelProcess:
             str(child.fileno()),
             "--shm-prefix",
             self._child_prefix,
+            "--shm-dir",
+            self._shm_dir,
             "--name",
             self.label,
         ]
         env = self.model.child_environment()
-        try:
-            self._process = await anyio.to_thread.run_sync(
-                lambda: subprocess.Popen(
-                    command,
-                    pass_fds=(child.fileno(),),
-                    env=env,
-                    stdin=subprocess.DEVNULL,
-                    start_new_session=True,  # the server, not the terminal, stops it
-                )
+
+        def spawn() -> subprocess.Popen[bytes]:
+            return subprocess.Popen(
+                command,
+                pass_fds=(child.fileno(),),
+                env=env,
+                stdin=subprocess.DEVNULL,
+                # Same session as the server, as Triton's stub: a session of its own is a
+                # scheduler autogroup of its own, and on a loaded machine every wake-up of the
+                # model process then waited for that group's turn (measured: 3-4x slower at
+                # c=1). A terminal's Ctrl-C reaches it too, and it ignores it (see _stub.py).
             )
+
+        spawned = asyncio.get_running_loop().run_in_executor(None, spawn)
+        try:
+            self._process = await asyncio.shield(spawned)
         except OSError as exc:
             parent.close()
             raise KernelError(
                 Status.UNAVAILABLE, f"cannot start a process for '{self.label}': {exc}"
             ) from exc
+        except BaseException:
+            # Cancelled while the process was being made: stop it once it exists.
+            parent.close()
+            spawned.add_done_callback(_kill_spawned)
+            raise
         finally:
             child.close()
+        loop = asyncio.get_running_loop()
+        hello = self._hello = loop.create_future()
         try:
-            reader, self._writer = await asyncio.open_connection(sock=parent)
+            _, self._connection = await loop.create_connection(
+                lambda: Connection(self._on_frame, self._on_lost), sock=parent
+            )
             with anyio.fail_after(START_TIMEOUT_SECONDS):
-                hello = await self._read(reader)
-        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError) as exc:
-            if self._writer is None:
+                greeting = await hello
+        except (TimeoutError, ConnectionError) as exc:
+            if self._connection is None:
                 parent.close()
             code = await self._exit_code(EXIT_TIMEOUT_SECONDS)
             await self._shutdown()
@@ -156,19 +203,38 @@ class ModelProcess:
                 f" (exit code {code})",
             ) from exc
         except BaseException:
-            if self._writer is None:
+            if self._connection is None:
                 parent.close()
             with anyio.CancelScope(shield=True):
                 await self._shutdown()
             raise
         self.logger.debug(
-            "model process of '%s' started: pid %s, Python %s", self.label, *hello[1:]
+            "model process of '%s' started: pid %s, Python %s", self.label, *greeting[1:]
         )
-        self._reader_task = asyncio.create_task(self._read_loop(reader))
 
-    async def _read(self, reader: asyncio.StreamReader) -> Any:
-        (length,) = _LEN.unpack(await reader.readexactly(4))
-        return decode(await reader.readexactly(length), self._slabs)
+    def _on_frame(self, frame: bytes) -> None:
+        try:
+            message = decode(frame, self._slabs)
+            if message[0] == "hello":
+                if self._hello is not None and not self._hello.done():
+                    self._hello.set_result(message)
+                return
+            self._dispatch(message)
+        except Exception:
+            self.logger.exception("bad message from the process of '%s'", self.label)
+            if self._process is not None:
+                self._process.kill()
+            if self._connection is not None:
+                self._connection.close()
+
+    def _on_lost(self) -> None:
+        if self._hello is not None and not self._hello.done():
+            self._hello.set_exception(ConnectionError("the model process closed its connection"))
+            return  # it never started: start() says so
+        if self._closing:  # a finalized process exits: only pending commands need an answer
+            self._fail_commands(KernelError(Status.UNAVAILABLE, "process exited"))
+        elif self._death is None:
+            self._death = asyncio.get_running_loop().create_task(self._died())
 
     async def _exit_code(self, timeout: float) -> int | None:
         process = self._process
@@ -194,22 +260,27 @@ class ModelProcess:
 
     async def _shutdown(self) -> None:
         self._closing = True
-        if self._writer is not None:
-            self._writer.close()
+        if self._connection is not None:
+            self._connection.close()
         if await self._exit_code(EXIT_TIMEOUT_SECONDS) is None and self._process is not None:
             self._process.kill()
             await self._exit_code(EXIT_TIMEOUT_SECONDS)
-        for task in [*self._tasks.values(), self._reader_task]:
+        for task in [*self._tasks.values(), self._death]:
             if task is not None:
                 task.cancel()
         self._release_metrics()
         self._pool.close()
         self._slabs.close()
-        unlink_slabs(self._child_prefix)
+        unlink_slabs(self._child_prefix, self._shm_dir)
+
+    @property
+    def pid(self) -> int | None:
+        """The process id (None before ``start``)."""
+        return None if self._process is None else self._process.pid
 
     async def _died(self) -> None:
         code = await self._exit_code(EXIT_TIMEOUT_SECONDS)
-        reason = f"Stub process '{self.label}' is not healthy (exit code {code})."
+        reason = f"Stub process '{self.label}' is not healthy ({_exit_reason(code)})."
         self.dead = reason
         self.logger.error("%s", reason)
         self._fail_commands(KernelError(Status.UNAVAILABLE, reason))
@@ -224,17 +295,25 @@ class ModelProcess:
         for task in self._tasks.values():
             task.cancel()
         self._release_metrics()
-        unlink_slabs(self._child_prefix)
-        if self._on_death is not None:
-            self._on_death(reason)
+        if self._connection is not None:
+            self._connection.close()
+        self._pool.close()
+        self._slabs.close()
+        unlink_slabs(self._child_prefix, self._shm_dir)
+        if self.on_death is not None:
+            self.on_death(reason)
 
     # -- messages -------------------------------------------------------------------------------
 
     def send(self, message: tuple[Any, ...]) -> None:
-        """Write a message (on the loop; never blocks)."""
-        if self._writer is None or self._writer.is_closing():
+        """Write a message (on the loop; never blocks).
+
+        :raises SharedMemoryFullError: when its tensors need a slab and there is no room for one.
+        """
+        connection = self._connection
+        if self.dead is not None or connection is None or not connection.open:
             return
-        self._writer.writelines(encode(message, self._pool))
+        connection.write(encode(message, self._pool))
 
     async def command(self, message: tuple[Any, ...]) -> tuple[Any, ...]:
         """Send a command and wait for its ``done`` (commands run one at a time).
@@ -250,23 +329,6 @@ class ModelProcess:
         finally:
             self._command = None
         return result
-
-    async def _read_loop(self, reader: asyncio.StreamReader) -> None:
-        try:
-            while True:
-                self._dispatch(await self._read(reader))
-        except (asyncio.IncompleteReadError, ConnectionError, OSError):
-            pass
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            self.logger.exception("bad message from the process of '%s'", self.label)
-            if self._process is not None:
-                self._process.kill()
-        if self._closing:  # a finalized process exits: only pending commands need an answer
-            self._fail_commands(KernelError(Status.UNAVAILABLE, "process exited"))
-        else:
-            await self._died()
 
     def _fail_commands(self, error: KernelError) -> None:
         waiting = [self._command, *self._batches_waiting.values()]
@@ -337,7 +399,17 @@ class ModelProcess:
             )
         batch_id = next(self._batches)
         done = self._batches_waiting[batch_id] = asyncio.get_running_loop().create_future()
-        self.send(("execute", batch_id, items))
+        try:
+            self.send(("execute", batch_id, items))
+        except SharedMemoryFullError as exc:
+            del self._batches_waiting[batch_id]
+            for key in keys:
+                self.inflight.pop(key, None)
+            raise KernelError(
+                Status.UNAVAILABLE,
+                f"Failed to process the request(s) for model instance '{self.label}',"
+                f" message: {exc.strerror}",
+            ) from exc
         try:
             results, error, unanswered = await done
         finally:
@@ -501,16 +573,18 @@ class ModelProcess:
             )
             async for response in self.server.infer(request):
                 final = response.final
-                self.send(
-                    (
-                        "bls_response",
-                        call_id,
-                        response.outputs if response.error is None else None,
-                        _wire_error(response.error),
-                        response.parameters or None,
-                        final,
-                    )
+                message = (
+                    "bls_response",
+                    call_id,
+                    response.outputs if response.error is None else None,
+                    _wire_error(response.error),
+                    response.parameters or None,
+                    final,
                 )
+                try:
+                    self.send(message)
+                except SharedMemoryFullError as exc:
+                    raise KernelError(Status.UNAVAILABLE, str(exc.strerror)) from exc
         except KernelError as exc:
             final = True
             self.send(("bls_response", call_id, None, _wire_error(exc), None, True))
@@ -518,61 +592,6 @@ class ModelProcess:
             if not final and not self._closing:
                 cancelled = (CODE_BY_STATUS[Status.CANCELLED], "the BLS request was cancelled")
                 self.send(("bls_response", call_id, None, cancelled, None, True))
-
-
-class ProcessInstance(ModelInstance):
-    """An instance whose model runs in a process of its own."""
-
-    # The process runs batches one at a time in the order they came: unbatched requests go to
-    # it ahead, so it starts the next as soon as one returns. A request cancelled while it
-    # waits there still reaches the model, which can ask ``request.is_cancelled()``.
-    overlapping_batches = 8
-
-    def __init__(self, context: InstanceContext, model: PythonModel) -> None:
-        super().__init__(context)
-        self._model = model
-        self._process = ModelProcess(
-            label=context.name,
-            model=model,
-            logger=context.logger,
-            on_death=context.model.set_unavailable,
-        )
-
-    async def initialize(self) -> None:
-        process = self._process
-        await process.start()
-        context = self.context
-        try:
-            (error,) = await process.command(
-                (
-                    "init",
-                    str(self._model.model_file),
-                    context.name,
-                    context.model.decoupled,
-                    tuple(o.name for o in context.model.config.output),
-                    self._model.instance_args(context),
-                )
-            )
-        except BaseException:
-            await process.finalize()
-            raise
-        if error is not None:
-            await process.finalize()
-            raise KernelError(
-                Status.UNAVAILABLE, f"failed to initialize instance '{context.name}': {error}"
-            )
-
-    async def execute(self, requests: Sequence[InferenceRequest]) -> None:
-        if self._process.dead is not None:
-            raise KernelError(Status.UNAVAILABLE, self._process.dead)
-        await self._process.execute(requests)
-
-    async def finalize(self) -> None:
-        error = await self._process.finalize()
-        if error is not None:
-            self.context.logger.error(
-                "finalize of instance '%s' raised: %s", self.context.name, error
-            )
 
 
 async def process_auto_complete(model: PythonModel, label: str, config: str) -> str | None:

@@ -64,14 +64,36 @@ def _release_path(folder: str) -> None:
             sys.path.remove(folder)
 
 
-def load_model_module(path: Path, label: str) -> ModuleType:
+def _triton_package(folder: Path) -> str:
+    """The version folder as the package Triton's stub imports ``model.py`` from (``1``).
+
+    Made by hand (a namespace package over the folder) rather than found on ``sys.path``, so no
+    other folder named like the version can stand in for it."""
+    name = folder.name
+    package = sys.modules.get(name)
+    if package is None or list(getattr(package, "__path__", ())) != [str(folder)]:
+        package = ModuleType(name)
+        package.__path__ = [str(folder)]
+        package.__package__ = name
+        sys.modules[name] = package
+    return name
+
+
+def load_model_module(path: Path, label: str, *, as_triton: bool = False) -> ModuleType:
     """Import ``path`` as a new module named after ``label`` (never shared with another load).
+
+    ``as_triton`` (a model process holds one model): import it as Triton's stub does, as
+    ``<version>.<file stem>`` (``__name__ == "1.model"``) with the version folder and the model
+    folder on ``sys.path``, so relative imports of the files beside it work.
 
     :raises ModelLoadError: when the file is missing or raises on import.
     """
     if not path.is_file():
         raise ModelLoadError(f"Python model file not found in '{path}'")
-    name = f"_triton_model_{re.sub(r'[^0-9a-zA-Z_]', '_', label)}_{next(_module_numbers)}"
+    if as_triton:
+        name = f"{_triton_package(path.parent)}.{path.stem}"
+    else:
+        name = f"_triton_model_{re.sub(r'[^0-9a-zA-Z_]', '_', label)}_{next(_module_numbers)}"
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise ModelLoadError(f"cannot import Python model file '{path}'")
@@ -79,6 +101,8 @@ def load_model_module(path: Path, label: str) -> ModuleType:
     folder = str(path.parent)
     sys.modules[name] = module  # dataclasses, pickle and typing resolve a module by name
     _use_path(folder)
+    if as_triton:
+        _use_path(str(path.parent.parent))  # after the version folder, as Triton's stub
     try:
         spec.loader.exec_module(module)
     except BaseException as exc:
@@ -104,14 +128,16 @@ def _model_class(module: ModuleType, path: Path) -> type[Any]:
     return cls
 
 
-def run_auto_complete(path: Path, label: str, config_json: str) -> str | None:
+def run_auto_complete(
+    path: Path, label: str, config_json: str, *, as_triton: bool = False
+) -> str | None:
     """Run the model's static ``auto_complete_config`` on a throwaway copy of ``model.py``.
 
     Returns the completed config as JSON, or None when the model has no such method.
 
     :raises ModelLoadError: when ``model.py`` fails to import or the method fails.
     """
-    module = load_model_module(path, f"{label}_autocomplete")
+    module = load_model_module(path, f"{label}_autocomplete", as_triton=as_triton)
     try:
         method = getattr(_model_class(module, path), "auto_complete_config", None)
         if method is None:
@@ -136,10 +162,22 @@ def run_auto_complete(path: Path, label: str, config_json: str) -> str | None:
 class ModelRunner:
     """One instance's ``TritonPythonModel`` object and the calls into it."""
 
-    __slots__ = ("decoupled", "execute", "instance_name", "is_async", "model", "module", "path")
+    __slots__ = (
+        "as_triton",
+        "decoupled",
+        "execute",
+        "instance_name",
+        "is_async",
+        "model",
+        "module",
+        "path",
+    )
 
-    def __init__(self, path: Path, instance_name: str, decoupled: bool) -> None:
+    def __init__(
+        self, path: Path, instance_name: str, decoupled: bool, *, as_triton: bool = False
+    ) -> None:
         self.path = path
+        self.as_triton = as_triton
         self.instance_name = instance_name
         self.decoupled = decoupled
         self.module: ModuleType | None = None
@@ -153,7 +191,7 @@ class ModelRunner:
         :raises ModelLoadError: on a missing file, an import error, or a model without
             ``execute``.
         """
-        self.module = load_model_module(self.path, self.instance_name)
+        self.module = load_model_module(self.path, self.instance_name, as_triton=self.as_triton)
         try:
             self.model = _model_class(self.module, self.path)()
             execute = getattr(self.model, "execute", None)

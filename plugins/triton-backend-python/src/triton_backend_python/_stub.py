@@ -1,8 +1,14 @@
 """The isolated model process: one model instance, driven by the server over a socket.
 
-Started by the server (see ``_process.py``) with ``--fd N --shm-prefix P --name INSTANCE``,
-possibly with another environment's interpreter: this module and what it imports never import
-the kernel, only numpy and ``triton_python_backend_utils``.
+Started by the server (see ``_process.py``) with ``--fd N --shm-prefix P --shm-dir D --name
+INSTANCE``, possibly with another environment's interpreter: this module and what it imports
+never import the kernel, only numpy and ``triton_python_backend_utils``.
+
+To the model the process looks like Triton's stub (``triton_python_backend_stub``): ``sys.argv``
+is ``['']`` (so ``unittest.main()`` or ``argparse`` in a model never sees the server's command
+line), the working directory and environment are the server's, ``model.py`` is imported as
+``<version>.model`` with the version folder and the model folder on ``sys.path``, and SIGINT and
+SIGTERM are ignored: the server, not a terminal's Ctrl-C, decides when a model finalizes.
 
 Threads: the main thread runs the model (initialize, each execute, finalize) one command at a
 time; a reader thread receives everything else (answers to the model's calls, BLS responses)
@@ -20,10 +26,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import inspect
 import itertools
 import os
-import queue
+import signal
 import socket
 import sys
 import threading
@@ -43,8 +50,17 @@ from triton_python_backend_utils._runtime import (
     set_fallback_runtime,
 )
 
+from triton_backend_python._inbox import Inbox
 from triton_backend_python._runner import ExecuteError, ModelRunner, run_auto_complete
-from triton_backend_python._wire import SlabPool, SlabReader, decode, encode, read_frame
+from triton_backend_python._wire import (
+    SHM_DIR,
+    FrameReader,
+    SharedMemoryFullError,
+    SlabPool,
+    SlabReader,
+    decode,
+    encode,
+)
 
 ResponseTuple = tuple[dict[str, Any] | None, tuple[int, str] | None, dict[str, Any] | None, bool]
 """(outputs, (error code, message), parameters, final) as responses travel."""
@@ -68,12 +84,12 @@ def response_object(outputs: Any, error: Any, parameters: Any) -> InferenceRespo
 
 
 class _Call:
-    """A pending ``rpc``: the caller waits on it, the reader thread fills it."""
+    """A pending ``rpc``: the caller waits on it, whichever thread reads the answer fills it."""
 
-    __slots__ = ("error", "event", "value")
+    __slots__ = ("done", "error", "value")
 
     def __init__(self) -> None:
-        self.event = threading.Event()
+        self.done = False
         self.value: Any = None
         self.error: str | None = None
 
@@ -113,7 +129,12 @@ class _Channel:
                 return
         if final:
             self._closed = True
-        self._stub.send(("send", self._key, *response_tuple(response, final)))
+        try:
+            self._stub.send(("send", self._key, *response_tuple(response, final)))
+        except SharedMemoryFullError as exc:
+            # The response cannot travel: the request gets the reason instead, and is closed.
+            self._closed = True
+            self._stub.send(("fail", self._key, exc.strerror))
 
     def is_cancelled(self) -> bool:
         return bool(self._stub.call("is_cancelled", self._key))
@@ -158,14 +179,18 @@ class _Metrics:
 class Stub:
     """The model process: its connection to the server and the runtime its model sees."""
 
-    def __init__(self, sock: socket.socket, shm_prefix: str) -> None:
+    def __init__(self, sock: socket.socket, shm_prefix: str, shm_dir: str = SHM_DIR) -> None:
         self._sock = sock
         self._send_lock = threading.Lock()
-        self._pool = SlabPool(shm_prefix)
-        self._reader = SlabReader()
-        self._commands: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self._pool = SlabPool(shm_prefix, shm_dir)
+        self._reader = SlabReader(shm_dir)
+        self._commands: collections.deque[tuple[Any, ...]] = collections.deque()
         self._calls: dict[int, _Call] = {}
         self._streams: dict[int, Callable[[ResponseTuple], None]] = {}
+        self._async_streams: set[int] = set()
+        """BLS streams awaited on the model's event loop (a thread there cannot read)."""
+        self._frames = FrameReader(sock.recv_into)
+        self._inbox = Inbox(self._read_message, self._dispatch, lambda: bool(self._async_streams))
         self._ids = itertools.count(1)
         self._runner: ModelRunner | None = None
         self._outputs: tuple[str, ...] = ()
@@ -190,7 +215,7 @@ class Stub:
         call_id = next(self._ids)
         pending = self._calls[call_id] = _Call()
         self.send(("rpc", call_id, op, args))
-        pending.event.wait()
+        self._inbox.wait_for(lambda: pending.done)
         if pending.error is not None:
             raise pb_utils.TritonModelException(pending.error)
         return pending.value
@@ -199,31 +224,32 @@ class Stub:
         """Tell the server ``op`` without waiting."""
         self.send(("notify", 0, op, args))
 
-    def _read(self) -> None:
-        size = bytearray(4)
-        while True:
-            try:
-                frame = read_frame(self._sock.recv_into, size)
-            except OSError:
-                frame = None
-            if frame is None:
-                os._exit(0)  # the server is gone: nothing left to serve
-            message = decode(frame, self._reader)
-            kind = message[0]
-            if kind == "reply":
-                _, call_id, value, error = message
-                pending = self._calls.pop(call_id)
-                pending.value, pending.error = value, error
-                pending.event.set()
-            elif kind == "bls_response":
-                call_id, item = message[1], message[2:]
-                deliver = self._streams.get(call_id)
-                if item[3]:
-                    self._streams.pop(call_id, None)
-                if deliver is not None:
-                    deliver(item)
-            else:
-                self._commands.put(message)
+    def _read_message(self) -> Any:
+        """The next message (blocking; one reader at a time), None when the server is gone."""
+        try:
+            frame = self._frames.next()
+        except OSError:
+            frame = None
+        return None if frame is None else decode(frame, self._reader)
+
+    def _dispatch(self, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        if kind == "reply":
+            _, call_id, value, error = message
+            pending = self._calls.pop(call_id)
+            pending.value, pending.error = value, error
+            pending.done = True
+        elif kind == "bls_response":
+            call_id, item = message[1], message[2:]
+            deliver = self._streams.get(call_id)
+            if item[3]:
+                self._streams.pop(call_id, None)
+            if deliver is not None:
+                deliver(item)
+            if item[3]:
+                self._async_streams.discard(call_id)
+        else:
+            self._commands.append(message)
 
     # -- the runtime the model sees (triton_python_backend_utils._runtime.Runtime) -----------
 
@@ -236,34 +262,48 @@ class Stub:
         return bool(self.call("is_cancelled", request._source))
 
     def _bls(
-        self, request: pb_utils.InferenceRequest, deliver: Callable[[ResponseTuple], None]
+        self,
+        request: pb_utils.InferenceRequest,
+        deliver: Callable[[ResponseTuple], None],
+        on_loop: bool = False,
     ) -> int:
         call_id = next(self._ids)
         self._streams[call_id] = deliver
-        self.send(
-            (
-                "bls",
-                call_id,
-                request.model_name(),
-                request._model_version,
-                request._input_arrays(),
-                tuple(request.requested_output_names()),
-                request.request_id(),
-                request.correlation_id(),
-                request.flags(),
-                request.timeout(),
-                request._parameter_dict(),
-            )
+        if on_loop:
+            self._async_streams.add(call_id)
+        message = (
+            "bls",
+            call_id,
+            request.model_name(),
+            request._model_version,
+            request._input_arrays(),
+            tuple(request.requested_output_names()),
+            request.request_id(),
+            request.correlation_id(),
+            request.flags(),
+            request.timeout(),
+            request._parameter_dict(),
         )
+        try:
+            self.send(message)
+        except SharedMemoryFullError as exc:
+            self._streams.pop(call_id, None)
+            self._async_streams.discard(call_id)
+            raise pb_utils.TritonModelException(exc.strerror) from exc
         return call_id
 
     def exec(self, request: pb_utils.InferenceRequest, decoupled: bool) -> Any:
-        items: queue.SimpleQueue[ResponseTuple] = queue.SimpleQueue()
-        call_id = self._bls(request, items.put)
+        items: collections.deque[ResponseTuple] = collections.deque()
+        call_id = self._bls(request, items.append)
+
+        def take() -> ResponseTuple:
+            self._inbox.wait_for(lambda: bool(items))
+            return items.popleft()
+
         if not decoupled:
             first: InferenceResponse | None = None
             while True:
-                outputs, error, parameters, final = items.get()
+                outputs, error, parameters, final = take()
                 if first is None and (outputs or error or not final):
                     first = response_object(outputs, error, parameters)
                 if final:
@@ -271,7 +311,7 @@ class Stub:
 
         def responses() -> Iterator[InferenceResponse]:
             while True:
-                outputs, error, parameters, final = items.get()
+                outputs, error, parameters, final = take()
                 yield response_object(outputs, error, parameters)
                 if final:
                     return
@@ -300,7 +340,8 @@ class Stub:
                 )
                 loop.call_soon_threadsafe(finish, value)
 
-        self._bls(request, deliver)
+        self._bls(request, deliver, on_loop=True)
+        self._inbox.wake()  # nobody may be reading: the helper reads until the answer came
         return future
 
     def log(self, level: int, message: str) -> None:
@@ -323,10 +364,12 @@ class Stub:
 
     def serve(self) -> None:
         """Answer commands until ``finalize``."""
-        threading.Thread(target=self._read, name="triton-stub-reader", daemon=True).start()
+        self._inbox.start_helper()
         self.send(("hello", os.getpid(), sys.version))
+        commands = self._commands
         while True:
-            message = self._commands.get()
+            self._inbox.wait_for(lambda: bool(commands))
+            message = commands.popleft()
             kind = message[0]
             if kind == "init":
                 self._initialize(*message[1:])
@@ -365,7 +408,7 @@ class Stub:
         self._decoupled = decoupled
         self._outputs = outputs
         set_fallback_runtime(self)
-        runner = ModelRunner(Path(path), instance_name, decoupled)
+        runner = ModelRunner(Path(path), instance_name, decoupled, as_triton=True)
         try:
             with installed_runtime(self):
                 runner.load()
@@ -378,7 +421,7 @@ class Stub:
 
     def _auto_complete(self, path: str, label: str, config: str) -> None:
         try:
-            result = run_auto_complete(Path(path), label, config)
+            result = run_auto_complete(Path(path), label, config, as_triton=True)
         except BaseException as exc:
             self.send(("done", None, f"{exc}"))
             return
@@ -420,7 +463,11 @@ class Stub:
             else [None if r is None else response_tuple(r, True) for r in responses]
         )
         unanswered = [r._source for r in requests if r._sender is None] if self._decoupled else []
-        self.send(("executed", batch_id, results, None, unanswered))
+        try:
+            self.send(("executed", batch_id, results, None, unanswered))
+        except SharedMemoryFullError as exc:
+            text = runner.failure(str(exc.strerror))
+            self.send(("executed", batch_id, None, text, unanswered))
 
     async def _in_background(
         self, runner: ModelRunner, requests: list[pb_utils.InferenceRequest]
@@ -462,11 +509,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="triton_backend_python._stub")
     parser.add_argument("--fd", type=int, required=True)
     parser.add_argument("--shm-prefix", required=True)
+    parser.add_argument("--shm-dir", default=SHM_DIR)
     parser.add_argument("--name", default="")
     options = parser.parse_args(argv)
-    stub = Stub(socket.socket(fileno=options.fd), options.shm_prefix)
+    sys.argv[:] = [""]  # what Triton's embedded interpreter shows a model
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, signal.SIG_IGN)
+    stub = Stub(socket.socket(fileno=options.fd), options.shm_prefix, options.shm_dir)
     try:
         stub.serve()
+    except ConnectionError:
+        return 0  # the server went away (it stopped, or gave up on this start)
     finally:
         stub.close()
     return 0

@@ -6,7 +6,11 @@ so the two sides need no common numpy version. When a message's array bytes are 
 follow the pickle in the same frame on the socket; when they are large they go through a shared
 memory slab instead (one memory copy on each side, no socket traffic).
 
-Slabs are files in ``/dev/shm`` owned by the side that writes them. The first byte of a slab
+Slabs are files in a shared memory folder (``/dev/shm`` unless the backend setting
+``shm-directory`` names another) owned by the side that writes them. A slab's space is reserved
+with ``posix_fallocate`` when it is made: a full ``/dev/shm`` (64 MB in a default container) is
+then a :class:`SharedMemoryFullError` error for the message that needed the slab, never a ``SIGBUS``
+when a page of a sparse file is first touched. The first byte of a slab
 says whether it is in use: the writer sets it before sending, the reader clears it once it has
 copied the data out, and the writer then reuses the slab. Only the writer unlinks its slabs.
 
@@ -34,6 +38,8 @@ import numpy.typing as npt
 __all__ = [
     "INLINE_LIMIT",
     "SHM_DIR",
+    "FrameReader",
+    "SharedMemoryFullError",
     "SlabPool",
     "SlabReader",
     "decode",
@@ -53,6 +59,10 @@ _HEAD = struct.Struct("<IBI")  # pickle length, where (0 inline / 1 shared memor
 _LEN = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 _U16 = struct.Struct("<H")
+
+
+class SharedMemoryFullError(OSError):
+    """The shared memory folder has no room for a slab (the message cannot be sent)."""
 
 
 def _rebuild_array(dtype: str, shape: tuple[int, ...], data: Any) -> npt.NDArray[Any]:
@@ -95,8 +105,9 @@ class _Slab:
 class SlabPool:
     """The shared memory slabs one side writes (thread-safe)."""
 
-    def __init__(self, prefix: str) -> None:
+    def __init__(self, prefix: str, directory: str = SHM_DIR) -> None:
         self.prefix = prefix
+        self.directory = directory
         self._slabs: list[_Slab] = []
         self._lock = threading.Lock()
         self._closed = False
@@ -122,9 +133,21 @@ class SlabPool:
 
     def _create(self, size: int) -> _Slab:
         name = f"{self.prefix}-{len(self._slabs)}"
-        fd = os.open(os.path.join(SHM_DIR, name), os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+        path = os.path.join(self.directory, name)
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
         try:
-            os.ftruncate(fd, size)
+            try:
+                # Reserve every page now: writing into a sparse file on a full tmpfs is SIGBUS.
+                os.posix_fallocate(fd, 0, size)
+            except OSError as exc:
+                os.unlink(path)
+                raise SharedMemoryFullError(
+                    exc.errno,
+                    f"cannot reserve {size} bytes of shared memory in '{self.directory}'"
+                    f" ({os.strerror(exc.errno or 0)}); the tensors of this request do not fit:"
+                    " give the server more shared memory (docker run --shm-size, or the"
+                    " backend setting shm-directory)",
+                ) from exc
             mm = mmap.mmap(fd, size)
         finally:
             os.close(fd)
@@ -140,13 +163,14 @@ class SlabPool:
         for slab in slabs:
             slab.mm.close()
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(os.path.join(SHM_DIR, slab.name))
+                os.unlink(os.path.join(self.directory, slab.name))
 
 
 class SlabReader:
     """The other side's slabs, mapped on first use (thread-safe)."""
 
-    def __init__(self) -> None:
+    def __init__(self, directory: str = SHM_DIR) -> None:
+        self.directory = directory
         self._maps: dict[str, mmap.mmap] = {}
         self._lock = threading.Lock()
 
@@ -157,7 +181,7 @@ class SlabReader:
             if mm is None:
                 if "/" in name or name.startswith("."):
                     raise OSError(f"bad shared memory slab name '{name}'")
-                fd = os.open(os.path.join(SHM_DIR, name), os.O_RDWR)
+                fd = os.open(os.path.join(self.directory, name), os.O_RDWR)
                 try:
                     mm = self._maps[name] = mmap.mmap(fd, os.fstat(fd).st_size)
                 finally:
@@ -178,16 +202,16 @@ class SlabReader:
             mm.close()
 
 
-def unlink_slabs(prefix: str) -> None:
+def unlink_slabs(prefix: str, directory: str = SHM_DIR) -> None:
     """Remove slabs left by a process that died (their names start with ``prefix-``)."""
     try:
-        names = os.listdir(SHM_DIR)
+        names = os.listdir(directory)
     except OSError:
         return
     for name in names:
         if name.startswith(prefix + "-"):
             with contextlib.suppress(OSError):
-                os.unlink(os.path.join(SHM_DIR, name))
+                os.unlink(os.path.join(directory, name))
 
 
 def encode(message: object, pool: SlabPool) -> list[bytes | memoryview]:
@@ -244,22 +268,48 @@ def decode(frame: bytes | bytearray, reader: SlabReader) -> Any:
     return pickle.loads(body, buffers=buffers)
 
 
-def read_frame(recv_into: Callable[[memoryview], int], size_buffer: bytearray) -> bytearray | None:
-    """Read one frame with a blocking ``recv_into``; None at end of stream."""
-    if not _read_exactly(recv_into, memoryview(size_buffer)):
-        return None
-    (length,) = _LEN.unpack(size_buffer)
-    frame = bytearray(length)
-    if not _read_exactly(recv_into, memoryview(frame)):
-        return None
-    return frame
+class FrameReader:
+    """Frames from a blocking socket, several per ``recv`` when several are there.
 
+    One reader at a time (the caller makes sure)."""
 
-def _read_exactly(recv_into: Callable[[memoryview], int], target: memoryview) -> bool:
-    got = 0
-    while got < len(target):
-        n = recv_into(target[got:])
-        if n == 0:
-            return False
-        got += n
-    return True
+    __slots__ = ("_buffer", "_end", "_recv_into", "_start")
+
+    def __init__(self, recv_into: Callable[[memoryview], int], size: int = 1 << 16) -> None:
+        self._recv_into = recv_into
+        self._buffer = bytearray(size)
+        self._start = 0
+        self._end = 0
+
+    def _fill(self, need: int) -> bool:
+        """Make ``need`` bytes available from ``_start``; False at end of stream."""
+        if self._start + need > len(self._buffer):
+            held = self._end - self._start
+            if need > len(self._buffer):
+                grown = bytearray(max(need, 2 * len(self._buffer)))
+                grown[:held] = self._buffer[self._start : self._end]
+                self._buffer = grown
+            else:
+                self._buffer[:held] = self._buffer[self._start : self._end]
+            self._start, self._end = 0, held
+        view = memoryview(self._buffer)
+        while self._end - self._start < need:
+            n = self._recv_into(view[self._end :])
+            if n == 0:
+                return False
+            self._end += n
+        return True
+
+    def next(self) -> bytearray | None:
+        """The next frame (a copy: inline arrays of its message stay writable), None at end."""
+        if not self._fill(4):
+            return None
+        (length,) = _LEN.unpack_from(self._buffer, self._start)
+        if not self._fill(4 + length):
+            return None
+        start = self._start + 4
+        frame = self._buffer[start : start + length]
+        self._start = start + length
+        if self._start == self._end:
+            self._start = self._end = 0
+        return frame
