@@ -1,16 +1,45 @@
-"""Triton's six log settings, one set per server, shared by the HTTP and gRPC endpoints.
+"""Triton's six log settings, one set per server, read and updated through both endpoints.
 
-The endpoints parse and check updates in their own protocol's terms; the values live here, on
-the server, so a change made through one endpoint is what the other reports.
+The rules for an update live here once: each endpoint turns its wire form (JSON or protobuf)
+into Python values and words a value of the wrong kind in its protocol's terms (the
+``wrong_kind`` callback); everything else -- which keys exist, what they may hold, that the log
+file cannot be set from the network at all -- is decided here, for both.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
 
-__all__ = ["LogValue", "default_log_settings", "log_level"]
+from kernel.errors import KernelError, Status
+
+__all__ = [
+    "FILE_NOT_SETTABLE",
+    "LogSettings",
+    "LogValue",
+    "WrongKind",
+    "default_log_settings",
+    "log_level",
+]
 
 LogValue = bool | int | str
+
+WrongKind = Callable[[str, str], KernelError]
+"""``wrong_kind(key, kind)``: the endpoint's error for a value that is not of ``kind``
+(``"boolean"``, ``"unsigned-integer"``, ``"string"`` or ``"array"``)."""
+
+FILE_NOT_SETTABLE = "log file location can not be updated through network protocol"
+"""Triton's answer (``UNSUPPORTED``) to a request that sets ``log_file``: a file path from the
+network would let any client create and append to files the server can write."""
+
+_FORMATS = ("default", "ISO8601")
+_KINDS: dict[str, tuple[type, str]] = {
+    "log_info": (bool, "boolean"),
+    "log_warning": (bool, "boolean"),
+    "log_error": (bool, "boolean"),
+    "log_verbose_level": (int, "unsigned-integer"),
+    "log_format": (str, "string"),
+}
 
 
 def default_log_settings(verbose: int = 0) -> dict[str, LogValue]:
@@ -25,7 +54,7 @@ def default_log_settings(verbose: int = 0) -> dict[str, LogValue]:
     }
 
 
-def log_level(settings: dict[str, LogValue]) -> int:
+def log_level(settings: Mapping[str, LogValue]) -> int:
     """The ``logging`` level the settings mean for the ``kernel`` logger."""
     if settings["log_verbose_level"]:
         return logging.DEBUG
@@ -36,3 +65,45 @@ def log_level(settings: dict[str, LogValue]) -> int:
     if settings["log_error"]:
         return logging.ERROR
     return logging.CRITICAL + 1
+
+
+class LogSettings:
+    """The server's log settings; an accepted update applies to the ``kernel`` logger."""
+
+    def __init__(self, verbose: int = 0, logger: str = "kernel") -> None:
+        self.values = default_log_settings(verbose)
+        self._logger = logging.getLogger(logger)
+
+    def get(self) -> dict[str, LogValue]:
+        return dict(self.values)
+
+    def update(self, changes: Mapping[str, object], wrong_kind: WrongKind) -> dict[str, LogValue]:
+        """Check every change, then apply them all (or none); returns the settings.
+
+        ``None`` leaves a setting as it is; unknown keys are ignored, as in Triton.
+
+        :raises KernelError: ``UNSUPPORTED`` for ``log_file``, ``wrong_kind``'s error for a
+            value of the wrong kind, ``INVALID_ARG`` for a format Triton does not know.
+        """
+        accepted: dict[str, LogValue] = {}
+        for key, value in changes.items():
+            if key == "log_file":
+                if value is not None:
+                    raise KernelError(Status.UNSUPPORTED, FILE_NOT_SETTABLE)
+                continue
+            expected = _KINDS.get(key)
+            if expected is None or value is None:
+                continue
+            kind, kind_name = expected
+            if type(value) is not kind or (isinstance(value, int) and value < 0):
+                raise wrong_kind(key, kind_name)
+            assert isinstance(value, bool | int | str)
+            if key == "log_format" and value not in _FORMATS:
+                raise KernelError(
+                    Status.INVALID_ARG, f"invalid argument for log_format, got: {value}"
+                )
+            accepted[key] = value
+        if accepted:
+            self.values.update(accepted)
+            self._logger.setLevel(log_level(self.values))
+        return self.get()

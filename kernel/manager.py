@@ -25,10 +25,12 @@ from kernel.repository import (
     ModelRepository,
     ModelSource,
     backend_name,
+    check_model_name,
     normalize_config,
     select_versions,
 )
 from kernel.scheduling import EnsembleBackend
+from kernel.target import InferenceTarget
 
 __all__ = ["ModelControlMode", "ModelIndexEntry", "ModelManager"]
 
@@ -92,6 +94,8 @@ class ModelManager:
         self._tg: TaskGroup | None = None
         self._closed = anyio.Event()
         self._load_order: list[ModelVersion] = []
+        self._targets: dict[ModelVersion, InferenceTarget] = {}
+        """The frontends' view of every version routed to (see :meth:`prepare`)."""
         self._ensembles = EnsembleBackend(self)
         """The kernel's own backend for ``platform: "ensemble"`` (never in the registry)."""
 
@@ -120,6 +124,7 @@ class ModelManager:
             version.stop()
             await version.finished.wait()
         self._load_order.clear()
+        self._targets.clear()
         for entry in self._entries.values():
             entry.versions.clear()
 
@@ -162,6 +167,7 @@ class ModelManager:
         :raises KernelError: why the load failed (the model's index entry says it too).
         """
         assert self._tg is not None, "the model manager is not running"
+        check_model_name(name)
         entry = self._entry(name)
         async with entry.lock:
             try:
@@ -223,6 +229,8 @@ class ModelManager:
                 log.error("%s", exc.message)
                 raise
             old = entry.versions
+            for version in started.values():
+                self._targets[version] = InferenceTarget(version)
             entry.versions = started
             entry.source = source
             entry.state, entry.reason = ModelState.READY, ""
@@ -246,6 +254,7 @@ class ModelManager:
     def _retire(self, version: ModelVersion) -> None:
         """Stop a version no longer routed to; it drains in the background."""
         version.stop()
+        self._targets.pop(version, None)
         if version in self._load_order:
             self._load_order.remove(version)
         if self._tg is not None:
@@ -261,7 +270,10 @@ class ModelManager:
         """Unload every version of ``name``; returns once they finalized.
 
         Unloading a model that is not loaded, or not known at all, succeeds (as in Triton).
+
+        :raises KernelError: ``INVALID_ARG`` for a name no model can have.
         """
+        check_model_name(name)
         entry = self._entries.get(name)
         if entry is None:
             return
@@ -272,6 +284,7 @@ class ModelManager:
             for version in versions:
                 version.state = ModelState.UNLOADING
                 version.stop()
+                self._targets.pop(version, None)
                 if version in self._load_order:
                     self._load_order.remove(version)
             for version in versions:
@@ -320,6 +333,7 @@ class ModelManager:
         """
         entry = self._entries.get(name)
         if entry is None or not entry.versions:
+            check_model_name(name)  # only here, off the hot path: a served name is valid
             if entry is None or entry.state is ModelState.UNKNOWN:
                 raise KernelError(
                     Status.NOT_FOUND, f"Request for unknown model: '{name}' is not found"
@@ -337,6 +351,20 @@ class ModelManager:
                 f"Request for unknown model: '{name}' version {version} is not found",
             )
         return found
+
+    def prepare(self, name: str, version: int = -1) -> InferenceTarget:
+        """The target of a request for ``name``/``version``: :meth:`route` plus a ready check.
+
+        :raises KernelError: as :meth:`route`; ``UNAVAILABLE`` when the version is not ready.
+        """
+        chosen = self.route(name, version)
+        if chosen.state is not ModelState.READY:
+            raise KernelError(
+                Status.UNAVAILABLE,
+                f"Request for unknown model: '{name}' version {chosen.version} is not at ready"
+                f" state: {chosen.reason or chosen.state.value}",
+            )
+        return self._targets[chosen]
 
     def is_ready(self, name: str, version: int = -1) -> bool:
         try:

@@ -9,6 +9,8 @@ serves as that model's folder, so backends always see real paths.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -20,7 +22,13 @@ from kernel.errors import KernelError, Status
 from kernel.registry import PLATFORM_BACKENDS
 from kernel.tensors import DATATYPES, config_type_to_datatype
 
-__all__ = ["ModelRepository", "ModelSource", "normalize_config", "select_versions"]
+__all__ = [
+    "ModelRepository",
+    "ModelSource",
+    "check_model_name",
+    "normalize_config",
+    "select_versions",
+]
 
 CONFIG_FILE = "config.pbtxt"
 
@@ -39,6 +47,25 @@ class ModelSource:
     """The model folder was made for a load with file contents and is deleted at unload."""
     fingerprint: tuple[tuple[str, int, int], ...] = field(default=())
     """Names, sizes and mtimes of the model's files (for poll mode's change detection)."""
+
+
+def check_model_name(name: str) -> None:
+    """Refuse a model name that could name anything but one folder of a repository.
+
+    A model name becomes a path component (the model folder, a load's temporary folder), so
+    one with a path separator, ``..``, a control character, or none at all is refused before
+    it reaches the file system, as current tritonserver does.
+
+    :raises KernelError: ``INVALID_ARG``.
+    """
+    if name and name.isprintable() and "/" not in name and "\\" not in name and ".." not in name:
+        return
+    shown = name.encode("unicode_escape").decode("ascii")
+    raise KernelError(
+        Status.INVALID_ARG,
+        f"Invalid model name '{shown}': a model name must not be empty or contain path"
+        " separators ('/', '\\'), '..' or control characters",
+    )
 
 
 def _fingerprint(model_dir: Path) -> tuple[tuple[str, int, int], ...]:
@@ -114,8 +141,8 @@ class ModelRepository:
                 raise KernelError(Status.INVALID_ARG, problems[name])
             found = models.get(name)
             if found is None:
-                raise KernelError(  # Triton answers an unknown model's load with INTERNAL
-                    Status.INTERNAL,
+                raise KernelError(  # Triton 2.51 answers INTERNAL: the client named no model
+                    Status.NOT_FOUND,
                     f"failed to load '{name}', failed to poll from model repository",
                 )
             model_dir = found
@@ -155,19 +182,30 @@ class ModelRepository:
         return _fingerprint(model_dir)
 
     def _write_files(self, name: str, files: dict[str, bytes]) -> Path:
+        """Write a load's file contents into a new private folder; every path stays inside it.
+
+        A path is relative, names no ``..`` or ``.`` component, no backslash or control
+        character; files are created new (never through a symbolic link or over another
+        entry), so nothing outside the temporary folder is created or written.
+
+        :raises KernelError: ``INVALID_ARG`` for a path that would leave the folder or that
+            clashes with another one of the load.
+        """
+        check_model_name(name)
+        for relative in files:
+            _check_file_path(name, relative)
         base = Path(tempfile.mkdtemp(prefix="kernel-model-"))
         model_dir = base / name
-        model_dir.mkdir()
-        for relative, content in files.items():
-            target = (model_dir / relative).resolve()
-            if not target.is_relative_to(model_dir.resolve()):
-                shutil.rmtree(base, ignore_errors=True)
-                raise KernelError(
-                    Status.INVALID_ARG,
-                    f"failed to load '{name}': file path '{relative}' leaves the model folder",
-                )
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(content)
+        try:
+            model_dir.mkdir()
+            for relative, content in files.items():
+                _write_new_file(model_dir, relative, content)
+        except OSError as exc:
+            shutil.rmtree(base, ignore_errors=True)
+            raise KernelError(
+                Status.INVALID_ARG,
+                f"failed to load '{name}': cannot write the file contents of the load: {exc}",
+            ) from None
         self.release(name)
         self._temporary[name] = base
         return model_dir
@@ -182,6 +220,47 @@ class ModelRepository:
         """Delete every temporary model folder."""
         for name in list(self._temporary):
             self.release(name)
+
+
+def _check_file_path(name: str, relative: str) -> None:
+    parts = relative.split("/")
+    if (
+        not relative
+        or relative.startswith("/")
+        or "\\" in relative
+        or not relative.isprintable()
+        or any(part in ("", ".", "..") for part in parts)
+    ):
+        shown = relative.encode("unicode_escape").decode("ascii")
+        raise KernelError(
+            Status.INVALID_ARG,
+            f"failed to load '{name}': file path '{shown}' is not a relative path inside the"
+            " model folder",
+        )
+
+
+def _write_new_file(model_dir: Path, relative: str, content: bytes) -> None:
+    """Create ``model_dir/relative`` (and its folders), refusing to follow or replace links."""
+    *folders, filename = relative.split("/")
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(model_dir, flags)
+    try:
+        for folder in folders:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(folder, 0o700, dir_fd=fd)
+            child = os.open(folder, flags, dir_fd=fd)
+            os.close(fd)
+            fd = child
+        out = os.open(
+            filename,
+            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+            0o600,
+            dir_fd=fd,
+        )
+        with os.fdopen(out, "wb") as stream:
+            stream.write(content)
+    finally:
+        os.close(fd)
 
 
 DEFAULT_MODEL_FILES = {".onnx": "onnxruntime_onnx", ".pt": "pytorch_libtorch"}

@@ -29,14 +29,15 @@ from kernel._proto.inference import ModelConfig
 from kernel.backend import MetricSource
 from kernel.errors import KernelError, Status
 from kernel.inference import InferenceRequest, InferenceResponse
-from kernel.log_settings import default_log_settings
+from kernel.log_settings import LogSettings
 from kernel.manager import ModelControlMode, ModelIndexEntry, ModelManager
 from kernel.models import ModelVersion
 from kernel.options import ServerOptions
 from kernel.registry import BackendRegistry
-from kernel.repository import ModelRepository
+from kernel.repository import ModelRepository, check_model_name
 from kernel.shared_memory import SystemSharedMemory
 from kernel.statistics import FailureReason, ModelStatistics
+from kernel.target import InferenceTarget
 from kernel.tensors import config_type_to_datatype
 from kernel.trace_settings import TraceStore
 
@@ -44,6 +45,7 @@ __all__ = [
     "EXTENSIONS",
     "Frontend",
     "InferenceServer",
+    "InferenceTarget",
     "MetricSource",
     "ModelMetadata",
     "TensorMetadata",
@@ -149,7 +151,7 @@ class InferenceServer:
             drain_timeout=self.options.exit_timeout_secs,
         )
         self.shared_memory = SystemSharedMemory()
-        self.log_settings = default_log_settings(self.options.log_verbose)
+        self.log_settings = LogSettings(self.options.log_verbose)
         """Triton's log settings, read and updated through both endpoints."""
         self.trace_settings = TraceStore()
         """Triton's trace settings (kept and echoed; no traces are taken), for both endpoints."""
@@ -256,10 +258,30 @@ class InferenceServer:
             self.metric_families.append(source)
 
     def is_model_ready(self, name: str, version: str | int = -1) -> bool:
-        return self.manager.is_ready(name, parse_version(version))
+        """Whether ``name``/``version`` serves.
+
+        :raises KernelError: ``INVALID_ARG`` for a name no model can have, or a bad version.
+        """
+        if self.manager.is_ready(name, parse_version(version)):
+            return True
+        check_model_name(name)
+        return False
+
+    def prepare(self, name: str, version: str | int = -1) -> InferenceTarget:
+        """Where a request for ``name``/``version`` goes: the one routing of a request.
+
+        The frontends decode the request against the target (config, validator, decoupled
+        flag, labels) and submit it with :meth:`infer_once` / :meth:`infer` to the same
+        target, so a request is routed once even when a reload lands in between.
+
+        :raises KernelError: ``NOT_FOUND`` for an unknown model or version, ``INVALID_ARG`` for
+            a bad name or version string, ``UNAVAILABLE`` for a version that is not ready.
+        """
+        return self.manager.prepare(name, parse_version(version))
 
     def route(self, name: str, version: str | int = -1) -> ModelVersion:
-        """The model version a request for ``name``/``version`` goes to (see ModelManager)."""
+        """The model version a request for ``name``/``version`` goes to (see ModelManager);
+        for the kernel and its tests -- frontends use :meth:`prepare`."""
         return self.manager.route(name, parse_version(version))
 
     def model_config(self, name: str, version: str | int = -1) -> ModelConfig:
@@ -295,6 +317,7 @@ class InferenceServer:
         number = parse_version(version)
         versions = [v for v in self.manager.loaded_versions() if v.name == name]
         if not versions:
+            check_model_name(name)
             raise KernelError(Status.INVALID_ARG, f"requested model '{name}' is not available")
         if number >= 0:
             versions = [v for v in versions if v.version == number]
@@ -311,7 +334,7 @@ class InferenceServer:
     def _check_model_control(self) -> None:
         if self.options.model_control_mode is not ModelControlMode.EXPLICIT:
             raise KernelError(
-                Status.UNAVAILABLE,
+                Status.FAILED_PRECONDITION,
                 "explicit model load / unload is not allowed if polling is enabled",
             )
 
@@ -320,7 +343,8 @@ class InferenceServer:
     ) -> None:
         """Load or reload a model (the repository API; explicit control mode only).
 
-        :raises KernelError: ``UNAVAILABLE`` outside explicit mode, else why the load failed.
+        :raises KernelError: ``FAILED_PRECONDITION`` outside explicit mode, else why the load
+            failed.
         """
         self._check_model_control()
         await self.manager.load(name, config, files)
@@ -332,8 +356,11 @@ class InferenceServer:
 
     # -- inference ------------------------------------------------------------------------------
 
-    def _admit(self, request: InferenceRequest) -> ModelVersion:
-        version = self.manager.route(request.model_name, request.model_version)
+    def _admit(self, request: InferenceRequest, target: InferenceTarget | None) -> ModelVersion:
+        if target is None:
+            version = self.manager.route(request.model_name, request.model_version)
+        else:
+            version = target.model
         request.model_version = version.version
         try:
             request.batch_size = version.validator.validate(request)
@@ -362,13 +389,17 @@ class InferenceServer:
                 failed = _FAILURE_REASONS.get(response.error.status, FailureReason.BACKEND)
             version.stats.record_request(time.monotonic_ns() - request.arrival_ns, failed=failed)
 
-    async def infer_once(self, request: InferenceRequest) -> InferenceResponse:
+    async def infer_once(
+        self, request: InferenceRequest, target: InferenceTarget | None = None
+    ) -> InferenceResponse:
         """Run a non-decoupled request; returns its one response (``error`` set on failure).
+
+        ``target`` is where :meth:`prepare` routed the request (routed here when not given).
 
         :raises KernelError: when the request is refused before it reaches the model (unknown
             model, invalid inputs, queue full).
         """
-        version = self._admit(request)
+        version = self._admit(request, target)
         try:
             response = await request.final_response()
         except BaseException:
@@ -378,12 +409,16 @@ class InferenceServer:
         self._finish(version, request, response)
         return response
 
-    async def infer(self, request: InferenceRequest) -> AsyncIterator[InferenceResponse]:
+    async def infer(
+        self, request: InferenceRequest, target: InferenceTarget | None = None
+    ) -> AsyncIterator[InferenceResponse]:
         """Run any request; yields every response, the last with ``final`` set.
+
+        ``target`` is where :meth:`prepare` routed the request (routed here when not given).
 
         :raises KernelError: when the request is refused before it reaches the model.
         """
-        version = self._admit(request)
+        version = self._admit(request, target)
         final = False
         try:
             async for response in request.responses():

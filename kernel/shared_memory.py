@@ -9,8 +9,10 @@ part, so a bad offset or size is refused with a clear error, never an out-of-bou
 from __future__ import annotations
 
 import contextlib
+import errno
 import mmap
 import os
+import stat
 import threading
 from dataclasses import dataclass
 
@@ -49,21 +51,28 @@ class SystemSharedMemory:
     def register(self, name: str, key: str, offset: int, byte_size: int) -> None:
         """Map ``byte_size`` bytes at ``offset`` of ``/dev/shm/<key>`` as region ``name``.
 
-        :raises KernelError: ``ALREADY_EXISTS`` for a taken name, ``INVALID_ARG`` for a key that
-            does not exist or a range outside the object.
+        The key names one object directly in ``/dev/shm``: no path separator, no ``..``, no
+        symbolic link followed, a regular file only -- a client cannot map other files.
+
+        :raises KernelError: ``ALREADY_EXISTS`` for a taken name, ``INVALID_ARG`` for a bad
+            name, key, offset or size, and ``INTERNAL`` (Triton's answer, which clients test
+            for) when the key does not exist.
         """
-        if offset < 0 or byte_size <= 0:
+        if not name or offset < 0 or byte_size <= 0:
             raise KernelError(
                 Status.INVALID_ARG,
                 f"failed to register shared memory region '{name}': invalid offset {offset}"
-                f" or byte size {byte_size}",
+                f" or byte size {byte_size}"
+                if name
+                else "failed to register shared memory region: the region name is empty",
             )
-        path = os.path.join(_SHM_DIR, key.lstrip("/"))
-        if "/" in key.lstrip("/"):
+        bare = key[1:] if key.startswith("/") else key
+        if not bare or "/" in bare or bare in (".", "..") or not key.isprintable():
             raise KernelError(
                 Status.INVALID_ARG,
-                f"failed to register shared memory region '{name}': bad key '{key}'",
+                f"failed to register shared memory region '{name}': bad key {key!r}",
             )
+        path = os.path.join(_SHM_DIR, bare)
         with self._lock:
             if name in self._regions:
                 raise KernelError(
@@ -71,21 +80,41 @@ class SystemSharedMemory:
                     f"shared memory region '{name}' already in manager",
                 )
             try:
-                fd = os.open(path, os.O_RDWR)
+                fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
             except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.EISDIR):  # links are never followed
+                    raise KernelError(
+                        Status.INVALID_ARG,
+                        f"failed to register shared memory region '{name}': '{key}' is not a"
+                        " shared memory object",
+                    ) from None
                 raise KernelError(
                     Status.INTERNAL,
                     f"Unable to open shared memory region: '{key}' ({exc.strerror})",
                 ) from exc
             try:
-                size = os.fstat(fd).st_size
+                info = os.fstat(fd)
+                if not stat.S_ISREG(info.st_mode):
+                    raise KernelError(
+                        Status.INVALID_ARG,
+                        f"failed to register shared memory region '{name}': '{key}' is not a"
+                        " shared memory object",
+                    )
+                size = info.st_size
                 if offset + byte_size > size:
                     raise KernelError(
-                        Status.INTERNAL,
+                        Status.INVALID_ARG,
                         f"failed to register shared memory region '{name}': offset {offset} +"
                         f" byte size {byte_size} exceeds the {size} bytes of '{key}'",
                     )
-                mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+                try:
+                    mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+                except (OSError, ValueError) as exc:
+                    raise KernelError(
+                        Status.INTERNAL,
+                        f"failed to register shared memory region '{name}': cannot map"
+                        f" '{key}': {exc}",
+                    ) from exc
             finally:
                 os.close(fd)
             self._regions[name] = _Mapping(Region(name, key, offset, byte_size), mm)

@@ -1,13 +1,18 @@
-"""Triton's trace settings, one store per server, shared by the HTTP and gRPC endpoints.
+"""Triton's trace settings, one store per server, read and updated through both endpoints.
 
 Traces are not collected: the settings are kept and echoed (global ones and per-model
 overrides) so tools that set them keep working. Every value is stored as a list of strings, the
-gRPC form; the HTTP endpoint converts at its edge.
+gRPC form; the HTTP endpoint converts at its edge. The rules for an update live here once, for
+both endpoints; the trace file, like the log file, cannot be set from the network.
 """
 
 from __future__ import annotations
 
-__all__ = ["TRACE_DEFAULTS", "TraceStore"]
+from collections.abc import Mapping
+
+from kernel.errors import KernelError, Status
+
+__all__ = ["FILE_NOT_SETTABLE", "TRACE_DEFAULTS", "TraceStore"]
 
 TRACE_DEFAULTS: dict[str, list[str]] = {
     "trace_rate": ["1000"],
@@ -17,6 +22,71 @@ TRACE_DEFAULTS: dict[str, list[str]] = {
     "trace_count": ["-1"],
     "log_frequency": ["0"],
 }
+
+FILE_NOT_SETTABLE = "trace file location can not be updated through network protocol"
+"""Triton's answer (``UNSUPPORTED``) to a request that sets ``trace_file``."""
+
+_LEVELS = ("OFF", "TIMESTAMPS", "TENSORS")
+_UINT32_MAX = 2**32 - 1
+_INT32_MAX = 2**31 - 1
+# The integral settings and their ranges.
+_RANGES = {
+    "trace_rate": (0, _UINT32_MAX),
+    "trace_count": (-1, _INT32_MAX),
+    "log_frequency": (0, _UINT32_MAX),
+}
+
+
+def _invalid(text: str) -> KernelError:
+    return KernelError(Status.INVALID_ARG, text)
+
+
+def _parse_count(key: str, text: str) -> str:
+    low, high = _RANGES[key]
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise _invalid(f"Unable to parse '{key}', got: {text}") from None
+    if key == "trace_count" and value < low:
+        raise _invalid(f"Unable to parse 'trace_count'. Expecting value >= {low}, got:{text}")
+    if not low <= value <= high:
+        raise _invalid(
+            f"Unable to parse '{key}', value is out of range [ {low}, {high} ], got: {text}"
+        )
+    return str(value)
+
+
+def check_trace_update(changes: Mapping[str, list[str] | None]) -> dict[str, list[str] | None]:
+    """The accepted form of an update (``None`` or ``[]`` clears a setting).
+
+    Unknown keys and ``trace_mode`` (fixed to ``triton``) are ignored.
+
+    :raises KernelError: ``UNSUPPORTED`` for ``trace_file``, ``INVALID_ARG`` for a value the
+        setting cannot take.
+    """
+    parsed: dict[str, list[str] | None] = {}
+    for key, values in changes.items():
+        if key not in TRACE_DEFAULTS or key == "trace_mode":
+            continue
+        if not values:
+            parsed[key] = None
+        elif key == "trace_file":
+            raise KernelError(Status.UNSUPPORTED, FILE_NOT_SETTABLE)
+        elif key == "trace_level":
+            for value in values:
+                if value not in _LEVELS:
+                    raise _invalid(
+                        "Attempting to set invalid trace setting :unsupported trace level"
+                        f" '{value}'"
+                    )
+            if "OFF" in values and len(values) != 1:
+                raise _invalid("Expect only one trace level 'OFF' is specified")
+            parsed[key] = list(values)
+        else:
+            if len(values) != 1:
+                raise _invalid(f"expect only one value for '{key}', got {len(values)}")
+            parsed[key] = [_parse_count(key, values[0])]
+    return parsed
 
 
 class TraceStore:
@@ -42,3 +112,10 @@ class TraceStore:
                 overrides.pop(key, None)
         else:
             self._global[key] = list(values) if values else list(TRACE_DEFAULTS[key])
+
+    def update(self, model: str, changes: Mapping[str, list[str] | None]) -> dict[str, list[str]]:
+        """Check ``changes`` (see :func:`check_trace_update`), apply them all, return the
+        settings in force for ``model``."""
+        for key, values in check_trace_update(changes).items():
+            self.set(model, key, values)
+        return self.get(model)

@@ -105,6 +105,16 @@ def _with_output(request: Message, name: str) -> Message:
     return request
 
 
+def _negative_classification() -> Message:
+    request = _addsub(IN0, IN1, raw=[F16, F16])
+    request.outputs.add(name="OUTPUT0").parameters["classification"].int64_param = -5
+    return request
+
+
+def _more_raw_than_inputs() -> Message:
+    return _addsub(IN0, IN1, raw=[F16, F16, F16])
+
+
 def _contents_and_raw() -> Message:
     request = _addsub(IN0, IN1, raw=[F16, F16])
     request.inputs[0].contents.fp32_contents.extend([1.0] * 16)
@@ -324,6 +334,20 @@ CASES: dict[str, tuple[Callable[[], Message], grpc.StatusCode, str]] = {
         lambda: _with_param(_addsub(IN0, IN1, raw=[F16, F16]), "priority", "string_param", "1"),
         grpc.StatusCode.INVALID_ARGUMENT,
         "invalid value type for 'priority' parameter, expected int64_param or uint64_param.",
+    ),
+    # Triton 2.51 answers OK and ignores the extra raw contents; the kernel refuses them.
+    "more raw contents than inputs": (
+        _more_raw_than_inputs,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "3 raw_input_contents given for model 'addsub', but only 2 of its inputs take their data"
+        " from raw_input_contents",
+    ),
+    # Was an unexpected ValueError answered UNKNOWN.
+    "negative classification count": (
+        _negative_classification,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "invalid value for 'classification' parameter for tensor 'OUTPUT0', expected a class"
+        " count >= 0, got -5",
     ),
     "shared memory region without size": (
         _shm_without_size,

@@ -286,15 +286,21 @@ def test_infer_typed_contents(
     assert list(out) == values
 
 
-def test_infer_more_raw_contents_than_inputs_is_accepted(
+def test_infer_more_raw_contents_than_inputs_is_refused(
     stub: service_pb2_grpc.GRPCInferenceServiceStub,
 ) -> None:
-    """Triton ignores raw contents past the last input; so does the kernel."""
+    """Triton 2.51 ignores raw contents past the last input (and answers OK); the kernel
+    refuses the request: the client's inputs and data disagree."""
     request = service_pb2.ModelInferRequest(model_name="identity_fp32")
     request.inputs.add(name="INPUT0", datatype="FP32", shape=[16])
     request.raw_input_contents.extend([A.tobytes(), B.tobytes()])
-    response = stub.ModelInfer(request, timeout=30)
-    assert response.raw_output_contents[0] == A.tobytes()
+    with pytest.raises(grpc.RpcError) as info:
+        stub.ModelInfer(request, timeout=30)
+    assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert info.value.details() == (
+        "2 raw_input_contents given for model 'identity_fp32', but only 1 of its inputs take"
+        " their data from raw_input_contents"
+    )
 
 
 def test_parameters_round_trip(client: grpcclient.InferenceServerClient) -> None:

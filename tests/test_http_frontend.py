@@ -593,7 +593,7 @@ def test_system_shared_memory_inputs_and_outputs(client: httpclient.InferenceSer
         small.set_shared_memory("out_region", 8)
         with pytest.raises(InferenceServerException) as info:
             client.infer("addsub", [i0, i1], outputs=[small])
-        assert info.value.status() == "500"
+        assert info.value.status() == "400"
         assert "should be at least 16 bytes to hold the results" in info.value.message()
 
         client.unregister_system_shared_memory("in_region")
@@ -663,7 +663,7 @@ def test_log_settings_apply_to_the_kernel_logger(
         assert logger.getEffectiveLevel() == logging.WARNING
         with pytest.raises(InferenceServerException) as info:
             client.update_log_settings({"log_format": "fancy"})
-        assert info.value.message() == "invalid argument for --log_format, got: fancy"
+        assert info.value.message() == "invalid argument for log_format, got: fancy"
     finally:
         client.update_log_settings({"log_verbose_level": 0, "log_info": True})
         logger.setLevel(previous)

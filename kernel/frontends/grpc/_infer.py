@@ -45,7 +45,7 @@ class InferenceRpcs:
         """One request, one response; every refusal is raised as a :class:`KernelError`."""
         message = await stream.recv_message()
         decoded = self._codec.decode(message, unary=True)
-        response = await self._server.infer_once(decoded.request)
+        response = await self._server.infer_once(decoded.request, decoded.target)
         if response.error is not None:
             raise response.error
         await stream.send_message(self._codec.encode(decoded, response))
@@ -76,11 +76,11 @@ class InferenceRpcs:
     async def _answer(self, decoded: DecodedRequest, send: _Send) -> None:
         request = decoded.request
         try:
-            if not decoded.version.decoupled:
-                response = await self._server.infer_once(request)
+            if not decoded.target.decoupled:
+                response = await self._server.infer_once(request, decoded.target)
                 await send(self._stream_message(decoded, response))
                 return
-            async for response in self._server.infer(request):
+            async for response in self._server.infer(request, decoded.target):
                 if response.final and not (
                     response.outputs or response.parameters or response.error
                 ):

@@ -3,11 +3,13 @@
 The servicer implements the generated betterproto2 base class. Its ``__mapping__`` (what grpclib
 serves) swaps in the fast inference rpcs of :mod:`._infer` and wraps every handler once: work is
 counted for a graceful stop, and a :class:`KernelError` becomes the gRPC status of the one
-mapping table, :func:`kernel.errors.grpc_status`, with its message unchanged.
+mapping table, :func:`kernel.errors.grpc_status`, with its message unchanged (any other
+exception is the server's fault: ``INTERNAL``, logged).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -72,7 +74,6 @@ from kernel.frontends.grpc._messages import (
     InferResponsePb,
     StreamInferResponsePb,
 )
-from kernel.frontends.grpc._settings import LogSettings, TraceSettings
 from kernel.frontends.grpc._tensors import TensorCodec
 from kernel.log_settings import LogValue
 from kernel.server import EXTENSIONS, InferenceServer
@@ -81,6 +82,8 @@ from kernel.statistics import ModelStatistics as KernelModelStatistics
 
 __all__ = ["InferenceServicer", "grpc_error"]
 
+
+log = logging.getLogger("kernel.frontends.grpc")
 
 _SERVICE = "/inference.GRPCInferenceService/"
 _INFER = _SERVICE + "ModelInfer"
@@ -143,8 +146,6 @@ class InferenceServicer(GrpcInferenceServiceBase):  # type: ignore[misc]  # gene
         self._server = server
         self._in_flight = in_flight
         self._rpcs = InferenceRpcs(server, TensorCodec(server), in_flight)
-        self._trace = TraceSettings(server.trace_settings)
-        self._log = LogSettings(server.log_settings)
 
     # -- what grpclib serves ------------------------------------------------------------------
 
@@ -160,11 +161,13 @@ class InferenceServicer(GrpcInferenceServiceBase):  # type: ignore[misc]  # gene
             StreamInferResponsePb,
         )
         return {
-            path: handler._replace(func=self._guard(handler.func, counted=path not in _UNCOUNTED))
+            path: handler._replace(
+                func=self._guard(path, handler.func, counted=path not in _UNCOUNTED)
+            )
             for path, handler in mapping.items()
         }
 
-    def _guard(self, rpc: _Rpc, *, counted: bool) -> _Rpc:
+    def _guard(self, path: str, rpc: _Rpc, *, counted: bool) -> _Rpc:
         in_flight = self._in_flight
 
         async def guarded(stream: Any) -> None:
@@ -179,6 +182,11 @@ class InferenceServicer(GrpcInferenceServiceBase):  # type: ignore[misc]  # gene
                     await rpc(stream)
             except KernelError as exc:
                 raise grpc_error(exc) from None
+            except GRPCError:
+                raise
+            except Exception as exc:  # our fault: INTERNAL, as over HTTP
+                log.exception("gRPC %s failed", path)
+                raise grpc_error(KernelError.wrap(exc)) from None
 
         return guarded
 
@@ -323,30 +331,35 @@ class InferenceServicer(GrpcInferenceServiceBase):  # type: ignore[misc]  # gene
 
     async def trace_setting(self, message: TraceSettingRequest) -> TraceSettingResponse:
         model = message.model_name
-        if model:
-            try:
-                self._server.route(model)
-            except KernelError:
-                raise KernelError(
-                    Status.INVALID_ARG, f"Request for unknown model : {model}"
-                ) from None
+        server = self._server
+        if model and not server.is_model_ready(model):
+            raise KernelError(Status.INVALID_ARG, f"Request for unknown model : {model}")
+        store = server.trace_settings
         if message.settings:
-            settings = self._trace.update(
-                model, {k: list(v.value) for k, v in message.settings.items()}
-            )
+            settings = store.update(model, {k: list(v.value) for k, v in message.settings.items()})
         else:
-            settings = self._trace.get(model)
+            settings = store.get(model)
         return TraceSettingResponse(
             settings={k: TraceSettingResponseSettingValue(value=v) for k, v in settings.items()}
         )
 
     async def log_settings(self, message: LogSettingsRequest) -> LogSettingsResponse:
-        updates: dict[str, LogValue | None] = {}
+        updates: dict[str, object] = {}
         for key, setting in message.settings.items():
             _, value = betterproto2.which_one_of(setting, "parameter_choice")
-            updates[key] = value
-        values = self._log.update(updates)
+            updates[key] = _NO_VALUE if value is None else value
+        values = self._server.log_settings.update(updates, _wrong_param_kind)
         return LogSettingsResponse(settings={k: _log_value(v) for k, v in values.items()})
+
+
+_NO_VALUE = object()
+"""A log setting sent without a value: of no kind, so refused like a value of a wrong one."""
+
+
+def _wrong_param_kind(key: str, kind: str) -> KernelError:
+    """A log setting of the wrong ``parameter_choice``, in Triton's words."""
+    word = "int32" if kind == "unsigned-integer" else kind
+    return KernelError(Status.INVALID_ARG, f"expect {word} for '{key}'")
 
 
 def _load_param_type(key: str, expected: str) -> KernelError:

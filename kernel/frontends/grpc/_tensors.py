@@ -14,18 +14,19 @@ the rest of the request, so a request with several problems is refused for the o
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from kernel.errors import KernelError, Status
+from kernel.frontends._classification import classify
+from kernel.frontends._requests import EMPTY_FINAL, Kind, ParamWording, RequestControls
 from kernel.frontends.grpc._messages import InferResponsePb
-from kernel.inference import InferenceRequest, InferenceResponse, ParameterValue, RequestFlags
-from kernel.models import ModelVersion
-from kernel.server import InferenceServer
+from kernel.inference import InferenceRequest, InferenceResponse, ParameterValue
+from kernel.server import InferenceServer, InferenceTarget
 from kernel.tensors import (
     DATATYPES,
     array_from_bytes,
@@ -37,7 +38,6 @@ from kernel.tensors import (
 
 __all__ = ["DecodedRequest", "OutputTarget", "TensorCodec"]
 
-EMPTY_FINAL = "triton_enable_empty_final_response"
 FINAL_FLAG = "triton_final_response"
 
 # The typed contents fields in Triton's order of checking, with the datatype each one carries.
@@ -66,7 +66,6 @@ _FIELD_OF_DATATYPE = {
     "BYTES": "bytes_contents",
 }
 _INT64_MAX = 2**63 - 1
-_RESERVED_PREFIX = "triton_"
 
 
 def _invalid(text: str) -> KernelError:
@@ -93,60 +92,45 @@ class DecodedRequest:
     """A decoded request and what encoding its responses needs."""
 
     request: InferenceRequest
-    version: ModelVersion
-    targets: dict[str, OutputTarget] | None
+    target: InferenceTarget
+    outputs: dict[str, OutputTarget] | None
     empty_final: bool
 
 
-@dataclass(slots=True)
-class _Controls:
-    """What a request's parameters say: Triton's reserved keys, and the rest for the model."""
+_PARAM_KINDS: dict[str | None, Kind] = {
+    "bool_param": "bool",
+    "int64_param": "int",
+    "uint64_param": "uint",
+    "double_param": "double",
+    "string_param": "string",
+}
+_PARAM_NAMES = {"bool": "bool_param", "int": "int64_param", "uint": "uint64_param"}
 
-    parameters: dict[str, ParameterValue] = field(default_factory=dict)
-    correlation_id: int | str = 0
-    flags: RequestFlags = RequestFlags.NONE
-    priority: int = 0
-    timeout_us: int = 0
-    empty_final: bool = False
 
-    def read(self, parameters: Any) -> None:
-        """Read a request's ``map<string, InferParameter>``, refusing what Triton refuses."""
-        for key, param in parameters.items():
-            kind = param.WhichOneof("parameter_choice")
-            if key == "sequence_id":
-                if kind not in ("int64_param", "string_param"):
-                    raise _param_type(key, "int64_param or string_param")
-                self.correlation_id = getattr(param, kind)
-            elif key in ("sequence_start", "sequence_end"):
-                if kind != "bool_param":
-                    raise _param_type(key, "bool_param")
-                if param.bool_param:
-                    self.flags |= (
-                        RequestFlags.SEQUENCE_START
-                        if key == "sequence_start"
-                        else RequestFlags.SEQUENCE_END
-                    )
-            elif key == "priority":
-                if kind not in ("int64_param", "uint64_param"):
-                    raise _param_type(key, "int64_param or uint64_param")
-                self.priority = getattr(param, kind)
-            elif key == "timeout":
-                if kind != "int64_param":
-                    raise _param_type(key, "int64_param")
-                self.timeout_us = param.int64_param
-            elif key == EMPTY_FINAL:
-                if kind != "bool_param":
-                    raise _param_type(key, "bool_param")
-                self.empty_final = param.bool_param
-            elif key.startswith(_RESERVED_PREFIX):
-                raise _invalid(
-                    "parameter keys starting with 'triton_' are reserved for Triton usage."
-                    f" Only the following keys starting with 'triton_' are allowed: {EMPTY_FINAL}"
-                )
-            elif kind in ("bool_param", "int64_param", "string_param", "double_param"):
-                self.parameters[key] = getattr(param, kind)
-            else:  # Triton 2.51 takes double_param too, though its message does not say so
-                raise _param_type(key, "int64_param, bool_param, or string_param")
+def _param_items(parameters: Any) -> Iterator[tuple[str, Kind, Any]]:
+    """A ``map<string, InferParameter>`` as ``(key, kind, value)`` items."""
+    for key, param in parameters.items():
+        choice = param.WhichOneof("parameter_choice")
+        kind = _PARAM_KINDS.get(choice, "other")
+        yield key, kind, getattr(param, choice) if choice else None
+
+
+def _wrong_param_kind(key: str, expected: tuple[Kind, ...]) -> KernelError:
+    names = " or ".join(_PARAM_NAMES.get(kind, "string_param") for kind in expected)
+    return _param_type(key, names)
+
+
+_NO_FIELDS: dict[str, Any] = {}
+"""The request fields of a request without parameters: the defaults."""
+
+_WORDING = ParamWording(
+    wrong_kind=_wrong_param_kind,
+    bad_custom=lambda key: _param_type(key, "int64_param, bool_param, or string_param"),
+    reserved=lambda: _invalid(
+        "parameter keys starting with 'triton_' are reserved for Triton usage."
+        f" Only the following keys starting with 'triton_' are allowed: {EMPTY_FINAL}"
+    ),
+)
 
 
 def _shared_memory_params(parameters: Any, tensor: str) -> tuple[str, int, int] | None:
@@ -195,7 +179,6 @@ class TensorCodec:
 
     def __init__(self, server: InferenceServer) -> None:
         self._server = server
-        self._labels: dict[Path, list[str]] = {}
 
     # -- requests ---------------------------------------------------------------------------
 
@@ -206,16 +189,19 @@ class TensorCodec:
         """
         server = self._server
         model = message.model_name
-        version = server.route(model, message.model_version)
+        version = server.prepare(model, message.model_version)
         if unary and version.decoupled:
             raise KernelError(
                 Status.UNSUPPORTED,
                 "ModelInfer RPC doesn't support models with decoupled transaction policy",
             )
         request_id = message.id
-        controls = _Controls()
+        fields = _NO_FIELDS
+        empty_final = False
         if message.parameters:
-            controls.read(message.parameters)
+            controls = RequestControls()
+            controls.read(_param_items(message.parameters), _WORDING)
+            fields, empty_final = controls.request_fields(), controls.empty_final
 
         inputs: dict[str, npt.NDArray[Any]] = {}
         deferred: KernelError | None = None
@@ -275,6 +261,12 @@ class TensorCodec:
                 else:
                     inputs[name] = placeholder
 
+        if raw_index < raw_count:
+            raise _invalid(
+                f"{raw_count} raw_input_contents given for model '{model}', but only"
+                f" {raw_index} of its inputs take their data from raw_input_contents"
+            )
+
         requested: list[str] = []
         targets: dict[str, OutputTarget] | None = None
         for output in message.outputs:
@@ -293,18 +285,14 @@ class TensorCodec:
             model_version=version.version,
             id=request_id,
             requested_output_names=requested,
-            parameters=controls.parameters,
-            correlation_id=controls.correlation_id,
-            flags=controls.flags,
-            priority=controls.priority,
-            timeout_us=controls.timeout_us,
+            **fields,
         )
         if deferred is not None:
             if not unplaceable:
                 # the model's checks come first in Triton; they raise if they find anything
                 version.validator.validate(request)
             raise deferred
-        return DecodedRequest(request, version, targets, controls.empty_final)
+        return DecodedRequest(request, version, targets, empty_final)
 
     def _output_target(self, output: Any, name: str) -> OutputTarget | None:
         parameters = output.parameters
@@ -316,6 +304,11 @@ class TensorCodec:
             param = parameters["classification"]
             if param.WhichOneof("parameter_choice") != "int64_param":
                 raise _param_type("classification", "int64_param", name)
+            if param.int64_param < 0:
+                raise _invalid(
+                    f"invalid value for 'classification' parameter for tensor '{name}',"
+                    f" expected a class count >= 0, got {param.int64_param}"
+                )
             target = target or OutputTarget(name)
             target.classification = param.int64_param
         return target
@@ -363,7 +356,7 @@ class TensorCodec:
     def _data_error(
         self,
         exc: KernelError,
-        version: ModelVersion,
+        version: InferenceTarget,
         rid: str,
         name: str,
         datatype: str,
@@ -422,7 +415,7 @@ class TensorCodec:
         stream response's field, which saves a copy); ``final`` (when not None) is written as
         the ``triton_final_response`` parameter, as Triton does on streams.
 
-        :raises KernelError: ``INTERNAL`` when an output does not fit its shared memory region.
+        :raises KernelError: ``INVALID_ARG`` when an output does not fit its shared memory region.
         """
         request = decoded.request
         message = InferResponsePb() if into is None else into
@@ -433,20 +426,23 @@ class TensorCodec:
             set_parameters(message.parameters, response.parameters)
         if final is not None:
             message.parameters[FINAL_FLAG].bool_param = final
-        targets = decoded.targets
+        targets = decoded.outputs
         outputs = message.outputs
         raw = message.raw_output_contents
         for name, array in response.outputs.items():
             target = targets.get(name) if targets is not None else None
             if target is not None and target.classification:
-                array = self._classify(decoded.version, name, array, target.classification)
+                model = decoded.target
+                array = classify(
+                    array, target.classification, model.batched, model.labels(name), name
+                )
             outputs.add(name=name, datatype=datatype_of(array), shape=array.shape)
             data = array_to_bytes(array)
             if target is not None and target.view is not None:
                 size = len(data) if isinstance(data, bytes) else data.nbytes
                 if size > len(target.view):
                     raise KernelError(
-                        Status.INTERNAL,
+                        Status.INVALID_ARG,
                         "shared memory size specified with the request for output"
                         f" '{name}' ({len(target.view)} bytes) should be at least {size} bytes"
                         " to hold the results",
@@ -456,43 +452,6 @@ class TensorCodec:
             else:
                 raw.append(data if isinstance(data, bytes) else data.tobytes())
         return message
-
-    def _classify(
-        self, version: ModelVersion, name: str, array: npt.NDArray[Any], k: int
-    ) -> npt.NDArray[Any]:
-        """Triton's classification extension: the top ``k`` as ``"value:index[:label]"``."""
-        if array.dtype.kind in "OSU":
-            raise _invalid(f"class result not available for output '{name}' due to type BYTES")
-        batched = version.config.max_batch_size > 0
-        rows = array.reshape(array.shape[0] if batched else 1, -1)
-        k = min(k, rows.shape[1])
-        order = np.argsort(-rows.astype(np.float64), axis=1, kind="stable")[:, :k]
-        labels = self._labels_of(version, name)
-        integral = array.dtype.kind in "biu"
-        result = np.empty(order.shape, dtype=np.object_)
-        for r, row in enumerate(order):
-            for c, index in enumerate(row):
-                value = rows[r, index]
-                text = f"{int(value)}" if integral else f"{float(value):f}"
-                text += f":{index}"
-                if index < len(labels):
-                    text += f":{labels[index]}"
-                result[r, c] = text.encode()
-        return result if batched else result.reshape(k)
-
-    def _labels_of(self, version: ModelVersion, output: str) -> list[str]:
-        for spec in version.config.output:
-            if spec.name == output and spec.label_filename:
-                path = Path(version.context.model_dir) / spec.label_filename
-                labels = self._labels.get(path)
-                if labels is None:
-                    try:
-                        labels = path.read_text().splitlines()
-                    except OSError:
-                        labels = []
-                    self._labels[path] = labels
-                return labels
-        return []
 
 
 def _reshape_typed(array: npt.NDArray[Any], shape: tuple[int, ...]) -> npt.NDArray[Any]:

@@ -24,10 +24,8 @@ from kernel.inference import InferenceRequest
 from kernel.server import EXTENSIONS, InferenceServer
 from kernel.statistics import Duration, ModelStatistics
 
-from ._classification import Labels
 from ._compression import compress, decompress, response_encoding
 from ._infer import decode_request, encode_response
-from ._settings import LogSettings, TraceSettings
 
 __all__ = ["HttpApp", "HttpRequest", "Reply"]
 
@@ -94,7 +92,7 @@ _NOT_ALLOWED = Reply(405, [_TEXT], [b'{"error":"Method Not Allowed"}'])
 
 
 def _bad_json(exc: orjson.JSONDecodeError) -> KernelError:
-    return KernelError(Status.INTERNAL, f"failed to parse the request JSON buffer: {exc}")
+    return KernelError(Status.INVALID_ARG, f"failed to parse the request JSON buffer: {exc}")
 
 
 def _json_body(body: bytes | bytearray, *, optional: bool = True) -> dict[str, Any]:
@@ -106,7 +104,7 @@ def _json_body(body: bytes | bytearray, *, optional: bool = True) -> dict[str, A
     except orjson.JSONDecodeError as exc:
         raise _bad_json(exc) from None
     if not isinstance(value, dict):
-        raise KernelError(Status.INTERNAL, "attempt to access JSON non-object as object")
+        raise KernelError(Status.INVALID_ARG, "attempt to access JSON non-object as object")
     return value
 
 
@@ -151,13 +149,10 @@ class HttpApp:
 
     def __init__(self, server: InferenceServer) -> None:
         self.server = server
-        self.traces = TraceSettings(server.trace_settings)
-        self.logs = LogSettings(server.log_settings)
-        self.labels = Labels()
         self.max_body = server.options.http_max_input_bytes
 
     def close(self) -> None:
-        self.logs.close()
+        """Nothing to release (kept for the transport's stop)."""
 
     async def handle(self, request: HttpRequest) -> Reply:
         """Answer one request; never raises for a client error."""
@@ -289,8 +284,8 @@ class HttpApp:
         server = self.server
         call = decode_request(server, name, version, view, header_length)
         request.watch = call.request
-        response = await server.infer_once(call.request)
-        header, buffers = encode_response(call, response, server.shared_memory, self.labels)
+        response = await server.infer_once(call.request, call.target)
+        header, buffers = encode_response(call, response, server.shared_memory)
         reply_headers = [_OCTETS, (b"inference-header-content-length", b"%d" % len(header))]
         if not buffers:
             reply_headers = [_JSON]
@@ -328,7 +323,9 @@ class HttpApp:
         if action == "index":
             ready = body.get("ready", False)
             if not isinstance(ready, bool):
-                raise KernelError(Status.INTERNAL, "attempt to access JSON non-boolean as boolean")
+                raise KernelError(
+                    Status.INVALID_ARG, "attempt to access JSON non-boolean as boolean"
+                )
             rows = []
             for entry in self.server.repository_index(ready_only=ready):
                 row = {"name": entry.name}
@@ -343,12 +340,12 @@ class HttpApp:
         name = rest[1]
         params = body.get("parameters") or {}
         if not isinstance(params, dict):
-            raise KernelError(Status.INTERNAL, "attempt to access JSON non-object as object")
+            raise KernelError(Status.INVALID_ARG, "attempt to access JSON non-object as object")
         if action == "unload":
             dependents = params.get("unload_dependents", False)
             if not isinstance(dependents, bool):
                 raise KernelError(
-                    Status.INTERNAL,
+                    Status.INVALID_ARG,
                     "Unable to parse 'unload_dependents': attempt to access JSON non-boolean as"
                     " boolean",
                 )
@@ -358,7 +355,7 @@ class HttpApp:
         files: dict[str, bytes] = {}
         for key, value in params.items():
             if not isinstance(value, str):
-                raise KernelError(Status.INTERNAL, "attempt to access JSON non-string as string")
+                raise KernelError(Status.INVALID_ARG, "attempt to access JSON non-string as string")
             if key == "config":
                 config = value
             elif key.startswith("file:"):
@@ -412,7 +409,7 @@ class HttpApp:
             )
         key = body["key"]
         if not isinstance(key, str):
-            raise KernelError(Status.INTERNAL, "attempt to access JSON non-string as string")
+            raise KernelError(Status.INVALID_ARG, "attempt to access JSON non-string as string")
         if "byte_size" not in body:
             raise KernelError(
                 Status.INVALID_ARG, "Shared memory register request has no 'byte_size' field"
@@ -421,7 +418,7 @@ class HttpApp:
         for value in (offset, byte_size):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise KernelError(
-                    Status.INTERNAL,
+                    Status.INVALID_ARG,
                     "attempt to access JSON non-unsigned-integer as unsigned-integer",
                 )
         shm.register(region, key, offset, byte_size)
@@ -453,18 +450,54 @@ class HttpApp:
     def _trace(self, request: HttpRequest, model: str) -> Reply:
         if request.method not in ("GET", "POST"):
             return _NOT_ALLOWED
-        if model and not self.server.is_model_ready(model):
+        server = self.server
+        if model and not server.is_model_ready(model):
             raise KernelError(Status.INVALID_ARG, f"Request for unknown model : {model}")
+        store = server.trace_settings
         if request.method == "POST":
-            return json_reply(self.traces.update(model, _json_body(request.body)))
-        return json_reply(self.traces.get(model))
+            settings = store.update(model, _trace_changes(_json_body(request.body)))
+        else:
+            settings = store.get(model)
+        return json_reply(_trace_json(settings))
 
     def _logging(self, request: HttpRequest) -> Reply:
         if request.method not in ("GET", "POST"):
             return _NOT_ALLOWED
+        settings = self.server.log_settings
         if request.method == "POST":
-            return json_reply(self.logs.update(_json_body(request.body)))
-        return json_reply(self.logs.get())
+            return json_reply(settings.update(_json_body(request.body), _wrong_json_kind))
+        return json_reply(settings.get())
+
+
+def _wrong_json_kind(key: str, kind: str) -> KernelError:
+    """A settings value of the wrong JSON type, in Triton's words."""
+    return KernelError(Status.INVALID_ARG, f"attempt to access JSON non-{kind} as {kind}")
+
+
+def _trace_changes(body: dict[str, Any]) -> dict[str, list[str] | None]:
+    """Trace settings from Triton's JSON (``trace_level`` a list, the rest strings) to the
+    store's form (lists of strings; ``None`` clears)."""
+    changes: dict[str, list[str] | None] = {}
+    for key, value in body.items():
+        if value is None:
+            changes[key] = None
+        elif key == "trace_level":
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise _wrong_json_kind(key, "array")
+            changes[key] = value
+        elif not isinstance(value, str):
+            raise _wrong_json_kind(key, "string")
+        else:
+            changes[key] = [value]
+    return changes
+
+
+def _trace_json(settings: dict[str, list[str]]) -> dict[str, Any]:
+    """The store's settings as Triton's JSON has them: ``trace_level`` a list, the rest strings."""
+    return {
+        key: values if key == "trace_level" else (values[0] if values else "")
+        for key, values in settings.items()
+    }
 
 
 def _header_length(raw: str, body_length: int) -> int:

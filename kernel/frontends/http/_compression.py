@@ -23,7 +23,8 @@ def decompress(encoding: str, body: bytes | bytearray | memoryview, limit: int) 
     """Inflate ``body`` sent with ``Content-Encoding: encoding`` (at most ``limit`` bytes out).
 
     :raises KernelError: ``UNSUPPORTED`` for an encoding other than gzip/deflate/identity,
-        ``INVALID_ARG`` for a body that does not inflate or inflates past ``limit``.
+        ``INVALID_ARG`` for a body that does not inflate, ``TOO_LARGE`` (413) for one that
+        inflates past ``limit``.
     """
     if encoding not in ("gzip", "deflate"):
         raise KernelError(Status.UNSUPPORTED, "Unsupported compression type")
@@ -35,7 +36,7 @@ def decompress(encoding: str, body: bytes | bytearray | memoryview, limit: int) 
         ) from None
     except TooLargeError:
         raise KernelError(
-            Status.INVALID_ARG,
+            Status.TOO_LARGE,
             f"the decompressed request body is larger than the {limit} bytes allowed",
         ) from None
 

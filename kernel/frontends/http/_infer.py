@@ -21,9 +21,10 @@ import numpy.typing as npt
 import orjson
 
 from kernel.errors import KernelError, Status
-from kernel.inference import InferenceRequest, InferenceResponse, ParameterValue, RequestFlags
-from kernel.models import ModelVersion
-from kernel.server import InferenceServer, parse_version
+from kernel.frontends._classification import classify
+from kernel.frontends._requests import Kind, ParamWording, RequestControls, json_kind
+from kernel.inference import InferenceRequest, InferenceResponse
+from kernel.server import InferenceServer, InferenceTarget
 from kernel.shared_memory import SystemSharedMemory
 from kernel.tensors import (
     array_from_bytes,
@@ -34,8 +35,6 @@ from kernel.tensors import (
     element_count,
 )
 
-from ._classification import Labels, classify
-
 __all__ = ["InferCall", "decode_request", "encode_response"]
 
 # How an output travels back.
@@ -43,11 +42,6 @@ JSON, BINARY, SHM = 0, 1, 2
 
 _BF16 = np.dtype(ml_dtypes.bfloat16)
 _NUMPY_JSON = orjson.OPT_SERIALIZE_NUMPY
-
-
-def _internal(text: str) -> KernelError:
-    # Triton answers JSON it cannot read with INTERNAL (HTTP 500); so do we.
-    return KernelError(Status.INTERNAL, text)
 
 
 def _invalid(text: str) -> KernelError:
@@ -70,7 +64,7 @@ class InferCall:
     """A decoded inference request with what the response encoder needs to know."""
 
     request: InferenceRequest
-    version: ModelVersion
+    target: InferenceTarget
     default_kind: int = JSON
     outputs: dict[str, OutputSpec] = field(default_factory=dict)
 
@@ -95,34 +89,41 @@ def decode_request(
 
     :raises KernelError: with Triton's status and message for anything malformed.
     """
-    version = server.route(model_name, version_str)
-    if version.decoupled:
+    target = server.prepare(model_name, version_str)
+    if target.decoupled:
         raise KernelError(
             Status.UNSUPPORTED,
             "HTTP end point doesn't support models with decoupled transaction policy",
         )
     if header_length == 0:
-        return _decode_raw(version, model_name, version_str, body)
+        return _decode_raw(target, model_name, body)
     header = body if header_length is None else body[:header_length]
     try:
         doc = orjson.loads(header)
     except orjson.JSONDecodeError as exc:
-        raise _internal(f"failed to parse the request JSON buffer: {exc}") from None
+        raise _invalid(f"failed to parse the request JSON buffer: {exc}") from None
     if not isinstance(doc, dict):
-        raise _internal(
+        raise _invalid(
             "Unable to parse 'inputs': attempt to access non-existing object member 'inputs'"
         )
     request_id = doc.get("id", "")
     if not isinstance(request_id, str):
-        raise _internal("Unable to parse 'id': attempt to access JSON non-string as string")
-    call_kwargs: dict[str, Any] = {}
+        raise _invalid("Unable to parse 'id': attempt to access JSON non-string as string")
+    fields: dict[str, Any] = _NO_FIELDS
     default_kind = JSON
-    parameters: dict[str, ParameterValue] = {}
     raw_params = doc.get("parameters")
     if raw_params is not None:
         if not isinstance(raw_params, dict):
-            raise _internal("failed to get request params.")
-        default_kind = _request_parameters(raw_params, parameters, call_kwargs)
+            raise _invalid("failed to get request params.")
+        controls = RequestControls()
+        controls.read(
+            ((key, json_kind(value), value) for key, value in raw_params.items()),
+            _WORDING,
+            _SWITCHES,
+        )
+        fields = controls.request_fields()
+        if controls.switches.get(_BINARY_OUTPUT):
+            default_kind = BINARY
     inputs = _decode_inputs(
         server.shared_memory,
         doc.get("inputs"),
@@ -135,77 +136,48 @@ def decode_request(
     raw_outputs = doc.get("outputs")
     if raw_outputs is not None:
         if not isinstance(raw_outputs, list):
-            raise _internal("Unable to parse 'outputs': attempt to access JSON non-array as array")
+            raise _invalid("Unable to parse 'outputs': attempt to access JSON non-array as array")
         for item in raw_outputs:
             name, spec = _output_spec(item)
             outputs[name] = spec
     request = InferenceRequest(
         model_name,
         inputs,
-        model_version=parse_version(version_str),
+        model_version=target.version,
         id=request_id,
         requested_output_names=tuple(outputs),
-        parameters=parameters,
-        **call_kwargs,
+        **fields,
     )
-    return InferCall(request, version, default_kind, outputs)
+    return InferCall(request, target, default_kind, outputs)
 
 
 def _uint(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def _request_parameters(
-    raw: dict[str, Any], parameters: dict[str, ParameterValue], kwargs: dict[str, Any]
-) -> int:
-    """Sort the request ``parameters`` into request fields and custom parameters.
+_NO_FIELDS: dict[str, Any] = {}
+"""The request fields of a request without parameters: the defaults."""
+_BINARY_OUTPUT = "binary_data_output"
+_SWITCHES = (_BINARY_OUTPUT,)
+_JSON_WORDS = {"bool": "boolean", "string": "string"}
 
-    Returns the default output kind (``binary_data_output``).
-    """
-    default_kind = JSON
-    flags = RequestFlags.NONE
-    for key, value in raw.items():
-        if key == "sequence_id":
-            if not (_uint(value) or isinstance(value, str)):
-                raise _internal(
-                    "Unable to parse 'sequence_id': attempt to access JSON non-string as string"
-                )
-            kwargs["correlation_id"] = value
-        elif key in ("sequence_start", "sequence_end", "binary_data_output"):
-            if not isinstance(value, bool):
-                raise _internal(
-                    f"Unable to parse '{key}': attempt to access JSON non-boolean as boolean"
-                )
-            if key == "binary_data_output":
-                default_kind = BINARY if value else JSON
-            elif value:
-                flags |= (
-                    RequestFlags.SEQUENCE_START
-                    if key == "sequence_start"
-                    else RequestFlags.SEQUENCE_END
-                )
-        elif key in ("priority", "timeout"):
-            if not _uint(value):
-                raise _internal(
-                    f"Unable to parse '{key}': attempt to access JSON non-unsigned-integer as"
-                    " unsigned-integer"
-                )
-            kwargs["priority" if key == "priority" else "timeout_us"] = value
-        elif key.startswith("triton_"):
-            raise _invalid(
-                "parameter keys starting with 'triton_' are reserved for Triton usage and should"
-                " not be specified."
-            )
-        elif isinstance(value, bool | int | float | str):
-            parameters[key] = value
-        else:
-            raise _invalid(
-                f"parameter '{key}' has invalid type. It should be either 'int', 'bool', or"
-                " 'string'."
-            )
-    if flags:
-        kwargs["flags"] = flags
-    return default_kind
+
+def _wrong_json_kind(key: str, expected: tuple[Kind, ...]) -> KernelError:
+    # Triton names the type its JSON reader was asked for: the last one it tried
+    word = _JSON_WORDS.get(expected[-1], "unsigned-integer")
+    return _invalid(f"Unable to parse '{key}': attempt to access JSON non-{word} as {word}")
+
+
+_WORDING = ParamWording(
+    wrong_kind=_wrong_json_kind,
+    bad_custom=lambda key: _invalid(
+        f"parameter '{key}' has invalid type. It should be either 'int', 'bool', or 'string'."
+    ),
+    reserved=lambda: _invalid(
+        "parameter keys starting with 'triton_' are reserved for Triton usage and should not"
+        " be specified."
+    ),
+)
 
 
 def _content_kind(item: dict[str, Any], params: dict[str, Any]) -> str:
@@ -239,31 +211,31 @@ def _decode_inputs(
 ) -> dict[str, npt.NDArray[Any]]:
     if not isinstance(raw_inputs, list):
         what = "non-existing object member 'inputs'" if raw_inputs is None else "JSON non-array"
-        raise _internal(f"Unable to parse 'inputs': attempt to access {what}")
+        raise _invalid(f"Unable to parse 'inputs': attempt to access {what}")
     inputs: dict[str, npt.NDArray[Any]] = {}
     deferred: list[tuple[str, str, list[int], memoryview]] = []
     offset = header_length or 0
     end = len(body)
     for item in raw_inputs:
         if not isinstance(item, dict):
-            raise _internal("Unable to parse 'name': attempt to access JSON non-object as object")
+            raise _invalid("Unable to parse 'name': attempt to access JSON non-object as object")
         params = item.get("parameters") or {}
         if not isinstance(params, dict):
-            raise _internal("Unable to parse 'parameters': attempt to access JSON non-object")
+            raise _invalid("Unable to parse 'parameters': attempt to access JSON non-object")
         kind = _content_kind(item, params)
         name = item.get("name")
         if not isinstance(name, str):
-            raise _internal("Unable to parse 'name': attempt to access JSON non-string as string")
+            raise _invalid("Unable to parse 'name': attempt to access JSON non-string as string")
         datatype = item.get("datatype")
         if not isinstance(datatype, str):
-            raise _internal(
+            raise _invalid(
                 "Unable to parse 'datatype': attempt to access JSON non-string as string"
             )
         shape = item.get("shape")
         if not isinstance(shape, list):
-            raise _internal("Unable to parse 'shape': attempt to access JSON non-array as array")
+            raise _invalid("Unable to parse 'shape': attempt to access JSON non-array as array")
         if not all(_uint(d) for d in shape):
-            raise _internal(
+            raise _invalid(
                 "Unable to parse 'shape': attempt to access JSON non-unsigned-integer as"
                 " unsigned-integer"
             )
@@ -276,7 +248,7 @@ def _decode_inputs(
         if kind == "binary_data_size":
             size = params["binary_data_size"]
             if not _uint(size):
-                raise _internal(
+                raise _invalid(
                     "Unable to parse 'binary_data_size': attempt to access JSON"
                     " non-unsigned-integer as unsigned-integer"
                 )
@@ -296,14 +268,14 @@ def _decode_inputs(
         elif kind == "shared_memory_region":
             region = params["shared_memory_region"]
             if not isinstance(region, str):
-                raise _internal(
+                raise _invalid(
                     "Unable to parse 'shared_memory_region': attempt to access JSON non-string"
                     " as string"
                 )
             shm_offset = params.get("shared_memory_offset", 0)
             shm_size = params.get("shared_memory_byte_size", 0)
             if not (_uint(shm_offset) and _uint(shm_size)):
-                raise _internal(
+                raise _invalid(
                     "Unable to parse 'shared_memory_offset' or 'shared_memory_byte_size':"
                     " attempt to access JSON non-unsigned-integer as unsigned-integer"
                 )
@@ -382,11 +354,22 @@ def _bytes_problem(
 
 
 def _flatten(data: object, out: list[object]) -> None:
-    if isinstance(data, list):
-        for item in data:
-            _flatten(item, out)
-    else:
+    """Append the leaves of nested lists to ``out``, row-major.
+
+    Iterative: the JSON parser allows nesting deeper than Python's recursion limit.
+    """
+    if not isinstance(data, list):
         out.append(data)
+        return
+    stack = [iter(data)]
+    while stack:
+        for item in stack[-1]:
+            if isinstance(item, list):
+                stack.append(iter(item))
+                break
+            out.append(item)
+        else:
+            stack.pop()
 
 
 def _from_json(
@@ -414,17 +397,17 @@ def _from_json(
         except ValueError:
             values = np.array(flat, dtype=np.object_)
     if values.size != count:
-        raise _internal("Unable to parse 'data': Shape does not match true shape of 'data' field")
+        raise _invalid("Unable to parse 'data': Shape does not match true shape of 'data' field")
     kind = values.dtype.kind
     if datatype == "BOOL":
         if kind != "b" and count:
-            raise _internal("Unable to parse 'data': attempt to access JSON non-boolean as boolean")
+            raise _invalid("Unable to parse 'data': attempt to access JSON non-boolean as boolean")
     elif kind not in "biuf" and count:
-        raise _internal("Unable to parse 'data': attempt to access JSON non-number as number")
+        raise _invalid("Unable to parse 'data': attempt to access JSON non-number as number")
     try:
         return values.astype(datatype_to_dtype(datatype)).reshape(shape)
     except (OverflowError, ValueError, TypeError) as exc:
-        raise _internal(f"Unable to parse 'data': {exc}") from None
+        raise _invalid(f"Unable to parse 'data': {exc}") from None
 
 
 def _bytes_from_json(
@@ -438,7 +421,7 @@ def _bytes_from_json(
     flat: list[object] = []
     _flatten(data, flat)
     if not all(isinstance(v, str) for v in flat):
-        raise _internal("Unable to parse 'data': attempt to access JSON non-string as string")
+        raise _invalid("Unable to parse 'data': attempt to access JSON non-string as string")
     if len(flat) != count:
         items = len(flat)
         if items > count:
@@ -459,20 +442,20 @@ def _bytes_from_json(
 
 def _output_spec(item: object) -> tuple[str, OutputSpec]:
     if not isinstance(item, dict):
-        raise _internal("Unable to parse 'name': attempt to access JSON non-object as object")
+        raise _invalid("Unable to parse 'name': attempt to access JSON non-object as object")
     name = item.get("name")
     if not isinstance(name, str):
-        raise _internal("Unable to parse 'name': attempt to access JSON non-string as string")
+        raise _invalid("Unable to parse 'name': attempt to access JSON non-string as string")
     params = item.get("parameters") or {}
     if not isinstance(params, dict):
-        raise _internal("Unable to parse 'parameters': attempt to access JSON non-object")
+        raise _invalid("Unable to parse 'parameters': attempt to access JSON non-object")
     spec = OutputSpec()
     binary = params.get("binary_data", False)
     if not isinstance(binary, bool):
-        raise _internal("Unable to parse 'binary_data': attempt to access JSON non-boolean")
+        raise _invalid("Unable to parse 'binary_data': attempt to access JSON non-boolean")
     classes = params.get("classification", 0)
     if not _uint(classes):
-        raise _internal(
+        raise _invalid(
             "Unable to set 'classification': attempt to access JSON non-unsigned-integer as"
             " unsigned-integer"
         )
@@ -485,7 +468,7 @@ def _output_spec(item: object) -> tuple[str, OutputSpec]:
         offset = params.get("shared_memory_offset", 0)
         size = params.get("shared_memory_byte_size", 0)
         if not (isinstance(region, str) and _uint(offset) and _uint(size)):
-            raise _internal(
+            raise _invalid(
                 "Unable to parse 'shared_memory_region', 'shared_memory_offset' or"
                 " 'shared_memory_byte_size'"
             )
@@ -496,11 +479,9 @@ def _output_spec(item: object) -> tuple[str, OutputSpec]:
     return name, spec
 
 
-def _decode_raw(
-    version: ModelVersion, model_name: str, version_str: str, body: memoryview
-) -> InferCall:
+def _decode_raw(target: InferenceTarget, model_name: str, body: memoryview) -> InferCall:
     """A raw binary request: the whole body is the data of the model's only input."""
-    config = version.config
+    config = target.config
     if len(config.input) != 1:
         raise _invalid(
             "[request id: <id_unknown>] Raw request must only have 1 input (found 1) to be"
@@ -536,10 +517,8 @@ def _decode_raw(
                 )
             shape[wildcards[0]] = len(body) // unit
         value = _from_buffer(datatype, shape, body, spec.name, model_name, "<id_unknown>")
-    request = InferenceRequest(
-        model_name, {spec.name: value}, model_version=parse_version(version_str)
-    )
-    return InferCall(request, version, BINARY)
+    request = InferenceRequest(model_name, {spec.name: value}, model_version=target.version)
+    return InferCall(request, target, BINARY)
 
 
 # -- response -----------------------------------------------------------------------------------
@@ -563,7 +542,6 @@ def encode_response(
     call: InferCall,
     response: InferenceResponse,
     shm: SystemSharedMemory,
-    labels: Labels,
 ) -> tuple[bytes, list[bytes | memoryview]]:
     """The response's JSON header and the binary buffers that follow it (maybe none).
 
@@ -574,14 +552,13 @@ def encode_response(
     request = call.request
     specs = call.outputs
     default = OutputSpec(call.default_kind)
-    batched = call.version.config.max_batch_size > 0
+    target = call.target
     outputs: list[dict[str, Any]] = []
     buffers: list[bytes | memoryview] = []
     for name, array in response.outputs.items():
         spec = specs.get(name, default)
         if spec.classes:
-            names = labels.of(call.version, name)
-            array = classify(array, spec.classes, batched and array.ndim > 0, names)
+            array = classify(array, spec.classes, target.batched, target.labels(name), name)
         try:
             datatype = datatype_of(array)
         except KernelError as exc:
@@ -600,7 +577,7 @@ def encode_response(
             size = memoryview(data).nbytes
             if size > spec.byte_size:
                 raise KernelError(
-                    Status.INTERNAL,
+                    Status.INVALID_ARG,
                     f"shared memory size specified with the request for output '{name}'"
                     f" ({spec.byte_size} bytes) should be at least {size} bytes to hold the"
                     " results",
