@@ -42,6 +42,11 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
         auto_complete_config=not (args.disable_auto_complete_config or args.strict_model_config),
         backend_config=backend_config,
         http_max_input_bytes=args.http_max_input_size,
+        http_max_url_bytes=args.http_max_url_size,
+        http_max_header_bytes=args.http_max_header_size,
+        http_max_header_count=args.http_max_header_count,
+        http_header_timeout_secs=args.http_header_timeout_secs,
+        http_idle_timeout_secs=args.http_idle_timeout_secs,
         grpc_max_message_bytes=args.grpc_max_message_bytes,
         log_verbose=args.log_verbose,
     )

@@ -134,6 +134,12 @@ def _build_parser() -> _Parser:
         help="the name server metadata reports (clients check for 'triton')",
     )
     serve.add_argument("--http-max-input-size", type=int, default=64 * 1024 * 1024)
+    # this server's own HTTP/1.1 limits (tritonserver has no such flags)
+    serve.add_argument("--http-max-url-size", type=int, default=8 * 1024, metavar="BYTES")
+    serve.add_argument("--http-max-header-size", type=int, default=64 * 1024, metavar="BYTES")
+    serve.add_argument("--http-max-header-count", type=int, default=100)
+    serve.add_argument("--http-header-timeout-secs", type=float, default=30.0)
+    serve.add_argument("--http-idle-timeout-secs", type=float, default=75.0)
     serve.add_argument(
         "--grpc-max-message-size", type=int, default=2**31 - 1, dest="grpc_max_message_bytes"
     )

@@ -35,5 +35,15 @@ class ServerOptions:
     backend_config: dict[str, dict[str, str]] = field(default_factory=dict)
     http_max_input_bytes: int = 64 * 1024 * 1024
     """Requests with a larger body are refused (tritonserver's ``--http-max-input-size``)."""
+    http_max_url_bytes: int = 8 * 1024
+    """Longer HTTP request targets are answered 414 (this server's ``--http-max-url-size``)."""
+    http_max_header_bytes: int = 64 * 1024
+    """Larger HTTP header sections are answered 431 (``--http-max-header-size``)."""
+    http_max_header_count: int = 100
+    """HTTP requests with more header fields are answered 431 (``--http-max-header-count``)."""
+    http_header_timeout_secs: float = 30.0
+    """An HTTP request's headers must arrive within this (``--http-header-timeout-secs``)."""
+    http_idle_timeout_secs: float = 75.0
+    """Idle or stalled HTTP connections are closed after this (``--http-idle-timeout-secs``)."""
     grpc_max_message_bytes: int = 2**31 - 1
     log_verbose: int = 0

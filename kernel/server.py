@@ -237,12 +237,18 @@ class InferenceServer:
             log.info("started %s endpoint at %s:%d", name, self.options.host, self.ports[name])
 
     async def _stop_frontends(self) -> None:
-        while self._frontends:
-            name, frontend = self._frontends.pop()
-            try:
-                await frontend.stop(self.options.exit_timeout_secs)
-            except Exception:
-                log.exception("the %s endpoint failed to stop cleanly", name)
+        # All at once: every endpoint stops accepting now and they drain in parallel within one
+        # exit timeout (one after the other, the last would accept work while the first drains).
+        frontends, self._frontends = self._frontends, []
+        async with anyio.create_task_group() as tg:
+            for name, frontend in reversed(frontends):
+                tg.start_soon(self._stop_frontend, name, frontend)
+
+    async def _stop_frontend(self, name: str, frontend: Frontend) -> None:
+        try:
+            await frontend.stop(self.options.exit_timeout_secs)
+        except Exception:
+            log.exception("the %s endpoint failed to stop cleanly", name)
 
     # -- health and metadata ---------------------------------------------------------------
 

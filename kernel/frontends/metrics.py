@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from kernel.backend import MetricSource
-from kernel.frontends.http._app import HttpRequest, Reply
+from kernel.frontends._http_types import HttpLimits, HttpRequest, Reply
 from kernel.frontends.http._frontend import HttpListener
 from kernel.server import InferenceServer
 from kernel.statistics import FailureReason, ModelStatistics
@@ -212,7 +212,9 @@ class _MetricsApp:
         if request.path != "/metrics":
             return Reply(404, [_CONTENT_TYPE], [b'{"error":"Not Found"}'])
         if request.method != "GET":
-            return Reply(405, [_CONTENT_TYPE], [b'{"error":"Method Not Allowed"}'])
+            return Reply(
+                405, [_CONTENT_TYPE, (b"allow", b"GET, HEAD")], [b'{"error":"Method Not Allowed"}']
+            )
         try:
             text = self.render()
         except Exception:
@@ -234,7 +236,10 @@ class MetricsFrontend:
 
     async def start(self, server: InferenceServer, sock: socket.socket) -> None:
         """Serve on ``sock`` (bound and listening) until :meth:`stop`."""
-        self._listener = HttpListener(_MetricsApp(server))
+        app = _MetricsApp(server)
+        self._listener = HttpListener(
+            app, HttpLimits.from_options(server.options, max_body=app.max_body)
+        )
         await self._listener.start(sock)
 
     async def stop(self, timeout: float) -> None:

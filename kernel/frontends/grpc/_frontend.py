@@ -42,5 +42,11 @@ class GrpcFrontend:
             return
         self._grpc = None
         with anyio.move_on_after(timeout):
-            await in_flight.drain()
+            async with anyio.create_task_group() as tg:
+                # GrpcServer.stop closes the listening socket and sends GOAWAY at once, then
+                # waits for open streams; cut that wait short once the in-flight work is done
+                # (an idle bidi stream may stay open) and close with a short grace below.
+                tg.start_soon(grpc_server.stop, timeout)
+                await in_flight.drain()
+                tg.cancel_scope.cancel()
         await grpc_server.stop(grace=0.1)

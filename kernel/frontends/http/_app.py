@@ -20,7 +20,7 @@ import orjson
 
 from kernel._config import config_to_json
 from kernel.errors import KernelError, Status, http_status
-from kernel.inference import InferenceRequest
+from kernel.frontends._http_types import HttpRequest, Reply
 from kernel.server import EXTENSIONS, InferenceServer
 from kernel.statistics import Duration, ModelStatistics
 
@@ -38,43 +38,6 @@ _OCTETS = (b"content-type", b"application/octet-stream")
 _EMPTY: list[bytes | memoryview] = []
 
 
-class HttpRequest:
-    """One HTTP request as the app sees it; ``headers`` have lower-case names."""
-
-    __slots__ = ("body", "headers", "method", "path", "watch")
-
-    def __init__(
-        self, method: str, path: str, headers: dict[str, str], body: bytes | bytearray
-    ) -> None:
-        self.method = method
-        self.path = path
-        self.headers = headers
-        self.body = body
-        self.watch: InferenceRequest | None = None
-        """The inference in flight for this request: the transport cancels it when the
-        client disconnects."""
-
-
-class Reply:
-    """Status, headers and body buffers (written in order, never joined by the app)."""
-
-    __slots__ = ("body", "headers", "status")
-
-    def __init__(
-        self,
-        status: int,
-        headers: list[tuple[bytes, bytes]],
-        body: list[bytes | memoryview],
-    ) -> None:
-        self.status = status
-        self.headers = headers
-        self.body = body
-
-    @property
-    def length(self) -> int:
-        return sum(memoryview(b).nbytes for b in self.body)
-
-
 def json_reply(value: Any, status: int = 200) -> Reply:
     return Reply(status, [_JSON], [orjson.dumps(value)])
 
@@ -88,7 +51,16 @@ def _empty(status: int = 200, content_type: tuple[bytes, bytes] = _JSON) -> Repl
 
 
 _NOT_FOUND = Reply(404, [_TEXT], [b'{"error":"Not Found"}'])
-_NOT_ALLOWED = Reply(405, [_TEXT], [b'{"error":"Method Not Allowed"}'])
+
+
+def _not_allowed(allow: bytes) -> Reply:
+    """405 with the ``Allow`` header RFC 9110 requires (HEAD is served wherever GET is)."""
+    return Reply(405, [_TEXT, (b"allow", allow)], [b'{"error":"Method Not Allowed"}'])
+
+
+_NOT_ALLOWED = _not_allowed(b"GET, HEAD")
+_NOT_ALLOWED_POST = _not_allowed(b"POST")
+_NOT_ALLOWED_GET_POST = _not_allowed(b"GET, HEAD, POST")
 
 
 def _bad_json(exc: orjson.JSONDecodeError) -> KernelError:
@@ -213,7 +185,9 @@ class HttpApp:
         if not name or (version and action == "trace/setting"):
             return _NOT_FOUND
         if action == "infer":
-            return await self._infer(request, name, version) if method == "POST" else _NOT_ALLOWED
+            if method != "POST":
+                return _NOT_ALLOWED_POST
+            return await self._infer(request, name, version)
         if action == "trace/setting":
             return self._trace(request, name)
         if method != "GET":
@@ -314,7 +288,7 @@ class HttpApp:
         else:
             return _NOT_FOUND
         if request.method != "POST":
-            return _NOT_ALLOWED
+            return _NOT_ALLOWED_POST
         if repository and action != "index":  # Triton lists the index of any repository name
             raise KernelError(
                 Status.UNSUPPORTED, "'repository_name' specification is not supported"
@@ -379,8 +353,10 @@ class HttpApp:
         if len(rest) != 1 or rest[0] not in ("status", "register", "unregister"):
             return _NOT_FOUND
         action = rest[0]
-        if request.method != ("GET" if action == "status" else "POST"):
+        if action == "status" and request.method != "GET":
             return _NOT_ALLOWED
+        if action != "status" and request.method != "POST":
+            return _NOT_ALLOWED_POST
         if parts[2] == "cudasharedmemory":
             return self._cuda_shared_memory(action, region)
         shm = self.server.shared_memory
@@ -449,7 +425,7 @@ class HttpApp:
 
     def _trace(self, request: HttpRequest, model: str) -> Reply:
         if request.method not in ("GET", "POST"):
-            return _NOT_ALLOWED
+            return _NOT_ALLOWED_GET_POST
         server = self.server
         if model and not server.is_model_ready(model):
             raise KernelError(Status.INVALID_ARG, f"Request for unknown model : {model}")
@@ -462,7 +438,7 @@ class HttpApp:
 
     def _logging(self, request: HttpRequest) -> Reply:
         if request.method not in ("GET", "POST"):
-            return _NOT_ALLOWED
+            return _NOT_ALLOWED_GET_POST
         settings = self.server.log_settings
         if request.method == "POST":
             return json_reply(settings.update(_json_body(request.body), _wrong_json_kind))

@@ -6,10 +6,11 @@ import asyncio
 import logging
 import socket
 
+from kernel.frontends._http_types import HttpLimits, RequestHandler
 from kernel.server import InferenceServer
 
 from ._app import HttpApp
-from ._connection import HttpConnection, RequestHandler
+from ._connection import HttpConnection
 
 __all__ = ["HttpFrontend", "HttpListener"]
 
@@ -19,20 +20,23 @@ log = logging.getLogger("kernel.frontends.http")
 class HttpListener:
     """Accepts HTTP/1.1 connections on a socket and hands their requests to ``handler``."""
 
-    def __init__(self, handler: RequestHandler) -> None:
+    def __init__(self, handler: RequestHandler, limits: HttpLimits | None = None) -> None:
         self._handler = handler
+        self._limits = limits or HttpLimits(max_body=handler.max_body)
         self._listener: asyncio.Server | None = None
         self._connections: set[HttpConnection] = set()
 
     async def start(self, sock: socket.socket) -> None:
-        handler, connections = self._handler, self._connections
+        handler, limits, connections = self._handler, self._limits, self._connections
         loop = asyncio.get_running_loop()
         self._listener = await loop.create_server(
-            lambda: HttpConnection(handler, connections), sock=sock
+            lambda: HttpConnection(handler, limits, connections), sock=sock
         )
 
     async def stop(self, timeout: float) -> None:
-        """Stop accepting; let responses in progress finish for up to ``timeout`` s; close."""
+        """Graceful stop: refuse new connections at once (the listening socket closes); let
+        requests in progress finish for up to ``timeout`` s, answering any new request on an
+        open connection 503 with ``Connection: close``; then close every connection."""
         listener = self._listener
         if listener is None:
             return
@@ -45,10 +49,13 @@ class HttpListener:
         busy = {c.task for c in self._connections if c.task is not None}
         if busy:
             await asyncio.wait(busy, timeout=timeout)
+        await asyncio.sleep(0)  # let 503 answers to requests that just arrived be written
         for connection in list(self._connections):
-            if connection.task is not None:
+            if connection.handling:
                 log.warning("closing an HTTP connection whose request did not finish in time")
                 connection.abort()
+            else:
+                connection.close()
         # Python 3.12+ also waits here for every connection to close.
         try:
             await asyncio.wait_for(listener.wait_closed(), max(deadline - loop.time(), 0.1))
@@ -67,7 +74,7 @@ class HttpFrontend:
     async def start(self, server: InferenceServer, sock: socket.socket) -> None:
         """Serve on ``sock`` (bound and listening) until :meth:`stop`."""
         self._app = HttpApp(server)
-        self._listener = HttpListener(self._app)
+        self._listener = HttpListener(self._app, HttpLimits.from_options(server.options))
         await self._listener.start(sock)
 
     async def stop(self, timeout: float) -> None:

@@ -1,0 +1,261 @@
+"""HTTP/1.1 requests from bytes, sans-IO: httptools (llhttp) parses, this module enforces limits.
+
+:meth:`RequestReader.feed` takes the bytes that arrived and returns what they completed:
+requests (in order), a wish for ``100 Continue``, or one final :class:`Refusal` after which the
+reader reads nothing more. Time comes in as an argument, so every rule is tested without a
+socket or a clock.
+
+What llhttp already refuses (malformed syntax, ``Content-Length`` together with
+``Transfer-Encoding``, duplicate ``Content-Length``, a last transfer coding other than
+``chunked``) becomes a 400 refusal here; what it lets through and this server does not take
+(other transfer codings before ``chunked``, oversized targets and header sections, too many
+header fields, bodies over the limit) is refused by the callbacks below.
+
+Sizes are bounded while bytes arrive, not after: the request target counts as it streams in;
+the header section counts each field as llhttp completes it, and every whole read that arrives
+while a header section is still incomplete counts in full, so at most one read's worth of bytes
+sits in the parser beyond the limit. Bodies grow with what arrived (a body that came in one
+read is kept as that read's bytes: no copy), never from the announced ``Content-Length``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import httptools
+import orjson
+
+from kernel.frontends._http_types import HttpLimits, HttpRequest, Reply
+
+__all__ = ["CONTINUE", "Continue", "Received", "Refusal", "RequestReader", "error_reply"]
+
+log = logging.getLogger("kernel.frontends.http")
+
+
+def error_reply(status: int, message: str) -> Reply:
+    """Triton's ``{"error": "<message>"}`` body with ``status``."""
+    return Reply(
+        status, [(b"content-type", b"application/json")], [orjson.dumps({"error": message})]
+    )
+
+
+class Received:
+    """A complete request; ``head`` marks a ``HEAD`` request (answered without a body)."""
+
+    __slots__ = ("head", "keep_alive", "request")
+
+    def __init__(self, request: HttpRequest, keep_alive: bool, head: bool) -> None:
+        self.request = request
+        self.keep_alive = keep_alive
+        self.head = head
+
+
+class Continue:
+    """The client sent ``Expect: 100-continue`` and waits for a go-ahead before its body."""
+
+    __slots__ = ()
+
+
+CONTINUE = Continue()
+
+
+class Refusal:
+    """The last answer on this connection: sent after the requests before it, then close."""
+
+    __slots__ = ("reply",)
+
+    def __init__(self, reply: Reply) -> None:
+        self.reply = reply
+
+
+Event = Received | Continue | Refusal
+
+
+class _RefusedError(Exception):
+    """Raised inside a parser callback to stop parsing at once."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class RequestReader:
+    """One connection's request stream (sans-IO: bytes in, :data:`Event` objects out)."""
+
+    def __init__(self, limits: HttpLimits) -> None:
+        self._limits = limits
+        self._parser = httptools.HttpRequestParser(self)
+        self._events: list[Event] = []
+        self._now = 0.0
+        self.done = False
+        """A refusal (or a protocol upgrade) ended the stream: further bytes are ignored."""
+        self.head_started: float | None = None
+        """When the first byte of a request whose header section is incomplete arrived."""
+        self.in_message = False
+        """Part of a request arrived, not all of it (an idle connection has none)."""
+        # the request being parsed
+        self._url = b""
+        self._headers: dict[str, str] = {}
+        self._head_counted = 0  # target and header fields as llhttp completed them
+        self._head_raw = 0  # whole reads that arrived while the header section was incomplete
+        self._header_count = 0
+        self._begun = 0  # requests begun so far
+        self._body: bytes | bytearray = b""
+        self._body_size = 0
+
+    def feed(self, data: bytes, now: float) -> list[Event]:
+        """Parse ``data`` (arrived at ``now``) and return the events it completed, in order."""
+        if self.done:
+            return []
+        self._now = now
+        events: list[Event] = []
+        self._events = events
+        head_before = self.head_started is not None
+        begun = self._begun
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            refused = exc.__context__
+            if isinstance(refused, _RefusedError):
+                self.refuse(refused.status, refused.message)
+            else:  # a bug here: answer it as one, never let it escape into the event loop
+                log.error("HTTP request parsing failed", exc_info=refused)
+                self.refuse(500, "failed to parse the HTTP request")
+        except httptools.HttpParserUpgrade:
+            # No protocol upgrades (h2c, websocket): answer the request in HTTP/1.1, then close.
+            self.done = True
+            for event in reversed(events):
+                if isinstance(event, Received):
+                    event.keep_alive = False
+                    break
+        except httptools.HttpParserError as exc:
+            self.refuse(400, f"malformed HTTP request: {exc}")
+        else:
+            if head_before and self.head_started is not None and self._begun == begun:
+                # the whole read belongs to one header section still incomplete
+                self._head_raw += len(data)
+                if self._head_raw > self._limits.max_header_bytes:
+                    self.refuse(431, self._header_size_message())
+        return events
+
+    def refuse(self, status: int, message: str) -> None:
+        """End the stream with an error answer (for the connection's own timeouts too)."""
+        if self.done:
+            return
+        self.done = True
+        self.head_started = None
+        self.in_message = False
+        self._url, self._headers, self._body = b"", {}, b""  # nothing more to hold on to
+        self._events.append(Refusal(error_reply(status, message)))
+
+    def _header_size_message(self) -> str:
+        return (
+            "request header section is larger than the"
+            f" {self._limits.max_header_bytes} bytes this server accepts"
+        )
+
+    # -- httptools callbacks ----------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._begun += 1
+        self.in_message = True
+        self.head_started = self._now
+        self._url = b""
+        self._headers = {}
+        self._head_counted = 0
+        self._head_raw = 0
+        self._header_count = 0
+        self._body = b""
+        self._body_size = 0
+
+    def on_url(self, url: bytes) -> None:
+        if len(self._url) + len(url) > self._limits.max_url:
+            raise _RefusedError(
+                414,
+                f"request URL is longer than the {self._limits.max_url} bytes this server accepts",
+            )
+        self._url += url
+        self._head_counted += len(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        limits = self._limits
+        self._header_count += 1
+        if self._header_count > limits.max_headers:
+            raise _RefusedError(
+                431,
+                f"request has more than the {limits.max_headers} header fields this server accepts",
+            )
+        self._head_counted += len(name) + len(value) + 4
+        if self._head_counted > limits.max_header_bytes:
+            raise _RefusedError(431, self._header_size_message())
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        headers = self._headers
+        if key == "transfer-encoding" and key in headers:
+            text = f"{headers[key]}, {text}"  # one list, however many fields carry it
+        headers[key] = text
+
+    def on_headers_complete(self) -> None:
+        self.head_started = None
+        headers = self._headers
+        coding = headers.get("transfer-encoding")
+        if coding is not None:
+            # llhttp already refuses Content-Length with it, and a last coding other than
+            # chunked; no other transfer coding is implemented (RFC 9112 section 6.1).
+            codings = [c.strip().lower() for c in coding.split(",")]
+            if codings != ["chunked"]:
+                raise _RefusedError(400, f"unsupported transfer coding: '{coding}'")
+        length = headers.get("content-length")
+        expected = 0 if coding is None else -1
+        if length is not None:
+            expected = int(length)  # llhttp has already refused a malformed one
+            max_body = self._limits.max_body
+            if expected > max_body:
+                raise _RefusedError(
+                    400,
+                    f"request body of {expected} bytes is larger than the {max_body} bytes"
+                    " this server accepts (http_max_input_bytes)",
+                )
+        if expected and headers.get("expect", "").lower() == "100-continue":
+            self._events.append(CONTINUE)
+
+    def on_body(self, chunk: bytes) -> None:
+        self._body_size += len(chunk)
+        if self._body_size > self._limits.max_body:  # chunked: no size announced
+            raise _RefusedError(
+                400,
+                f"request body is larger than the {self._limits.max_body} bytes this server"
+                " accepts (http_max_input_bytes)",
+            )
+        body = self._body
+        if not body:
+            self._body = chunk  # the usual case: the whole body arrived at once
+        elif isinstance(body, bytearray):
+            body += chunk
+        else:
+            grown = bytearray(body)
+            grown += chunk
+            self._body = grown
+
+    def on_message_complete(self) -> None:
+        self.in_message = False
+        parser = self._parser
+        url = self._url
+        # origin-form ("/v2/...?q") is the norm; absolute-form needs the URL parser
+        if url[:1] == b"/":
+            path = url.partition(b"?")[0]
+        else:
+            try:
+                path = httptools.parse_url(url).path
+            except httptools.HttpParserInvalidURLError:
+                raise _RefusedError(400, "malformed HTTP request: invalid URL") from None
+        method = parser.get_method()
+        head = method == b"HEAD"
+        request = HttpRequest(
+            "GET" if head else method.decode("latin-1"),
+            (path or b"/").decode("latin-1"),
+            self._headers,
+            self._body,
+        )
+        self._events.append(Received(request, parser.should_keep_alive(), head))
