@@ -48,6 +48,16 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
         http_header_timeout_secs=args.http_header_timeout_secs,
         http_idle_timeout_secs=args.http_idle_timeout_secs,
         grpc_max_message_bytes=args.grpc_max_message_bytes,
+        grpc_max_concurrent_streams=args.grpc_max_concurrent_streams,
+        grpc_max_header_list_size=args.grpc_max_header_list_size,
+        grpc_keepalive_time_ms=args.grpc_keepalive_time,
+        grpc_keepalive_timeout_ms=args.grpc_keepalive_timeout,
+        grpc_keepalive_permit_without_calls=args.grpc_keepalive_permit_without_calls,
+        grpc_http2_max_pings_without_data=args.grpc_http2_max_pings_without_data,
+        grpc_http2_min_recv_ping_interval_without_data_ms=(
+            args.grpc_http2_min_recv_ping_interval_without_data
+        ),
+        grpc_http2_max_ping_strikes=args.grpc_http2_max_ping_strikes,
         log_verbose=args.log_verbose,
     )
 

@@ -143,6 +143,17 @@ def _build_parser() -> _Parser:
     serve.add_argument(
         "--grpc-max-message-size", type=int, default=2**31 - 1, dest="grpc_max_message_bytes"
     )
+    grpc = serve.add_argument_group("gRPC HTTP/2 limits and keepalive (tritonserver's meaning)")
+    grpc.add_argument("--grpc-max-concurrent-streams", type=int, default=100)
+    grpc.add_argument("--grpc-max-header-list-size", type=int, default=16 * 1024)
+    grpc.add_argument("--grpc-keepalive-time", type=int, default=7_200_000, metavar="MS")
+    grpc.add_argument("--grpc-keepalive-timeout", type=int, default=20_000, metavar="MS")
+    grpc.add_argument("--grpc-keepalive-permit-without-calls", type=_bool, default=False)
+    grpc.add_argument("--grpc-http2-max-pings-without-data", type=int, default=2)
+    grpc.add_argument(
+        "--grpc-http2-min-recv-ping-interval-without-data", type=int, default=300_000, metavar="MS"
+    )
+    grpc.add_argument("--grpc-http2-max-ping-strikes", type=int, default=2)
 
     commands.add_parser("backends", help="list the installed backends")
 

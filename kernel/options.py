@@ -46,4 +46,16 @@ class ServerOptions:
     http_idle_timeout_secs: float = 75.0
     """Idle or stalled HTTP connections are closed after this (``--http-idle-timeout-secs``)."""
     grpc_max_message_bytes: int = 2**31 - 1
+    grpc_max_concurrent_streams: int = 100
+    """Advertised SETTINGS_MAX_CONCURRENT_STREAMS of the gRPC port (streams past it are refused)."""
+    grpc_max_header_list_size: int = 16 * 1024
+    """Advertised and enforced SETTINGS_MAX_HEADER_LIST_SIZE (bytes, RFC 7541 sizes)."""
+    grpc_keepalive_time_ms: int = 7_200_000
+    grpc_keepalive_timeout_ms: int = 20_000
+    grpc_keepalive_permit_without_calls: bool = False
+    grpc_http2_max_pings_without_data: int = 2
+    grpc_http2_min_recv_ping_interval_without_data_ms: int = 300_000
+    grpc_http2_max_ping_strikes: int = 2
+    """tritonserver's ``--grpc-keepalive-*`` / ``--grpc-http2-*`` flags, its defaults and grpc
+    core's meaning (see ``kernel/frontends/grpc/_limits.py``)."""
     log_verbose: int = 0

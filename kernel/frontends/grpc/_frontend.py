@@ -1,4 +1,4 @@
-"""The gRPC endpoint: the kernel's HTTP/2 server (:mod:`._http2`) on its port, and its stop."""
+"""The gRPC endpoint: the kernel's HTTP/2 server (:mod:`._server`) on its port, and its stop."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import socket
 import anyio
 
 from kernel.frontends.grpc._health import HealthServicer
-from kernel.frontends.grpc._http2 import GrpcServer
 from kernel.frontends.grpc._in_flight import InFlight
+from kernel.frontends.grpc._limits import Http2Limits
+from kernel.frontends.grpc._server import GrpcServer
 from kernel.frontends.grpc._service import InferenceServicer
 from kernel.frontends.grpc._transport import methods
 from kernel.server import InferenceServer
@@ -28,9 +29,23 @@ class GrpcFrontend:
         self._in_flight = InFlight()
         inference = InferenceServicer(server, self._in_flight)
         health = HealthServicer(server)
+        options = server.options
+        limits = Http2Limits(
+            max_concurrent_streams=options.grpc_max_concurrent_streams,
+            max_header_list_size=options.grpc_max_header_list_size,
+            keepalive_time_ms=options.grpc_keepalive_time_ms,
+            keepalive_timeout_ms=options.grpc_keepalive_timeout_ms,
+            keepalive_permit_without_calls=options.grpc_keepalive_permit_without_calls,
+            max_pings_without_data=options.grpc_http2_max_pings_without_data,
+            min_recv_ping_interval_without_data_ms=(
+                options.grpc_http2_min_recv_ping_interval_without_data_ms
+            ),
+            max_ping_strikes=options.grpc_http2_max_ping_strikes,
+        )
         self._grpc = GrpcServer(
             methods([inference.__mapping__(), health.__mapping__()]),
-            max_message_bytes=server.options.grpc_max_message_bytes,
+            max_message_bytes=options.grpc_max_message_bytes,
+            limits=limits,
         )
         await self._grpc.start(sock)
 

@@ -8,9 +8,19 @@ project's benchmark machine.
 
 Encoding never touches the peer's dynamic table: every field is a "literal without indexing"
 (or an indexed static entry), so the server's header blocks are plain constants.
+
+The decoder enforces RFC 7541's rules (a dynamic table size update only at the start of a block
+and never above the advertised SETTINGS_HEADER_TABLE_SIZE) and the connection's limits while it
+decodes: past ``max_list_size`` (RFC 7541 sizes, name + value + 32 per field) or ``max_fields``
+it keeps decoding, so the dynamic table stays in step with the peer's, but stops keeping fields
+(a small block of indexed references cannot expand into megabytes). Field names and values a
+literal brings are checked against RFC 9113 section 8.2.1 once, when they are decoded: an
+indexed reference reuses an already checked pair, so the common case costs nothing.
 """
 
 from __future__ import annotations
+
+import re
 
 from hpack.huffman_table import decode_huffman
 from hpack.table import HeaderTable
@@ -23,6 +33,8 @@ DEFAULT_TABLE_SIZE = 4096
 _STATIC: tuple[tuple[bytes, bytes], ...] = tuple(HeaderTable.STATIC_TABLE)
 _STATIC_COUNT = len(_STATIC)
 _ENTRY_OVERHEAD = 32
+_BAD_NAME = re.compile(rb"[^a-z0-9!#$%&'*+\-.^_`|~]")  # lowercase tchar (pseudo ':' aside)
+_BAD_VALUE = re.compile(rb"[\x00\r\n]|^[ \t]|[ \t]$")
 
 
 class HpackError(Exception):
@@ -30,46 +42,89 @@ class HpackError(Exception):
 
 
 class Decoder:
-    """The decoding side of one connection's header compression."""
+    """The decoding side of one connection's header compression.
 
-    __slots__ = ("_dynamic", "_max_size", "_size")
+    After :meth:`decode`, ``list_size`` is the block's decoded size (RFC 7541 sizes) and
+    ``malformed`` says why a field breaks RFC 9113 section 8.2.1 (``None`` when none does).
+    """
+
+    __slots__ = ("_bad", "_dynamic", "_max_size", "_size", "list_size", "malformed")
 
     def __init__(self, max_size: int = DEFAULT_TABLE_SIZE) -> None:
         self._dynamic: list[tuple[bytes, bytes]] = []  # newest first
         self._size = 0
         self._max_size = max_size
+        self._bad: set[tuple[bytes, bytes]] = set()  # malformed entries still in the table
+        self.list_size = 0
+        self.malformed: str | None = None
 
-    def decode(self, block: bytes) -> list[tuple[bytes, bytes]]:
+    def decode(
+        self,
+        block: bytes | memoryview,
+        max_list_size: int = 1 << 62,
+        max_fields: int = 1 << 62,
+    ) -> list[tuple[bytes, bytes]]:
         """The header fields of one complete header block, in order.
 
-        :raises HpackError: on any malformed representation.
+        Past ``max_list_size`` or ``max_fields`` the fields are dropped (``list_size`` then
+        exceeds the limit, or is set just past it for the field count).
+
+        :raises HpackError: on any malformed representation (a connection error).
         """
         fields: list[tuple[bytes, bytes]] = []
+        self.malformed = None
         pos, end = 0, len(block)
+        size = 0
+        bad = self._bad
         try:
             while pos < end:
                 byte = block[pos]
                 if byte & 0x80:  # indexed field
                     index, pos = _integer(block, pos, 7)
-                    fields.append(self._entry(index))
+                    field = self._entry(index)
+                    if bad and field in bad:
+                        self.malformed = "a malformed header field"
                 elif byte & 0x40:  # literal with incremental indexing
                     index, pos = _integer(block, pos, 6)
                     name, value, pos = self._literal(block, pos, index)
-                    fields.append((name, value))
-                    self._add(name, value)
+                    field = (name, value)
+                    if self._check(field):
+                        bad.add(field)
+                    self._add(field)
                 elif byte & 0x20:  # dynamic table size update
-                    size, pos = _integer(block, pos, 5)
-                    if size > DEFAULT_TABLE_SIZE:
-                        raise HpackError(f"table size {size} above the advertised maximum")
-                    self._max_size = size
+                    if fields or size:
+                        raise HpackError("dynamic table size update after the first field")
+                    new_size, pos = _integer(block, pos, 5)
+                    if new_size > DEFAULT_TABLE_SIZE:
+                        raise HpackError(f"table size {new_size} above the advertised maximum")
+                    self._max_size = new_size
                     self._evict(0)
+                    continue
                 else:  # literal without indexing / never indexed
                     index, pos = _integer(block, pos, 4)
                     name, value, pos = self._literal(block, pos, index)
-                    fields.append((name, value))
+                    field = (name, value)
+                    self._check(field)
+                size += len(field[0]) + len(field[1]) + _ENTRY_OVERHEAD
+                if size <= max_list_size and len(fields) < max_fields:
+                    fields.append(field)
+                elif size <= max_list_size:
+                    size = max_list_size + 1  # too many fields: as a too large list
         except IndexError:
             raise HpackError("truncated header block") from None
+        self.list_size = size
         return fields
+
+    def _check(self, field: tuple[bytes, bytes]) -> bool:
+        """Whether a literal field breaks RFC 9113 section 8.2.1 (noted in ``malformed``)."""
+        name, value = field
+        if not name or _BAD_NAME.search(name, 1 if name[0] == 0x3A else 0):
+            self.malformed = f"malformed header name {name[:64]!r}"
+            return True
+        if value and _BAD_VALUE.search(value):
+            self.malformed = f"malformed value of header {name[:64]!r}"
+            return True
+        return False
 
     def _entry(self, index: int) -> tuple[bytes, bytes]:
         if 0 < index <= _STATIC_COUNT:
@@ -79,7 +134,7 @@ class Decoder:
             raise HpackError(f"header table index {index} out of range")
         return self._dynamic[dynamic]
 
-    def _literal(self, block: bytes, pos: int, index: int) -> tuple[bytes, bytes, int]:
+    def _literal(self, block: bytes | memoryview, pos: int, index: int) -> tuple[bytes, bytes, int]:
         if index:
             name = self._entry(index)[0]
         else:
@@ -87,20 +142,21 @@ class Decoder:
         value, pos = _string(block, pos)
         return name, value, pos
 
-    def _add(self, name: bytes, value: bytes) -> None:
-        size = len(name) + len(value) + _ENTRY_OVERHEAD
+    def _add(self, field: tuple[bytes, bytes]) -> None:
+        size = len(field[0]) + len(field[1]) + _ENTRY_OVERHEAD
         self._evict(size)
         if size <= self._max_size:
-            self._dynamic.insert(0, (name, value))
+            self._dynamic.insert(0, field)
             self._size += size
 
     def _evict(self, room: int) -> None:
         while self._dynamic and self._size + room > self._max_size:
-            name, value = self._dynamic.pop()
-            self._size -= len(name) + len(value) + _ENTRY_OVERHEAD
+            field = self._dynamic.pop()
+            self._size -= len(field[0]) + len(field[1]) + _ENTRY_OVERHEAD
+            self._bad.discard(field)
 
 
-def _integer(block: bytes, pos: int, prefix_bits: int) -> tuple[int, int]:
+def _integer(block: bytes | memoryview, pos: int, prefix_bits: int) -> tuple[int, int]:
     mask = (1 << prefix_bits) - 1
     value = block[pos] & mask
     pos += 1
@@ -118,7 +174,7 @@ def _integer(block: bytes, pos: int, prefix_bits: int) -> tuple[int, int]:
             raise HpackError("integer too large")
 
 
-def _string(block: bytes, pos: int) -> tuple[bytes, int]:
+def _string(block: bytes | memoryview, pos: int) -> tuple[bytes, int]:
     huffman = block[pos] & 0x80
     length, pos = _integer(block, pos, 7)
     end = pos + length

@@ -2,7 +2,7 @@
 
 The services are written against grpclib's handler mapping (``path -> Handler(func(stream),
 cardinality, request type, reply type)``), which the betterproto2-generated base classes
-produce. :mod:`._http2` serves them; this module only picks each method's (de)serializers:
+produce. :mod:`._server` serves them; this module only picks each method's (de)serializers:
 the inference rpcs use protobuf runtime (upb) classes, the rest betterproto2 messages.
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 
 from grpclib.const import Cardinality, Handler
 
-from kernel.frontends.grpc._http2 import Method
+from kernel.frontends.grpc._rpc import Method
 
 __all__ = ["methods"]
 

@@ -1,7 +1,8 @@
 """gRPC over HTTP/2 on the wire: frame layout, the gRPC message prefix, status trailers.
 
 Only formats and constants live here (RFC 9113 and gRPC's "PROTOCOL-HTTP2" document); the
-protocol's state (streams, windows, settings) is in :mod:`._http2`.
+protocol's state (streams, windows, settings) is in :mod:`._connection`, the gRPC semantics in
+:mod:`._rpc`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from kernel.frontends.grpc._hpack import encode
 
 __all__ = [
     "ACK",
+    "CANCEL",
     "COMPRESSION_ERROR",
     "CONTINUATION",
     "DATA",
@@ -41,10 +43,12 @@ __all__ = [
     "PRIORITY_FLAG",
     "PROTOCOL_ERROR",
     "PUSH_PROMISE",
+    "REFUSED_STREAM",
     "RESOURCE_EXHAUSTED",
     "RESPONSE_HEADERS",
     "RST_STREAM",
     "SETTINGS",
+    "STREAM_CLOSED",
     "UNIMPLEMENTED",
     "UNKNOWN",
     "WINDOW_UPDATE",
@@ -64,7 +68,7 @@ DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY = rang
 WINDOW_UPDATE, CONTINUATION = 8, 9
 END_STREAM, ACK, END_HEADERS, PADDED, PRIORITY_FLAG = 0x1, 0x1, 0x4, 0x8, 0x20
 NO_ERROR, PROTOCOL_ERROR, INTERNAL_ERROR, FLOW_CONTROL_ERROR, FRAME_SIZE_ERROR = 0, 1, 2, 3, 6
-COMPRESSION_ERROR, ENHANCE_YOUR_CALM = 9, 11
+STREAM_CLOSED, REFUSED_STREAM, CANCEL, COMPRESSION_ERROR, ENHANCE_YOUR_CALM = 5, 7, 8, 9, 11
 
 DEFAULT_WINDOW = 65535
 DEFAULT_MAX_FRAME = 16384
@@ -118,7 +122,7 @@ def status_trailers(status: int, message: str | None) -> bytes:
 def timeout_seconds(value: bytes) -> float | None:
     """A ``grpc-timeout`` header value in seconds (``None`` when malformed: no deadline)."""
     unit = _TIMEOUT_UNITS.get(value[-1:])
-    if unit is None or not value[:-1].isdigit():
+    if unit is None or not value[:-1].isdigit() or len(value) > 9:  # at most 8 digits
         return None
     return int(value[:-1]) * unit
 
