@@ -454,7 +454,7 @@ def exchange(
     data: bytes,
     *,
     slow: bool = False,
-    answer_timeout: float = 3.0,
+    answer_timeout: float = 2.0,
     close_timeout: float = 10.0,
     quiet_after_answer: float = 0.3,
     rng: random.Random | None = None,

@@ -147,7 +147,9 @@ def grpc_case(server: Server, rng: random.Random, report: Report) -> None:
     if outcome.hung:
         report.hangs += 1
         report.finding("hang", label, {"request": _preview(data)})
-    for code, message in outcome.status.values():
+    for sid, (code, message) in outcome.status.items():
+        if outcome.http_status.get(sid) == "415":
+            continue  # not application/grpc: HTTP 415 as the gRPC spec says (grpc-go sends 13 too)
         if code in _GRPC_FAULTS and _SHM_OPEN not in message and not _GRPC_PARSE.match(message):
             report.faults += 1
             report.finding(

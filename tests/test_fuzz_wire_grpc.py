@@ -437,3 +437,21 @@ def test_random_bytes(srv: Fixture, method: str, data: bytes) -> None:
         "ServerMetadata": pb.ServerMetadataRequest,
     }
     exchange(srv, method, types[method], data)
+
+
+@fuzz_settings(10)
+@given(
+    log=st.booleans(),
+    key=st.sampled_from(
+        ["log_info", "log_verbose_level", "log_format", "trace_level", "trace_rate", "x"]
+    ),
+)
+def test_settings_entry_without_value(srv: Fixture, log: bool, key: str) -> None:
+    """A map entry with a key and no value is valid protobuf (the value is the empty message)."""
+    name = key.encode()
+    entry = b"\n" + bytes([len(name)]) + name
+    data = b"\n" + bytes([len(entry)]) + entry
+    if log:
+        exchange(srv, "LogSettings", pb.LogSettingsRequest, data)
+    else:
+        exchange(srv, "TraceSetting", pb.TraceSettingRequest, data)
