@@ -374,6 +374,9 @@ def main() -> int:
             wire_phase(args, server, report)
         finally:
             code = server.stop()
+        log_text = server.log_path.read_text(errors="replace")
+        tracebacks = log_text.count("Traceback (most recent call last)")
+        first_traceback = log_text[log_text.find("Traceback") :][:1500] if tracebacks else ""
     properties = {} if args.no_properties else property_phase(args)
     memory = rss_growth(server.rss, args.warmup_secs)
     slow_hangs = report.slow_clients.get("never_closed_within_limit", 0)
@@ -396,6 +399,8 @@ def main() -> int:
         "memory_mb": memory,
         "rss_samples": len(server.rss),
         "server_exit_code": code,
+        "server_log_tracebacks": tracebacks,
+        "first_traceback": first_traceback,
         "properties": properties,
         "findings": report.findings,
     }

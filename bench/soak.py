@@ -78,8 +78,10 @@ def _status_kind(exc: InferenceServerException) -> str:
 
 
 class Load:
-    def __init__(self, server: Server, tally: Tally, end: float, seed: int) -> None:
+    def __init__(self, server: Server, tally: Tally, end: float, seed: int, pause: float) -> None:
         self.server = server
+        self.pause = pause
+        """Seconds each unary/streaming client waits between requests (keeps the load modest)."""
         self.tally = tally
         self.end = end
         self.seed = seed
@@ -132,7 +134,7 @@ class Load:
                     )
                 else:
                     self.tally.add("answered", kind)
-                time.sleep(0.002)
+                time.sleep(self.pause)
         finally:
             client.close()
 
@@ -198,7 +200,7 @@ class Load:
                         self.tally.add("unexpected", f"{kind}: responses missing", f"{rid} {entry}")
                     else:
                         self.tally.add("answered", kind)
-                time.sleep(0.005)
+                time.sleep(self.pause)
         finally:
             client.stop_stream(cancel_requests=True)
             client.close()
@@ -356,6 +358,9 @@ def main() -> int:
         "--warmup-secs", type=float, default=None, help="default: a fifth of the run, at least 10 s"
     )
     parser.add_argument("--max-rss-growth", type=float, default=0.05)
+    parser.add_argument(
+        "--pause-ms", type=float, default=5.0, help="pause between requests of each client thread"
+    )
     parser.add_argument("--json", help="write the report here too")
     parser.add_argument(
         "--only", help="comma-separated workers to run (default: all): " + ",".join(WORKERS)
@@ -367,7 +372,8 @@ def main() -> int:
     tally = Tally()
     with tempfile.TemporaryDirectory(prefix="kernel-soak-") as tmp:
         server = start_server(Path(tmp))
-        load = Load(server, tally, time.monotonic() + args.minutes * 60, args.seed)
+        end = time.monotonic() + args.minutes * 60
+        load = Load(server, tally, end, args.seed, args.pause_ms / 1000)
         plan = {
             "http": [(load.unary, ("http", 0)), (load.unary, ("http", 1))],
             "grpc": [(load.unary, ("grpc", 0)), (load.unary, ("grpc", 1))],
@@ -407,6 +413,8 @@ def main() -> int:
             server.sample()
         code = server.stop()
         log_tail = server.log_tail(20) if died else ""
+        log_text = server.log_path.read_text(errors="replace")
+        tracebacks = log_text.count("Traceback (most recent call last)")
 
     memory = rss_growth(server.rss, warmup)
     result = {
@@ -427,6 +435,7 @@ def main() -> int:
         "rss_over_time": [
             (round(t), round(mb, 1)) for t, mb in server.rss[:: max(1, len(server.rss) // 20)]
         ],
+        "server_log_tracebacks": tracebacks,
         "server_died": died,
         "server_exit_code": code,
         "server_log_tail": log_tail,
@@ -434,6 +443,7 @@ def main() -> int:
     dump(args.json, result)
     failed = (
         died
+        or tracebacks
         or tally.lost
         or tally.doubled
         or tally.crossed
