@@ -48,7 +48,7 @@ class Request:
             pieces = []
             at = 0
             while at < len(body):
-                n = rng.randint(1, max(1, len(body)))
+                n = rng.randint(1, len(body) - at)
                 pieces.append(b"%x" % n + eol + body[at : at + n] + eol)
                 at += n
             pieces.append(b"0" + eol + eol)
@@ -416,8 +416,12 @@ def build_case(rng: random.Random) -> tuple[bytes, str]:
         labels.append("bytes")
     if rng.random() < 0.25:  # pipelined behind a good request, or a good one behind it
         good = base_request(rng).encode(rng)
-        raw = good + raw if rng.random() < 0.5 else raw + good
-        labels.append("pipelined")
+        if rng.random() < 0.5:
+            raw = good + raw
+            labels.append("pipelined-after-good")
+        else:
+            raw = raw + good
+            labels.append("pipelined")
     return raw, "+".join(labels) or "valid"
 
 

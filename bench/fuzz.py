@@ -107,6 +107,9 @@ def http_case(server: Server, rng: random.Random, report: Report) -> None:
     if outcome.hung:
         report.hangs += 1
         report.finding("hang", label, {"request": _preview(data)})
+    if not outcome.answers and (label == "valid" or "pipelined-after-good" in label):
+        report.faults += 1
+        report.finding("good request not answered", label, {"request": _preview(data)})
     if outcome.malformed:
         report.faults += 1
         report.finding("malformed answer", outcome.malformed, {"request": _preview(data)})
