@@ -132,7 +132,12 @@ def send(
         conn.request(method, path, body=body, headers=headers or {})
         response = conn.getresponse()
         raw = response.read()
-        return Answer(response.status, {k.lower(): v for k, v in response.getheaders()}, raw)
+        headers = {k.lower(): v for k, v in response.getheaders()}
+        encoding = headers.get("content-encoding", "")
+        if encoding in ("gzip", "deflate") and raw:  # the body as the server meant it
+            raw = zlib.decompress(raw, 47 if encoding == "gzip" else 15)
+            headers.pop("content-length", None)
+        return Answer(response.status, headers, raw)
     finally:
         conn.close()
 
