@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import hpack
+from google.protobuf.message import DecodeError
 from hyperframe.frame import (
     ContinuationFrame,
     DataFrame,
@@ -260,8 +261,19 @@ def _message_frame_payload(data: bytes, rng: random.Random, mutate: bool) -> byt
     return struct.pack(">BI", flag, length) + data
 
 
-def build_case(rng: random.Random) -> tuple[bytes, list[int], str]:
-    """The bytes to send, the stream ids opened, and a label."""
+def parses(method: str, data: bytes) -> bool:
+    """Whether ``data`` is a valid message of the method's request type (protobuf's own parser)."""
+    try:
+        getattr(pb, method + "Request").FromString(data)
+    except DecodeError:
+        return False
+    return True
+
+
+def build_case(
+    rng: random.Random,
+) -> tuple[bytes, list[int], str, dict[int, tuple[str, bytes]]]:
+    """The bytes to send, the stream ids opened, a label, and each stream's method and message."""
     encoder = hpack.Encoder()
     out = [PREFACE]
     settings = SettingsFrame(0)
@@ -272,6 +284,7 @@ def build_case(rng: random.Random) -> tuple[bytes, list[int], str]:
     out.append(settings.serialize())
     streams: list[int] = []
     labels: list[str] = []
+    messages: dict[int, tuple[str, bytes]] = {}
     stream_id = 1
     for _ in range(rng.choice([1, 1, 1, 2, 5])):
         method, data, label = grpc_message(rng)
@@ -298,20 +311,25 @@ def build_case(rng: random.Random) -> tuple[bytes, list[int], str]:
             second.flags.add("END_STREAM")
             out.append(second.serialize())
         streams.append(stream_id)
+        if not mutate_prefix:  # else the server reads other bytes than these
+            messages[stream_id] = (method, data)
         stream_id += 2
     if rng.random() < 0.35:
         frames, label = _bad_frames(rng, stream_id, encoder)
         at = rng.randint(2, len(out))
         out[at:at] = frames
         labels.append(label)
+        if label in ("data-after-end", "random-frame"):  # may land inside a request's frames
+            messages.clear()
     if rng.random() < 0.05:
         raw = b"".join(out)
         return (
             PREFACE + _mutate_bytes(raw[len(PREFACE) :], rng),
             streams,
             "+".join([*labels, "bytes"]),
+            {},  # the bytes changed: the messages as sent are unknown
         )
-    return b"".join(out), streams, "+".join(labels)
+    return b"".join(out), streams, "+".join(labels), messages
 
 
 def _raw_frame(

@@ -49,13 +49,14 @@ PROPERTY_FILES = {
     "grpc": ["tests/test_fuzz_h2.py", "tests/test_fuzz_wire_grpc.py"],
 }
 _SHM_OPEN = "Unable to open shared memory region: '"
-# INTERNAL that gRPC servers (grpc C++ in Triton, grpc-go) answer for bytes that are not a message
-# of the method's type or do not decompress: the gRPC convention, not a server fault.
-_GRPC_PARSE = re.compile(
-    r"Failed to parse the request message: (Error parsing message|'utf-8' codec can't decode"
-    r"|Stream ended unexpectedly)|Failed to decompress the request"
-    r"|the request stream ended inside a message"
+# INTERNAL is what gRPC servers (grpc C++ in Triton, grpc-go) answer for a broken message frame
+# (cut by the end of the stream, compressed without an encoding, not inflating) and for bytes that
+# are not a message of the method's type: the gRPC convention. The latter is accepted only when
+# protobuf's own parser also refuses the bytes (or they were mutated on the wire).
+_GRPC_FRAMING = re.compile(
+    r"Failed to decompress|the request stream ended inside a message|.*compress", re.IGNORECASE
 )
+_GRPC_PARSE = "Failed to parse the request message"
 # gRPC codes that mean the server failed, not the client: UNKNOWN, INTERNAL, DATA_LOSS.
 _GRPC_FAULTS = {"2", "13", "15"}
 
@@ -71,6 +72,7 @@ class Report:
     hangs: int = 0
     faults: int = 0
     liveness_failures: int = 0
+    harness_errors: int = 0
     slow_clients: dict[str, Any] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -127,7 +129,7 @@ def http_case(server: Server, rng: random.Random, report: Report) -> None:
 
 
 def grpc_case(server: Server, rng: random.Random, report: Report) -> None:
-    data, streams, label = _fuzz_grpc.build_case(rng)
+    data, streams, label, messages = _fuzz_grpc.build_case(rng)
     outcome = _fuzz_grpc.exchange(server.grpc_port, data, streams)
     with report.lock:
         report.cases += 1
@@ -153,13 +155,18 @@ def grpc_case(server: Server, rng: random.Random, report: Report) -> None:
     for sid, (code, message) in outcome.status.items():
         if outcome.http_status.get(sid) == "415":
             continue  # not application/grpc: HTTP 415 as the gRPC spec says (grpc-go sends 13 too)
-        if code in _GRPC_FAULTS and _SHM_OPEN not in message and not _GRPC_PARSE.match(message):
-            report.faults += 1
-            report.finding(
-                f"grpc-status {code}",
-                _signature(message),
-                {"request": _preview(data), "answer": message[:400], "label": label},
-            )
+        if code not in _GRPC_FAULTS or _SHM_OPEN in message:
+            continue
+        if code == "13" and _GRPC_FRAMING.match(message):
+            continue
+        sent = messages.get(sid)
+        if message.startswith(_GRPC_PARSE) and (sent is None or not _fuzz_grpc.parses(*sent)):
+            continue
+        report.faults += 1
+        detail = {"request": _preview(data), "answer": message[:400], "label": label}
+        if sent is not None:
+            detail["stream"] = f"{sid}: {sent[0]} message {sent[1]!r}"
+        report.finding(f"grpc-status {code}", _signature(message), detail)
 
 
 # -- liveness and slow clients ---------------------------------------------------------------------
@@ -275,8 +282,11 @@ def wire_phase(args: argparse.Namespace, server: Server, report: Report) -> None
                 return
             try:
                 case(server, rng, report)
-            except OSError as exc:  # connection refused: the server is gone or overloaded
+            except OSError as exc:  # e.g. reset after the server's GOAWAY: not a finding itself
                 report.finding("client error", type(exc).__name__, {"detail": str(exc)})
+            except Exception as exc:  # the fuzzer's own bug: fail the run, keep fuzzing
+                report.harness_errors += 1
+                report.finding("fuzzer error", repr(exc)[:200], {})
             n += 1
             if n % 25 == 0:
                 problem = alive(server)
@@ -398,6 +408,7 @@ def main() -> int:
         "hangs": report.hangs,
         "faults": report.faults,
         "liveness_failures": report.liveness_failures,
+        "fuzzer_errors": report.harness_errors,
         "slow_clients": report.slow_clients,
         "memory_mb": memory,
         "rss_samples": len(server.rss),
@@ -413,6 +424,7 @@ def main() -> int:
         or report.hangs
         or report.faults
         or report.liveness_failures
+        or report.harness_errors
         or slow_hangs
         or property_failures
         or memory["growth"] > args.max_rss_growth
