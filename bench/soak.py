@@ -114,7 +114,8 @@ class Load:
                 except InferenceServerException as exc:
                     text = str(exc)
                     if model == "victim" and (reloading or self.reloading.is_set()):
-                        self.tally.add("expected_errors", f"{kind}: victim reloading")
+                        status = _status_kind(exc)
+                        self.tally.add("expected_errors", f"{kind}: victim reloading: {status}")
                     elif "Deadline" in text or "timed out" in text.lower():
                         self.tally.lost += 1
                         self.tally.add("unexpected", f"{kind}: no answer", text)
