@@ -429,6 +429,27 @@ def test_settings_advertise_the_limits() -> None:
     }
 
 
+def test_a_changed_header_table_size_is_answered_by_a_table_size_update() -> None:
+    """RFC 7541 4.2: after the client changes SETTINGS_HEADER_TABLE_SIZE, the server's next
+    header block begins with a dynamic table size update (to 0: the server never indexes); the
+    blocks after it do not repeat it."""
+    client = Client()
+    block = bytes(hpack.Encoder().encode([(":status", "200")]))
+    client.send(client.headers(1))
+    client.core.send_headers(1, block)
+    assert client.frames()[0].data == block  # no change, no update
+    client.send(SettingsFrame(0, settings={SettingsFrame.HEADER_TABLE_SIZE: 0}))
+    client.frames()
+    client.send(client.headers(3))
+    client.core.send_unary(3, block, b"\0\0\0\0\0", block)
+    head, tail = [f for f in client.frames() if isinstance(f, HeadersFrame)]
+    assert head.data == b"\x20" + block
+    assert tail.data == block
+    decoder = hpack.Decoder()
+    decoder.max_allowed_table_size = 0
+    assert decoder.decode(head.data) == [(":status", "200")]
+
+
 def test_streams_above_max_concurrent_streams_are_refused() -> None:
     client = Client(Http2Limits(max_concurrent_streams=2))
     client.send(client.headers(1), client.headers(3), client.headers(5))

@@ -463,11 +463,6 @@ def test_raising_the_initial_window_by_settings_resumes_blocked_streams(
         client.close()
 
 
-@pytest.mark.xfail(
-    reason="finding T1 (briefs/fuzz-findings.md): no HPACK table size update after the client"
-    " lowers SETTINGS_HEADER_TABLE_SIZE; nghttp2 refuses the reply the same way",
-    strict=False,
-)
 def test_no_dynamic_table_when_the_client_allows_none(served: RunningServer) -> None:
     """SETTINGS_HEADER_TABLE_SIZE 0 after the connection started: the server's next header block
     must begin with a dynamic table size update down to the new limit (RFC 7541 4.2), and

@@ -179,6 +179,9 @@ class Connection:
         self._block_error = 0  # a stream error found in the HEADERS frame, raised once decoded
         self._peer_window = DEFAULT_WINDOW  # the client's SETTINGS_INITIAL_WINDOW_SIZE
         self._max_frame = DEFAULT_MAX_FRAME  # the client's SETTINGS_MAX_FRAME_SIZE
+        # The client changed SETTINGS_HEADER_TABLE_SIZE: our next header block must begin with a
+        # dynamic table size update (RFC 7541 4.2). We never index, so it always says 0.
+        self._table_update = False
         self._send_window = DEFAULT_WINDOW
         self._recv_window = max(limits.connection_window, DEFAULT_WINDOW)
         self._credit = 0
@@ -247,9 +250,18 @@ class Connection:
         if stream is None or stream.state == _LOCAL_CLOSED:
             return
         self._data_sent()
+        block = self._outgoing(block)
         self.output.append(headers_frames(stream_id, block, end_stream, self._max_frame))
         if end_stream:
             self._end_local(stream)
+
+    def _outgoing(self, block: bytes) -> bytes:
+        """``block`` as the next header block on the wire: behind a table size update of 0
+        when the client changed SETTINGS_HEADER_TABLE_SIZE since the last one."""
+        if self._table_update:
+            self._table_update = False
+            return b"\x20" + block
+        return block
 
     def send_data(self, stream_id: int, data: bytes) -> None:
         """Queue ``data`` (one whole message: see :meth:`abort`) behind the stream's outbox."""
@@ -267,7 +279,7 @@ class Connection:
         if stream.outbox:
             stream.trailers = block
             return
-        self.output.append(headers_frames(stream_id, block, True, self._max_frame))
+        self.output.append(headers_frames(stream_id, self._outgoing(block), True, self._max_frame))
         self._end_local(stream)
 
     def send_unary(self, stream_id: int, head: bytes, data: bytes, tail: bytes) -> bool:
@@ -288,6 +300,8 @@ class Connection:
             stream.send_window -= size
             self._last_ping = -math.inf  # we sent DATA: the ping policy starts over
             self._strikes = self.pings_without_data = 0
+            if self._table_update:
+                head = self._outgoing(head)
             self.output.append(
                 frame(HEADERS, END_HEADERS, stream_id, head)
                 + frame(DATA, 0, stream_id, data)
@@ -590,7 +604,9 @@ class Connection:
             raise Http2ConnectionError(ENHANCE_YOUR_CALM, "too many settings")
         self._idle_frame()
         for key, value in struct.iter_unpack(">HL", payload):
-            if key == 2:  # ENABLE_PUSH
+            if key == 1:  # HEADER_TABLE_SIZE: the size our encoder may use
+                self._table_update = True
+            elif key == 2:  # ENABLE_PUSH
                 if value > 1:
                     raise Http2ConnectionError(PROTOCOL_ERROR, "SETTINGS_ENABLE_PUSH not 0 or 1")
             elif key == 4:  # INITIAL_WINDOW_SIZE: applies to every open stream
@@ -752,7 +768,8 @@ class Connection:
         if not stream.outbox:
             trailers, stream.trailers = stream.trailers, None
             if trailers is not None:
-                out.append(headers_frames(stream.id, trailers, True, self._max_frame))
+                block = self._outgoing(trailers)
+                out.append(headers_frames(stream.id, block, True, self._max_frame))
                 self._end_local(stream)
             self._events.sent(stream.id)
 
