@@ -1,8 +1,12 @@
 """The server object: owns the repository, the backends, the models and the frontends.
 
 There is no module-level state: everything hangs off one :class:`InferenceServer`, so tests run
-several servers in one process. Its protocol-neutral API (``infer``, ``model_metadata``,
-``load_model``, ...) is what every frontend calls; frontends only translate wire formats.
+several servers in one process. Its protocol-neutral API (``prepare``, ``infer``,
+``model_metadata``, ``load_model``, the log and trace settings, ...) is what every frontend
+calls; frontends only translate wire formats and never touch :mod:`kernel.models`. An inference
+request is routed once: :meth:`InferenceServer.prepare` answers its model name and version with
+an :class:`InferenceTarget` (config, validator, decoupled flag, labels), the frontend decodes
+against it and submits to it.
 
 Lifecycle (:meth:`InferenceServer.serve`): start the model manager, load the startup models,
 bind and start the frontends, serve until :meth:`InferenceServer.stop`; then stop the frontends

@@ -378,3 +378,43 @@ def test_trace_settings_follow_one_set_of_rules(
         grpc_client.update_trace_settings(settings={"trace_rate": "-1"})
     assert info.value.message() == message
     assert http.get_trace_settings()["trace_level"] == ["OFF"]
+
+
+def test_settings_map_entries_without_a_value(served: RunningServer) -> None:
+    """A protobuf map entry may leave its value out (the empty message): a trace setting is
+    cleared, a log setting has no kind (both crashed the handler once)."""
+    with grpc.insecure_channel(served.grpc_url) as channel:
+        trace = channel.unary_unary(
+            "/inference.GRPCInferenceService/TraceSetting",
+            response_deserializer=service_pb2.TraceSettingResponse.FromString,
+        )
+        answer = trace(b"\n\x0c\n\ntrace_rate", timeout=30)
+        assert list(answer.settings["trace_rate"].value) == ["1000"]
+        # a value, or a string in it, sent with another wire type is an unknown field to
+        # protobuf: the entry reads as an empty value (betterproto2 alone read ints there)
+        for data in (b"\n\x0e\n\ntrace_rate\x10\x05", b"\n\x10\n\ntrace_rate\x12\x02\x08\x05"):
+            answer = trace(data, timeout=30)
+            assert list(answer.settings["trace_rate"].value) == ["1000"]
+        logs = channel.unary_unary("/inference.GRPCInferenceService/LogSettings")
+        with pytest.raises(grpc.RpcError) as info:
+            logs(b"\n\n\n\x08log_info", timeout=30)
+        assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert info.value.details() == "expect boolean for 'log_info'"
+        load = channel.unary_unary("/inference.GRPCInferenceService/RepositoryModelLoad")
+        with pytest.raises(grpc.RpcError) as info:
+            # model_name "classifier", parameters {"config": <no value>}
+            load(b"\x12\nclassifier\x1a\x08\n\x06config", timeout=30)
+        assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert info.value.details() == (
+            "invalid value type for load parameter 'config', expected string_param."
+        )
+
+
+@pytest.mark.parametrize("name", ["a/b", ".."])
+def test_bad_names_with_load_files_touch_nothing(
+    grpc_client: grpcclient.InferenceServerClient, name: str
+) -> None:
+    with pytest.raises(InferenceServerException) as info:
+        grpc_client.load_model(name, config=json.dumps(IDENTITY_CONFIG), files={"file:1/x": b"x"})
+    assert info.value.status() == "StatusCode.INVALID_ARGUMENT"
+    assert (info.value.message() or "").startswith("Invalid model name '")

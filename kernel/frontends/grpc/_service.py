@@ -73,6 +73,7 @@ from kernel.frontends.grpc._messages import (
     InferRequestPb,
     InferResponsePb,
     StreamInferResponsePb,
+    StrictRequest,
 )
 from kernel.frontends.grpc._tensors import TensorCodec
 from kernel.log_settings import LogValue
@@ -160,12 +161,16 @@ class InferenceServicer(GrpcInferenceServiceBase):  # type: ignore[misc]  # gene
             InferRequestPb,
             StreamInferResponsePb,
         )
-        return {
-            path: handler._replace(
-                func=self._guard(path, handler.func, counted=path not in _UNCOUNTED)
+        served: dict[str, Handler] = {}
+        for path, handler in mapping.items():
+            request_type = handler.request_type
+            if path not in (_INFER, _STREAM_INFER):
+                request_type = StrictRequest(request_type)
+            served[path] = handler._replace(
+                func=self._guard(path, handler.func, counted=path not in _UNCOUNTED),
+                request_type=request_type,
             )
-            for path, handler in mapping.items()
-        }
+        return served
 
     def _guard(self, path: str, rpc: _Rpc, *, counted: bool) -> _Rpc:
         in_flight = self._in_flight
@@ -253,7 +258,9 @@ class InferenceServicer(GrpcInferenceServiceBase):  # type: ignore[misc]  # gene
         config: str | None = None
         files: dict[str, bytes] = {}
         for key, param in message.parameters.items():
-            kind, _ = betterproto2.which_one_of(param, "parameter_choice")
+            kind = ""  # a map entry sent without its value: of no kind
+            if param is not None:
+                kind, _ = betterproto2.which_one_of(param, "parameter_choice")
             if key == "config":
                 if kind != "string_param":
                     raise _load_param_type(key, "string_param")
@@ -336,7 +343,11 @@ class InferenceServicer(GrpcInferenceServiceBase):  # type: ignore[misc]  # gene
             raise KernelError(Status.INVALID_ARG, f"Request for unknown model : {model}")
         store = server.trace_settings
         if message.settings:
-            settings = store.update(model, {k: list(v.value) for k, v in message.settings.items()})
+            # a map entry sent without its value is the empty message: clear the setting
+            settings = store.update(
+                model,
+                {k: list(v.value) if v is not None else [] for k, v in message.settings.items()},
+            )
         else:
             settings = store.get(model)
         return TraceSettingResponse(
@@ -346,7 +357,9 @@ class InferenceServicer(GrpcInferenceServiceBase):  # type: ignore[misc]  # gene
     async def log_settings(self, message: LogSettingsRequest) -> LogSettingsResponse:
         updates: dict[str, object] = {}
         for key, setting in message.settings.items():
-            _, value = betterproto2.which_one_of(setting, "parameter_choice")
+            value = None
+            if setting is not None:  # a map entry sent without its value: of no kind
+                _, value = betterproto2.which_one_of(setting, "parameter_choice")
             updates[key] = _NO_VALUE if value is None else value
         values = self._server.log_settings.update(updates, _wrong_param_kind)
         return LogSettingsResponse(settings={k: _log_value(v) for k, v in values.items()})
