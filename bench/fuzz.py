@@ -412,6 +412,9 @@ def main() -> int:
         "slow_clients": report.slow_clients,
         "memory_mb": memory,
         "rss_samples": len(server.rss),
+        "rss_over_time": [
+            (round(t), round(mb, 1)) for t, mb in server.rss[:: max(1, len(server.rss) // 20)]
+        ],
         "server_exit_code": code,
         "server_log_tracebacks": tracebacks,
         "first_traceback": first_traceback,
