@@ -82,8 +82,12 @@ class ModelManager:
         backend_config: dict[str, dict[str, str]] | None = None,
         drain_timeout: float = 30.0,
         scheduler_factory: SchedulerFactory | None = None,
+        load_retry_count: int = 0,
     ) -> None:
         self.repository = repository
+        self.load_retry_count = load_retry_count
+        """tritonserver's ``--model-load-retry-count``: a version whose load fails is tried
+        this many more times before the model is UNAVAILABLE."""
         self.registry = registry
         self._server = server
         self._auto_complete = auto_complete
@@ -192,32 +196,47 @@ class ModelManager:
                 else:
                     plugin = await self.registry.get(backend)
                 for number in versions:
-                    version = ModelVersion(
-                        plugin,
-                        ModelContext(
-                            name=name,
-                            version=number,
-                            path=source.model_dir / str(number),
-                            model_dir=source.model_dir,
-                            config=source.config.__class__.parse(bytes(source.config)),
-                            backend_config=backend_settings(self._backend_config, backend),
-                            logger=logging.getLogger(f"kernel.model.{name}"),
-                            server=self._server,
-                            auto_complete=self._auto_complete,
-                        ),
-                        drain_timeout=self.drain_timeout,
-                        scheduler_factory=self._scheduler_factory,
-                    )
-                    try:
-                        await self._tg.start(version.run)
-                    except Exception as exc:
-                        error = KernelError.wrap(exc)
-                        entry.failed_versions[number] = error.message
-                        raise KernelError(
-                            Status.INVALID_ARG,
-                            f"load failed for model '{name}': version {number} is at UNAVAILABLE"
-                            f" state: {error.message};",
-                        ) from exc
+                    attempt = 0
+                    version: ModelVersion | None = None
+                    while version is None:
+                        version = ModelVersion(
+                            plugin,
+                            ModelContext(
+                                name=name,
+                                version=number,
+                                path=source.model_dir / str(number),
+                                model_dir=source.model_dir,
+                                config=source.config.__class__.parse(bytes(source.config)),
+                                backend_config=backend_settings(self._backend_config, backend),
+                                logger=logging.getLogger(f"kernel.model.{name}"),
+                                server=self._server,
+                                auto_complete=self._auto_complete,
+                            ),
+                            drain_timeout=self.drain_timeout,
+                            scheduler_factory=self._scheduler_factory,
+                        )
+                        try:
+                            await self._tg.start(version.run)
+                        except Exception as exc:
+                            version = None
+                            error = KernelError.wrap(exc)
+                            if attempt < self.load_retry_count:
+                                attempt += 1
+                                log.warning(
+                                    "loading '%s' version %d failed (%s): retry %d of %d",
+                                    name,
+                                    number,
+                                    error.message,
+                                    attempt,
+                                    self.load_retry_count,
+                                )
+                                continue
+                            entry.failed_versions[number] = error.message
+                            raise KernelError(
+                                Status.INVALID_ARG,
+                                f"load failed for model '{name}': version {number} is at"
+                                f" UNAVAILABLE state: {error.message};",
+                            ) from exc
                     started[number] = version
             except KernelError as exc:
                 for version in started.values():

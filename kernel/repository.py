@@ -83,8 +83,11 @@ def _fingerprint(model_dir: Path) -> tuple[tuple[str, int, int], ...]:
 class ModelRepository:
     """One or more repository folders, read on demand."""
 
-    def __init__(self, roots: list[Path]) -> None:
+    def __init__(self, roots: list[Path], *, config_name: str = "") -> None:
         self.roots = [Path(r) for r in roots]
+        self.config_name = config_name
+        """tritonserver's ``--model-config-name``: a model folder's
+        ``configs/<name>.pbtxt`` is its config where that file exists."""
         self._temporary: dict[str, Path] = {}
 
     def scan(self) -> tuple[dict[str, Path], dict[str, str]]:
@@ -147,6 +150,10 @@ class ModelRepository:
                 )
             model_dir = found
         config_file = model_dir / CONFIG_FILE
+        if self.config_name:
+            custom = model_dir / "configs" / f"{self.config_name}.pbtxt"
+            if custom.is_file():
+                config_file = custom
         if config_override is not None:
             config = _parse_json(config_override, name)
             source_name, has_config = "<config override>", True
