@@ -11,6 +11,7 @@ from pathlib import Path
 import anyio
 
 from kernel._backends_command import format_table
+from kernel._unhonoured import unhonoured_fields
 from kernel.cli import NO_OP_FLAGS, configure_logging
 from kernel.errors import KernelError
 from kernel.manager import ModelControlMode, ModelIndexEntry
@@ -215,6 +216,7 @@ def serve(args: argparse.Namespace) -> int:
 def check(repositories: list[Path]) -> int:
     """``kernel check``: parse and validate every model; print each problem; 1 if any."""
     problems: list[str] = []
+    warnings: list[str] = []
     repository = ModelRepository(repositories)
     try:
         found, duplicates = repository.scan()
@@ -232,6 +234,11 @@ def check(repositories: list[Path]) -> int:
             source = repository.read(name)
             normalize_config(source.config, source.config_path, gpus=0)
             backend = backend_name(source.config, source.config_path)
+            for item in unhonoured_fields(source.config):
+                if item.severity == "error":
+                    problems.append(f"{name}: {source.config_path}: {item}")
+                else:
+                    warnings.append(f"{name}: {source.config_path}: {item}")
             if backend != "ensemble" and backend not in installed:
                 problems.append(
                     f"{name}: {BackendRegistry.missing_backend_message(backend, installed)}"
@@ -239,7 +246,9 @@ def check(repositories: list[Path]) -> int:
             select_versions(source)
         except KernelError as exc:
             problems.append(f"{name}: {exc.message}")
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
-    print(f"checked {checked} models: {len(problems)} problem(s)")
+    print(f"checked {checked} models: {len(problems)} problem(s), {len(warnings)} warning(s)")
     return 1 if problems else 0

@@ -17,6 +17,8 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from kernel._devices import visible_gpus
+from kernel._proto.inference import ModelConfig
+from kernel._unhonoured import unhonoured_fields
 from kernel.backend import Backend, ModelContext, ServerHandle
 from kernel.errors import KernelError, Status
 from kernel.models import ModelState, ModelVersion, SchedulerFactory
@@ -67,6 +69,18 @@ class _Entry:
     source: ModelSource | None = None
     fingerprint: tuple[tuple[str, int, int], ...] | None = None
     """The model folder's files at the last load attempt (poll mode reloads on a change)."""
+
+
+def check_honoured(config: ModelConfig, config_path: str) -> None:
+    """Log each field of ``config`` this server does not implement; fail on the first that
+    would make its answers wrong (see :mod:`kernel._unhonoured`).
+
+    :raises KernelError: ``INVALID_ARG`` naming the file and field.
+    """
+    for item in unhonoured_fields(config):
+        if item.severity == "error":
+            raise KernelError(Status.INVALID_ARG, f"{config_path}: {item}")
+        log.warning("model '%s': %s: %s", config.name, config_path, item)
 
 
 class ModelManager:
@@ -181,6 +195,7 @@ class ModelManager:
                 gpus = len(visible_gpus())
                 normalize_config(source.config, source.config_path, gpus=gpus)
                 backend = backend_name(source.config, source.config_path)
+                check_honoured(source.config, source.config_path)
                 versions = select_versions(source)
             except KernelError as exc:
                 self._fail(entry, exc.message)

@@ -96,7 +96,7 @@ class OpenVinoModel(Model):
 
     def initialize(self) -> None:
         config = self.context.config
-        self.settings = read_settings(config)
+        self.settings = read_settings(config, self.context.logger)
         model = read_model(model_path(self.context), config.name)
         self.prepared = prepare(model, config, self.settings)
 
