@@ -193,8 +193,14 @@ class ModelManager:
                     entry.fingerprint = self._fingerprint(name)
                 source = self.repository.read(name, config_override=config, files=dict(files or {}))
                 gpus = len(visible_gpus())
-                normalize_config(source.config, source.config_path, gpus=gpus)
                 backend = backend_name(source.config, source.config_path)
+                preferred = ""
+                if gpus and backend != "ensemble":  # the backend's preference decides
+                    attributes = (await self.registry.get(backend)).attributes
+                    preferred = attributes.preferred_instance_kind
+                normalize_config(
+                    source.config, source.config_path, gpus=gpus, preferred_kind=preferred
+                )
                 check_honoured(source.config, source.config_path)
                 versions = select_versions(source)
             except KernelError as exc:
