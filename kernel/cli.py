@@ -40,6 +40,7 @@ NO_OP_FLAGS = {
     "--pinned-memory-pool-byte-size": "there is no pinned memory pool (tensors are in CPU memory)",
     "--cuda-memory-pool-byte-size": "there is no CUDA memory pool (backends own GPU memory)",
     "--enable-peer-access": "there is no CUDA memory pool (backends own GPU memory)",
+    "--cache-directory": "the response cache is built in (--cache-config local,size=N)",
 }
 
 
