@@ -35,7 +35,9 @@ def _described(name: str, value: str) -> str:
     attributes = getattr(cls, "attributes", None)
     if attributes is None:
         return "not a kernel.Backend"
-    return f"parallel_instance_loading={attributes.parallel_instance_loading}"
+    text = f"parallel_instance_loading={attributes.parallel_instance_loading}"
+    preferred = getattr(attributes, "preferred_instance_kind", "")
+    return f"{text} preferred_instance_kind={preferred}" if preferred else text
 
 
 def list_backends(*, load: bool = False) -> int:

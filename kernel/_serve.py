@@ -11,7 +11,8 @@ from pathlib import Path
 import anyio
 
 from kernel._backends_command import format_table
-from kernel.cli import configure_logging
+from kernel._unhonoured import unhonoured_fields
+from kernel.cli import NO_OP_FLAGS, configure_logging
 from kernel.errors import KernelError
 from kernel.manager import ModelControlMode, ModelIndexEntry
 from kernel.options import ServerOptions, TlsSettings, example_repository
@@ -47,7 +48,25 @@ def _tls_from_args(args: argparse.Namespace, endpoint: str) -> TlsSettings | Non
 
 
 def options_from_args(args: argparse.Namespace) -> ServerOptions:
-    """The :class:`ServerOptions` of ``kernel serve``'s parsed flags."""
+    """The :class:`ServerOptions` of ``kernel serve``'s parsed flags.
+
+    :raises ValueError: flags no server can start with (a restricted API in two groups, a bad
+        header-forward pattern, ``--model-namespacing=true``, ...).
+    """
+    from kernel.frontends._access import HeaderForwarding, merge_restrictions
+
+    if args.model_namespacing:
+        raise ValueError(
+            "--model-namespacing=true is not supported: model names must be unique across"
+            " the repositories here"
+        )
+    if any(c.isspace() for c in args.model_config_name):
+        raise ValueError("--model-config-name must not contain a space character")
+    if args.model_load_retry_count < 0:
+        raise ValueError("--model-load-retry-count must be 0 or more")
+    for endpoint in ("http", "grpc"):
+        flag = f"--{endpoint}-header-forward-pattern"
+        HeaderForwarding.compile(getattr(args, f"{endpoint}_header_forward_pattern"), flag)
     backend_config: dict[str, dict[str, str]] = {}
     for name, key, value in args.backend_config:
         backend_config.setdefault(name, {})[key] = value
@@ -62,6 +81,21 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
         load_models=list(args.load_model),
         repository_poll_secs=args.repository_poll_secs,
         host=args.host,
+        http_address=args.http_address,
+        grpc_address=args.grpc_address,
+        metrics_address=args.metrics_address,
+        reuse_http_port=args.reuse_http_port,
+        reuse_grpc_port=args.reuse_grpc_port,
+        allow_client_shm=args.allow_client_shm,
+        http_restricted_api=merge_restrictions(args.http_restricted_api, "--http-restricted-api"),
+        grpc_restricted_protocol=merge_restrictions(
+            args.grpc_restricted_protocol, "--grpc-restricted-protocol"
+        ),
+        http_header_forward_pattern=args.http_header_forward_pattern,
+        grpc_header_forward_pattern=args.grpc_header_forward_pattern,
+        model_config_name=args.model_config_name,
+        model_load_retry_count=args.model_load_retry_count,
+        metrics_interval_ms=args.metrics_interval_ms,
         http_port=args.http_port if args.allow_http else None,
         grpc_port=args.grpc_port if args.allow_grpc else None,
         metrics_port=args.metrics_port if args.allow_metrics else None,
@@ -119,10 +153,28 @@ def check_tls(options: ServerOptions) -> None:
         server_context(options.http_tls, "http")
 
 
+def report_ignored_flags(args: argparse.Namespace) -> None:
+    """One log line for each accepted tritonserver flag that changes nothing here, and why."""
+    for flag, reason in NO_OP_FLAGS.items():
+        value = getattr(args, flag.removeprefix("--").replace("-", "_"))
+        if value is not None:
+            log.info("%s=%s accepted and ignored: %s", flag, value, reason)
+    if args.grpc_infer_response_compression_level != "none":
+        log.warning(
+            "--grpc-infer-response-compression-level=%s accepted, but gRPC responses are sent"
+            " uncompressed (clients read them unchanged)",
+            args.grpc_infer_response_compression_level,
+        )
+
+
 def serve(args: argparse.Namespace) -> int:
     """Run ``kernel serve`` until SIGINT/SIGTERM; returns the exit status."""
     configure_logging(args.log_verbose, args.log_info)
-    options = options_from_args(args)
+    report_ignored_flags(args)
+    try:
+        options = options_from_args(args)
+    except ValueError as exc:
+        sys.exit(f"kernel serve: {exc}")
     try:
         check_tls(options)
         server = InferenceServer(options)
@@ -164,6 +216,7 @@ def serve(args: argparse.Namespace) -> int:
 def check(repositories: list[Path]) -> int:
     """``kernel check``: parse and validate every model; print each problem; 1 if any."""
     problems: list[str] = []
+    warnings: list[str] = []
     repository = ModelRepository(repositories)
     try:
         found, duplicates = repository.scan()
@@ -181,6 +234,11 @@ def check(repositories: list[Path]) -> int:
             source = repository.read(name)
             normalize_config(source.config, source.config_path, gpus=0)
             backend = backend_name(source.config, source.config_path)
+            for item in unhonoured_fields(source.config):
+                if item.severity == "error":
+                    problems.append(f"{name}: {source.config_path}: {item}")
+                else:
+                    warnings.append(f"{name}: {source.config_path}: {item}")
             if backend != "ensemble" and backend not in installed:
                 problems.append(
                     f"{name}: {BackendRegistry.missing_backend_message(backend, installed)}"
@@ -188,7 +246,9 @@ def check(repositories: list[Path]) -> int:
             select_versions(source)
         except KernelError as exc:
             problems.append(f"{name}: {exc.message}")
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
-    print(f"checked {checked} models: {len(problems)} problem(s)")
+    print(f"checked {checked} models: {len(problems)} problem(s), {len(warnings)} warning(s)")
     return 1 if problems else 0

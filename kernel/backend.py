@@ -62,6 +62,12 @@ class BackendAttributes:
 
     parallel_instance_loading: bool = False
     """Instances of one model may initialize concurrently."""
+    preferred_instance_kind: str = ""
+    """``KIND_CPU`` or ``KIND_GPU`` (Triton's ``BackendAttributeAddPreferredInstanceGroup``):
+    the kind of a model's default instance group (a config without ``instance_group``) and of
+    ``KIND_AUTO`` groups, where the server would otherwise pick KIND_GPU whenever a GPU is
+    visible. A preferred KIND_GPU still falls back to KIND_CPU without a GPU. ``""``: no
+    preference."""
 
 
 class ServerHandle(Protocol):

@@ -20,17 +20,27 @@ __all__ = ["main", "tritonserver"]
 _UNSUPPORTED = {
     "--backend-directory": "backends are Python plugins found through entry points",
     "--repoagent-directory": "repository agents are not supported",
-    "--pinned-memory-pool-byte-size": "there is no pinned memory pool (CPU only)",
-    "--cuda-memory-pool-byte-size": "there is no CUDA memory pool",
     "--min-supported-compute-capability": "GPU selection is done by the backends",
     "--trace-config": "tracing is not implemented",
     "--trace-file": "tracing is not implemented",
-    "--model-load-thread-count": "models load concurrently on the event loop",
-    "--buffer-manager-thread-count": "there is no buffer manager",
     "--host-policy": "host policies are not supported",
     "--allow-sagemaker": "the SageMaker endpoint is not implemented",
     "--allow-vertex-ai": "the Vertex AI endpoint is not implemented",
-    "--http-thread-count": "HTTP runs on the event loop",
+    "--grpc-max-connection-age": "gRPC connection ageing is not implemented",
+    "--grpc-max-connection-age-grace": "gRPC connection ageing is not implemented",
+}
+
+# tritonserver tuning flags accepted and ignored (with a log line saying why): each tunes a
+# pool or thread count this server does not have, so ignoring it changes no answer.
+NO_OP_FLAGS = {
+    "--http-thread-count": "HTTP requests are served on the event loop",
+    "--model-load-thread-count": "models load concurrently on the event loop",
+    "--buffer-manager-thread-count": "there is no buffer manager",
+    "--grpc-infer-allocation-pool-size": "request and response objects are not pooled",
+    "--pinned-memory-pool-byte-size": "there is no pinned memory pool (tensors are in CPU memory)",
+    "--cuda-memory-pool-byte-size": "there is no CUDA memory pool (backends own GPU memory)",
+    "--enable-peer-access": "there is no CUDA memory pool (backends own GPU memory)",
+    "--cache-directory": "the response cache is built in (--cache-config local,size=N)",
 }
 
 
@@ -78,6 +88,15 @@ def _backend_config(text: str) -> tuple[str, str, str]:
     return name, key, value
 
 
+def _restriction(text: str) -> tuple[tuple[str, ...], str, str]:
+    from kernel.frontends._access import parse_restriction
+
+    try:
+        return parse_restriction(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _rate_limit_resource(text: str) -> tuple[str, int, int | str]:
     from kernel.scheduling._rate_limiter import parse_rate_limit_resource
 
@@ -110,14 +129,63 @@ def _build_parser() -> _Parser:
     )
     serve.add_argument("--repository-poll-secs", type=float, default=15.0)
     serve.add_argument(
-        "--http-address",
         "--host",
-        dest="host",
-        default="127.0.0.1",
-        help="address every endpoint listens on (default: loopback)",
+        default="0.0.0.0",
+        help="address of every endpoint without its own --*-address (default: all interfaces,"
+        " as tritonserver; --host 127.0.0.1 keeps the server on loopback)",
     )
-    serve.add_argument("--grpc-address", dest="host")
-    serve.add_argument("--metrics-address", dest="host")
+    serve.add_argument("--http-address", default=None, help="default: --host")
+    serve.add_argument("--grpc-address", default=None, help="default: --host")
+    serve.add_argument("--metrics-address", default=None, help="default: --http-address")
+    serve.add_argument("--reuse-http-port", type=_bool, default=False, metavar="BOOL")
+    serve.add_argument("--reuse-grpc-port", type=_bool, default=False, metavar="BOOL")
+    serve.add_argument(
+        "--allow-client-shm",
+        type=_bool,
+        default=True,
+        metavar="BOOL",
+        help="false refuses the shared-memory APIs (default: true)",
+    )
+    for flag, what in (("--http-restricted-api", "API"), ("--grpc-restricted-protocol", "rpc")):
+        serve.add_argument(
+            flag,
+            type=_restriction,
+            action="append",
+            default=[],
+            metavar="GROUP[,GROUP...]:KEY=VALUE",
+            help=f"{what} groups that need header KEY with VALUE (repeatable)",
+        )
+    for endpoint in ("http", "grpc"):
+        serve.add_argument(
+            f"--{endpoint}-header-forward-pattern",
+            default="",
+            metavar="REGEX",
+            help="headers whose name matches become string request parameters",
+        )
+    serve.add_argument(
+        "--model-config-name",
+        default="",
+        metavar="NAME",
+        help="load <model>/configs/NAME.pbtxt where it exists instead of config.pbtxt",
+    )
+    serve.add_argument("--model-load-retry-count", type=int, default=0, metavar="N")
+    serve.add_argument(
+        "--model-namespacing",
+        type=_bool,
+        default=False,
+        metavar="BOOL",
+        help="true is refused: model names are unique across repositories here",
+    )
+    serve.add_argument("--metrics-interval-ms", type=float, default=2000.0, metavar="MS")
+    serve.add_argument(
+        "--grpc-infer-response-compression-level",
+        choices=["none", "low", "medium", "high"],
+        default="none",
+        help="accepted; gRPC responses are sent uncompressed (a warning says so)",
+    )
+    no_ops = serve.add_argument_group("accepted and ignored (tuning this server does not have)")
+    for flag in NO_OP_FLAGS:
+        no_ops.add_argument(flag, default=None, metavar="VALUE")
     serve.add_argument("--http-port", type=int, default=8000)
     serve.add_argument("--grpc-port", type=int, default=8001)
     serve.add_argument("--metrics-port", type=int, default=8002)
@@ -178,6 +246,8 @@ def _build_parser() -> _Parser:
     )
     serve.add_argument(
         "--server-name",
+        "--id",
+        dest="server_name",
         default="triton",
         help="the name server metadata reports (clients check for 'triton')",
     )
@@ -282,11 +352,9 @@ def tritonserver(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``tritonserver`` console script: ``kernel serve`` as tritonserver runs.
 
     For deployments that call ``tritonserver`` with its flags (KServe's stock Triton runtime).
-    The one default that differs is the address: tritonserver listens on every interface, so the
-    shim does too unless ``--http-address``/``--grpc-address``/``--metrics-address`` says otherwise.
     """
     args = list(sys.argv[1:] if argv is None else argv)
-    main(["serve", "--host", "0.0.0.0", *args])
+    main(["serve", *args])
 
 
 def configure_logging(verbose: int, info: bool = True) -> None:

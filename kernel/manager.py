@@ -17,6 +17,8 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from kernel._devices import visible_gpus
+from kernel._proto.inference import ModelConfig
+from kernel._unhonoured import unhonoured_fields
 from kernel.backend import Backend, ModelContext, ServerHandle
 from kernel.errors import KernelError, Status
 from kernel.models import ModelState, ModelVersion, SchedulerFactory
@@ -69,6 +71,18 @@ class _Entry:
     """The model folder's files at the last load attempt (poll mode reloads on a change)."""
 
 
+def check_honoured(config: ModelConfig, config_path: str) -> None:
+    """Log each field of ``config`` this server does not implement; fail on the first that
+    would make its answers wrong (see :mod:`kernel._unhonoured`).
+
+    :raises KernelError: ``INVALID_ARG`` naming the file and field.
+    """
+    for item in unhonoured_fields(config):
+        if item.severity == "error":
+            raise KernelError(Status.INVALID_ARG, f"{config_path}: {item}")
+        log.warning("model '%s': %s: %s", config.name, config_path, item)
+
+
 class ModelManager:
     """Loads, unloads, reloads and routes to the model versions of one server."""
 
@@ -82,8 +96,12 @@ class ModelManager:
         backend_config: dict[str, dict[str, str]] | None = None,
         drain_timeout: float = 30.0,
         scheduler_factory: SchedulerFactory | None = None,
+        load_retry_count: int = 0,
     ) -> None:
         self.repository = repository
+        self.load_retry_count = load_retry_count
+        """tritonserver's ``--model-load-retry-count``: a version whose load fails is tried
+        this many more times before the model is UNAVAILABLE."""
         self.registry = registry
         self._server = server
         self._auto_complete = auto_complete
@@ -175,8 +193,15 @@ class ModelManager:
                     entry.fingerprint = self._fingerprint(name)
                 source = self.repository.read(name, config_override=config, files=dict(files or {}))
                 gpus = len(visible_gpus())
-                normalize_config(source.config, source.config_path, gpus=gpus)
                 backend = backend_name(source.config, source.config_path)
+                preferred = ""
+                if gpus and backend != "ensemble":  # the backend's preference decides
+                    attributes = (await self.registry.get(backend)).attributes
+                    preferred = attributes.preferred_instance_kind
+                normalize_config(
+                    source.config, source.config_path, gpus=gpus, preferred_kind=preferred
+                )
+                check_honoured(source.config, source.config_path)
                 versions = select_versions(source)
             except KernelError as exc:
                 self._fail(entry, exc.message)
@@ -192,32 +217,47 @@ class ModelManager:
                 else:
                     plugin = await self.registry.get(backend)
                 for number in versions:
-                    version = ModelVersion(
-                        plugin,
-                        ModelContext(
-                            name=name,
-                            version=number,
-                            path=source.model_dir / str(number),
-                            model_dir=source.model_dir,
-                            config=source.config.__class__.parse(bytes(source.config)),
-                            backend_config=backend_settings(self._backend_config, backend),
-                            logger=logging.getLogger(f"kernel.model.{name}"),
-                            server=self._server,
-                            auto_complete=self._auto_complete,
-                        ),
-                        drain_timeout=self.drain_timeout,
-                        scheduler_factory=self._scheduler_factory,
-                    )
-                    try:
-                        await self._tg.start(version.run)
-                    except Exception as exc:
-                        error = KernelError.wrap(exc)
-                        entry.failed_versions[number] = error.message
-                        raise KernelError(
-                            Status.INVALID_ARG,
-                            f"load failed for model '{name}': version {number} is at UNAVAILABLE"
-                            f" state: {error.message};",
-                        ) from exc
+                    attempt = 0
+                    version: ModelVersion | None = None
+                    while version is None:
+                        version = ModelVersion(
+                            plugin,
+                            ModelContext(
+                                name=name,
+                                version=number,
+                                path=source.model_dir / str(number),
+                                model_dir=source.model_dir,
+                                config=source.config.__class__.parse(bytes(source.config)),
+                                backend_config=backend_settings(self._backend_config, backend),
+                                logger=logging.getLogger(f"kernel.model.{name}"),
+                                server=self._server,
+                                auto_complete=self._auto_complete,
+                            ),
+                            drain_timeout=self.drain_timeout,
+                            scheduler_factory=self._scheduler_factory,
+                        )
+                        try:
+                            await self._tg.start(version.run)
+                        except Exception as exc:
+                            version = None
+                            error = KernelError.wrap(exc)
+                            if attempt < self.load_retry_count:
+                                attempt += 1
+                                log.warning(
+                                    "loading '%s' version %d failed (%s): retry %d of %d",
+                                    name,
+                                    number,
+                                    error.message,
+                                    attempt,
+                                    self.load_retry_count,
+                                )
+                                continue
+                            entry.failed_versions[number] = error.message
+                            raise KernelError(
+                                Status.INVALID_ARG,
+                                f"load failed for model '{name}': version {number} is at"
+                                f" UNAVAILABLE state: {error.message};",
+                            ) from exc
                     started[number] = version
             except KernelError as exc:
                 for version in started.values():

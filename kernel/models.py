@@ -136,7 +136,10 @@ class ModelVersion:
                 if self.context.auto_complete:
                     completed = await call_hook(model.auto_complete_config, self.context.config)
                     self.context.config = normalize_config(
-                        completed, "<auto-completed config>", gpus=len(visible_gpus())
+                        completed,
+                        "<auto-completed config>",
+                        gpus=len(visible_gpus()),
+                        preferred_kind=self.backend.attributes.preferred_instance_kind,
                     )
                     self.scheduler.close(KernelError(Status.UNAVAILABLE, "replaced"))
                     self.scheduler = self._scheduler_factory(self.context.config)

@@ -48,7 +48,19 @@ class ServerOptions:
     model_control_mode: ModelControlMode = ModelControlMode.NONE
     load_models: list[str] = field(default_factory=list)
     repository_poll_secs: float = 15.0
-    host: str = "127.0.0.1"
+    host: str = "0.0.0.0"
+    """Where every endpoint listens unless its own address is set: all interfaces, as
+    tritonserver (``--host 127.0.0.1`` keeps a server on loopback)."""
+    http_address: str | None = None
+    """``--http-address``; ``None`` listens on :attr:`host`."""
+    grpc_address: str | None = None
+    """``--grpc-address``; ``None`` listens on :attr:`host`."""
+    metrics_address: str | None = None
+    """``--metrics-address``; ``None`` listens where HTTP does, as tritonserver."""
+    reuse_http_port: bool = False
+    """``--reuse-http-port``: bind with ``SO_REUSEPORT`` so several servers share the port."""
+    reuse_grpc_port: bool = False
+    """``--reuse-grpc-port``: the same for the gRPC port."""
     http_port: int | None = 8000
     """``None`` disables the endpoint; 0 picks a free port."""
     grpc_port: int | None = 8001
@@ -92,7 +104,33 @@ class ServerOptions:
     """tritonserver's ``--grpc-keepalive-*`` / ``--grpc-http2-*`` flags, its defaults and grpc
     core's meaning (see ``kernel/frontends/grpc/_limits.py``)."""
     log_verbose: int = 0
+    model_config_name: str = ""
+    """``--model-config-name``: load ``<model>/configs/<name>.pbtxt`` where it exists."""
+    model_load_retry_count: int = 0
+    """``--model-load-retry-count``: tries after a version's first failed load."""
+    metrics_interval_ms: float = 2000.0
+    """``--metrics-interval-ms``: how often polled metrics are collected."""
+    allow_client_shm: bool = True
+    """``--allow-client-shm``: false refuses the shared-memory APIs (register, status,
+    unregister) and inference through shared memory."""
+    http_restricted_api: dict[str, tuple[str, str]] = field(default_factory=dict)
+    """``--http-restricted-api``: API group -> (header, value) a request to it must carry."""
+    grpc_restricted_protocol: dict[str, tuple[str, str]] = field(default_factory=dict)
+    """``--grpc-restricted-protocol``: the same for gRPC (the header is
+    ``triton-grpc-protocol-<key>``)."""
+    http_header_forward_pattern: str = ""
+    """``--http-header-forward-pattern``: headers whose name matches (case-insensitive unless
+    the pattern says ``(?-i)``) reach the model as string request parameters."""
+    grpc_header_forward_pattern: str = ""
+    """``--grpc-header-forward-pattern``: the same for gRPC metadata."""
     grpc_tls: TlsSettings | None = None
     """TLS on the gRPC port; ``None`` serves plain HTTP/2 (tritonserver's default)."""
     http_tls: TlsSettings | None = None
     """HTTPS on the HTTP port; ``None`` serves plain HTTP/1.1 (the default)."""
+
+    def address(self, endpoint: str) -> str:
+        """Where ``endpoint`` (``http``, ``grpc`` or ``metrics``) listens."""
+        own: str | None = getattr(self, f"{endpoint}_address")
+        if own is None and endpoint == "metrics":
+            own = self.http_address
+        return self.host if own is None else own

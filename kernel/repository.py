@@ -83,8 +83,11 @@ def _fingerprint(model_dir: Path) -> tuple[tuple[str, int, int], ...]:
 class ModelRepository:
     """One or more repository folders, read on demand."""
 
-    def __init__(self, roots: list[Path]) -> None:
+    def __init__(self, roots: list[Path], *, config_name: str = "") -> None:
         self.roots = [Path(r) for r in roots]
+        self.config_name = config_name
+        """tritonserver's ``--model-config-name``: a model folder's
+        ``configs/<name>.pbtxt`` is its config where that file exists."""
         self._temporary: dict[str, Path] = {}
 
     def scan(self) -> tuple[dict[str, Path], dict[str, str]]:
@@ -147,6 +150,10 @@ class ModelRepository:
                 )
             model_dir = found
         config_file = model_dir / CONFIG_FILE
+        if self.config_name:
+            custom = model_dir / "configs" / f"{self.config_name}.pbtxt"
+            if custom.is_file():
+                config_file = custom
         if config_override is not None:
             config = _parse_json(config_override, name)
             source_name, has_config = "<config override>", True
@@ -371,8 +378,14 @@ def backend_name(config: ModelConfig, config_path: str) -> str:
     )
 
 
-def normalize_config(config: ModelConfig, config_path: str, *, gpus: int) -> ModelConfig:
+def normalize_config(
+    config: ModelConfig, config_path: str, *, gpus: int, preferred_kind: str = ""
+) -> ModelConfig:
     """Fill Triton's defaults and check what the kernel relies on; returns ``config``.
+
+    A missing ``instance_group`` and ``KIND_AUTO`` groups get the backend's
+    ``preferred_kind`` (``KIND_CPU``/``KIND_GPU``) where it has one, else KIND_GPU when
+    ``gpus`` are visible and KIND_CPU otherwise; KIND_GPU needs a GPU either way.
 
     :raises KernelError: ``INVALID_ARG`` naming the file and field of the first problem.
     """
@@ -407,15 +420,13 @@ def normalize_config(config: ModelConfig, config_path: str, *, gpus: int) -> Mod
                     f"{config.max_batch_size}]",
                 )
     if config.platform != "ensemble":
+        default_kind = ModelInstanceGroupKind.GPU if gpus else ModelInstanceGroupKind.CPU
+        if preferred_kind == "KIND_CPU":
+            default_kind = ModelInstanceGroupKind.CPU
         if not config.instance_group:
             from kernel._proto.inference import ModelInstanceGroup
 
-            config.instance_group = [
-                ModelInstanceGroup(
-                    kind=ModelInstanceGroupKind.GPU if gpus else ModelInstanceGroupKind.CPU,
-                    count=1,
-                )
-            ]
+            config.instance_group = [ModelInstanceGroup(kind=default_kind, count=1)]
         for index, group in enumerate(config.instance_group):
             if not group.name:
                 group.name = f"{config.name}_{index}"
@@ -424,5 +435,5 @@ def normalize_config(config: ModelConfig, config_path: str, *, gpus: int) -> Mod
             if group.count < 0:
                 raise fail("instance_group.count", f"group '{group.name}' has a negative count")
             if group.kind == ModelInstanceGroupKind.AUTO:
-                group.kind = ModelInstanceGroupKind.GPU if gpus else ModelInstanceGroupKind.CPU
+                group.kind = default_kind
     return config

@@ -146,7 +146,9 @@ class InferenceServer:
     def __init__(self, options: ServerOptions | None = None) -> None:
         self.options = options or ServerOptions()
         self.version = __version__
-        self.repository = ModelRepository(self.options.model_repositories)
+        self.repository = ModelRepository(
+            self.options.model_repositories, config_name=self.options.model_config_name
+        )
         self.registry = BackendRegistry(self.options.backend_config)
         self.manager = ModelManager(
             self.repository,
@@ -155,6 +157,7 @@ class InferenceServer:
             auto_complete=self.options.auto_complete_config,
             backend_config=self.options.backend_config,
             drain_timeout=self.options.exit_timeout_secs,
+            load_retry_count=self.options.model_load_retry_count,
         )
         cache_bytes = parse_cache_config(self.options.cache_config)
         self.response_cache: ResponseCaching | None = (
@@ -246,12 +249,14 @@ class InferenceServer:
                 continue
             module_name, _, class_name = FRONTENDS[name].partition(":")
             frontend: Frontend = getattr(importlib.import_module(module_name), class_name)()
-            sock = _bind(self.options.host, port)
+            address = self.options.address(name)
+            reuse = bool(getattr(self.options, f"reuse_{name}_port", False))
+            sock = _bind(address, port, reuse_port=reuse)
             bound = sock.getsockname()[1]
             await frontend.start(self, sock)
             self.ports[name] = bound
             self._frontends.append((name, frontend))
-            log.info("started %s endpoint at %s:%d", name, self.options.host, self.ports[name])
+            log.info("started %s endpoint at %s:%d", name, address, self.ports[name])
 
     async def _stop_frontends(self) -> None:
         # All at once: every endpoint stops accepting now and they drain in parallel within one
@@ -467,8 +472,12 @@ _FAILURE_REASONS = {
 }
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def _bind(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
     """Bind a listening TCP socket (port 0 picks a free one).
+
+    ``reuse_port`` sets ``SO_REUSEPORT`` (tritonserver's ``--reuse-http-port`` /
+    ``--reuse-grpc-port``): servers that all set it share the port, the kernel spreading
+    connections among them.
 
     :raises KernelError: ``UNAVAILABLE`` when the address is taken.
     """
@@ -477,6 +486,8 @@ def _bind(host: str, port: int) -> socket.socket:
     # every small response waits ~40 ms for the peer's delayed ACK.
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
     except OSError as exc:

@@ -382,7 +382,7 @@ def test_inference_service_names_this_runtime_and_a_format_it_serves() -> None:
 def test_stock_kserve_triton_runtime_flags_work_through_the_tritonserver_command() -> None:
     shim = _one(KSERVE / "inference-service-tritonserver.yaml", "InferenceService")
     assert shim["spec"]["predictor"]["model"]["runtime"] == "kserve-tritonserver"
-    # The console script prepends `serve --host 0.0.0.0` (tritonserver listens everywhere).
+    # tritonserver (and kernel serve) listen on every interface by default.
     argv = ["kernel", "serve", "--host", "0.0.0.0", *KSERVE_TRITONSERVER_ARGS[1:]]
     options = _serve_options(argv)
     assert (options.http_port, options.grpc_port) == (8080, 9000)

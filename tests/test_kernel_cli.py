@@ -60,7 +60,8 @@ def test_check_lists_every_problem_and_exits_nonzero(
     ("flag", "message"),
     [
         ("--repoagent-directory=/x", "tritonserver flag --repoagent-directory is not supported"),
-        ("--pinned-memory-pool-byte-size=0", "is not supported"),
+        ("--host-policy=numa,numa-node=0", "is not supported"),
+        ("--model-namespacing=true", "--model-namespacing=true is not supported"),
         ("--no-such-flag", "unknown flag(s) --no-such-flag"),
     ],
 )
@@ -82,6 +83,7 @@ def test_serve_prints_status_table_and_drains_on_sigterm(
             "serve",
             "--model-repository",
             str(repo),
+            "--host=127.0.0.1",
             "--http-port",
             "0",
             "--grpc-port",

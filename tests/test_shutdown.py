@@ -52,6 +52,7 @@ class Served:
                 *KERNEL,
                 "serve",
                 f"--model-repository={repo}",
+                "--host=127.0.0.1",
                 "--http-port=0",
                 "--grpc-port=0",
                 "--metrics-port=0",

@@ -270,7 +270,13 @@ def test_serve_exits_with_a_message_for_a_bad_certificate(repo: Path, tmp_path: 
     out = subprocess.run(
         [
             *(sys.executable, "-m", "kernel", "serve", "--model-repository", str(repo)),
-            *("--http-port=0", "--grpc-port=0", "--metrics-port=0", "--grpc-use-ssl=true"),
+            *(
+                "--host=127.0.0.1",
+                "--http-port=0",
+                "--grpc-port=0",
+                "--metrics-port=0",
+                "--grpc-use-ssl=true",
+            ),
             *(f"--grpc-server-cert={missing}", f"--grpc-server-key={missing}"),
         ],
         capture_output=True,
@@ -292,7 +298,7 @@ def test_serve_with_the_tls_flags_end_to_end(tls_files: dict[str, Path], tmp_pat
     process = subprocess.Popen(
         [
             *(sys.executable, "-m", "kernel", "serve", "--model-repository", str(repo)),
-            *("--http-port=0", "--grpc-port=0", "--metrics-port=0"),
+            *("--host=127.0.0.1", "--http-port=0", "--grpc-port=0", "--metrics-port=0"),
             "--grpc-use-ssl-mutual=true",
             *(f"--grpc-server-cert={files['cert']}", f"--grpc-server-key={files['key']}"),
             f"--grpc-root-cert={files['ca']}",

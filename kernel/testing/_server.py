@@ -41,7 +41,7 @@ class RunningServer:
         port = self.server.ports.get(name)
         if port is None:
             raise RuntimeError(f"the {name} endpoint is disabled")
-        return f"{self.server.options.host}:{port}"
+        return f"{self.server.options.address(name)}:{port}"
 
     @property
     def http_url(self) -> str:

@@ -45,7 +45,7 @@ class GrpcFrontend:
             max_ping_strikes=options.grpc_http2_max_ping_strikes,
         )
         self._grpc = GrpcServer(
-            methods([inference.__mapping__(), health.__mapping__()]),
+            methods([inference.__mapping__(), inference.restrict(health.__mapping__())]),
             max_message_bytes=options.grpc_max_message_bytes,
             limits=limits,
         )

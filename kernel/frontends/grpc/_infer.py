@@ -16,6 +16,7 @@ from typing import Any
 import anyio
 
 from kernel.errors import KernelError
+from kernel.frontends._access import HeaderForwarding
 from kernel.frontends.grpc._in_flight import InFlight
 from kernel.frontends.grpc._messages import StreamInferResponsePb
 from kernel.frontends.grpc._tensors import FINAL_FLAG, DecodedRequest, TensorCodec
@@ -40,11 +41,21 @@ class InferenceRpcs:
         self._server = server
         self._codec = codec
         self._in_flight = in_flight
+        self._forwarding = HeaderForwarding.compile(
+            server.options.grpc_header_forward_pattern, "--grpc-header-forward-pattern"
+        )
+
+    def _forwarded(self, stream: Any) -> list[tuple[str, str]]:
+        """The stream's metadata as text pairs, for header forwarding."""
+        metadata: dict[bytes, bytes] = getattr(stream, "metadata", {})
+        return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in metadata.items()]
 
     async def model_infer(self, stream: Any) -> None:
         """One request, one response; every refusal is raised as a :class:`KernelError`."""
         message = await stream.recv_message()
         decoded = self._codec.decode(message, unary=True)
+        if self._forwarding is not None:
+            self._forwarding.forward(self._forwarded(stream), decoded.request.parameters)
         response = await self._server.infer_once(decoded.request, decoded.target)
         if response.error is not None:
             raise response.error
@@ -53,6 +64,8 @@ class InferenceRpcs:
     async def model_stream_infer(self, stream: Any) -> None:
         """Any number of requests; returns once the client closed its side and all answered."""
         lock = anyio.Lock()
+        forwarding = self._forwarding
+        headers = self._forwarded(stream) if forwarding is not None else []
 
         async def send(message: Any) -> None:
             async with lock:
@@ -67,6 +80,8 @@ class InferenceRpcs:
                     continue
                 try:
                     decoded = self._codec.decode(message, unary=False)
+                    if forwarding is not None:
+                        forwarding.forward(headers, decoded.request.parameters)
                 except KernelError as exc:
                     self._in_flight.leave()
                     await send(_stream_error(exc, message.id))

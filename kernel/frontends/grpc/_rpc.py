@@ -123,6 +123,7 @@ class Stream:
         "client_done",
         "headers_sent",
         "id",
+        "metadata",
         "reply",
         "task",
     )
@@ -145,6 +146,8 @@ class Stream:
         self.headers_sent = False
         self.reply: Any = None
         self.task: asyncio.Task[None] | None = None
+        self.metadata: dict[bytes, bytes] = {}
+        """The request's header fields by (lower-case) name, pseudo-headers included."""
 
     # -- what handlers use ----------------------------------------------------------------------
 
@@ -200,6 +203,7 @@ class Stream:
 
     def start(self, fields: dict[bytes, bytes], end_stream: bool) -> None:
         """The rpc begins (``fields``: its request header fields, by name)."""
+        self.metadata = fields
         self._encoding = fields.get(b"grpc-encoding", b"")
         loop = asyncio.get_running_loop()
         timeout = fields.get(b"grpc-timeout")

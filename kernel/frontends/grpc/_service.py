@@ -67,6 +67,7 @@ from kernel._proto.inference import (
     TraceSettingResponseSettingValue,
 )
 from kernel.errors import KernelError, Status, grpc_status
+from kernel.frontends._access import SHM_REFUSED, Restrictions
 from kernel.frontends.grpc._in_flight import InFlight
 from kernel.frontends.grpc._infer import InferenceRpcs
 from kernel.frontends.grpc._messages import (
@@ -98,6 +99,35 @@ _UNCOUNTED = {
     _STREAM_INFER,
 }
 _LOAD_FILE_PREFIX = "file:"
+_SHARED_MEMORY = _SERVICE + "SystemSharedMemory", _SERVICE + "CudaSharedMemory"
+# tritonserver's restricted protocol groups (--grpc-restricted-protocol) of every rpc
+_GROUPS = {
+    "ServerLive": "health",
+    "ServerReady": "health",
+    "ModelReady": "health",
+    "ServerMetadata": "metadata",
+    "ModelMetadata": "metadata",
+    "ModelInfer": "inference",
+    "ModelStreamInfer": "inference",
+    "ModelConfig": "model-config",
+    "ModelStatistics": "statistics",
+    "RepositoryIndex": "model-repository",
+    "RepositoryModelLoad": "model-repository",
+    "RepositoryModelUnload": "model-repository",
+    "TraceSetting": "trace",
+    "LogSettings": "logging",
+}
+
+
+def rpc_group(path: str) -> str | None:
+    """The restricted protocol group of an rpc path (``grpc.health.v1`` is ``health``)."""
+    if path.startswith("/grpc.health.v1.Health/"):
+        return "health"
+    name = path.rpartition("/")[2]
+    if "SharedMemory" in name:
+        return "shared-memory"
+    return _GROUPS.get(name)
+
 
 _Rpc = Callable[[Any], Awaitable[None]]
 
@@ -105,6 +135,24 @@ _Rpc = Callable[[Any], Awaitable[None]]
 def grpc_error(error: KernelError) -> GRPCError:
     """The gRPC error a client receives for ``error`` (status through the one table)."""
     return GRPCError(GrpcStatus(grpc_status(error.status)), error.message)
+
+
+async def _refuse_shared_memory(stream: Any) -> None:
+    raise KernelError(Status.UNSUPPORTED, SHM_REFUSED)
+
+
+def _restricted(rpc: _Rpc, restrictions: Restrictions, group: str) -> _Rpc:
+    """``rpc`` answering UNAVAILABLE, as Triton, without the group's header."""
+
+    async def checked(stream: Any) -> None:
+        metadata: dict[bytes, bytes] = getattr(stream, "metadata", {})
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in metadata.items()}
+        refusal = restrictions.refusal(group, headers)
+        if refusal is not None:
+            raise GRPCError(GrpcStatus.UNAVAILABLE, refusal)
+        await rpc(stream)
+
+    return checked
 
 
 def _duration(duration: Duration) -> StatisticDuration:
@@ -147,6 +195,7 @@ class InferenceServicer(GrpcInferenceServiceBase):  # type: ignore[misc]  # gene
         self._server = server
         self._in_flight = in_flight
         self._rpcs = InferenceRpcs(server, TensorCodec(server), in_flight)
+        self._restrictions = Restrictions(server.options.grpc_restricted_protocol, grpc=True)
 
     # -- what grpclib serves ------------------------------------------------------------------
 
@@ -172,8 +221,28 @@ class InferenceServicer(GrpcInferenceServiceBase):  # type: ignore[misc]  # gene
             )
         return served
 
+    def restrict(self, mapping: dict[str, Handler]) -> dict[str, Handler]:
+        """Another service's handlers (``grpc.health.v1``) under the restricted groups."""
+        if not self._restrictions:
+            return mapping
+        served = {}
+        for path, handler in mapping.items():
+            group = rpc_group(path)
+            if group is not None:
+                handler = handler._replace(
+                    func=_restricted(handler.func, self._restrictions, group)
+                )
+            served[path] = handler
+        return served
+
     def _guard(self, path: str, rpc: _Rpc, *, counted: bool) -> _Rpc:
         in_flight = self._in_flight
+        if not self._server.options.allow_client_shm and path.startswith(_SHARED_MEMORY):
+            rpc = _refuse_shared_memory
+        restrictions = self._restrictions
+        group = rpc_group(path) if restrictions else None
+        if group is not None:
+            rpc = _restricted(rpc, restrictions, group)
 
         async def guarded(stream: Any) -> None:
             try:

@@ -20,6 +20,7 @@ import orjson
 
 from kernel._config import config_to_json
 from kernel.errors import KernelError, Status, http_status
+from kernel.frontends._access import SHM_REFUSED, HeaderForwarding, Restrictions
 from kernel.frontends._http_types import HttpRequest, Reply
 from kernel.server import EXTENSIONS, InferenceServer
 from kernel.statistics import Duration, ModelStatistics
@@ -115,12 +116,54 @@ def _statistics_json(stats: ModelStatistics) -> dict[str, Any]:
     }
 
 
+_MODEL_ACTIONS = {
+    "": "metadata",
+    "ready": "health",
+    "config": "model-config",
+    "stats": "statistics",
+    "infer": "inference",
+    "generate": "inference",
+    "generate_stream": "inference",
+    "trace/setting": "trace",
+}
+_SECTIONS = {
+    "health": "health",
+    "repository": "model-repository",
+    "systemsharedmemory": "shared-memory",
+    "cudasharedmemory": "shared-memory",
+    "trace": "trace",
+    "logging": "logging",
+}
+
+
+def _api_group(parts: list[str]) -> str | None:
+    """The restricted API group (tritonserver's ``--http-restricted-api`` names) of a path
+    split at ``/``; ``None`` for a path no group covers."""
+    n = len(parts)
+    if n == 2:
+        return "metadata"
+    if parts[2] != "models":
+        return _SECTIONS.get(parts[2])
+    if n == 4 and parts[3] == "stats":
+        return "statistics"
+    rest = parts[4:]
+    if len(rest) >= 2 and rest[0] == "versions":
+        rest = rest[2:]
+    return _MODEL_ACTIONS.get("/".join(rest))
+
+
 class HttpApp:
     """The REST API of one server."""
 
     def __init__(self, server: InferenceServer) -> None:
         self.server = server
-        self.max_body = server.options.http_max_input_bytes
+        options = server.options
+        self.max_body = options.http_max_input_bytes
+        self._restrictions = Restrictions(options.http_restricted_api, grpc=False)
+        self._forwarding = HeaderForwarding.compile(
+            options.http_header_forward_pattern, "--http-header-forward-pattern"
+        )
+        self._allow_shm = options.allow_client_shm
 
     def close(self) -> None:
         """Nothing to release (kept for the transport's stop)."""
@@ -144,6 +187,10 @@ class HttpApp:
         n = len(parts)
         if n < 2 or parts[0] or parts[1] != "v2":
             return _NOT_FOUND
+        if self._restrictions:
+            refusal = self._restrictions.refusal(_api_group(parts), request.headers)
+            if refusal is not None:
+                return Reply(403, [_TEXT], [orjson.dumps({"error": refusal})])
         method = request.method
         if n >= 4 and parts[2] == "models":
             return await self._model_route(request, parts)
@@ -158,6 +205,8 @@ class HttpApp:
         if section == "repository":
             return await self._repository_route(request, parts)
         if section in ("systemsharedmemory", "cudasharedmemory"):
+            if not self._allow_shm:
+                raise KernelError(Status.UNSUPPORTED, SHM_REFUSED)
             return self._shared_memory_route(request, parts)
         if section == "trace" and n == 4 and parts[3] == "setting":
             return self._trace(request, "")
@@ -256,6 +305,8 @@ class HttpApp:
             header_length = _header_length(raw, len(view))
         server = self.server
         call = decode_request(server, name, version, view, header_length)
+        if self._forwarding is not None:
+            self._forwarding.forward(headers.items(), call.request.parameters)
         request.watch = call.request
         response = await server.infer_once(call.request, call.target)
         header, buffers = encode_response(call, response, server.shared_memory)

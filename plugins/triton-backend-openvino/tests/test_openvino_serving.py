@@ -48,7 +48,8 @@ MODELS = ["mlp_ir", "mlp_onnx", "mlp_renamed", "add_sub", "fixed", "padded"]
 @pytest.fixture(scope="module")
 def served(kit: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """One server for the module: the same MLP as IR (no config) and as ONNX, and add/sub IRs
-    with a dynamic and with a fixed batch dimension; "broken" is left unloaded."""
+    with a dynamic and with a fixed batch dimension; "misspelt" (an unknown parameter) is left
+    unloaded."""
     repo = tmp_path_factory.mktemp("models")
     mlp = kit.mlp_model()
     kit.write_ir(repo, "mlp_ir", mlp, None, batch_layout=True)
@@ -59,8 +60,8 @@ def served(kit: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     fixed = kit.add_sub_model(batch=1)
     kit.write_ir(repo, "fixed", fixed, FIXED_BATCH_CONFIG, batch_layout=True)
     kit.write_ir(repo, "padded", fixed, FIXED_BATCH_CONFIG + PADDING, batch_layout=True)
-    broken = 'backend: "openvino"\nparameters { key: "NUM_STREAM" value { string_value: "2" } }\n'
-    kit.write_ir(repo, "broken", mlp, broken)
+    misspelt = 'backend: "openvino"\nparameters { key: "NUM_STREAM" value { string_value: "2" } }\n'
+    kit.write_ir(repo, "misspelt", mlp, misspelt, batch_layout=True)
     with serving() as serve:
         yield serve(repo, model_control_mode=ModelControlMode.EXPLICIT, load_models=MODELS)
 
@@ -146,15 +147,19 @@ def test_fixed_batch_dimension_needs_full_batches_or_padding(served: Any, protoc
     np.testing.assert_array_equal(got["OUTPUT0"], 2 * two)
 
 
-def test_unknown_parameter_fails_the_load_by_name(served: Any, protocol: str) -> None:
+def test_an_unknown_parameter_is_ignored_as_in_triton(
+    served: Any, protocol: str, caplog: pytest.LogCaptureFixture
+) -> None:
     client = served.client(protocol)
     try:
-        with pytest.raises(InferenceServerException) as failure:
-            client.load_model("broken")
+        with caplog.at_level("WARNING"):
+            client.load_model("misspelt")
+        x = np.ones((1, 4), np.float32)
+        assert served.infer(protocol, "misspelt", {"X": x})["PROB"].shape == (1, 3)
+        client.unload_model("misspelt")
     finally:
         client.close()
-    assert "unknown parameter 'NUM_STREAM'" in str(failure.value)
-    assert "NUM_STREAMS" in str(failure.value)  # the known keys are listed
+    assert "unknown parameter 'NUM_STREAM' for the openvino backend is ignored" in caplog.text
 
 
 def test_example_model_is_served_and_rebuilt_by_its_script(

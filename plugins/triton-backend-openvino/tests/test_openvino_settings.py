@@ -61,10 +61,14 @@ def test_invalid_value_is_refused_by_name(kit: Any, key: str, value: str, expect
     assert f"parameter '{key}'" in message and f"'{value}'" in message and expected in message
 
 
-def test_unknown_key_is_refused_with_the_known_ones(kit: Any) -> None:
-    with pytest.raises(KernelError, match="unknown parameter 'CPU_THREADS_NUM'") as failure:
-        read_settings(_parameters(kit, NUM_STREAMS="1", CPU_THREADS_NUM="4"))
-    assert "INFERENCE_NUM_THREADS" in str(failure.value)
+def test_unknown_key_is_ignored_with_a_warning_naming_the_known_ones(
+    kit: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level("WARNING"):
+        settings = read_settings(_parameters(kit, NUM_STREAMS="1", CPU_THREADS_NUM="4"))
+    assert settings.properties == {"NUM_STREAMS": "1"}  # as Triton's openvino backend
+    assert "unknown parameter 'CPU_THREADS_NUM' for the openvino backend is ignored" in caplog.text
+    assert "INFERENCE_NUM_THREADS" in caplog.text
 
 
 def test_properties_reach_the_compiled_model(kit: Any, tmp_path: Path) -> None:

@@ -42,7 +42,9 @@ _LIBRARIES = ("xgboost", "lightgbm", "treelite")
 class FilBackend(Backend):
     """Serves ``backend: "fil"`` models: XGBoost, LightGBM and Treelite checkpoints."""
 
-    attributes: ClassVar[BackendAttributes] = BackendAttributes(parallel_instance_loading=True)
+    attributes: ClassVar[BackendAttributes] = BackendAttributes(
+        parallel_instance_loading=True, preferred_instance_kind="KIND_CPU"
+    )
 
     def initialize(self, context: BackendContext) -> None:
         # Versions from the package metadata: the frameworks are imported only by the models

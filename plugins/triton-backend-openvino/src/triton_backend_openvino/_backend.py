@@ -61,7 +61,9 @@ class OpenVinoBackend(Backend):
     (default 4), the ``max_batch_size`` auto-complete gives a model whose layout can batch.
     """
 
-    attributes: ClassVar[BackendAttributes] = BackendAttributes(parallel_instance_loading=True)
+    attributes: ClassVar[BackendAttributes] = BackendAttributes(
+        parallel_instance_loading=True, preferred_instance_kind="KIND_CPU"
+    )
 
     def __init__(self) -> None:
         self.default_max_batch_size = DEFAULT_MAX_BATCH_SIZE
@@ -96,7 +98,7 @@ class OpenVinoModel(Model):
 
     def initialize(self) -> None:
         config = self.context.config
-        self.settings = read_settings(config)
+        self.settings = read_settings(config, self.context.logger)
         model = read_model(model_path(self.context), config.name)
         self.prepared = prepare(model, config, self.settings)
 

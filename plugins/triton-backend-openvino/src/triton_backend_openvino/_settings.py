@@ -11,13 +11,16 @@ The keys and their meanings are those of Triton's openvino backend (its README a
 * ``SKIP_OV_DYNAMIC_BATCHSIZE``: do not let OpenVINO batch infer requests automatically.
 
 Values are case-insensitive; booleans are ``YES``/``NO`` (also true/false, on/off, 1/0).
-Unlike Triton, which ignores a key it does not know and reads a misspelt ``YES`` as ``NO``,
-an unknown key or value fails the load with ``INVALID_ARG`` naming it: a typo in a tuning knob
-should not silently change how a model runs.
+A key this backend does not know is ignored with a warning naming it and the known keys, as
+Triton's openvino backend ignores it (so a repository that serves there loads here). Unlike
+Triton, which reads a misspelt ``YES`` as ``NO``, an invalid value of a known key fails the load
+with ``INVALID_ARG`` naming it: a typo in a tuning knob should not silently change how a model
+runs.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 from kernel import KernelError, ModelConfig, Status
@@ -96,19 +99,20 @@ class _Reader:
         raise self.refuse(key, "YES or NO")
 
 
-def read_settings(config: ModelConfig) -> OpenVinoSettings:
-    """The settings a model's ``parameters`` ask for.
+def read_settings(config: ModelConfig, logger: logging.Logger | None = None) -> OpenVinoSettings:
+    """The settings a model's ``parameters`` ask for; an unknown key is logged to ``logger``
+    (default: this module's) as ignored.
 
-    :raises KernelError: ``INVALID_ARG`` naming a key this backend does not know, or a key
-        whose value is invalid.
+    :raises KernelError: ``INVALID_ARG`` naming a key whose value is invalid.
     """
     reader = _Reader(config)
-    unknown = sorted(key for key in reader.values if key not in KNOWN_KEYS)
-    if unknown:
-        raise KernelError(
-            Status.INVALID_ARG,
-            f"unable to load model '{config.name}': unknown parameter '{unknown[0]}' for the"
-            f" openvino backend (known: {', '.join(KNOWN_KEYS)})",
+    log = logger or logging.getLogger(__name__)
+    for key in sorted(key for key in reader.values if key not in KNOWN_KEYS):
+        log.warning(
+            "model '%s': unknown parameter '%s' for the openvino backend is ignored (known: %s)",
+            config.name,
+            key,
+            ", ".join(KNOWN_KEYS),
         )
     properties: dict[str, str] = {}
     streams = reader.count("NUM_STREAMS", _STREAM_NAMES)

@@ -18,6 +18,8 @@ Parameters (``parameters { key: "behaviour" value { string_value: "addsub" } }``
   correlation ids and the instance.
 * ``init_sleep_ms``: each instance's initialize sleeps this long (blocking, in its thread).
 * ``fail_instance_init``: instance initialize raises.
+* ``fail_instance_init_times``: the first N instance initializations in this process of the
+  model whose ``init_token`` parameter has this value raise (load retries).
 * ``log_execute``: each ``execute`` appends ``execute <instance> <json>`` to the lifecycle log,
   the JSON listing each request's id and inputs (as lists), for the warmup tests.
 
@@ -138,6 +140,10 @@ class TestModel(Model):
         self.log(f"model.finalize {self.context.name} {self.context.version}")
 
 
+_INIT_FAILURES: dict[str, int] = {}
+"""Instance initializations failed so far, by ``init_token`` (``fail_instance_init_times``)."""
+
+
 class TestInstance(ModelInstance):
     def __init__(self, context: InstanceContext, log: _Log) -> None:
         super().__init__(context)
@@ -153,6 +159,11 @@ class TestInstance(ModelInstance):
             time.sleep(delay / 1000)
         if model.parameter("fail_instance_init"):
             raise RuntimeError(f"instance {self.context.name} refuses to initialize")
+        times = int(model.parameter("fail_instance_init_times", "0") or 0)
+        token = model.parameter("init_token", "") or ""
+        if _INIT_FAILURES.get(token, 0) < times:
+            _INIT_FAILURES[token] = _INIT_FAILURES.get(token, 0) + 1
+            raise RuntimeError(f"instance {self.context.name} fails init {_INIT_FAILURES[token]}")
         if self.behaviour == "overlap":
             self.overlapping_batches = int(model.parameter("overlapping_batches", "1") or 1)
             self.running = self.most_running = 0
