@@ -11,7 +11,7 @@ from pathlib import Path
 import anyio
 
 from kernel._backends_command import format_table
-from kernel.cli import configure_logging
+from kernel._log_output import configure_logging
 from kernel.errors import KernelError
 from kernel.manager import ModelControlMode, ModelIndexEntry
 from kernel.options import ServerOptions, TlsSettings, example_repository
@@ -91,6 +91,11 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
         ),
         grpc_http2_max_ping_strikes=args.grpc_http2_max_ping_strikes,
         log_verbose=args.log_verbose,
+        log_info=args.log_info,
+        log_warning=args.log_warning,
+        log_error=args.log_error,
+        log_format=args.log_format,
+        log_file=args.log_file,
         grpc_tls=_tls_from_args(args, "grpc"),
         http_tls=_tls_from_args(args, "http"),
     )
@@ -121,8 +126,20 @@ def check_tls(options: ServerOptions) -> None:
 
 def serve(args: argparse.Namespace) -> int:
     """Run ``kernel serve`` until SIGINT/SIGTERM; returns the exit status."""
-    configure_logging(args.log_verbose, args.log_info)
     options = options_from_args(args)
+    try:
+        configure_logging(
+            {
+                "log_info": options.log_info,
+                "log_warning": options.log_warning,
+                "log_error": options.log_error,
+                "log_verbose_level": options.log_verbose,
+                "log_format": options.log_format,
+            },
+            options.log_file,
+        )
+    except OSError as exc:
+        sys.exit(f"kernel serve: cannot open --log-file {options.log_file}: {exc.strerror}")
     try:
         check_tls(options)
         server = InferenceServer(options)

@@ -8,7 +8,6 @@ the command that needs them, so ``kernel --help`` starts fast.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -135,6 +134,17 @@ def _build_parser() -> _Parser:
     )
     serve.add_argument("--log-verbose", type=int, default=0)
     serve.add_argument("--log-info", type=_bool, default=True)
+    serve.add_argument("--log-warning", type=_bool, default=True)
+    serve.add_argument("--log-error", type=_bool, default=True)
+    serve.add_argument(
+        "--log-format",
+        choices=["default", "ISO8601", "json"],
+        default="default",
+        help="json: one object a line (time, level, logger, model, message, request_id)",
+    )
+    serve.add_argument(
+        "--log-file", type=Path, default=None, help="append log lines to this file, not stderr"
+    )
     serve.add_argument(
         "--backend-config",
         type=_backend_config,
@@ -287,14 +297,3 @@ def tritonserver(argv: Sequence[str] | None = None) -> None:
     """
     args = list(sys.argv[1:] if argv is None else argv)
     main(["serve", "--host", "0.0.0.0", *args])
-
-
-def configure_logging(verbose: int, info: bool = True) -> None:
-    """tritonserver-like log lines on stderr."""
-    level = logging.DEBUG if verbose > 0 else logging.INFO if info else logging.WARNING
-    logging.basicConfig(
-        level=level,
-        format="%(levelname).1s%(asctime)s.%(msecs)03d %(process)d %(name)s] %(message)s",
-        datefmt="%m%d %H:%M:%S",
-        stream=sys.stderr,
-    )

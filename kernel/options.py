@@ -92,6 +92,16 @@ class ServerOptions:
     """tritonserver's ``--grpc-keepalive-*`` / ``--grpc-http2-*`` flags, its defaults and grpc
     core's meaning (see ``kernel/frontends/grpc/_limits.py``)."""
     log_verbose: int = 0
+    log_info: bool = True
+    log_warning: bool = True
+    log_error: bool = True
+    """tritonserver's ``--log-info/--log-warning/--log-error``: each level on or off."""
+    log_format: str = "default"
+    """``--log-format``: ``default``, ``ISO8601`` (tritonserver's) or ``json`` (one object a
+    line)."""
+    log_file: Path | None = None
+    """``--log-file``: lines are appended to it instead of stderr (never settable over the
+    network)."""
     grpc_tls: TlsSettings | None = None
     """TLS on the gRPC port; ``None`` serves plain HTTP/2 (tritonserver's default)."""
     http_tls: TlsSettings | None = None

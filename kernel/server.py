@@ -168,7 +168,16 @@ class InferenceServer:
         )
         """The rate limiter every model's instances share (``--rate-limit execution_count``)."""
         self.shared_memory = SystemSharedMemory()
-        self.log_settings = LogSettings(self.options.log_verbose)
+        self.log_settings = LogSettings(
+            self.options.log_verbose,
+            initial={
+                "log_file": str(self.options.log_file or ""),
+                "log_info": self.options.log_info,
+                "log_warning": self.options.log_warning,
+                "log_error": self.options.log_error,
+                "log_format": self.options.log_format,
+            },
+        )
         """Triton's log settings, read and updated through both endpoints."""
         self.trace_settings = TraceStore()
         """Triton's trace settings (kept and echoed; no traces are taken), for both endpoints."""
