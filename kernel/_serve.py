@@ -12,6 +12,7 @@ import anyio
 
 from kernel._backends_command import format_table
 from kernel._log_output import configure_logging
+from kernel.cli import trace_settings
 from kernel.errors import KernelError
 from kernel.manager import ModelControlMode, ModelIndexEntry
 from kernel.options import ServerOptions, TlsSettings, example_repository
@@ -56,6 +57,7 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
         cache_config["local"] = {"size": str(args.response_cache_byte_size)}
     for name, key, value in args.cache_config:
         cache_config.setdefault(name, {})[key] = value
+    traces, trace_file = trace_settings(args.trace_config)
     return ServerOptions(
         model_repositories=[Path(p) for p in args.model_repository] or [example_repository()],
         model_control_mode=ModelControlMode(args.model_control_mode),
@@ -96,6 +98,8 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
         log_error=args.log_error,
         log_format=args.log_format,
         log_file=args.log_file,
+        trace_settings=traces,
+        trace_file=trace_file,
         grpc_tls=_tls_from_args(args, "grpc"),
         http_tls=_tls_from_args(args, "http"),
     )
@@ -126,7 +130,10 @@ def check_tls(options: ServerOptions) -> None:
 
 def serve(args: argparse.Namespace) -> int:
     """Run ``kernel serve`` until SIGINT/SIGTERM; returns the exit status."""
-    options = options_from_args(args)
+    try:
+        options = options_from_args(args)
+    except ValueError as exc:
+        sys.exit(f"kernel serve: {exc}")
     try:
         configure_logging(
             {

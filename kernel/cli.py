@@ -22,8 +22,11 @@ _UNSUPPORTED = {
     "--pinned-memory-pool-byte-size": "there is no pinned memory pool (CPU only)",
     "--cuda-memory-pool-byte-size": "there is no CUDA memory pool",
     "--min-supported-compute-capability": "GPU selection is done by the backends",
-    "--trace-config": "tracing is not implemented",
-    "--trace-file": "tracing is not implemented",
+    "--trace-file": "use --trace-config triton,file=PATH (tritonserver's current flag)",
+    "--trace-level": "use --trace-config level=TIMESTAMPS|TENSORS",
+    "--trace-rate": "use --trace-config rate=N",
+    "--trace-count": "use --trace-config count=N",
+    "--trace-log-frequency": "use --trace-config triton,log-frequency=N",
     "--model-load-thread-count": "models load concurrently on the event loop",
     "--buffer-manager-thread-count": "there is no buffer manager",
     "--host-policy": "host policies are not supported",
@@ -75,6 +78,51 @@ def _backend_config(text: str) -> tuple[str, str, str]:
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"expected <backend>,<setting>=<value>, got '{text}'")
     return name, key, value
+
+
+def _trace_config(text: str) -> tuple[str, str]:
+    """``[<mode>,]<setting>=<value>`` as ``(setting, value)``; see :func:`trace_settings`."""
+    mode, sep, setting = text.partition(",")
+    if not sep:
+        mode, setting = "", text
+    key, sep, value = setting.partition("=")
+    if mode == "opentelemetry" or (key == "mode" and value == "opentelemetry"):
+        raise argparse.ArgumentTypeError("OpenTelemetry trace mode is not implemented")
+    if mode not in ("", "triton") or not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected [triton,]<setting>=<value>, got '{text}'")
+    if key not in ("rate", "level", "count", "mode", "file", "log-frequency"):
+        raise argparse.ArgumentTypeError(f"unknown trace setting '{key}' in '{text}'")
+    return key, value
+
+
+def trace_settings(pairs: Sequence[tuple[str, str]]) -> tuple[dict[str, list[str]], Path | None]:
+    """``--trace-config`` flags as the trace settings API's global settings, and the file.
+
+    :raises ValueError: a value the setting cannot take, in the settings API's words.
+    """
+    from kernel.errors import KernelError
+    from kernel.trace_settings import check_trace_update
+
+    names = {"rate": "trace_rate", "count": "trace_count", "log-frequency": "log_frequency"}
+    changes: dict[str, list[str] | None] = {}
+    levels: list[str] = []
+    file: Path | None = None
+    for key, value in pairs:
+        if key == "level":
+            levels.append(value.upper())
+        elif key == "file":
+            file = Path(value) if value else None
+        elif key in names:
+            changes[names[key]] = [value]
+    if levels:
+        changes["trace_level"] = levels
+    try:
+        settings = {k: v for k, v in check_trace_update(changes).items() if v}
+    except KernelError as exc:
+        raise ValueError(f"--trace-config: {exc.message}") from None
+    if file is not None:
+        settings["trace_file"] = [str(file)]
+    return settings, file
 
 
 def _rate_limit_resource(text: str) -> tuple[str, int, int | str]:
@@ -164,6 +212,15 @@ def _build_parser() -> _Parser:
         action="append",
         default=[],
         metavar="NAME:COUNT[:DEVICE]",
+    )
+    serve.add_argument(
+        "--trace-config",
+        type=_trace_config,
+        action="append",
+        default=[],
+        metavar="[triton,]SETTING=VALUE",
+        help="tritonserver's: triton,file=PATH, level=TIMESTAMPS|TENSORS, rate=N, count=N,"
+        " triton,log-frequency=N",
     )
     serve.add_argument(
         "--cache-config",

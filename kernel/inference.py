@@ -20,12 +20,15 @@ import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from kernel.errors import KernelError, Status
+
+if TYPE_CHECKING:
+    from kernel._tracing import RequestTrace
 
 __all__ = [
     "InferenceRequest",
@@ -205,6 +208,7 @@ class InferenceRequest:
         "priority",
         "requested_output_names",
         "timeout_us",
+        "trace",
     )
 
     def __init__(
@@ -237,6 +241,8 @@ class InferenceRequest:
         """Rows this request contributes to a batch (1 for models without batching)."""
         self.enqueued_ns = 0
         self._cancelled = False
+        self.trace: RequestTrace | None = None
+        """Set by the kernel when the request is traced (``--trace-config``)."""
         self._sender: ResponseSender | None = None
         try:
             loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()

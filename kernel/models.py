@@ -88,6 +88,8 @@ class ModelVersion:
         self.stats = ModelStatistics(context.name, context.version)
         self.in_flight = 0
         self.executing = 0
+        self.traced = 0
+        """Traced requests in flight (see kernel._tracing): 0 skips tracing per batch."""
         self.drain_timeout = drain_timeout
         self._scheduler_factory = scheduler_factory or (
             lambda config: scheduler_for(config, context.model_dir)
@@ -450,8 +452,10 @@ class ModelVersion:
             failure = KernelError.wrap(error)
             if not isinstance(error, KernelError):
                 log.debug("model '%s' execute raised", self.name, exc_info=error)
-        self._settle(batch, failure)
         times = times or (0, end - start, 0)
+        if self.traced:
+            _stamp_compute(batch, times, start, end)
+        self._settle(batch, failure)
         queue_ns = sum(start - r.enqueued_ns for r in batch)
         self.stats.record_execution(sum(r.batch_size for r in batch), len(batch), times, queue_ns)
 
@@ -469,6 +473,19 @@ class ModelVersion:
                         f"model '{self.name}' returned from execute without answering the request",
                     )
                 )
+
+
+def _stamp_compute(
+    batch: list[InferenceRequest], times: tuple[int, int, int], start: int, end: int
+) -> None:
+    """Triton's compute timestamps on the traced requests of a batch."""
+    for request in batch:
+        trace = request.trace
+        if trace is not None:
+            trace.stamp("COMPUTE_START", start)
+            trace.stamp("COMPUTE_INPUT_END", start + times[0])
+            trace.stamp("COMPUTE_OUTPUT_START", end - times[2])
+            trace.stamp("COMPUTE_END", end)
 
 
 def _run_batch(

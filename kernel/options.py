@@ -102,6 +102,11 @@ class ServerOptions:
     log_file: Path | None = None
     """``--log-file``: lines are appended to it instead of stderr (never settable over the
     network)."""
+    trace_settings: dict[str, list[str]] = field(default_factory=dict)
+    """``--trace-config``'s global settings in the trace settings API's form
+    (``{"trace_level": ["TIMESTAMPS"], "trace_rate": ["1"], ...}``)."""
+    trace_file: Path | None = None
+    """``--trace-config triton,file=PATH``: where Triton-mode traces go; no tracing without it."""
     grpc_tls: TlsSettings | None = None
     """TLS on the gRPC port; ``None`` serves plain HTTP/2 (tritonserver's default)."""
     http_tls: TlsSettings | None = None

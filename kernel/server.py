@@ -31,6 +31,7 @@ from anyio.abc import TaskStatus
 from kernel import __version__
 from kernel._proto.inference import ModelConfig
 from kernel._response_cache import ResponseCache, ResponseCaching, parse_cache_config
+from kernel._tracing import Tracer
 from kernel.backend import MetricSource
 from kernel.errors import KernelError, Status
 from kernel.inference import InferenceRequest, InferenceResponse
@@ -179,8 +180,14 @@ class InferenceServer:
             },
         )
         """Triton's log settings, read and updated through both endpoints."""
-        self.trace_settings = TraceStore()
-        """Triton's trace settings (kept and echoed; no traces are taken), for both endpoints."""
+        traces = dict(self.options.trace_settings)
+        if self.options.trace_file is not None:
+            traces["trace_file"] = [str(self.options.trace_file)]
+        self.trace_settings = TraceStore(traces)
+        """Triton's trace settings, global and per model, for both endpoints."""
+        self.tracer = Tracer(self.trace_settings, self.options.trace_file)
+        """Samples, collects and writes Triton-mode traces (``--trace-config triton,file=``)."""
+        self.trace_settings.listeners.append(self.tracer.refresh)
         self.metric_families: list[MetricSource] = []
         """Plugins' custom metrics, exported by the metrics endpoint (see add_metric_family)."""
         self.ports: dict[str, int] = {}
@@ -218,6 +225,7 @@ class InferenceServer:
             # the manager's task ends after unloading every model
         with anyio.CancelScope(shield=True):
             await self.registry.finalize()
+            await anyio.to_thread.run_sync(self.tracer.close)
         self.shared_memory.unregister_all()
         log.info("server stopped")
 
@@ -407,8 +415,28 @@ class InferenceServer:
             )
             version.stats.record_request(time.monotonic_ns() - request.arrival_ns, failed=reason)
             raise
+        if self.tracer.active:
+            self._trace(version, request)
         version.in_flight += 1
         return version
+
+    def _trace(self, version: ModelVersion, request: InferenceRequest) -> None:
+        """Start the trace of an admitted request, if it is sampled (or an ensemble step)."""
+        trace = self.tracer.begin(request.trace, version.name, version.version, request.id)
+        request.trace = trace
+        if trace is not None:
+            version.traced += 1
+            trace.stamp("REQUEST_START", request.arrival_ns)
+            trace.stamp("QUEUE_START", request.enqueued_ns)
+            trace.tensor("TENSOR_QUEUE_INPUT", request.inputs)
+
+    @staticmethod
+    def _end_trace(version: ModelVersion, request: InferenceRequest) -> None:
+        """A traced request ended without a final response (its client went away)."""
+        if request.trace is not None:
+            version.traced -= 1
+            request.trace.finish()
+            request.trace = None
 
     def _finish(
         self, version: ModelVersion, request: InferenceRequest, response: InferenceResponse
@@ -418,6 +446,14 @@ class InferenceServer:
             response.outputs = {k: v for k, v in response.outputs.items() if k in wanted}
         if self.response_cache is not None:
             self.response_cache.remember(version, request, response)
+        trace = request.trace
+        if trace is not None:
+            trace.tensor("TENSOR_BACKEND_OUTPUT", response.outputs)
+            trace.stamp("INFER_RESPONSE_COMPLETE")
+            if response.final:
+                version.traced -= 1
+                trace.finish()
+                request.trace = None
         if response.final:
             version.in_flight -= 1
             failed = None
@@ -441,6 +477,7 @@ class InferenceServer:
         except BaseException:
             request.cancel()
             version.in_flight -= 1
+            self._end_trace(version, request)
             raise
         self._finish(version, request, response)
         return response
@@ -465,6 +502,7 @@ class InferenceServer:
             if not final:
                 request.cancel()
                 version.in_flight -= 1
+                self._end_trace(version, request)
 
 
 # How a failed answer counts in ``nv_inference_request_failure``: the schedulers refuse with
