@@ -261,3 +261,55 @@ def test_no_trace_file_means_no_tracing(repo: Path, kt_config: Any) -> None:
             http.infer("a", _add_inputs(httpclient))
         finally:
             http.close()
+
+
+_BLS_MODEL = """
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            inputs = [pb_utils.get_input_tensor_by_name(request, n) for n in ("INPUT0", "INPUT1")]
+            call = pb_utils.InferenceRequest(
+                model_name="add",
+                inputs=inputs,
+                requested_output_names=["OUTPUT0", "OUTPUT1"],
+                trace=request.trace(),
+            )
+            result = call.exec()
+            responses.append(pb_utils.InferenceResponse(output_tensors=result.output_tensors()))
+        return responses
+"""
+
+
+def test_bls_call_with_the_requests_trace_is_a_child_trace(
+    repo: Path, tmp_path: Path, kt_config: Any
+) -> None:
+    """A Python model (in-process mode) passing ``trace=request.trace()`` to its BLS request,
+    as in Triton: the call is traced as a child of the request."""
+    write_model(repo, "add", kt_config("addsub"))
+    config = kt_config("addsub", backend="python").replace(
+        'parameters { key: "behaviour"',
+        'parameters { key: "EXECUTION_MODE" value { string_value: "in_process" } }\n'
+        'parameters { key: "behaviour"',
+    )
+    write_model(repo, "bls", config)
+    (repo / "bls" / "1" / "model.py").write_text(_BLS_MODEL)
+    trace_file = tmp_path / "trace.json"
+    settings = {"trace_level": ["TIMESTAMPS"], "trace_rate": ["1"]}
+    with ServerThread(repo, trace_file=trace_file, trace_settings=settings) as server:
+        http = httpclient.InferenceServerClient(server.http_url)
+        try:
+            http.infer("bls", _add_inputs(httpclient), request_id="outer")
+        finally:
+            http.close()
+    traces = _traces(json.loads(trace_file.read_text()))
+    outer = next(t for t in traces.values() if t["head"]["model_name"] == "bls")
+    inner = next(t for t in traces.values() if t["head"]["model_name"] == "add")
+    assert inner["head"]["parent_id"] == outer["head"]["id"]
+    assert "parent_id" not in outer["head"]
+    assert [e for e in inner["events"] if e in ORDER] == ORDER
+    # the call ran inside the outer request's compute
+    assert outer["ns"][outer["events"].index("COMPUTE_START")] <= inner["ns"][0]

@@ -54,6 +54,7 @@ from triton_backend_python._registry import MetricRegistry
 from triton_backend_python._runner import ExecuteError, ModelRunner
 
 if TYPE_CHECKING:
+    from kernel._tracing import RequestTrace
     from triton_backend_python._backend import PythonModel
 
 __all__ = ["InProcessInstance", "InProcessRuntime"]
@@ -95,6 +96,19 @@ class _ReceivedRequest(pb_utils.InferenceRequest):
 
     def _parameter_dict(self) -> dict[str, Any]:
         return self._kernel.parameters
+
+    def trace(self) -> pb_utils.InferenceTrace:
+        """The kernel's trace of the request, when it is traced: a BLS request made with
+        ``trace=request.trace()`` is then traced as its child (``parent_id``)."""
+        trace = self._kernel.trace
+        return pb_utils.InferenceTrace() if trace is None else _KernelTrace(trace)
+
+
+class _KernelTrace(pb_utils.InferenceTrace):
+    __slots__ = ("kernel",)
+
+    def __init__(self, kernel: RequestTrace) -> None:
+        self.kernel = kernel
 
 
 class _Channel:
@@ -188,7 +202,7 @@ class InProcessRuntime:
     @staticmethod
     def _kernel_request(request: pb_utils.InferenceRequest) -> InferenceRequest:
         # Made on the loop: a kernel request binds to the running loop.
-        return InferenceRequest(
+        made = InferenceRequest(
             request.model_name(),
             shielded(request._input_arrays()),
             model_version=request._model_version,
@@ -199,6 +213,10 @@ class InProcessRuntime:
             flags=RequestFlags(request.flags() & 3),
             timeout_us=request.timeout(),
         )
+        parent = request.trace()
+        if isinstance(parent, _KernelTrace):
+            made.trace = parent.kernel.child()
+        return made
 
     async def _one(self, request: pb_utils.InferenceRequest) -> pb_utils.InferenceResponse:
         # A decoupled model called without decoupled=True: its first response; the rest of the

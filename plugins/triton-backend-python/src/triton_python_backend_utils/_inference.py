@@ -243,6 +243,7 @@ class InferenceRequest:
         "_source",
         "_tensors",
         "_timeout",
+        "_trace",
     )
 
     def __init__(
@@ -281,6 +282,8 @@ class InferenceRequest:
             parameters, "InferenceRequest()"
         )
         self._preferred_memory = preferred_memory
+        self._trace = trace
+        """``trace=request.trace()``: the BLS request is traced as a child of that request."""
         self._source: object = None
         self._runtime: Runtime | None = None
         self._sender: InferenceResponseSender | None = None
@@ -312,6 +315,7 @@ class InferenceRequest:
         request._timeout = timeout
         request._parameters = parameters
         request._preferred_memory = None
+        request._trace = None
         request._source = source
         request._runtime = runtime
         request._sender = None
@@ -387,7 +391,7 @@ class InferenceRequest:
 
     def trace(self) -> InferenceTrace:
         """The request's trace."""
-        return _NO_TRACE
+        return self._trace or _NO_TRACE
 
     # -- answering a received request -----------------------------------------------------
 
