@@ -16,6 +16,7 @@ levels of the running handler (:func:`apply_log_settings`), never the file.
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import os
@@ -27,6 +28,7 @@ from typing import TextIO
 
 __all__ = [
     "FORMATS",
+    "REQUEST_IDS",
     "KernelLogHandler",
     "apply_log_settings",
     "configure_logging",
@@ -42,6 +44,14 @@ _LETTERS = {
     logging.CRITICAL: "E",
 }
 _MODEL_PREFIX = "kernel.model."
+
+REQUEST_IDS: contextvars.ContextVar[str] = contextvars.ContextVar("request_ids", default="")
+"""The ids of the requests an ``execute`` is running for (comma-joined), while JSON lines are
+written (:data:`json_lines`): a model's line during ``execute`` then names its requests."""
+
+json_lines = False
+"""Whether a JSON log output is installed; the kernel sets :data:`REQUEST_IDS` only then, so
+other formats cost one module attribute check per batch."""
 
 
 def model_of(record: logging.LogRecord) -> str | None:
@@ -77,7 +87,7 @@ class _Formatter(logging.Formatter):
                 "model": model_of(record),
                 "message": message,
             }
-            request_id = getattr(record, "request_id", None)
+            request_id = getattr(record, "request_id", None) or REQUEST_IDS.get()
             if request_id:
                 line["request_id"] = str(request_id)
             return json.dumps(line, ensure_ascii=False)
@@ -110,11 +120,14 @@ def _level_name(levelno: int) -> str:
 class KernelLogHandler(logging.StreamHandler[TextIO]):
     """The server's one log output; its format and enabled levels follow the log settings."""
 
-    def __init__(self, stream: TextIO, settings: Mapping[str, object]) -> None:
+    def __init__(
+        self, stream: TextIO, settings: Mapping[str, object], *, owns_stream: bool = False
+    ) -> None:
         super().__init__(stream)
+        self._owns_stream = owns_stream
         self.info = self.warning = self.error = True
         self.verbose = 0
-        self.setFormatter(_Formatter("default"))
+        self.formatter_name = "default"
         self.apply(settings)
 
     def apply(self, settings: Mapping[str, object]) -> None:
@@ -125,7 +138,16 @@ class KernelLogHandler(logging.StreamHandler[TextIO]):
         verbose = settings.get("log_verbose_level", 0)
         self.verbose = verbose if isinstance(verbose, int) else 0
         form = settings.get("log_format", "default")
-        self.setFormatter(_Formatter(form if isinstance(form, str) else "default"))
+        self.formatter_name = form if isinstance(form, str) else "default"
+        self.setFormatter(_Formatter(self.formatter_name))
+
+    def close(self) -> None:
+        """Close the log file this handler opened (``--log-file``), never stderr."""
+        try:
+            if self._owns_stream:
+                self.stream.close()
+        finally:
+            super().close()
 
     def filter(self, record: logging.LogRecord) -> bool:
         level = record.levelno
@@ -155,9 +177,11 @@ def configure_logging(settings: Mapping[str, object], log_file: Path | None = No
     for handler in list(root.handlers):
         if isinstance(handler, KernelLogHandler):
             root.removeHandler(handler)
-    root.addHandler(KernelLogHandler(stream, settings))
+            handler.close()
+    root.addHandler(KernelLogHandler(stream, settings, owns_stream=log_file is not None))
     verbose = settings.get("log_verbose_level", 0)
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    _note_json()
 
 
 def apply_log_settings(settings: Mapping[str, object]) -> None:
@@ -165,3 +189,12 @@ def apply_log_settings(settings: Mapping[str, object]) -> None:
     for handler in logging.getLogger().handlers:
         if isinstance(handler, KernelLogHandler):
             handler.apply(settings)
+    _note_json()
+
+
+def _note_json() -> None:
+    global json_lines
+    json_lines = any(
+        isinstance(h, KernelLogHandler) and h.formatter_name == "json"
+        for h in logging.getLogger().handlers
+    )

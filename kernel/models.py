@@ -20,6 +20,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
+from kernel import _log_output
 from kernel._devices import visible_gpus
 from kernel._hooks import call_hook, is_async
 from kernel._instance_thread import InstanceThread
@@ -356,6 +357,7 @@ class ModelVersion:
         self.executing += 1
         start = time.monotonic_ns()
         error: BaseException | None = None
+        token = _log_output.REQUEST_IDS.set(_ids(batch)) if _log_output.json_lines else None
         try:
             await item.instance.execute(batch)  # type: ignore[misc]
         except anyio.get_cancelled_exc_class():
@@ -364,6 +366,8 @@ class ModelVersion:
         except Exception as exc:
             error = exc
         finally:
+            if token is not None:
+                _log_output.REQUEST_IDS.reset(token)
             times = item.context.take_reported_times()
             if limiter is not None and item.need is not None:
                 limiter.release(item.need)
@@ -510,10 +514,19 @@ def _run_batch(
             else:
                 live.append(request)
         batch = live
+    token = _log_output.REQUEST_IDS.set(_ids(batch)) if _log_output.json_lines else None
     try:
         if batch:
             execute(batch)
     except BaseException:
         context.take_reported_times()  # a failed batch's split counts for nothing
         raise
+    finally:
+        if token is not None:
+            _log_output.REQUEST_IDS.reset(token)
     return context.take_reported_times()
+
+
+def _ids(batch: list[InferenceRequest]) -> str:
+    """The ids of a batch's requests, for its log lines (JSON format)."""
+    return ",".join(r.id for r in batch if r.id)

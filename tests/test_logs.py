@@ -290,3 +290,65 @@ async def test_a_slow_load_says_so_while_it_runs(
         re.fullmatch(r"failed to load: bad:1 after \d\.\d\ds: no weights", m) for m in messages
     )
     assert all(getattr(r, "model", None) in ("slow", "bad") for r in caplog.records)
+
+
+_EXECUTE_LOGGER = """
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        pb_utils.Logger.log_info("executing")
+        return [
+            pb_utils.InferenceResponse(
+                output_tensors=[
+                    pb_utils.Tensor("OUT", pb_utils.get_input_tensor_by_name(r, "IN").as_numpy())
+                ]
+            )
+            for r in requests
+        ]
+"""
+
+
+@pytest.mark.parametrize("mode", ["in_process", "process"])
+def test_json_line_of_a_model_during_execute_names_the_request(tmp_path: Path, mode: str) -> None:
+    import numpy as np
+
+    from kernel._log_output import configure_logging
+
+    repo = tmp_path / "repo"
+    write_model(
+        repo,
+        "chatty",
+        _PYTHON_CONFIG
+        + f'parameters {{ key: "EXECUTION_MODE" value {{ string_value: "{mode}" }} }}\n',
+    )
+    (repo / "chatty" / "1" / "model.py").write_text(_EXECUTE_LOGGER)
+    log_file = tmp_path / "server.log"
+    root = logging.getLogger()
+    before = list(root.handlers), root.level
+    configure_logging({"log_format": "json"}, log_file)
+    try:
+        with ServerThread(repo, log_format="json") as server:
+            client = httpclient.InferenceServerClient(server.http_url)
+            try:
+                tensor = httpclient.InferInput("IN", [1], "FP32")
+                tensor.set_data_from_numpy(np.ones(1, np.float32))
+                client.infer("chatty", [tensor], request_id="req-42")
+            finally:
+                client.close()
+    finally:
+        for handler in list(root.handlers):
+            if handler not in before[0]:
+                root.removeHandler(handler)
+                handler.close()
+        root.setLevel(before[1])
+        logging.getLogger("kernel").setLevel(logging.NOTSET)
+        from kernel import _log_output
+
+        _log_output.json_lines = False
+    objects = [json.loads(line) for line in log_file.read_text().splitlines()]
+    line = next(o for o in objects if o["message"] == "executing")
+    assert line["model"] == "chatty"
+    if mode == "in_process":
+        assert line["request_id"] == "req-42"
