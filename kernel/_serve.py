@@ -98,6 +98,7 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
         log_error=args.log_error,
         log_format=args.log_format,
         log_file=args.log_file,
+        metrics_config=dict(args.metrics_config),
         trace_settings=traces,
         trace_file=trace_file,
         grpc_tls=_tls_from_args(args, "grpc"),

@@ -80,6 +80,13 @@ def _backend_config(text: str) -> tuple[str, str, str]:
     return name, key, value
 
 
+def _setting(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected <key>=<value>, got '{text}'")
+    return key, value
+
+
 def _trace_config(text: str) -> tuple[str, str]:
     """``[<mode>,]<setting>=<value>`` as ``(setting, value)``; see :func:`trace_settings`."""
     mode, sep, setting = text.partition(",")
@@ -171,6 +178,20 @@ def _build_parser() -> _Parser:
     serve.add_argument("--allow-http", type=_bool, default=True)
     serve.add_argument("--allow-grpc", type=_bool, default=True)
     serve.add_argument("--allow-metrics", type=_bool, default=True)
+    serve.add_argument(
+        "--metrics-config",
+        type=_setting,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="summary_latencies=true, histogram_latencies=true, summary_quantiles=Q:E,...",
+    )
+    serve.add_argument(
+        "--metrics-interval-ms",
+        type=int,
+        default=2000,
+        help="accepted for tritonserver command lines: metrics are computed when scraped",
+    )
     serve.add_argument("--strict-readiness", type=_bool, default=True)
     serve.add_argument("--exit-timeout-secs", type=float, default=30.0)
     serve.add_argument(

@@ -24,6 +24,7 @@ from kernel import _log_output
 from kernel._devices import visible_gpus
 from kernel._hooks import call_hook, is_async
 from kernel._instance_thread import InstanceThread
+from kernel._latency import LatencyConfig, LatencyRecorder
 from kernel._proto.inference import (
     ModelConfig,
     ModelInstanceGroup,
@@ -87,6 +88,9 @@ class ModelVersion:
         self.state = ModelState.LOADING
         self.reason = ""
         self.stats = ModelStatistics(context.name, context.version)
+        latency: LatencyConfig | None = getattr(context.server, "latency_config", None)
+        if latency is not None and (latency.summaries or latency.histograms):
+            self.stats.latency = LatencyRecorder(latency, decoupled=context.decoupled)
         self.in_flight = 0
         self.executing = 0
         self.traced = 0
@@ -461,6 +465,8 @@ class ModelVersion:
             _stamp_compute(batch, times, start, end)
         self._settle(batch, failure)
         queue_ns = sum(start - r.enqueued_ns for r in batch)
+        if self.stats.latency is not None:
+            self.stats.latency.execution([start - r.enqueued_ns for r in batch], times)
         self.stats.record_execution(sum(r.batch_size for r in batch), len(batch), times, queue_ns)
 
     def _settle(self, batch: list[InferenceRequest], error: KernelError | None) -> None:

@@ -102,6 +102,9 @@ class ServerOptions:
     log_file: Path | None = None
     """``--log-file``: lines are appended to it instead of stderr (never settable over the
     network)."""
+    metrics_config: dict[str, str] = field(default_factory=dict)
+    """tritonserver's ``--metrics-config <key>=<value>``: ``summary_latencies``,
+    ``histogram_latencies``, ``summary_quantiles`` (see kernel/_latency.py)."""
     trace_settings: dict[str, list[str]] = field(default_factory=dict)
     """``--trace-config``'s global settings in the trace settings API's form
     (``{"trace_level": ["TIMESTAMPS"], "trace_rate": ["1"], ...}``)."""

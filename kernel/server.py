@@ -29,6 +29,7 @@ import anyio
 from anyio.abc import TaskStatus
 
 from kernel import __version__
+from kernel._latency import parse_metrics_config
 from kernel._proto.inference import ModelConfig
 from kernel._response_cache import ResponseCache, ResponseCaching, parse_cache_config
 from kernel._tracing import Tracer
@@ -185,6 +186,8 @@ class InferenceServer:
             traces["trace_file"] = [str(self.options.trace_file)]
         self.trace_settings = TraceStore(traces)
         """Triton's trace settings, global and per model, for both endpoints."""
+        self.latency_config = parse_metrics_config(self.options.metrics_config)
+        """``--metrics-config``: latency summaries and histograms (read by each model version)."""
         self.tracer = Tracer(self.trace_settings, self.options.trace_file)
         """Samples, collects and writes Triton-mode traces (``--trace-config triton,file=``)."""
         self.trace_settings.listeners.append(self.tracer.refresh)
@@ -493,8 +496,13 @@ class InferenceServer:
         """
         version = self._admit(request, target)
         final = False
+        latency = version.stats.latency
         try:
             async for response in request.responses():
+                if latency is not None:
+                    if version.decoupled and (response.outputs or response.final):
+                        latency.first(time.monotonic_ns() - request.arrival_ns)
+                    latency = None  # the first response only
                 self._finish(version, request, response)
                 final = response.final
                 yield response

@@ -9,6 +9,10 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from kernel._latency import LatencyRecorder
 
 __all__ = ["BatchStatistics", "Duration", "FailureReason", "ModelStatistics"]
 
@@ -65,11 +69,15 @@ class ModelStatistics:
     pending: int = 0
     batch_stats: dict[int, BatchStatistics] = field(default_factory=dict)
     failures: Counter[str] = field(default_factory=Counter)
+    latency: LatencyRecorder | None = None
+    """Latency summaries and histograms (``--metrics-config``); ``None`` when off."""
 
     def record_request(self, duration_ns: int, *, failed: str | None) -> None:
         """A request's final answer: success, or failure with its ``FailureReason``."""
         if failed is None:
             self.success.add(duration_ns)
+            if self.latency is not None:
+                self.latency.request(duration_ns)
         else:
             self.fail.add(duration_ns)
             self.failures[failed] += 1
