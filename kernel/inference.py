@@ -63,6 +63,8 @@ class InferenceResponse:
     error: KernelError | None = None
     final: bool = True
     """Set by the kernel: whether this is the request's last response."""
+    sent_ns: int = 0
+    """Set by the kernel: when a response sender sent it (decoupled models' response stats)."""
 
 
 ResponseInterceptor = Callable[[InferenceResponse, Callable[[InferenceResponse], None]], None]
@@ -174,6 +176,7 @@ class ResponseSender:
             if not final:
                 raise KernelError(Status.INTERNAL, "a response sender needs a response or final")
             response = InferenceResponse()  # a final flag without data
+        response.sent_ns = time.monotonic_ns()
         self._channel.push(response, final=final)
 
     @property
@@ -207,6 +210,7 @@ class InferenceRequest:
         "parameters",
         "priority",
         "requested_output_names",
+        "started_ns",
         "timeout_us",
         "trace",
     )
@@ -240,6 +244,8 @@ class InferenceRequest:
         self.batch_size = 1
         """Rows this request contributes to a batch (1 for models without batching)."""
         self.enqueued_ns = 0
+        self.started_ns = 0
+        """When ``execute`` took the request (decoupled models only: their response stats)."""
         self._cancelled = False
         self.trace: RequestTrace | None = None
         """Set by the kernel when the request is traced (``--trace-config``)."""

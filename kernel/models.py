@@ -361,6 +361,9 @@ class ModelVersion:
         self.executing += 1
         start = time.monotonic_ns()
         error: BaseException | None = None
+        if self.decoupled:
+            for request in batch:
+                request.started_ns = start
         token = _log_output.REQUEST_IDS.set(_ids(batch)) if _log_output.json_lines else None
         try:
             await item.instance.execute(batch)  # type: ignore[misc]
@@ -393,7 +396,11 @@ class ModelVersion:
         thread = InstanceThread(item.context.name, depth=depth)
         self._threads.append(thread)
         run = functools.partial(
-            _run_batch, item.instance.execute, item.context, skip_cancelled=depth > 1
+            _run_batch,
+            item.instance.execute,
+            item.context,
+            skip_cancelled=depth > 1,
+            stamp_start=self.decoupled,
         )
         thread.start()
         try:
@@ -504,6 +511,7 @@ def _run_batch(
     batch: list[InferenceRequest],
     *,
     skip_cancelled: bool,
+    stamp_start: bool = False,
 ) -> tuple[int, int, int] | None:
     """Run one batch in the instance thread; return the time split it reported, taken here
     because the thread may start the next batch before the loop has accounted this one.
@@ -520,6 +528,10 @@ def _run_batch(
             else:
                 live.append(request)
         batch = live
+    if stamp_start:  # a decoupled model: its response stats count from here
+        start = time.monotonic_ns()
+        for request in batch:
+            request.started_ns = start
     token = _log_output.REQUEST_IDS.set(_ids(batch)) if _log_output.json_lines else None
     try:
         if batch:

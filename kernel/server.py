@@ -497,20 +497,51 @@ class InferenceServer:
         version = self._admit(request, target)
         final = False
         latency = version.stats.latency
+        decoupled = version.decoupled
+        index = 0
+        previous = 0
         try:
             async for response in request.responses():
+                if decoupled:
+                    previous = _response_stats(version, request, response, index, previous)
+                    index += 1
                 if latency is not None:
-                    if version.decoupled and (response.outputs or response.final):
+                    if decoupled and (response.outputs or response.final):
                         latency.first(time.monotonic_ns() - request.arrival_ns)
                     latency = None  # the first response only
                 self._finish(version, request, response)
                 final = response.final
                 yield response
         finally:
+            if not final and decoupled:
+                version.stats.record_response(index, 0, 0, kind="cancel")
             if not final:
                 request.cancel()
                 version.in_flight -= 1
                 self._end_trace(version, request)
+
+
+def _response_stats(
+    version: ModelVersion,
+    request: InferenceRequest,
+    response: InferenceResponse,
+    index: int,
+    previous: int,
+) -> int:
+    """Count a decoupled model's ``index``-th response; returns when it was sent."""
+    now = time.monotonic_ns()
+    sent = response.sent_ns or now
+    begin = previous or request.started_ns or request.enqueued_ns
+    infer_ns = max(0, sent - begin)
+    output_ns = max(0, now - sent)
+    if response.error is not None:
+        kind = "fail"
+    elif response.final and not response.outputs:
+        kind = "empty"
+    else:
+        kind = "success"
+    version.stats.record_response(index, infer_ns, output_ns, kind=kind)
+    return sent
 
 
 # How a failed answer counts in ``nv_inference_request_failure``: the schedulers refuse with
