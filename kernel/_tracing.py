@@ -172,13 +172,16 @@ class _Sink:
         self.path = path
         self.log_frequency = log_frequency
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self.failed = False
+        """Set when the file could not be written: later traces are dropped, not queued."""
         self._thread = threading.Thread(
             target=self._run, name=f"trace-writer {path.name}", daemon=True
         )
         self._thread.start()
 
     def submit(self, trace: RequestTrace) -> None:
-        self._queue.put(trace)
+        if not self.failed:
+            self._queue.put(trace)
 
     def set_log_frequency(self, log_frequency: int) -> None:
         """A new ``log_frequency`` (settings API); the writer applies it in order."""
@@ -224,6 +227,7 @@ class _Sink:
                 else:
                     out.flush()
         except Exception:
+            self.failed = True
             log.exception("writing traces to %s failed; tracing to it stops", self.path)
         finally:
             if out is not None:

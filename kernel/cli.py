@@ -128,6 +128,8 @@ def trace_settings(pairs: Sequence[tuple[str, str]]) -> tuple[dict[str, list[str
     except KernelError as exc:
         raise ValueError(f"--trace-config: {exc.message}") from None
     if file is not None:
+        if not file.parent.is_dir():
+            raise ValueError(f"--trace-config triton,file={file}: no such directory")
         settings["trace_file"] = [str(file)]
     return settings, file
 

@@ -115,6 +115,7 @@ def test_trace_config_flags_become_the_global_settings(tmp_path: Path) -> None:
         ("level=LOUD", "unsupported trace level 'LOUD'"),
         ("opentelemetry,url=http://x", "OpenTelemetry trace mode is not implemented"),
         ("triton,colour=red", "unknown trace setting 'colour'"),
+        ("triton,file=/no/such/dir/t.json", "no such directory"),
     ],
 )
 def test_serve_refuses_bad_trace_config(flag: str, message: str) -> None:
@@ -313,3 +314,18 @@ def test_bls_call_with_the_requests_trace_is_a_child_trace(
     assert [e for e in inner["events"] if e in ORDER] == ORDER
     # the call ran inside the outer request's compute
     assert outer["ns"][outer["events"].index("COMPUTE_START")] <= inner["ns"][0]
+
+
+def test_an_unwritable_trace_file_stops_tracing_not_serving(
+    repo: Path, tmp_path: Path, kt_config: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    write_model(repo, "a", kt_config("addsub"))
+    settings = {"trace_level": ["TIMESTAMPS"], "trace_rate": ["1"]}
+    with ServerThread(repo, trace_file=tmp_path, trace_settings=settings) as server:  # a folder
+        http = httpclient.InferenceServerClient(server.http_url)
+        try:
+            for _ in range(3):
+                http.infer("a", _add_inputs(httpclient))
+        finally:
+            http.close()
+    assert any("writing traces to" in r.getMessage() for r in caplog.records)
