@@ -95,6 +95,9 @@ class ModelVersion:
         self.executing = 0
         self.traced = 0
         """Traced requests in flight (see kernel._tracing): 0 skips tracing per batch."""
+        self.stamp_start = False
+        """Whether batches note when ``execute`` took them (decoupled models' response stats);
+        set when the workers start, once the config is final."""
         self.drain_timeout = drain_timeout
         self._scheduler_factory = scheduler_factory or (
             lambda config: scheduler_for(config, context.model_dir)
@@ -327,6 +330,7 @@ class ModelVersion:
         return min(ahead, 2) if active > 1 else ahead
 
     async def _worker(self, item: _Instance, index: int, workers: TaskGroup) -> None:
+        self.stamp_start = self.decoupled
         if not is_async(item.instance.execute):
             await self._thread_worker(item, index)
             return
@@ -361,7 +365,7 @@ class ModelVersion:
         self.executing += 1
         start = time.monotonic_ns()
         error: BaseException | None = None
-        if self.decoupled:
+        if self.stamp_start:
             for request in batch:
                 request.started_ns = start
         token = _log_output.REQUEST_IDS.set(_ids(batch)) if _log_output.json_lines else None
