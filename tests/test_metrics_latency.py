@@ -126,3 +126,28 @@ def test_latency_families_off_by_default() -> None:
     text = render_metrics([(ModelStatistics("m", 1), 0)], 0.0, (1, 1))
     assert "summary" not in text and "histogram" not in text
     _families(text)
+
+
+def test_grafana_dashboard_uses_only_families_the_server_exposes() -> None:
+    """deploy/grafana's dashboard: valid JSON whose every query names a family this server
+    exposes (latency and cache families on)."""
+    import json
+    import re
+
+    from kernel._latency import LatencyConfig, LatencyRecorder
+    from kernel.frontends.metrics import render_metrics
+    from kernel.statistics import ModelStatistics
+
+    path = (
+        Path(__file__).resolve().parents[1] / "deploy" / "grafana" / "triton-kernel-dashboard.json"
+    )
+    dashboard = json.loads(path.read_text())
+    stats = ModelStatistics("m", 1)
+    stats.latency = LatencyRecorder(LatencyConfig(summaries=True, histograms=True), decoupled=True)
+    text = render_metrics([(stats, 0)], 0.5, (2, 1), cache=True)
+    families = list(text_string_to_metric_families(text))
+    exposed = {f.name for f in families} | {s.name for f in families for s in f.samples}
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    used = {name for e in exprs for name in re.findall(r"\bnv_[a-z_]+", e)}
+    assert used, "the dashboard queries something"
+    assert used <= exposed, used - exposed
