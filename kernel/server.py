@@ -227,8 +227,10 @@ class InferenceServer:
                     self.manager.close()
             # the manager's task ends after unloading every model
         with anyio.CancelScope(shield=True):
-            await self.registry.finalize()
-            await anyio.to_thread.run_sync(self.tracer.close)
+            try:
+                await self.registry.finalize()
+            finally:  # the collected traces are written whatever happened
+                await anyio.to_thread.run_sync(self.tracer.close)
         self.shared_memory.unregister_all()
         log.info("server stopped")
 
