@@ -329,3 +329,63 @@ def test_an_unwritable_trace_file_stops_tracing_not_serving(
         finally:
             http.close()
     assert any("writing traces to" in r.getMessage() for r in caplog.records)
+
+
+def test_kernel_serve_with_trace_config_writes_the_file_at_shutdown(
+    repo: Path, tmp_path: Path, kt_config: Any
+) -> None:
+    """End to end, as an operator runs it: tritonserver's flags, one request, SIGTERM."""
+    import signal
+    import socket
+    import time
+
+    write_model(repo, "a", kt_config("addsub"))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    trace_file = tmp_path / "trace.json"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "kernel",
+            "serve",
+            "--model-repository",
+            str(repo),
+            "--http-port",
+            str(port),
+            "--grpc-port",
+            "0",
+            "--metrics-port",
+            "0",
+            "--trace-config",
+            f"triton,file={trace_file}",
+            "--trace-config",
+            "level=TIMESTAMPS",
+            "--trace-config",
+            "rate=1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        client = httpclient.InferenceServerClient(f"127.0.0.1:{port}")
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                try:
+                    if client.is_model_ready("a"):
+                        break
+                except Exception:  # not listening yet
+                    pass
+                time.sleep(0.2)
+            client.infer("a", _add_inputs(httpclient), request_id="from-cli")
+        finally:
+            client.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    traces = _traces(json.loads(trace_file.read_text()))
+    (trace,) = traces.values()
+    assert trace["head"]["request_id"] == "from-cli"
+    assert [e for e in trace["events"] if e in ORDER] == ORDER
