@@ -203,7 +203,7 @@ class ModelManager:
         try:
             await self.load(name)
         except KernelError as exc:
-            log.error("failed to load '%s': %s", name, exc.message)
+            log.error("failed to load '%s': %s", name, exc.message, extra={"model": name})
 
     async def load(
         self, name: str, config: str | None = None, files: Mapping[str, bytes] | None = None
@@ -275,7 +275,7 @@ class ModelManager:
                     self._fail(entry, exc.message)
                     if not entry.failed_versions:
                         entry.failed_versions = dict.fromkeys(versions, exc.message)
-                log.error("%s", exc.message)
+                log.error("%s", exc.message, extra={"model": name})
                 raise
             old = entry.versions
             for version in started.values():
@@ -286,7 +286,7 @@ class ModelManager:
             self._load_order.extend(started.values())
             for replaced in old.values():
                 self._retire(replaced)
-            log.info("loaded '%s' versions %s", name, sorted(started))
+            log.info("loaded '%s' versions %s", name, sorted(started), extra={"model": name})
 
     async def ensure_loaded(self, name: str) -> None:
         """Load ``name`` unless a version of it serves (an ensemble's steps). A load of it in
@@ -366,7 +366,7 @@ class ModelManager:
             entry.failed_versions = {version.version: "unloaded" for version in versions}
             if entry.source is not None and entry.source.temporary:
                 self.repository.release(name)
-            log.info("unloaded '%s'", name)
+            log.info("unloaded '%s'", name, extra={"model": name})
 
     def _fingerprint(self, name: str) -> tuple[tuple[str, int, int], ...] | None:
         found, _ = self.repository.scan()

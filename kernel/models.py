@@ -121,7 +121,13 @@ class ModelVersion:
     def _report_unavailable(self, reason: str) -> None:
         if self.state is ModelState.READY:
             self.state, self.reason = ModelState.UNAVAILABLE, reason
-            log.error("model '%s' version %d is unavailable: %s", self.name, self.version, reason)
+            log.error(
+                "model '%s' version %d is unavailable: %s",
+                self.name,
+                self.version,
+                reason,
+                extra={"model": self.name},
+            )
 
     def pending(self) -> int:
         """Requests accepted and not yet started: in the scheduler, or handed to an instance
@@ -291,7 +297,9 @@ class ModelVersion:
                 decoupled=self.decoupled,
                 implicit=implicit,
             )
-        log.info("model '%s' version %d warmed up", self.name, self.version)
+        log.info(
+            "model '%s' version %d warmed up", self.name, self.version, extra={"model": self.name}
+        )
 
     async def _finalize(self, model: Model | None, ready: list[_Instance]) -> None:
         for queued in self.scheduler.close(
