@@ -285,15 +285,16 @@ class TritonPythonModel:
 """
 
 
+@pytest.mark.parametrize("mode", ["in_process", "process"])
 def test_bls_call_with_the_requests_trace_is_a_child_trace(
-    repo: Path, tmp_path: Path, kt_config: Any
+    repo: Path, tmp_path: Path, kt_config: Any, mode: str
 ) -> None:
-    """A Python model (in-process mode) passing ``trace=request.trace()`` to its BLS request,
-    as in Triton: the call is traced as a child of the request."""
+    """A Python model passing ``trace=request.trace()`` to its BLS request, as in Triton: the
+    call is traced as a child of the request (in both execution modes)."""
     write_model(repo, "add", kt_config("addsub"))
     config = kt_config("addsub", backend="python").replace(
         'parameters { key: "behaviour"',
-        'parameters { key: "EXECUTION_MODE" value { string_value: "in_process" } }\n'
+        f'parameters {{ key: "EXECUTION_MODE" value {{ string_value: "{mode}" }} }}\n'
         'parameters { key: "behaviour"',
     )
     write_model(repo, "bls", config)

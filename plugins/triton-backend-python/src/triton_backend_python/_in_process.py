@@ -54,7 +54,6 @@ from triton_backend_python._registry import MetricRegistry
 from triton_backend_python._runner import ExecuteError, ModelRunner
 
 if TYPE_CHECKING:
-    from kernel._tracing import RequestTrace
     from triton_backend_python._backend import PythonModel
 
 __all__ = ["InProcessInstance", "InProcessRuntime"]
@@ -96,19 +95,6 @@ class _ReceivedRequest(pb_utils.InferenceRequest):
 
     def _parameter_dict(self) -> dict[str, Any]:
         return self._kernel.parameters
-
-    def trace(self) -> pb_utils.InferenceTrace:
-        """The kernel's trace of the request, when it is traced: a BLS request made with
-        ``trace=request.trace()`` is then traced as its child (``parent_id``)."""
-        trace = self._kernel.trace
-        return pb_utils.InferenceTrace() if trace is None else _KernelTrace(trace)
-
-
-class _KernelTrace(pb_utils.InferenceTrace):
-    __slots__ = ("kernel",)
-
-    def __init__(self, kernel: RequestTrace) -> None:
-        self.kernel = kernel
 
 
 class _Channel:
@@ -213,9 +199,10 @@ class InProcessRuntime:
             flags=RequestFlags(request.flags() & 3),
             timeout_us=request.timeout(),
         )
-        parent = request.trace()
-        if isinstance(parent, _KernelTrace):
-            made.trace = parent.kernel.child()
+        # trace=request.trace() of a received request: the call is a child of its trace
+        parent = request._trace._source if request._trace is not None else None
+        if isinstance(parent, InferenceRequest) and parent.trace is not None:
+            made.trace = parent.trace.child()
         return made
 
     async def _one(self, request: pb_utils.InferenceRequest) -> pb_utils.InferenceResponse:
@@ -385,6 +372,7 @@ class InProcessInstance(ModelInstance):
             item._inputs = request.inputs
             item._tensors = None
             item._sender = None
+            item._trace = None
             item._requested = request.requested_output_names or outputs
             item._model_name = ""
             item._model_version = -1
