@@ -11,8 +11,9 @@ from pathlib import Path
 import anyio
 
 from kernel._backends_command import format_table
+from kernel._log_output import configure_logging
 from kernel._unhonoured import unhonoured_fields
-from kernel.cli import NO_OP_FLAGS, configure_logging
+from kernel.cli import NO_OP_FLAGS, trace_settings
 from kernel.errors import KernelError
 from kernel.manager import ModelControlMode, ModelIndexEntry
 from kernel.options import ServerOptions, TlsSettings, example_repository
@@ -75,6 +76,7 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
         cache_config["local"] = {"size": str(args.response_cache_byte_size)}
     for name, key, value in args.cache_config:
         cache_config.setdefault(name, {})[key] = value
+    traces, trace_file = trace_settings(args.trace_config)
     return ServerOptions(
         model_repositories=[Path(p) for p in args.model_repository] or [example_repository()],
         model_control_mode=ModelControlMode(args.model_control_mode),
@@ -125,6 +127,14 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
         ),
         grpc_http2_max_ping_strikes=args.grpc_http2_max_ping_strikes,
         log_verbose=args.log_verbose,
+        log_info=args.log_info,
+        log_warning=args.log_warning,
+        log_error=args.log_error,
+        log_format=args.log_format,
+        log_file=args.log_file,
+        metrics_config=dict(args.metrics_config),
+        trace_settings=traces,
+        trace_file=trace_file,
         grpc_tls=_tls_from_args(args, "grpc"),
         http_tls=_tls_from_args(args, "http"),
     )
@@ -169,12 +179,24 @@ def report_ignored_flags(args: argparse.Namespace) -> None:
 
 def serve(args: argparse.Namespace) -> int:
     """Run ``kernel serve`` until SIGINT/SIGTERM; returns the exit status."""
-    configure_logging(args.log_verbose, args.log_info)
-    report_ignored_flags(args)
     try:
         options = options_from_args(args)
     except ValueError as exc:
         sys.exit(f"kernel serve: {exc}")
+    try:
+        configure_logging(
+            {
+                "log_info": options.log_info,
+                "log_warning": options.log_warning,
+                "log_error": options.log_error,
+                "log_verbose_level": options.log_verbose,
+                "log_format": options.log_format,
+            },
+            options.log_file,
+        )
+    except OSError as exc:
+        sys.exit(f"kernel serve: cannot open --log-file {options.log_file}: {exc.strerror}")
+    report_ignored_flags(args)
     try:
         check_tls(options)
         server = InferenceServer(options)

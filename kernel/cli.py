@@ -8,7 +8,6 @@ the command that needs them, so ``kernel --help`` starts fast.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,8 +20,11 @@ _UNSUPPORTED = {
     "--backend-directory": "backends are Python plugins found through entry points",
     "--repoagent-directory": "repository agents are not supported",
     "--min-supported-compute-capability": "GPU selection is done by the backends",
-    "--trace-config": "tracing is not implemented",
-    "--trace-file": "tracing is not implemented",
+    "--trace-file": "use --trace-config triton,file=PATH (tritonserver's current flag)",
+    "--trace-level": "use --trace-config level=TIMESTAMPS|TENSORS",
+    "--trace-rate": "use --trace-config rate=N",
+    "--trace-count": "use --trace-config count=N",
+    "--trace-log-frequency": "use --trace-config triton,log-frequency=N",
     "--host-policy": "host policies are not supported",
     "--allow-sagemaker": "the SageMaker endpoint is not implemented",
     "--allow-vertex-ai": "the Vertex AI endpoint is not implemented",
@@ -95,6 +97,60 @@ def _restriction(text: str) -> tuple[tuple[str, ...], str, str]:
         return parse_restriction(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _setting(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected <key>=<value>, got '{text}'")
+    return key, value
+
+
+def _trace_config(text: str) -> tuple[str, str]:
+    """``[<mode>,]<setting>=<value>`` as ``(setting, value)``; see :func:`trace_settings`."""
+    mode, sep, setting = text.partition(",")
+    if not sep:
+        mode, setting = "", text
+    key, sep, value = setting.partition("=")
+    if mode == "opentelemetry" or (key == "mode" and value == "opentelemetry"):
+        raise argparse.ArgumentTypeError("OpenTelemetry trace mode is not implemented")
+    if mode not in ("", "triton") or not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected [triton,]<setting>=<value>, got '{text}'")
+    if key not in ("rate", "level", "count", "mode", "file", "log-frequency"):
+        raise argparse.ArgumentTypeError(f"unknown trace setting '{key}' in '{text}'")
+    return key, value
+
+
+def trace_settings(pairs: Sequence[tuple[str, str]]) -> tuple[dict[str, list[str]], Path | None]:
+    """``--trace-config`` flags as the trace settings API's global settings, and the file.
+
+    :raises ValueError: a value the setting cannot take, in the settings API's words.
+    """
+    from kernel.errors import KernelError
+    from kernel.trace_settings import check_trace_update
+
+    names = {"rate": "trace_rate", "count": "trace_count", "log-frequency": "log_frequency"}
+    changes: dict[str, list[str] | None] = {}
+    levels: list[str] = []
+    file: Path | None = None
+    for key, value in pairs:
+        if key == "level":
+            levels.append(value.upper())
+        elif key == "file":
+            file = Path(value) if value else None
+        elif key in names:
+            changes[names[key]] = [value]
+    if levels:
+        changes["trace_level"] = levels
+    try:
+        settings = {k: v for k, v in check_trace_update(changes).items() if v}
+    except KernelError as exc:
+        raise ValueError(f"--trace-config: {exc.message}") from None
+    if file is not None:
+        if not file.parent.is_dir():
+            raise ValueError(f"--trace-config triton,file={file}: no such directory")
+        settings["trace_file"] = [str(file)]
+    return settings, file
 
 
 def _rate_limit_resource(text: str) -> tuple[str, int, int | str]:
@@ -176,7 +232,13 @@ def _build_parser() -> _Parser:
         metavar="BOOL",
         help="true is refused: model names are unique across repositories here",
     )
-    serve.add_argument("--metrics-interval-ms", type=float, default=2000.0, metavar="MS")
+    serve.add_argument(
+        "--metrics-interval-ms",
+        type=float,
+        default=2000.0,
+        metavar="MS",
+        help="accepted for tritonserver command lines: metrics are computed when scraped",
+    )
     serve.add_argument(
         "--grpc-infer-response-compression-level",
         choices=["none", "low", "medium", "high"],
@@ -192,6 +254,14 @@ def _build_parser() -> _Parser:
     serve.add_argument("--allow-http", type=_bool, default=True)
     serve.add_argument("--allow-grpc", type=_bool, default=True)
     serve.add_argument("--allow-metrics", type=_bool, default=True)
+    serve.add_argument(
+        "--metrics-config",
+        type=_setting,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="summary_latencies=true, histogram_latencies=true, summary_quantiles=Q:E,...",
+    )
     serve.add_argument("--strict-readiness", type=_bool, default=True)
     serve.add_argument("--exit-timeout-secs", type=float, default=30.0)
     serve.add_argument(
@@ -203,6 +273,17 @@ def _build_parser() -> _Parser:
     )
     serve.add_argument("--log-verbose", type=int, default=0)
     serve.add_argument("--log-info", type=_bool, default=True)
+    serve.add_argument("--log-warning", type=_bool, default=True)
+    serve.add_argument("--log-error", type=_bool, default=True)
+    serve.add_argument(
+        "--log-format",
+        choices=["default", "ISO8601", "json"],
+        default="default",
+        help="json: one object a line (time, level, logger, model, message, request_id)",
+    )
+    serve.add_argument(
+        "--log-file", type=Path, default=None, help="append log lines to this file, not stderr"
+    )
     serve.add_argument(
         "--backend-config",
         type=_backend_config,
@@ -222,6 +303,15 @@ def _build_parser() -> _Parser:
         action="append",
         default=[],
         metavar="NAME:COUNT[:DEVICE]",
+    )
+    serve.add_argument(
+        "--trace-config",
+        type=_trace_config,
+        action="append",
+        default=[],
+        metavar="[triton,]SETTING=VALUE",
+        help="tritonserver's: triton,file=PATH, level=TIMESTAMPS|TENSORS, rate=N, count=N,"
+        " triton,log-frequency=N",
     )
     serve.add_argument(
         "--cache-config",
@@ -355,14 +445,3 @@ def tritonserver(argv: Sequence[str] | None = None) -> None:
     """
     args = list(sys.argv[1:] if argv is None else argv)
     main(["serve", *args])
-
-
-def configure_logging(verbose: int, info: bool = True) -> None:
-    """tritonserver-like log lines on stderr."""
-    level = logging.DEBUG if verbose > 0 else logging.INFO if info else logging.WARNING
-    logging.basicConfig(
-        level=level,
-        format="%(levelname).1s%(asctime)s.%(msecs)03d %(process)d %(name)s] %(message)s",
-        datefmt="%m%d %H:%M:%S",
-        stream=sys.stderr,
-    )

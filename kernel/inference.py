@@ -20,12 +20,15 @@ import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from kernel.errors import KernelError, Status
+
+if TYPE_CHECKING:
+    from kernel._tracing import RequestTrace
 
 __all__ = [
     "InferenceRequest",
@@ -60,6 +63,8 @@ class InferenceResponse:
     error: KernelError | None = None
     final: bool = True
     """Set by the kernel: whether this is the request's last response."""
+    sent_ns: int = 0
+    """Set by the kernel: when a response sender sent it (decoupled models' response stats)."""
 
 
 ResponseInterceptor = Callable[[InferenceResponse, Callable[[InferenceResponse], None]], None]
@@ -171,6 +176,7 @@ class ResponseSender:
             if not final:
                 raise KernelError(Status.INTERNAL, "a response sender needs a response or final")
             response = InferenceResponse()  # a final flag without data
+        response.sent_ns = time.monotonic_ns()
         self._channel.push(response, final=final)
 
     @property
@@ -204,7 +210,9 @@ class InferenceRequest:
         "parameters",
         "priority",
         "requested_output_names",
+        "started_ns",
         "timeout_us",
+        "trace",
     )
 
     def __init__(
@@ -236,7 +244,11 @@ class InferenceRequest:
         self.batch_size = 1
         """Rows this request contributes to a batch (1 for models without batching)."""
         self.enqueued_ns = 0
+        self.started_ns = 0
+        """When ``execute`` took the request (decoupled models only: their response stats)."""
         self._cancelled = False
+        self.trace: RequestTrace | None = None
+        """Set by the kernel when the request is traced (``--trace-config``)."""
         self._sender: ResponseSender | None = None
         try:
             loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()

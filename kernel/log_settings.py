@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 
+from kernel._log_output import apply_log_settings
 from kernel.errors import KernelError, Status
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "LogSettings",
     "LogValue",
     "WrongKind",
+    "check_log_format",
     "default_log_settings",
     "log_level",
 ]
@@ -32,7 +34,7 @@ FILE_NOT_SETTABLE = "log file location can not be updated through network protoc
 """Triton's answer (``UNSUPPORTED``) to a request that sets ``log_file``: a file path from the
 network would let any client create and append to files the server can write."""
 
-_FORMATS = ("default", "ISO8601")
+_FORMATS = ("default", "ISO8601", "json")
 _KINDS: dict[str, tuple[type, str]] = {
     "log_info": (bool, "boolean"),
     "log_warning": (bool, "boolean"),
@@ -54,6 +56,16 @@ def default_log_settings(verbose: int = 0) -> dict[str, LogValue]:
     }
 
 
+def check_log_format(value: str) -> str:
+    """``value`` if it is a log format this server writes (Triton's two, and ``json``).
+
+    :raises KernelError: ``INVALID_ARG`` in Triton's words.
+    """
+    if value not in _FORMATS:
+        raise KernelError(Status.INVALID_ARG, f"invalid argument for log_format, got: {value}")
+    return value
+
+
 def log_level(settings: Mapping[str, LogValue]) -> int:
     """The ``logging`` level the settings mean for the ``kernel`` logger."""
     if settings["log_verbose_level"]:
@@ -68,11 +80,23 @@ def log_level(settings: Mapping[str, LogValue]) -> int:
 
 
 class LogSettings:
-    """The server's log settings; an accepted update applies to the ``kernel`` logger."""
+    """The server's log settings; an accepted update applies to the ``kernel`` logger and to
+    the log output ``kernel serve`` installed (format and enabled levels)."""
 
-    def __init__(self, verbose: int = 0, logger: str = "kernel") -> None:
+    def __init__(
+        self,
+        verbose: int = 0,
+        logger: str = "kernel",
+        *,
+        initial: Mapping[str, LogValue] | None = None,
+    ) -> None:
+        """``initial``: the command line's settings (``--log-file``, ``--log-info``, ...)."""
         self.values = default_log_settings(verbose)
+        if initial:
+            self.values.update(initial)
         self._logger = logging.getLogger(logger)
+        if initial:
+            self._logger.setLevel(log_level(self.values))
 
     def get(self) -> dict[str, LogValue]:
         return dict(self.values)
@@ -98,12 +122,12 @@ class LogSettings:
             if type(value) is not kind or (isinstance(value, int) and value < 0):
                 raise wrong_kind(key, kind_name)
             assert isinstance(value, bool | int | str)
-            if key == "log_format" and value not in _FORMATS:
-                raise KernelError(
-                    Status.INVALID_ARG, f"invalid argument for log_format, got: {value}"
-                )
+            if key == "log_format":
+                assert isinstance(value, str)
+                check_log_format(value)
             accepted[key] = value
         if accepted:
             self.values.update(accepted)
             self._logger.setLevel(log_level(self.values))
+            apply_log_settings(self.values)
         return self.get()

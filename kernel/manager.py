@@ -38,6 +38,55 @@ __all__ = ["ModelControlMode", "ModelIndexEntry", "ModelManager"]
 
 log = logging.getLogger("kernel.manager")
 
+LOAD_PROGRESS_SECS = 10.0
+"""How often a model version that is still loading says so in the log."""
+
+
+async def _start_with_progress(
+    tg: TaskGroup, version: ModelVersion, name: str, number: int
+) -> None:
+    """Start ``version`` in ``tg`` and log its load: a line when it starts, one every
+    :data:`LOAD_PROGRESS_SECS` while it runs (a slow load is visible while it happens), and one
+    when it is ready or failed, with the elapsed time.
+
+    :raises Exception: whatever the version's start raised.
+    """
+    started = anyio.current_time()
+    log.info("loading: %s:%d", name, number, extra={"model": name})
+
+    async def tick() -> None:
+        while True:
+            await anyio.sleep(LOAD_PROGRESS_SECS)
+            log.info(
+                "still loading: %s:%d (%.0fs)",
+                name,
+                number,
+                anyio.current_time() - started,
+                extra={"model": name},
+            )
+
+    failure: BaseException | None = None
+    async with anyio.create_task_group() as ticker:
+        ticker.start_soon(tick)
+        try:
+            await tg.start(version.run)
+        except BaseException as exc:  # re-raised below, once the ticker stopped
+            failure = exc
+        ticker.cancel_scope.cancel()
+    elapsed = anyio.current_time() - started
+    if failure is not None:
+        reason = failure.message if isinstance(failure, KernelError) else str(failure)
+        log.error(
+            "failed to load: %s:%d after %.2fs: %s",
+            name,
+            number,
+            elapsed,
+            reason,
+            extra={"model": name},
+        )
+        raise failure
+    log.info("READY: %s:%d loaded in %.2fs", name, number, elapsed, extra={"model": name})
+
 
 class ModelControlMode(enum.Enum):
     """tritonserver's ``--model-control-mode``."""
@@ -172,7 +221,7 @@ class ModelManager:
         try:
             await self.load(name)
         except KernelError as exc:
-            log.error("failed to load '%s': %s", name, exc.message)
+            log.error("failed to load '%s': %s", name, exc.message, extra={"model": name})
 
     async def load(
         self, name: str, config: str | None = None, files: Mapping[str, bytes] | None = None
@@ -237,7 +286,7 @@ class ModelManager:
                             scheduler_factory=self._scheduler_factory,
                         )
                         try:
-                            await self._tg.start(version.run)
+                            await _start_with_progress(self._tg, version, name, number)
                         except Exception as exc:
                             version = None
                             error = KernelError.wrap(exc)
@@ -266,7 +315,7 @@ class ModelManager:
                     self._fail(entry, exc.message)
                     if not entry.failed_versions:
                         entry.failed_versions = dict.fromkeys(versions, exc.message)
-                log.error("%s", exc.message)
+                log.error("%s", exc.message, extra={"model": name})
                 raise
             old = entry.versions
             for version in started.values():
@@ -277,7 +326,7 @@ class ModelManager:
             self._load_order.extend(started.values())
             for replaced in old.values():
                 self._retire(replaced)
-            log.info("loaded '%s' versions %s", name, sorted(started))
+            log.info("loaded '%s' versions %s", name, sorted(started), extra={"model": name})
 
     async def ensure_loaded(self, name: str) -> None:
         """Load ``name`` unless a version of it serves (an ensemble's steps). A load of it in
@@ -357,7 +406,7 @@ class ModelManager:
             entry.failed_versions = {version.version: "unloaded" for version in versions}
             if entry.source is not None and entry.source.temporary:
                 self.repository.release(name)
-            log.info("unloaded '%s'", name)
+            log.info("unloaded '%s'", name, extra={"model": name})
 
     def _fingerprint(self, name: str) -> tuple[tuple[str, int, int], ...] | None:
         found, _ = self.repository.scan()

@@ -20,9 +20,11 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
+from kernel import _log_output
 from kernel._devices import visible_gpus
 from kernel._hooks import call_hook, is_async
 from kernel._instance_thread import InstanceThread
+from kernel._latency import LatencyConfig, LatencyRecorder
 from kernel._proto.inference import (
     ModelConfig,
     ModelInstanceGroup,
@@ -86,8 +88,16 @@ class ModelVersion:
         self.state = ModelState.LOADING
         self.reason = ""
         self.stats = ModelStatistics(context.name, context.version)
+        latency: LatencyConfig | None = getattr(context.server, "latency_config", None)
+        if latency is not None and (latency.summaries or latency.histograms):
+            self.stats.latency = LatencyRecorder(latency, decoupled=context.decoupled)
         self.in_flight = 0
         self.executing = 0
+        self.traced = 0
+        """Traced requests in flight (see kernel._tracing): 0 skips tracing per batch."""
+        self.stamp_start = False
+        """Whether batches note when ``execute`` took them (decoupled models' response stats);
+        set when the workers start, once the config is final."""
         self.drain_timeout = drain_timeout
         self._scheduler_factory = scheduler_factory or (
             lambda config: scheduler_for(config, context.model_dir)
@@ -111,7 +121,13 @@ class ModelVersion:
     def _report_unavailable(self, reason: str) -> None:
         if self.state is ModelState.READY:
             self.state, self.reason = ModelState.UNAVAILABLE, reason
-            log.error("model '%s' version %d is unavailable: %s", self.name, self.version, reason)
+            log.error(
+                "model '%s' version %d is unavailable: %s",
+                self.name,
+                self.version,
+                reason,
+                extra={"model": self.name},
+            )
 
     def pending(self) -> int:
         """Requests accepted and not yet started: in the scheduler, or handed to an instance
@@ -284,7 +300,9 @@ class ModelVersion:
                 decoupled=self.decoupled,
                 implicit=implicit,
             )
-        log.info("model '%s' version %d warmed up", self.name, self.version)
+        log.info(
+            "model '%s' version %d warmed up", self.name, self.version, extra={"model": self.name}
+        )
 
     async def _finalize(self, model: Model | None, ready: list[_Instance]) -> None:
         for queued in self.scheduler.close(
@@ -323,6 +341,7 @@ class ModelVersion:
         return min(ahead, 2) if active > 1 else ahead
 
     async def _worker(self, item: _Instance, index: int, workers: TaskGroup) -> None:
+        self.stamp_start = self.decoupled
         if not is_async(item.instance.execute):
             await self._thread_worker(item, index)
             return
@@ -357,6 +376,10 @@ class ModelVersion:
         self.executing += 1
         start = time.monotonic_ns()
         error: BaseException | None = None
+        if self.stamp_start:
+            for request in batch:
+                request.started_ns = start
+        token = _log_output.REQUEST_IDS.set(_ids(batch)) if _log_output.json_lines else None
         try:
             await item.instance.execute(batch)  # type: ignore[misc]
         except anyio.get_cancelled_exc_class():
@@ -365,6 +388,8 @@ class ModelVersion:
         except Exception as exc:
             error = exc
         finally:
+            if token is not None:
+                _log_output.REQUEST_IDS.reset(token)
             times = item.context.take_reported_times()
             if limiter is not None and item.need is not None:
                 limiter.release(item.need)
@@ -386,7 +411,11 @@ class ModelVersion:
         thread = InstanceThread(item.context.name, depth=depth)
         self._threads.append(thread)
         run = functools.partial(
-            _run_batch, item.instance.execute, item.context, skip_cancelled=depth > 1
+            _run_batch,
+            item.instance.execute,
+            item.context,
+            skip_cancelled=depth > 1,
+            stamp_start=self.decoupled,
         )
         thread.start()
         try:
@@ -453,9 +482,13 @@ class ModelVersion:
             failure = KernelError.wrap(error)
             if not isinstance(error, KernelError):
                 log.debug("model '%s' execute raised", self.name, exc_info=error)
-        self._settle(batch, failure)
         times = times or (0, end - start, 0)
+        if self.traced:
+            _stamp_compute(batch, times, start, end)
+        self._settle(batch, failure)
         queue_ns = sum(start - r.enqueued_ns for r in batch)
+        if self.stats.latency is not None:
+            self.stats.latency.execution([start - r.enqueued_ns for r in batch], times)
         self.stats.record_execution(sum(r.batch_size for r in batch), len(batch), times, queue_ns)
 
     def _settle(self, batch: list[InferenceRequest], error: KernelError | None) -> None:
@@ -474,12 +507,26 @@ class ModelVersion:
                 )
 
 
+def _stamp_compute(
+    batch: list[InferenceRequest], times: tuple[int, int, int], start: int, end: int
+) -> None:
+    """Triton's compute timestamps on the traced requests of a batch."""
+    for request in batch:
+        trace = request.trace
+        if trace is not None:
+            trace.stamp("COMPUTE_START", start)
+            trace.stamp("COMPUTE_INPUT_END", start + times[0])
+            trace.stamp("COMPUTE_OUTPUT_START", end - times[2])
+            trace.stamp("COMPUTE_END", end)
+
+
 def _run_batch(
     execute: Callable[[list[InferenceRequest]], object],
     context: InstanceContext,
     batch: list[InferenceRequest],
     *,
     skip_cancelled: bool,
+    stamp_start: bool = False,
 ) -> tuple[int, int, int] | None:
     """Run one batch in the instance thread; return the time split it reported, taken here
     because the thread may start the next batch before the loop has accounted this one.
@@ -496,10 +543,23 @@ def _run_batch(
             else:
                 live.append(request)
         batch = live
+    if stamp_start:  # a decoupled model: its response stats count from here
+        start = time.monotonic_ns()
+        for request in batch:
+            request.started_ns = start
+    token = _log_output.REQUEST_IDS.set(_ids(batch)) if _log_output.json_lines else None
     try:
         if batch:
             execute(batch)
     except BaseException:
         context.take_reported_times()  # a failed batch's split counts for nothing
         raise
+    finally:
+        if token is not None:
+            _log_output.REQUEST_IDS.reset(token)
     return context.take_reported_times()
+
+
+def _ids(batch: list[InferenceRequest]) -> str:
+    """The ids of a batch's requests, for its log lines (JSON format)."""
+    return ",".join(r.id for r in batch if r.id)

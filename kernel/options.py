@@ -123,6 +123,24 @@ class ServerOptions:
     the pattern says ``(?-i)``) reach the model as string request parameters."""
     grpc_header_forward_pattern: str = ""
     """``--grpc-header-forward-pattern``: the same for gRPC metadata."""
+    log_info: bool = True
+    log_warning: bool = True
+    log_error: bool = True
+    """tritonserver's ``--log-info/--log-warning/--log-error``: each level on or off."""
+    log_format: str = "default"
+    """``--log-format``: ``default``, ``ISO8601`` (tritonserver's) or ``json`` (one object a
+    line)."""
+    log_file: Path | None = None
+    """``--log-file``: lines are appended to it instead of stderr (never settable over the
+    network)."""
+    metrics_config: dict[str, str] = field(default_factory=dict)
+    """tritonserver's ``--metrics-config <key>=<value>``: ``summary_latencies``,
+    ``histogram_latencies``, ``summary_quantiles`` (see kernel/_latency.py)."""
+    trace_settings: dict[str, list[str]] = field(default_factory=dict)
+    """``--trace-config``'s global settings in the trace settings API's form
+    (``{"trace_level": ["TIMESTAMPS"], "trace_rate": ["1"], ...}``)."""
+    trace_file: Path | None = None
+    """``--trace-config triton,file=PATH``: where Triton-mode traces go; no tracing without it."""
     grpc_tls: TlsSettings | None = None
     """TLS on the gRPC port; ``None`` serves plain HTTP/2 (tritonserver's default)."""
     http_tls: TlsSettings | None = None

@@ -29,8 +29,10 @@ import anyio
 from anyio.abc import TaskStatus
 
 from kernel import __version__
+from kernel._latency import parse_metrics_config
 from kernel._proto.inference import ModelConfig
 from kernel._response_cache import ResponseCache, ResponseCaching, parse_cache_config
+from kernel._tracing import Tracer
 from kernel.backend import MetricSource
 from kernel.errors import KernelError, Status
 from kernel.inference import InferenceRequest, InferenceResponse
@@ -171,10 +173,27 @@ class InferenceServer:
         )
         """The rate limiter every model's instances share (``--rate-limit execution_count``)."""
         self.shared_memory = SystemSharedMemory()
-        self.log_settings = LogSettings(self.options.log_verbose)
+        self.log_settings = LogSettings(
+            self.options.log_verbose,
+            initial={
+                "log_file": str(self.options.log_file or ""),
+                "log_info": self.options.log_info,
+                "log_warning": self.options.log_warning,
+                "log_error": self.options.log_error,
+                "log_format": self.options.log_format,
+            },
+        )
         """Triton's log settings, read and updated through both endpoints."""
-        self.trace_settings = TraceStore()
-        """Triton's trace settings (kept and echoed; no traces are taken), for both endpoints."""
+        traces = dict(self.options.trace_settings)
+        if self.options.trace_file is not None:
+            traces["trace_file"] = [str(self.options.trace_file)]
+        self.trace_settings = TraceStore(traces)
+        """Triton's trace settings, global and per model, for both endpoints."""
+        self.latency_config = parse_metrics_config(self.options.metrics_config)
+        """``--metrics-config``: latency summaries and histograms (read by each model version)."""
+        self.tracer = Tracer(self.trace_settings, self.options.trace_file)
+        """Samples, collects and writes Triton-mode traces (``--trace-config triton,file=``)."""
+        self.trace_settings.listeners.append(self.tracer.refresh)
         self.metric_families: list[MetricSource] = []
         """Plugins' custom metrics, exported by the metrics endpoint (see add_metric_family)."""
         self.ports: dict[str, int] = {}
@@ -211,7 +230,10 @@ class InferenceServer:
                     self.manager.close()
             # the manager's task ends after unloading every model
         with anyio.CancelScope(shield=True):
-            await self.registry.finalize()
+            try:
+                await self.registry.finalize()
+            finally:  # the collected traces are written whatever happened
+                await anyio.to_thread.run_sync(self.tracer.close)
         self.shared_memory.unregister_all()
         log.info("server stopped")
 
@@ -403,8 +425,28 @@ class InferenceServer:
             )
             version.stats.record_request(time.monotonic_ns() - request.arrival_ns, failed=reason)
             raise
+        if self.tracer.active:
+            self._trace(version, request)
         version.in_flight += 1
         return version
+
+    def _trace(self, version: ModelVersion, request: InferenceRequest) -> None:
+        """Start the trace of an admitted request, if it is sampled (or an ensemble step)."""
+        trace = self.tracer.begin(request.trace, version.name, version.version, request.id)
+        request.trace = trace
+        if trace is not None:
+            version.traced += 1
+            trace.stamp("REQUEST_START", request.arrival_ns)
+            trace.stamp("QUEUE_START", request.enqueued_ns)
+            trace.tensor("TENSOR_QUEUE_INPUT", request.inputs)
+
+    @staticmethod
+    def _end_trace(version: ModelVersion, request: InferenceRequest) -> None:
+        """A traced request ended without a final response (its client went away)."""
+        if request.trace is not None:
+            version.traced -= 1
+            request.trace.finish()
+            request.trace = None
 
     def _finish(
         self, version: ModelVersion, request: InferenceRequest, response: InferenceResponse
@@ -414,6 +456,14 @@ class InferenceServer:
             response.outputs = {k: v for k, v in response.outputs.items() if k in wanted}
         if self.response_cache is not None:
             self.response_cache.remember(version, request, response)
+        trace = request.trace
+        if trace is not None:
+            trace.tensor("TENSOR_BACKEND_OUTPUT", response.outputs)
+            trace.stamp("INFER_RESPONSE_COMPLETE")
+            if response.final:
+                version.traced -= 1
+                trace.finish()
+                request.trace = None
         if response.final:
             version.in_flight -= 1
             failed = None
@@ -437,6 +487,7 @@ class InferenceServer:
         except BaseException:
             request.cancel()
             version.in_flight -= 1
+            self._end_trace(version, request)
             raise
         self._finish(version, request, response)
         return response
@@ -452,15 +503,52 @@ class InferenceServer:
         """
         version = self._admit(request, target)
         final = False
+        latency = version.stats.latency
+        decoupled = version.decoupled
+        index = 0
+        previous = 0
         try:
             async for response in request.responses():
+                if decoupled:
+                    previous = _response_stats(version, request, response, index, previous)
+                    index += 1
+                if latency is not None:
+                    if decoupled and (response.outputs or response.final):
+                        latency.first(time.monotonic_ns() - request.arrival_ns)
+                    latency = None  # the first response only
                 self._finish(version, request, response)
                 final = response.final
                 yield response
         finally:
+            if not final and decoupled:
+                version.stats.record_response(index, 0, 0, kind="cancel")
             if not final:
                 request.cancel()
                 version.in_flight -= 1
+                self._end_trace(version, request)
+
+
+def _response_stats(
+    version: ModelVersion,
+    request: InferenceRequest,
+    response: InferenceResponse,
+    index: int,
+    previous: int,
+) -> int:
+    """Count a decoupled model's ``index``-th response; returns when it was sent."""
+    now = time.monotonic_ns()
+    sent = response.sent_ns or now
+    begin = previous or request.started_ns or request.enqueued_ns
+    infer_ns = max(0, sent - begin)
+    output_ns = max(0, now - sent)
+    if response.error is not None:
+        kind = "fail"
+    elif response.final and not response.outputs:
+        kind = "empty"
+    else:
+        kind = "success"
+    version.stats.record_response(index, infer_ns, output_ns, kind=kind)
+    return sent
 
 
 # How a failed answer counts in ``nv_inference_request_failure``: the schedulers refuse with

@@ -9,8 +9,18 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-__all__ = ["BatchStatistics", "Duration", "FailureReason", "ModelStatistics"]
+if TYPE_CHECKING:
+    from kernel._latency import LatencyRecorder
+
+__all__ = [
+    "BatchStatistics",
+    "Duration",
+    "FailureReason",
+    "ModelStatistics",
+    "ResponseStatistics",
+]
 
 
 @dataclass(slots=True)
@@ -32,6 +42,24 @@ class BatchStatistics:
     compute_input: Duration = field(default_factory=Duration)
     compute_infer: Duration = field(default_factory=Duration)
     compute_output: Duration = field(default_factory=Duration)
+
+
+@dataclass(slots=True)
+class ResponseStatistics:
+    """The k-th responses of a decoupled model's requests (``InferResponseStatistics``).
+
+    ``compute_infer``: from the previous response (the execute start for the first) until the
+    model sent it; ``compute_output``: from then until the server took it; ``success`` and
+    ``fail``: their sum; ``empty_response``: a final flag without outputs (its infer time);
+    ``cancel``: requests whose client left before this response.
+    """
+
+    compute_infer: Duration = field(default_factory=Duration)
+    compute_output: Duration = field(default_factory=Duration)
+    success: Duration = field(default_factory=Duration)
+    fail: Duration = field(default_factory=Duration)
+    empty_response: Duration = field(default_factory=Duration)
+    cancel: Duration = field(default_factory=Duration)
 
 
 class FailureReason:
@@ -65,15 +93,37 @@ class ModelStatistics:
     pending: int = 0
     batch_stats: dict[int, BatchStatistics] = field(default_factory=dict)
     failures: Counter[str] = field(default_factory=Counter)
+    response_stats: dict[int, ResponseStatistics] = field(default_factory=dict)
+    """Per response index, for decoupled models (Triton's ``response_stats``)."""
+    latency: LatencyRecorder | None = None
+    """Latency summaries and histograms (``--metrics-config``); ``None`` when off."""
 
     def record_request(self, duration_ns: int, *, failed: str | None) -> None:
         """A request's final answer: success, or failure with its ``FailureReason``."""
         if failed is None:
             self.success.add(duration_ns)
+            if self.latency is not None:
+                self.latency.request(duration_ns)
         else:
             self.fail.add(duration_ns)
             self.failures[failed] += 1
         self.last_inference_ms = time.time_ns() // 1_000_000
+
+    def record_response(self, index: int, infer_ns: int, output_ns: int, *, kind: str) -> None:
+        """The ``index``-th response of a decoupled request: ``kind`` is ``"success"``,
+        ``"fail"``, ``"empty"`` (a final flag alone) or ``"cancel"``."""
+        stats = self.response_stats.get(index)
+        if stats is None:
+            stats = self.response_stats[index] = ResponseStatistics()
+        if kind == "cancel":
+            stats.cancel.add(0)
+            return
+        if kind == "empty":
+            stats.empty_response.add(infer_ns)
+            return
+        stats.compute_infer.add(infer_ns)
+        stats.compute_output.add(output_ns)
+        (stats.success if kind == "success" else stats.fail).add(infer_ns + output_ns)
 
     def record_execution(
         self, batch_size: int, request_count: int, times: tuple[int, int, int], queue_ns: int

@@ -1,14 +1,14 @@
 """Triton's trace settings, one store per server, read and updated through both endpoints.
 
-Traces are not collected: the settings are kept and echoed (global ones and per-model
-overrides) so tools that set them keep working. Every value is stored as a list of strings, the
+The tracer (:mod:`kernel._tracing`) takes the settings in force after every update; the
+trace file comes only from the command line. Every value is stored as a list of strings, the
 gRPC form; the HTTP endpoint converts at its edge. The rules for an update live here once, for
 both endpoints; the trace file, like the log file, cannot be set from the network.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from kernel.errors import KernelError, Status
 
@@ -92,9 +92,18 @@ def check_trace_update(changes: Mapping[str, list[str] | None]) -> dict[str, lis
 class TraceStore:
     """Global trace settings and per-model overrides."""
 
-    def __init__(self) -> None:
+    def __init__(self, initial: Mapping[str, list[str]] | None = None) -> None:
+        """``initial``: the command line's global settings (``--trace-config``)."""
         self._global = {key: list(value) for key, value in TRACE_DEFAULTS.items()}
+        self._global.update({key: list(value) for key, value in (initial or {}).items()})
+        self._initial = {key: list(value) for key, value in self._global.items()}
         self._models: dict[str, dict[str, list[str]]] = {}
+        self.listeners: list[Callable[[], None]] = []
+        """Called after every accepted update (the tracer takes the new settings)."""
+
+    def models(self) -> list[str]:
+        """The models with settings of their own."""
+        return [model for model, overrides in self._models.items() if overrides]
 
     def get(self, model: str = "") -> dict[str, list[str]]:
         """The settings in force for ``model`` (the global ones for ``""``)."""
@@ -111,11 +120,13 @@ class TraceStore:
             else:
                 overrides.pop(key, None)
         else:
-            self._global[key] = list(values) if values else list(TRACE_DEFAULTS[key])
+            self._global[key] = list(values) if values else list(self._initial[key])
 
     def update(self, model: str, changes: Mapping[str, list[str] | None]) -> dict[str, list[str]]:
         """Check ``changes`` (see :func:`check_trace_update`), apply them all, return the
         settings in force for ``model``."""
         for key, values in check_trace_update(changes).items():
             self.set(model, key, values)
+        for listener in self.listeners:
+            listener()
         return self.get(model)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -93,6 +94,72 @@ def _memory(path: Path = Path("/proc/meminfo")) -> tuple[int, int]:
 def _family(lines: list[str], name: str, kind: str, text: str) -> None:
     lines.append(f"# HELP {name} {text}")
     lines.append(f"# TYPE {name} {kind}")
+
+
+_SUMMARY_TEXT = {
+    "request": (
+        "nv_inference_request_summary_us",
+        "Summary of inference request duration in microseconds (includes cached requests)",
+    ),
+    "queue": (
+        "nv_inference_queue_summary_us",
+        "Summary of inference queuing duration in microseconds (includes cached requests)",
+    ),
+    "compute_input": (
+        "nv_inference_compute_input_summary_us",
+        "Cumulative compute input duration in microseconds (does not include cached requests)",
+    ),
+    "compute_infer": (
+        "nv_inference_compute_infer_summary_us",
+        "Cumulative compute inference duration in microseconds (does not include cached requests)",
+    ),
+    "compute_output": (
+        "nv_inference_compute_output_summary_us",
+        "Cumulative inference compute output duration in microseconds (does not include cached"
+        " requests)",
+    ),
+}
+
+
+def _number(value: float) -> str:
+    if value != value:  # NaN: no observation in the window
+        return "NaN"
+    return str(int(value)) if value == int(value) else repr(value)
+
+
+def _latency_families(lines: list[str], stats: list[ModelStatistics], labels: list[str]) -> None:
+    """tritonserver's ``--metrics-config`` latency summaries and first-response histogram."""
+    recorders = [
+        (label, s.latency) for s, label in zip(stats, labels, strict=True) if s.latency is not None
+    ]
+    summaries = [(label, r) for label, r in recorders if r.summaries is not None]
+    now = time.monotonic()
+    for key, (name, text) in _SUMMARY_TEXT.items():
+        if not summaries:
+            break
+        _family(lines, name, "summary", text)
+        for label, recorder in summaries:
+            assert recorder.summaries is not None
+            summary = recorder.summaries[key]
+            lines.append(f"{name}_count{{{label}}} {summary.count}")
+            lines.append(f"{name}_sum{{{label}}} {summary.total}")
+            for quantile, value in summary.quantiles(recorder.config.quantiles, now):
+                lines.append(f'{name}{{{label},quantile="{quantile:g}"}} {_number(value)}')
+    histograms = [(label, r.first_response) for label, r in recorders if r.first_response]
+    if histograms:
+        name = "nv_inference_first_response_histogram_ms"
+        _family(
+            lines,
+            name,
+            "histogram",
+            "Duration from request to first response in milliseconds",
+        )
+        for label, histogram in histograms:
+            assert histogram is not None
+            for bound, count in histogram.cumulative():
+                lines.append(f'{name}_bucket{{{label},le="{bound}"}} {count}')
+            lines.append(f"{name}_sum{{{label}}} {_number(histogram.total)}")
+            lines.append(f"{name}_count{{{label}}} {histogram.count}")
 
 
 def render_metrics(
@@ -209,6 +276,7 @@ def render_metrics(
             "Total cache miss (insert + lookup) duration per model, in microseconds",
             [s.cache_miss.ns // 1000 for s in stats],
         )
+    _latency_families(lines, stats, labels)
     _family(lines, "nv_cpu_utilization", "gauge", "CPU utilization rate [0.0 - 1.0]")
     lines.append(f"nv_cpu_utilization {cpu_utilization!r}")
     _family(lines, "nv_cpu_memory_total_bytes", "gauge", "CPU total memory (RAM), in bytes")

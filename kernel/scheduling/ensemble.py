@@ -279,6 +279,8 @@ class _Run:
             priority=request.priority,
             timeout_us=request.timeout_us,
         )
+        if request.trace is not None:  # a step is traced as a child of the ensemble's trace
+            step_request.trace = request.trace.child()
         streaming = step.index in self.plan.streaming_steps
         try:
             async for response in self.server.infer(step_request):

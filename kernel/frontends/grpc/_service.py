@@ -27,6 +27,7 @@ from kernel._proto.inference import (
     CudaSharedMemoryUnregisterResponse,
     GrpcInferenceServiceBase,
     InferBatchStatistics,
+    InferResponseStatistics,
     InferStatistics,
     LogSettingsRequest,
     LogSettingsResponse,
@@ -185,6 +186,17 @@ def _statistics(stats: KernelModelStatistics) -> ModelStatistics:
             )
             for size, batch in sorted(stats.batch_stats.items())
         ],
+        response_stats={
+            str(index): InferResponseStatistics(
+                compute_infer=_duration(r.compute_infer),
+                compute_output=_duration(r.compute_output),
+                success=_duration(r.success),
+                fail=_duration(r.fail),
+                empty_response=_duration(r.empty_response),
+                cancel=_duration(r.cancel),
+            )
+            for index, r in sorted(stats.response_stats.items())
+        },
     )
 
 

@@ -102,7 +102,17 @@ def _statistics_json(stats: ModelStatistics) -> dict[str, Any]:
             "cache_hit": _duration(stats.cache_hit),
             "cache_miss": _duration(stats.cache_miss),
         },
-        "response_stats": {},
+        "response_stats": {
+            str(index): {
+                "compute_infer": _duration(r.compute_infer),
+                "compute_output": _duration(r.compute_output),
+                "success": _duration(r.success),
+                "fail": _duration(r.fail),
+                "empty_response": _duration(r.empty_response),
+                "cancel": _duration(r.cancel),
+            }
+            for index, r in sorted(stats.response_stats.items())
+        },
         "batch_stats": [
             {
                 "batch_size": size,

@@ -188,7 +188,7 @@ class InProcessRuntime:
     @staticmethod
     def _kernel_request(request: pb_utils.InferenceRequest) -> InferenceRequest:
         # Made on the loop: a kernel request binds to the running loop.
-        return InferenceRequest(
+        made = InferenceRequest(
             request.model_name(),
             shielded(request._input_arrays()),
             model_version=request._model_version,
@@ -199,6 +199,11 @@ class InProcessRuntime:
             flags=RequestFlags(request.flags() & 3),
             timeout_us=request.timeout(),
         )
+        # trace=request.trace() of a received request: the call is a child of its trace
+        parent = request._trace._source if request._trace is not None else None
+        if isinstance(parent, InferenceRequest) and parent.trace is not None:
+            made.trace = parent.trace.child()
+        return made
 
     async def _one(self, request: pb_utils.InferenceRequest) -> pb_utils.InferenceResponse:
         # A decoupled model called without decoupled=True: its first response; the rest of the
@@ -367,6 +372,7 @@ class InProcessInstance(ModelInstance):
             item._inputs = request.inputs
             item._tensors = None
             item._sender = None
+            item._trace = None
             item._requested = request.requested_output_names or outputs
             item._model_name = ""
             item._model_version = -1

@@ -557,6 +557,7 @@ class ModelProcess:
         flags: int,
         timeout: int,
         parameters: dict[str, Any],
+        parent: int | None = None,
     ) -> None:
         final = False
         try:
@@ -571,6 +572,9 @@ class ModelProcess:
                 flags=RequestFlags(flags & 3),
                 timeout_us=timeout,
             )
+            owner = None if parent is None else self.inflight.get(parent)
+            if owner is not None and owner.trace is not None:  # a child of the caller's trace
+                request.trace = owner.trace.child()
             async for response in self.server.infer(request):
                 final = response.final
                 message = (

@@ -283,6 +283,8 @@ class Stub:
             request.flags(),
             request.timeout(),
             request._parameter_dict(),
+            # trace=request.trace() of a received request: its key, to trace the call as a child
+            None if request._trace is None else request._trace._source,
         )
         try:
             self.send(message)

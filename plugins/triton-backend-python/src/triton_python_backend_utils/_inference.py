@@ -76,9 +76,15 @@ class PreferredMemory:
 
 
 class InferenceTrace:
-    """A request's trace (tracing is not recorded here: the context is always None)."""
+    """A request's trace: ``trace=request.trace()`` on a BLS request traces the call as a child
+    of ``request`` when the server traces it (``--trace-config``). There is no OpenTelemetry
+    context: :meth:`get_context` is always None."""
 
-    __slots__ = ()
+    __slots__ = ("_source",)
+
+    def __init__(self, _source: object = None) -> None:
+        self._source = _source
+        """The received request's handle for the runtime (``None``: not a received request)."""
 
     def get_context(self) -> str | None:
         return None
@@ -243,6 +249,7 @@ class InferenceRequest:
         "_source",
         "_tensors",
         "_timeout",
+        "_trace",
     )
 
     def __init__(
@@ -281,6 +288,8 @@ class InferenceRequest:
             parameters, "InferenceRequest()"
         )
         self._preferred_memory = preferred_memory
+        self._trace = trace
+        """``trace=request.trace()``: the BLS request is traced as a child of that request."""
         self._source: object = None
         self._runtime: Runtime | None = None
         self._sender: InferenceResponseSender | None = None
@@ -312,6 +321,7 @@ class InferenceRequest:
         request._timeout = timeout
         request._parameters = parameters
         request._preferred_memory = None
+        request._trace = None
         request._source = source
         request._runtime = runtime
         request._sender = None
@@ -386,8 +396,10 @@ class InferenceRequest:
         return self._model_name
 
     def trace(self) -> InferenceTrace:
-        """The request's trace."""
-        return _NO_TRACE
+        """The request's trace (pass it to a BLS request to trace the call as a child)."""
+        if self._trace is not None:
+            return self._trace
+        return _NO_TRACE if self._source is None else InferenceTrace(self._source)
 
     # -- answering a received request -----------------------------------------------------
 
