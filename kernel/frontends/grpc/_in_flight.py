@@ -15,6 +15,8 @@ class InFlight:
     def __init__(self) -> None:
         self.count = 0
         self.closing = False
+        self.stopping = anyio.Event()
+        """Set when :meth:`drain` began: open streams end once their own work is answered."""
         self._idle = anyio.Event()
 
     def enter(self) -> None:
@@ -34,5 +36,6 @@ class InFlight:
     async def drain(self) -> None:
         """Refuse new work and return once the work in progress finished."""
         self.closing = True
+        self.stopping.set()
         if self.count:
             await self._idle.wait()
