@@ -61,6 +61,10 @@ class GrpcFrontend:
         if grpc_server is None or in_flight is None:
             return
         self._grpc = None
+        # GOAWAY before anything is refused: an rpc on a stream opened before it is served (a
+        # client or proxy sends the streams past it elsewhere); refusing those instead would
+        # answer UNAVAILABLE to requests a proxy cannot retry
+        grpc_server.begin_stop()
         stopped = anyio.Event()
 
         async def stop_streams() -> None:

@@ -19,12 +19,14 @@ class InFlight:
         """Set when :meth:`drain` began: open streams end once their own work is answered."""
         self._idle = anyio.Event()
 
-    def enter(self) -> None:
+    def enter(self, *, refuse: bool = True) -> None:
         """Count one more piece of work.
 
+        :param refuse: refuse it once the endpoint is stopping; ``False`` for an rpc whose
+            stream the transport accepted before its GOAWAY (the GOAWAY is the refusal).
         :raises KernelError: ``UNAVAILABLE`` once the endpoint is stopping.
         """
-        if self.closing:
+        if self.closing and refuse:
             raise KernelError(Status.UNAVAILABLE, "the server is shutting down")
         self.count += 1
 

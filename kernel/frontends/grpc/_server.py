@@ -264,15 +264,23 @@ class GrpcServer:
             lambda: ServerConnection(self), sock=sock, ssl=ssl
         )
 
-    async def stop(self, grace: float) -> None:
-        """Accept nothing new (GOAWAY), give open streams ``grace`` seconds, then close every
-        connection and wait until the rpcs still running there unwound."""
+    def begin_stop(self) -> None:
+        """Accept nothing new from now on: close the listener and send every connection GOAWAY
+        (once), whose last stream id tells a client or proxy which streams will still be
+        served and which it may send elsewhere."""
+        if self.closing:
+            return
         self.closing = True
         if self._listener is not None:
             self._listener.close()
-        self._idle = asyncio.Event()
         for connection in list(self.connections):
             connection.go_away()
+
+    async def stop(self, grace: float) -> None:
+        """Accept nothing new (GOAWAY), give open streams ``grace`` seconds, then close every
+        connection and wait until the rpcs still running there unwound."""
+        self.begin_stop()
+        self._idle = asyncio.Event()
         self.check_idle()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), grace)
