@@ -26,6 +26,7 @@ import sys
 import threading
 import time
 import traceback
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -431,3 +432,54 @@ def test_rolling_restart_behind_nginx_loses_nothing(cluster: Cluster) -> None:
     for replica in cluster.replicas:
         for port in (replica.http_port, replica.grpc_port):
             assert last.get(str(port), -1) > len(served) // 2, f"no answer from {port} lately"
+
+
+def test_a_starting_replica_refuses_connections_until_its_models_loaded(tmp_path: Path) -> None:
+    """As tritonserver: the ports listen once the startup models settled, so a proxy never
+    reaches a replica that would answer "unknown model" (a 404 it does not retry)."""
+    write_model(
+        tmp_path,
+        "slow_init",
+        ADDSUB + 'parameters { key: "init_sleep_ms" value { string_value: "1500" } }',
+    )
+    http_port, grpc_port = _free_ports(2)
+    replica = Replica(tmp_path, http_port, grpc_port, tmp_path / "replica.log")
+    replica.proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "kernel",
+            "serve",
+            f"--model-repository={tmp_path}",
+            f"--http-port={http_port}",
+            f"--grpc-port={grpc_port}",
+            "--allow-metrics=false",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        refused = 0
+        deadline = time.monotonic() + 60
+        while True:  # bounded: 60 s
+            assert time.monotonic() < deadline, "the replica never listened"
+            assert replica.proc.poll() is None, "kernel serve exited"
+            url = f"http://127.0.0.1:{http_port}/v2/models/slow_init/ready"
+            try:
+                with urllib.request.urlopen(url, timeout=10) as answer:
+                    assert answer.status == 200  # the first answer: the model is ready
+                    break
+            except urllib.error.HTTPError as exc:
+                pytest.fail(f"answered {exc.code} before the model was ready")
+            except OSError:
+                refused += 1
+                time.sleep(0.05)
+        assert refused > 0  # it was tried while the model loaded
+        client = grpcclient.InferenceServerClient(f"127.0.0.1:{grpc_port}")
+        try:
+            assert client.is_model_ready("slow_init")
+        finally:
+            client.close()
+        assert replica.stop() == 0
+    finally:
+        replica.kill()
