@@ -14,12 +14,15 @@ import queue
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import hpack
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
+from tritonclient.grpc import service_pb2
 
 from kernel.testing import ServerThread, write_model
 
@@ -89,3 +92,126 @@ def test_open_stream_ends_with_unavailable_after_its_work(tmp_path: Path, idle: 
         assert time.monotonic() - started < 20
         client.stop_stream()
         client.close()
+
+
+ADDSUB = """
+backend: "kerneltest"
+max_batch_size: 0
+input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ -1 ] },
+        { name: "INPUT1" data_type: TYPE_FP32 dims: [ -1 ] } ]
+output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ -1 ] },
+         { name: "OUTPUT1" data_type: TYPE_FP32 dims: [ -1 ] } ]
+parameters { key: "behaviour" value { string_value: "addsub" } }
+"""
+_HEADERS, _DATA, _RST_STREAM, _SETTINGS, _PING, _GOAWAY = 1, 0, 3, 4, 6, 7
+
+
+def _frame(kind: int, flags: int, stream_id: int, payload: bytes) -> bytes:
+    return (
+        len(payload).to_bytes(3, "big")
+        + bytes([kind, flags])
+        + stream_id.to_bytes(4, "big")
+        + payload
+    )
+
+
+class _RawH2:
+    """Frames by hand (h2's client state machine would stop at the first GOAWAY)."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.encoder, self.decoder = hpack.Encoder(), hpack.Decoder()
+        self.buffer = b""
+        self.headers: dict[int, list[dict[str, str]]] = {}
+        self.data: dict[int, bytes] = {}
+        self.resets: dict[int, int] = {}
+        self.goaways: list[tuple[int, int]] = []
+        self.sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + _frame(_SETTINGS, 0, 0, b""))
+
+    def call(self, stream_id: int, method: str, message: bytes) -> None:
+        block = self.encoder.encode(
+            [
+                (":method", "POST"),
+                (":scheme", "http"),
+                (":path", f"/inference.GRPCInferenceService/{method}"),
+                (":authority", "localhost"),
+                ("content-type", "application/grpc"),
+                ("te", "trailers"),
+            ]
+        )
+        body = b"\x00" + len(message).to_bytes(4, "big") + message
+        self.sock.sendall(_frame(_HEADERS, 4, stream_id, block) + _frame(_DATA, 1, stream_id, body))
+
+    def ended(self, stream_id: int) -> bool:
+        """Trailers (a second header block, or grpc-status in the first) or a reset arrived."""
+        blocks = self.headers.get(stream_id, [])
+        return stream_id in self.resets or any("grpc-status" in b for b in blocks)
+
+    def read_until(self, done: Callable[[], bool], seconds: float = 30) -> None:
+        deadline = time.monotonic() + seconds
+        while not done():  # bounded: by the deadline
+            assert time.monotonic() < deadline, "no answer in time"
+            chunk = self.sock.recv(65536)
+            assert chunk, "the server closed the connection"
+            self.buffer += chunk
+            while len(self.buffer) >= 9 and len(self.buffer) >= 9 + int.from_bytes(
+                self.buffer[:3], "big"
+            ):
+                length = int.from_bytes(self.buffer[:3], "big")
+                kind, flags = self.buffer[3], self.buffer[4]
+                stream_id = int.from_bytes(self.buffer[5:9], "big") & 0x7FFFFFFF
+                payload, self.buffer = self.buffer[9 : 9 + length], self.buffer[9 + length :]
+                self._on(kind, flags, stream_id, payload)
+
+    def _on(self, kind: int, flags: int, stream_id: int, payload: bytes) -> None:
+        if kind == _HEADERS:
+            decoded = {str(k): str(v) for k, v in self.decoder.decode(payload)}
+            self.headers.setdefault(stream_id, []).append(decoded)
+        elif kind == _DATA:
+            self.data[stream_id] = self.data.get(stream_id, b"") + payload
+        elif kind == _RST_STREAM:
+            self.resets[stream_id] = int.from_bytes(payload, "big")
+        elif kind == _GOAWAY:
+            last, code = (int.from_bytes(payload[i : i + 4], "big") for i in (0, 4))
+            self.goaways.append((last & 0x7FFFFFFF, code))
+        elif kind == _SETTINGS and not flags & 1:
+            self.sock.sendall(_frame(_SETTINGS, 1, 0, b""))
+        elif kind == _PING and not flags & 1:
+            self.sock.sendall(_frame(_PING, 1, 0, payload))
+
+
+def test_a_stream_opened_before_the_client_read_goaway_is_served(tmp_path: Path) -> None:
+    """Graceful GOAWAY in two steps (RFC 9113 section 6.8): a stream a proxy opened while the
+    stop's first GOAWAY was on its way is served, not refused (nginx cannot retry a request
+    whose body it already sent)."""
+    write_model(tmp_path, "addsub", ADDSUB)
+    serving = ServerThread(tmp_path, metrics_port=None, http_port=None)
+    with serving as running:
+        port = running.server.ports["grpc"]
+        raw = _RawH2(port)
+        raw.call(1, "ServerLive", b"")
+        raw.read_until(lambda: raw.ended(1))
+        stopping = threading.Thread(target=serving.stop)
+        stopping.start()
+        deadline = time.monotonic() + 10
+        while not _refused(port):  # bounded: 10 s; the stop began (its GOAWAY is sent)
+            assert time.monotonic() < deadline, "the listener did not close"
+            time.sleep(0.01)
+        # sent before reading what the server sent meanwhile: it crosses the first GOAWAY
+        request = service_pb2.ModelInferRequest(model_name="addsub")
+        values = np.arange(4, dtype=np.float32)
+        for name in ("INPUT0", "INPUT1"):
+            tensor = request.inputs.add(name=name, datatype="FP32", shape=[4])
+            assert tensor.name == name
+            request.raw_input_contents.append(values.tobytes())
+        raw.call(3, "ModelInfer", request.SerializeToString())
+        raw.read_until(lambda: raw.ended(3) and len(raw.goaways) == 2)
+        assert raw.goaways == [(0x7FFFFFFF, 0), (3, 0)]
+        assert 3 not in raw.resets
+        assert raw.headers[3][-1]["grpc-status"] == "0"
+        response = service_pb2.ModelInferResponse.FromString(raw.data[3][5:])
+        output = np.frombuffer(response.raw_output_contents[0], dtype=np.float32)
+        np.testing.assert_array_equal(output, values + values)
+        stopping.join(timeout=60)
+        assert not stopping.is_alive()
+        raw.sock.close()

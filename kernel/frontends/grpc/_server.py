@@ -40,6 +40,9 @@ __all__ = ["GrpcServer", "ServerConnection"]
 
 log = logging.getLogger("kernel.frontends.grpc")
 
+GOAWAY_ACK_SECS = 1.0
+"""How long a stop waits for the PING after its first GOAWAY before the final GOAWAY."""
+
 
 class ServerConnection(asyncio.Protocol):
     """One client connection: the core's bytes and events on a socket, its rpcs as tasks."""
@@ -55,6 +58,8 @@ class ServerConnection(asyncio.Protocol):
         self._ping_timeout: asyncio.TimerHandle | None = None
         self._ping_ids = itertools.count(1)
         self._ping_waiting: bytes | None = None
+        self._goaway_ping: bytes | None = None
+        self._goaway_timer: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol -----------------------------------------------------------------------
 
@@ -74,7 +79,7 @@ class ServerConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
         self._transport = None
-        for timer in (self._keepalive, self._ping_timeout):
+        for timer in (self._keepalive, self._ping_timeout, self._goaway_timer):
             if timer is not None:
                 timer.cancel()
         rpcs = list(self._rpcs.values())
@@ -137,12 +142,32 @@ class ServerConnection(asyncio.Protocol):
 
     @property
     def idle(self) -> bool:
-        return not self.core.open_streams
+        return not self.core.open_streams and (self._goaway_ping is None or self.core.going_away)
 
     def go_away(self) -> None:
-        """Tell the client no new stream will be served here."""
-        self.core.goaway()
+        """Tell the client no new stream will be served here, in two steps as RFC 9113
+        section 6.8 advises: GOAWAY with the largest stream id and a PING, then, once the PING
+        is acknowledged (every stream the client opened before it read the first GOAWAY has
+        arrived, and is served) or after :data:`GOAWAY_ACK_SECS`, GOAWAY with the last stream
+        id. One GOAWAY at once would refuse the streams already on their way, which a proxy
+        that already sent the request body (nginx) cannot retry."""
+        if self._goaway_ping is not None or self.core.going_away or self._transport is None:
+            return
+        self._goaway_ping = b"goaway\x00\x00"
+        self.core.goaway_notice()
+        self.core.send_ping(self._goaway_ping)
         self.flush()
+        self._goaway_timer = asyncio.get_running_loop().call_later(
+            GOAWAY_ACK_SECS, self._final_goaway
+        )
+
+    def _final_goaway(self) -> None:
+        if self._goaway_timer is not None:
+            self._goaway_timer.cancel()
+            self._goaway_timer = None
+        if not self.core.going_away:
+            self.core.goaway()
+            self.flush()
 
     def close(self) -> None:
         if self._transport is not None:
@@ -203,6 +228,9 @@ class ServerConnection(asyncio.Protocol):
                 del self._rpcs[stream_id]
 
     def ping_ack(self, opaque: bytes) -> None:
+        if self._goaway_ping is not None and opaque == self._goaway_ping:
+            self._final_goaway()
+            return
         if opaque == self._ping_waiting:
             self._ping_waiting = None
             if self._ping_timeout is not None:
