@@ -185,6 +185,7 @@ def test_a_stream_opened_before_the_client_read_goaway_is_served(tmp_path: Path)
     stop's first GOAWAY was on its way is served, not refused (nginx cannot retry a request
     whose body it already sent)."""
     write_model(tmp_path, "addsub", ADDSUB)
+    write_model(tmp_path, "slower", SLOW.replace('"800"', '"3000"'))
     serving = ServerThread(tmp_path, metrics_port=None, http_port=None)
     with serving as running:
         port = running.server.ports["grpc"]
@@ -205,13 +206,19 @@ def test_a_stream_opened_before_the_client_read_goaway_is_served(tmp_path: Path)
             assert tensor.name == name
             request.raw_input_contents.append(values.tobytes())
         raw.call(3, "ModelInfer", request.SerializeToString())
-        raw.read_until(lambda: raw.ended(3) and len(raw.goaways) == 2)
-        assert raw.goaways == [(0x7FFFFFFF, 0), (3, 0)]
-        assert 3 not in raw.resets
-        assert raw.headers[3][-1]["grpc-status"] == "0"
-        response = service_pb2.ModelInferResponse.FromString(raw.data[3][5:])
-        output = np.frombuffer(response.raw_output_contents[0], dtype=np.float32)
-        np.testing.assert_array_equal(output, values + values)
+        # and one that outlasts the stop's short wait for open streams (it still counts)
+        slower = service_pb2.ModelInferRequest(model_name="slower")
+        slower.inputs.add(name="INPUT0", datatype="FP32", shape=[4])
+        slower.raw_input_contents.append(values.tobytes())
+        raw.call(5, "ModelInfer", slower.SerializeToString())
+        raw.read_until(lambda: raw.ended(3) and raw.ended(5) and len(raw.goaways) == 2)
+        assert raw.goaways == [(0x7FFFFFFF, 0), (5, 0)]
+        assert not raw.resets
+        for stream_id, expected in ((3, values + values), (5, values)):
+            assert raw.headers[stream_id][-1]["grpc-status"] == "0"
+            response = service_pb2.ModelInferResponse.FromString(raw.data[stream_id][5:])
+            output = np.frombuffer(response.raw_output_contents[0], dtype=np.float32)
+            np.testing.assert_array_equal(output, expected)
         stopping.join(timeout=60)
         assert not stopping.is_alive()
         raw.sock.close()

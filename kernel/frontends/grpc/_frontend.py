@@ -10,7 +10,7 @@ from kernel.frontends._tls import listener_context
 from kernel.frontends.grpc._health import HealthServicer
 from kernel.frontends.grpc._in_flight import InFlight
 from kernel.frontends.grpc._limits import Http2Limits
-from kernel.frontends.grpc._server import GrpcServer
+from kernel.frontends.grpc._server import GOAWAY_ACK_SECS, GrpcServer
 from kernel.frontends.grpc._service import InferenceServicer
 from kernel.frontends.grpc._transport import methods
 from kernel.server import InferenceServer
@@ -78,6 +78,10 @@ class GrpcFrontend:
                 # streams end themselves (UNAVAILABLE): give them a moment to, then cut the wait
                 # short (a stream whose client never sends may stay open) and close below.
                 tg.start_soon(stop_streams)
+                await in_flight.drain()
+                # rpcs on streams opened before the final GOAWAY are served too
+                with anyio.move_on_after(GOAWAY_ACK_SECS + 0.5):
+                    await grpc_server.wait_final_goaways()
                 await in_flight.drain()
                 with anyio.move_on_after(_STREAMS_END_SECS):
                     await stopped.wait()

@@ -28,6 +28,8 @@ class InFlight:
         """
         if self.closing and refuse:
             raise KernelError(Status.UNAVAILABLE, "the server is shutting down")
+        if self.count == 0 and self._idle.is_set():
+            self._idle = anyio.Event()  # a later drain waits for this one too
         self.count += 1
 
     def leave(self) -> None:

@@ -79,6 +79,7 @@ class ServerConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
         self._transport = None
+        self.server.check_final_goaways()
         for timer in (self._keepalive, self._ping_timeout, self._goaway_timer):
             if timer is not None:
                 timer.cancel()
@@ -161,6 +162,11 @@ class ServerConnection(asyncio.Protocol):
             GOAWAY_ACK_SECS, self._final_goaway
         )
 
+    @property
+    def refusing(self) -> bool:
+        """The final GOAWAY is sent (or the connection is gone): no new stream opens."""
+        return self.core.going_away or self._transport is None
+
     def _final_goaway(self) -> None:
         if self._goaway_timer is not None:
             self._goaway_timer.cancel()
@@ -168,6 +174,7 @@ class ServerConnection(asyncio.Protocol):
         if not self.core.going_away:
             self.core.goaway()
             self.flush()
+        self.server.check_final_goaways()
 
     def close(self) -> None:
         if self._transport is not None:
@@ -283,6 +290,7 @@ class GrpcServer:
         self.closing = False
         self._listener: asyncio.Server | None = None
         self._idle: asyncio.Event | None = None
+        self._final_goaways: asyncio.Event | None = None
 
     async def start(self, sock: Any, ssl: SSLContext | None = None) -> None:
         """Accept connections on ``sock`` (bound, not yet listening) from now on, over TLS
@@ -319,6 +327,17 @@ class GrpcServer:
             task.cancel()
         if running:
             await asyncio.wait(running, timeout=max(grace, 1.0))
+
+    async def wait_final_goaways(self) -> None:
+        """Return once every connection sent its final GOAWAY (see
+        :meth:`ServerConnection.go_away`): no stream can open after that."""
+        self._final_goaways = asyncio.Event()
+        self.check_final_goaways()
+        await self._final_goaways.wait()
+
+    def check_final_goaways(self) -> None:
+        if self._final_goaways is not None and all(c.refusing for c in self.connections):
+            self._final_goaways.set()
 
     def check_idle(self) -> None:
         if self._idle is not None and all(c.idle for c in self.connections):
