@@ -213,10 +213,19 @@ class InferenceServer:
             self.live = True
             polling = anyio.CancelScope()
             try:
-                await self._start_frontends()
-                await self.manager.load_startup(
-                    self.options.model_control_mode, self.options.load_models
-                )
+                # The ports are taken now (a port in use fails before any model loads) but
+                # listen only once the startup models settled, as tritonserver's do: until then
+                # a connection is refused, which a proxy retries on another replica, where
+                # listening early would answer "unknown model" to requests it cannot retry.
+                sockets = self._bind_frontends()
+                try:
+                    await self.manager.load_startup(
+                        self.options.model_control_mode, self.options.load_models
+                    )
+                    await self._start_frontends(sockets)
+                finally:
+                    for sock in sockets.values():
+                        sock.close()  # only those not started (a started one is its server's)
                 self.started = True
                 if self.options.model_control_mode is ModelControlMode.POLL:
                     tg.start_soon(self._poll_repository, polling)
@@ -260,22 +269,39 @@ class InferenceServer:
                 except KernelError as exc:
                     log.error("repository poll failed: %s", exc.message)
 
-    async def _start_frontends(self) -> None:
+    def _bind_frontends(self) -> dict[str, socket.socket]:
+        """A bound socket (not yet listening: connections are refused) per enabled endpoint.
+
+        :raises KernelError: ``UNAVAILABLE`` when an address is taken (none stays bound).
+        """
         wanted = {
             "http": self.options.http_port,
             "grpc": self.options.grpc_port,
             "metrics": self.options.metrics_port,
         }
-        for name, port in wanted.items():
-            if port is None:
-                continue
+        sockets: dict[str, socket.socket] = {}
+        try:
+            for name, port in wanted.items():
+                if port is not None:
+                    reuse = bool(getattr(self.options, f"reuse_{name}_port", False))
+                    sockets[name] = _bind(self.options.address(name), port, reuse_port=reuse)
+        except BaseException:
+            for sock in sockets.values():
+                sock.close()
+            raise
+        return sockets
+
+    async def _start_frontends(self, sockets: dict[str, socket.socket]) -> None:
+        """Start each endpoint on its socket; a started one is removed from ``sockets``."""
+        for name in list(sockets):
             module_name, _, class_name = FRONTENDS[name].partition(":")
             frontend: Frontend = getattr(importlib.import_module(module_name), class_name)()
             address = self.options.address(name)
-            reuse = bool(getattr(self.options, f"reuse_{name}_port", False))
-            sock = _bind(address, port, reuse_port=reuse)
+            sock = sockets[name]
             bound = sock.getsockname()[1]
+            sock.listen(1024)
             await frontend.start(self, sock)
+            del sockets[name]
             self.ports[name] = bound
             self._frontends.append((name, frontend))
             log.info("started %s endpoint at %s:%d", name, address, self.ports[name])
@@ -561,7 +587,7 @@ _FAILURE_REASONS = {
 
 
 def _bind(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
-    """Bind a listening TCP socket (port 0 picks a free one).
+    """Bind a TCP socket (port 0 picks a free one); it listens once its endpoint starts.
 
     ``reuse_port`` sets ``SO_REUSEPORT`` (tritonserver's ``--reuse-http-port`` /
     ``--reuse-grpc-port``): servers that all set it share the port, the kernel spreading
@@ -581,6 +607,5 @@ def _bind(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
     except OSError as exc:
         sock.close()
         raise KernelError(Status.UNAVAILABLE, f"cannot listen on {host}:{port}: {exc}") from exc
-    sock.listen(1024)
     sock.setblocking(False)
     return sock

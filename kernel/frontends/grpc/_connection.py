@@ -342,6 +342,12 @@ class Connection:
         self.pings_without_data += 1
         self.output.append(frame(PING, 0, 0, opaque))
 
+    def goaway_notice(self) -> None:
+        """The first GOAWAY of a graceful shutdown (RFC 9113 section 6.8): last stream id
+        2^31-1, so the client opens no new stream here while those already on their way are
+        still served; :meth:`goaway` follows once they arrived (after a PING round trip)."""
+        self.output.append(frame(GOAWAY, 0, 0, struct.pack(">LL", 0x7FFFFFFF, NO_ERROR)))
+
     def goaway(self, code: int = NO_ERROR, reason: str = "") -> None:
         """No new streams from now on (those the client opened before still run)."""
         self.going_away = True

@@ -10,12 +10,15 @@ from kernel.frontends._tls import listener_context
 from kernel.frontends.grpc._health import HealthServicer
 from kernel.frontends.grpc._in_flight import InFlight
 from kernel.frontends.grpc._limits import Http2Limits
-from kernel.frontends.grpc._server import GrpcServer
+from kernel.frontends.grpc._server import GOAWAY_ACK_SECS, GrpcServer
 from kernel.frontends.grpc._service import InferenceServicer
 from kernel.frontends.grpc._transport import methods
 from kernel.server import InferenceServer
 
 __all__ = ["GrpcFrontend"]
+
+_STREAMS_END_SECS = 2.0
+"""How long a stop waits, after the in-flight work is done, for the open streams to end."""
 
 
 class GrpcFrontend:
@@ -58,12 +61,29 @@ class GrpcFrontend:
         if grpc_server is None or in_flight is None:
             return
         self._grpc = None
+        # GOAWAY before anything is refused: an rpc on a stream opened before it is served (a
+        # client or proxy sends the streams past it elsewhere); refusing those instead would
+        # answer UNAVAILABLE to requests a proxy cannot retry
+        grpc_server.begin_stop()
+        stopped = anyio.Event()
+
+        async def stop_streams() -> None:
+            await grpc_server.stop(timeout)
+            stopped.set()
+
         with anyio.move_on_after(timeout):
             async with anyio.create_task_group() as tg:
                 # GrpcServer.stop closes the listening socket and sends GOAWAY at once, then
-                # waits for open streams; cut that wait short once the in-flight work is done
-                # (an idle bidi stream may stay open) and close with a short grace below.
-                tg.start_soon(grpc_server.stop, timeout)
+                # waits for open streams; once the in-flight work is done, the ModelStreamInfer
+                # streams end themselves (UNAVAILABLE): give them a moment to, then cut the wait
+                # short (a stream whose client never sends may stay open) and close below.
+                tg.start_soon(stop_streams)
                 await in_flight.drain()
+                # rpcs on streams opened before the final GOAWAY are served too
+                with anyio.move_on_after(GOAWAY_ACK_SECS + 0.5):
+                    await grpc_server.wait_final_goaways()
+                await in_flight.drain()
+                with anyio.move_on_after(_STREAMS_END_SECS):
+                    await stopped.wait()
                 tg.cancel_scope.cancel()
         await grpc_server.stop(grace=0.1)

@@ -15,7 +15,7 @@ from typing import Any
 
 import anyio
 
-from kernel.errors import KernelError
+from kernel.errors import KernelError, Status
 from kernel.frontends._access import HeaderForwarding
 from kernel.frontends.grpc._in_flight import InFlight
 from kernel.frontends.grpc._messages import StreamInferResponsePb
@@ -32,6 +32,25 @@ def _stream_error(error: KernelError, request_id: str) -> Any:
     message = StreamInferResponsePb(error_message=error.message)
     message.infer_response.id = request_id
     return message
+
+
+class _StreamWork:
+    """The requests one stream accepted and has not answered in full yet."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.idle = anyio.Event()
+        self.idle.set()
+
+    def enter(self) -> None:
+        if not self.count:
+            self.idle = anyio.Event()
+        self.count += 1
+
+    def leave(self) -> None:
+        self.count -= 1
+        if not self.count:
+            self.idle.set()
 
 
 class InferenceRpcs:
@@ -62,33 +81,57 @@ class InferenceRpcs:
         await stream.send_message(self._codec.encode(decoded, response))
 
     async def model_stream_infer(self, stream: Any) -> None:
-        """Any number of requests; returns once the client closed its side and all answered."""
+        """Any number of requests; returns once the client closed its side and all answered.
+
+        When the server stops, requests that arrive are refused in the stream (``UNAVAILABLE``),
+        and once every request this stream accepted is answered in full the stream ends with
+        ``UNAVAILABLE`` ("the server is shutting down"): a stream cannot move to another
+        replica, so the client must open a new one (a proxy picks a live replica) and resend
+        what got no answer. Ending it here, rather than by closing the connection, lets a
+        proxy pass the status on instead of a reset.
+        """
         lock = anyio.Lock()
         forwarding = self._forwarding
         headers = self._forwarded(stream) if forwarding is not None else []
+        own = _StreamWork()
+        stopped = False
 
         async def send(message: Any) -> None:
             async with lock:
                 await stream.send_message(message)
 
-        async with anyio.create_task_group() as tg:
-            async for message in stream:
-                try:
-                    self._in_flight.enter()
-                except KernelError as exc:
-                    await send(_stream_error(exc, message.id))
-                    continue
-                try:
-                    decoded = self._codec.decode(message, unary=False)
-                    if forwarding is not None:
-                        forwarding.forward(headers, decoded.request.parameters)
-                except KernelError as exc:
-                    self._in_flight.leave()
-                    await send(_stream_error(exc, message.id))
-                    continue
-                tg.start_soon(self._answer, decoded, send)
+        async def end_when_stopping(scope: anyio.CancelScope) -> None:
+            nonlocal stopped
+            await self._in_flight.stopping.wait()
+            await own.idle.wait()
+            async with lock:  # not in the middle of a message
+                stopped = True
+                scope.cancel()
 
-    async def _answer(self, decoded: DecodedRequest, send: _Send) -> None:
+        async with anyio.create_task_group() as outer:
+            outer.start_soon(end_when_stopping, outer.cancel_scope)
+            async with anyio.create_task_group() as tg:
+                async for message in stream:
+                    try:
+                        self._in_flight.enter()
+                    except KernelError as exc:
+                        await send(_stream_error(exc, message.id))
+                        continue
+                    try:
+                        decoded = self._codec.decode(message, unary=False)
+                        if forwarding is not None:
+                            forwarding.forward(headers, decoded.request.parameters)
+                    except KernelError as exc:
+                        self._in_flight.leave()
+                        await send(_stream_error(exc, message.id))
+                        continue
+                    own.enter()
+                    tg.start_soon(self._answer, decoded, send, own)
+            outer.cancel_scope.cancel()  # the client closed its side and all was answered
+        if stopped:
+            raise KernelError(Status.UNAVAILABLE, "the server is shutting down")
+
+    async def _answer(self, decoded: DecodedRequest, send: _Send, own: _StreamWork) -> None:
         request = decoded.request
         try:
             if not decoded.target.decoupled:
@@ -106,6 +149,7 @@ class InferenceRpcs:
         except KernelError as exc:
             await send(_stream_error(exc, request.id))
         finally:
+            own.leave()
             self._in_flight.leave()
 
     def _stream_message(self, decoded: DecodedRequest, response: InferenceResponse) -> Any:

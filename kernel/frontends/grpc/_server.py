@@ -40,6 +40,9 @@ __all__ = ["GrpcServer", "ServerConnection"]
 
 log = logging.getLogger("kernel.frontends.grpc")
 
+GOAWAY_ACK_SECS = 1.0
+"""How long a stop waits for the PING after its first GOAWAY before the final GOAWAY."""
+
 
 class ServerConnection(asyncio.Protocol):
     """One client connection: the core's bytes and events on a socket, its rpcs as tasks."""
@@ -55,6 +58,8 @@ class ServerConnection(asyncio.Protocol):
         self._ping_timeout: asyncio.TimerHandle | None = None
         self._ping_ids = itertools.count(1)
         self._ping_waiting: bytes | None = None
+        self._goaway_ping: bytes | None = None
+        self._goaway_timer: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol -----------------------------------------------------------------------
 
@@ -74,7 +79,8 @@ class ServerConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
         self._transport = None
-        for timer in (self._keepalive, self._ping_timeout):
+        self.server.check_final_goaways()
+        for timer in (self._keepalive, self._ping_timeout, self._goaway_timer):
             if timer is not None:
                 timer.cancel()
         rpcs = list(self._rpcs.values())
@@ -137,12 +143,38 @@ class ServerConnection(asyncio.Protocol):
 
     @property
     def idle(self) -> bool:
-        return not self.core.open_streams
+        return not self.core.open_streams and (self._goaway_ping is None or self.core.going_away)
 
     def go_away(self) -> None:
-        """Tell the client no new stream will be served here."""
-        self.core.goaway()
+        """Tell the client no new stream will be served here, in two steps as RFC 9113
+        section 6.8 advises: GOAWAY with the largest stream id and a PING, then, once the PING
+        is acknowledged (every stream the client opened before it read the first GOAWAY has
+        arrived, and is served) or after :data:`GOAWAY_ACK_SECS`, GOAWAY with the last stream
+        id. One GOAWAY at once would refuse the streams already on their way, which a proxy
+        that already sent the request body (nginx) cannot retry."""
+        if self._goaway_ping is not None or self.core.going_away or self._transport is None:
+            return
+        self._goaway_ping = b"goaway\x00\x00"
+        self.core.goaway_notice()
+        self.core.send_ping(self._goaway_ping)
         self.flush()
+        self._goaway_timer = asyncio.get_running_loop().call_later(
+            GOAWAY_ACK_SECS, self._final_goaway
+        )
+
+    @property
+    def refusing(self) -> bool:
+        """The final GOAWAY is sent (or the connection is gone): no new stream opens."""
+        return self.core.going_away or self._transport is None
+
+    def _final_goaway(self) -> None:
+        if self._goaway_timer is not None:
+            self._goaway_timer.cancel()
+            self._goaway_timer = None
+        if not self.core.going_away:
+            self.core.goaway()
+            self.flush()
+        self.server.check_final_goaways()
 
     def close(self) -> None:
         if self._transport is not None:
@@ -203,6 +235,9 @@ class ServerConnection(asyncio.Protocol):
                 del self._rpcs[stream_id]
 
     def ping_ack(self, opaque: bytes) -> None:
+        if self._goaway_ping is not None and opaque == self._goaway_ping:
+            self._final_goaway()
+            return
         if opaque == self._ping_waiting:
             self._ping_waiting = None
             if self._ping_timeout is not None:
@@ -255,6 +290,7 @@ class GrpcServer:
         self.closing = False
         self._listener: asyncio.Server | None = None
         self._idle: asyncio.Event | None = None
+        self._final_goaways: asyncio.Event | None = None
 
     async def start(self, sock: Any, ssl: SSLContext | None = None) -> None:
         """Accept connections on ``sock`` (bound, not yet listening) from now on, over TLS
@@ -264,15 +300,23 @@ class GrpcServer:
             lambda: ServerConnection(self), sock=sock, ssl=ssl
         )
 
-    async def stop(self, grace: float) -> None:
-        """Accept nothing new (GOAWAY), give open streams ``grace`` seconds, then close every
-        connection and wait until the rpcs still running there unwound."""
+    def begin_stop(self) -> None:
+        """Accept nothing new from now on: close the listener and send every connection GOAWAY
+        (once), whose last stream id tells a client or proxy which streams will still be
+        served and which it may send elsewhere."""
+        if self.closing:
+            return
         self.closing = True
         if self._listener is not None:
             self._listener.close()
-        self._idle = asyncio.Event()
         for connection in list(self.connections):
             connection.go_away()
+
+    async def stop(self, grace: float) -> None:
+        """Accept nothing new (GOAWAY), give open streams ``grace`` seconds, then close every
+        connection and wait until the rpcs still running there unwound."""
+        self.begin_stop()
+        self._idle = asyncio.Event()
         self.check_idle()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), grace)
@@ -283,6 +327,17 @@ class GrpcServer:
             task.cancel()
         if running:
             await asyncio.wait(running, timeout=max(grace, 1.0))
+
+    async def wait_final_goaways(self) -> None:
+        """Return once every connection sent its final GOAWAY (see
+        :meth:`ServerConnection.go_away`): no stream can open after that."""
+        self._final_goaways = asyncio.Event()
+        self.check_final_goaways()
+        await self._final_goaways.wait()
+
+    def check_final_goaways(self) -> None:
+        if self._final_goaways is not None and all(c.refusing for c in self.connections):
+            self._final_goaways.set()
 
     def check_idle(self) -> None:
         if self._idle is not None and all(c.idle for c in self.connections):

@@ -259,7 +259,9 @@ class InferenceServicer(GrpcInferenceServiceBase):  # type: ignore[misc]  # gene
         async def guarded(stream: Any) -> None:
             try:
                 if counted:
-                    in_flight.enter()
+                    # the transport refuses streams opened after the stop's GOAWAY: this
+                    # one came before it and is served
+                    in_flight.enter(refuse=False)
                     try:
                         await rpc(stream)
                     finally:
