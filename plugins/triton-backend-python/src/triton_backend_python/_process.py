@@ -1,7 +1,10 @@
 """The isolated execution mode (the default), server side: one model process per instance.
 
-:class:`ModelProcess` starts ``python -m triton_backend_python._stub`` with one end of a socket
-pair, then speaks the messages ``_stub.py`` describes, on the server's event loop: commands
+:class:`ModelProcess` starts ``python -m triton_backend_python._stub`` with two shared memory
+rings (``_ring.py``: messages each way, an eventfd to wake the reader; the loop watches the
+eventfd of the ring from the process) and one end of a socket pair, the lifeline whose end of
+file says the process died; then speaks the messages ``_stub.py`` describes, on the server's
+event loop: commands
 (initialize, execute, finalize) one at a time, and, at any moment, what the model asks of the
 server (responses through senders, BLS calls, model control, logging, metrics).
 
@@ -13,6 +16,7 @@ error at once, with the reason (exit code or signal), and ``on_death`` is called
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import os
@@ -38,12 +42,15 @@ from kernel import (
 from triton_backend_python._connection import Connection
 from triton_backend_python._convert import CODE_BY_STATUS, STATUS_BY_CODE
 from triton_backend_python._registry import MetricRegistry
+from triton_backend_python._ring import Ring, new_eventfd, new_ring_fd
 from triton_backend_python._wire import (
+    Packed,
     SharedMemoryFullError,
     SlabPool,
     SlabReader,
     decode,
-    encode,
+    pack_frame,
+    put_frame,
     unlink_slabs,
 )
 
@@ -119,6 +126,12 @@ class ModelProcess:
         self._slabs = SlabReader(self._shm_dir)
         self._process: subprocess.Popen[bytes] | None = None
         self._connection: Connection | None = None
+        """The socket: only the process's lifeline (its end of file says the process died)."""
+        self._to: Ring | None = None
+        self._from: Ring | None = None
+        self._ring_fds: tuple[int, ...] = ()
+        self._outbox: list[Packed] = []
+        self._flushing = False
         self._hello: asyncio.Future[tuple[Any, ...]] | None = None
         self._death: asyncio.Task[None] | None = None
         self._command: asyncio.Future[tuple[Any, ...]] | None = None
@@ -141,6 +154,16 @@ class ModelProcess:
         :raises KernelError: ``UNAVAILABLE`` when it does not start (the reason says why).
         """
         settings = self.model.settings
+        loop = asyncio.get_running_loop()
+        try:
+            self._open_rings()
+        except OSError as exc:
+            self._close_rings()
+            raise KernelError(
+                Status.UNAVAILABLE, f"cannot make the shared memory rings of '{self.label}': {exc}"
+            ) from exc
+        assert self._to is not None and self._from is not None
+        ring_in, ring_out = self._ring_fds
         parent, child = socket.socketpair()
         command = [
             settings.python,
@@ -154,13 +177,16 @@ class ModelProcess:
             self._shm_dir,
             "--name",
             self.label,
+            "--rings",
+            f"{ring_in},{self._to.eventfd},{ring_out},{self._from.eventfd}",
         ]
+        inherited = (child.fileno(), ring_in, self._to.eventfd, ring_out, self._from.eventfd)
         env = self.model.child_environment()
 
         def spawn() -> subprocess.Popen[bytes]:
             return subprocess.Popen(
                 command,
-                pass_fds=(child.fileno(),),
+                pass_fds=inherited,
                 env=env,
                 stdin=subprocess.DEVNULL,
                 # Same session as the server, as Triton's stub: a session of its own is a
@@ -174,17 +200,22 @@ class ModelProcess:
             self._process = await asyncio.shield(spawned)
         except OSError as exc:
             parent.close()
+            self._close_rings()
             raise KernelError(
                 Status.UNAVAILABLE, f"cannot start a process for '{self.label}': {exc}"
             ) from exc
         except BaseException:
             # Cancelled while the process was being made: stop it once it exists.
             parent.close()
+            self._close_rings()
             spawned.add_done_callback(_kill_spawned)
             raise
         finally:
             child.close()
-        loop = asyncio.get_running_loop()
+            for fd in self._ring_fds:
+                os.close(fd)
+            self._ring_fds = ()
+        loop.add_reader(self._from.eventfd, self._on_wake)
         hello = self._hello = loop.create_future()
         try:
             _, self._connection = await loop.create_connection(
@@ -212,7 +243,46 @@ class ModelProcess:
             "model process of '%s' started: pid %s, Python %s", self.label, *greeting[1:]
         )
 
-    def _on_frame(self, frame: bytes) -> None:
+    def _open_rings(self) -> None:
+        """Two rings (to and from the process) in memfds the process inherits."""
+        self._ring_fds = (new_ring_fd(),)
+        self._ring_fds += (new_ring_fd(),)
+        ring_in, ring_out = self._ring_fds
+        self._to = Ring(ring_in, new_eventfd(nonblocking=False))  # the process sleeps on it
+        self._from = Ring(ring_out, new_eventfd(nonblocking=True))  # the loop watches it
+
+    def _close_rings(self) -> None:
+        """Stop watching and unmap the rings (idempotent)."""
+        for fd in self._ring_fds:
+            os.close(fd)
+        self._ring_fds = ()
+        self._outbox.clear()
+        for ring in (self._to, self._from):
+            if ring is None:
+                continue
+            if ring is self._from:
+                with contextlib.suppress(RuntimeError):  # a closed loop watches nothing
+                    asyncio.get_running_loop().remove_reader(ring.eventfd)
+            os.close(ring.eventfd)
+            ring.close()
+        self._to = self._from = None
+
+    def _on_wake(self) -> None:
+        """Handle every frame the process put in its ring (called by the loop's watch)."""
+        ring = self._from
+        if ring is None:
+            return
+        ring.clear_wake()
+        while self._from is ring:
+            frame = ring.take(self._take_slab)
+            if frame is None:
+                return
+            self._on_frame(frame)
+
+    def _take_slab(self, name: str, offset: int, size: int) -> bytearray:
+        return self._slabs.take(name, [offset], [size])[0]
+
+    def _on_frame(self, frame: bytes | bytearray) -> None:
         try:
             message = decode(frame, self._slabs)
             if message[0] == "hello":
@@ -228,6 +298,7 @@ class ModelProcess:
                 self._connection.close()
 
     def _on_lost(self) -> None:
+        self._on_wake()  # what the process said before it went comes first
         if self._hello is not None and not self._hello.done():
             self._hello.set_exception(ConnectionError("the model process closed its connection"))
             return  # it never started: start() says so
@@ -269,6 +340,7 @@ class ModelProcess:
             if task is not None:
                 task.cancel()
         self._release_metrics()
+        self._close_rings()
         self._pool.close()
         self._slabs.close()
         unlink_slabs(self._child_prefix, self._shm_dir)
@@ -297,6 +369,7 @@ class ModelProcess:
         self._release_metrics()
         if self._connection is not None:
             self._connection.close()
+        self._close_rings()
         self._pool.close()
         self._slabs.close()
         unlink_slabs(self._child_prefix, self._shm_dir)
@@ -310,10 +383,35 @@ class ModelProcess:
 
         :raises SharedMemoryFullError: when its tensors need a slab and there is no room for one.
         """
-        connection = self._connection
-        if self.dead is not None or connection is None or not connection.open:
+        ring = self._to
+        if self.dead is not None or ring is None:
             return
-        connection.write(encode(message, self._pool))
+        self._outbox.append(pack_frame(message, self._pool, ring.largest_frame))
+        if not self._flushing:
+            self._flushing = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """Copy this loop turn's messages into the ring and wake the process once.
+
+        A ring without room (a process that stopped reading) is tried again a moment later.
+        """
+        self._flushing = False
+        ring = self._to
+        if ring is None:
+            return
+        outbox = self._outbox
+        sent = 0
+        for frame in outbox:
+            if not put_frame(ring, frame):
+                break
+            sent += 1
+        if sent:
+            del outbox[:sent]
+            ring.wake()
+        if outbox:
+            self._flushing = True
+            asyncio.get_running_loop().call_later(0.001, self._flush)
 
     async def command(self, message: tuple[Any, ...]) -> tuple[Any, ...]:
         """Send a command and wait for its ``done`` (commands run one at a time).

@@ -1,0 +1,164 @@
+"""A one-way ring of frames in shared memory, with an eventfd to wake its reader.
+
+Every message between the server and a model process travels through two of these (one each
+way) instead of a socket: the writer copies a frame into the ring and adds 1 to the ring's
+eventfd, the reader drains every frame there is and then sleeps on the eventfd. No socket
+buffer copies, no socket wake-up machinery; one ``write`` and one ``read`` of 8 bytes per
+wake-up, and a reader that finds several frames handles them in one go.
+
+The ring is a ``memfd`` (anonymous shared memory, not a file in ``/dev/shm``, so it neither
+takes room there nor needs unlinking) with its pages reserved up front by ``posix_fallocate``,
+passed to the model process by file descriptor. One writer and one reader per ring (each side
+serializes its own threads). Layout: the bytes written so far (``u64``) at 0, the bytes read so
+far (``u64``) at 64, frames from 128: ``u32 length``, the frame, padded to 8 bytes. A frame
+that would cross the end leaves a ``WRAP`` marker and starts again at the beginning. The
+writer publishes a frame by storing the written count after the frame's bytes, the reader frees
+space by storing the read count after copying the frame out; on x86-64 (total store order)
+these plain stores are seen in that order by the other side.
+
+A frame too large for the ring (say, a BYTES tensor of megabytes in the message itself) goes
+through a shared memory slab instead, and the ring carries where it is (``INDIRECT`` bit).
+
+No kernel import: this runs in model processes.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import struct
+from collections.abc import Callable, Sequence
+
+__all__ = ["RING_CAPACITY", "Ring", "new_eventfd", "new_ring_fd"]
+
+RING_CAPACITY = 1 << 20
+"""Bytes of frames a ring holds (frames above a quarter of it go through a slab)."""
+
+_DATA = 128
+_WRAP = 0xFFFFFFFF
+_INDIRECT = 0x80000000
+_U32 = struct.Struct("<I")
+_U64 = struct.Struct("<Q")
+_INDIRECT_RECORD = struct.Struct("<QQH")  # offset, size, name length (then the name)
+_ONE = (1).to_bytes(8, "little")
+
+
+def new_ring_fd(capacity: int = RING_CAPACITY) -> int:
+    """A ``memfd`` for a ring of ``capacity`` bytes, every page reserved (never a SIGBUS)."""
+    fd = os.memfd_create("triton-python-ring", os.MFD_CLOEXEC)
+    try:
+        os.posix_fallocate(fd, 0, _DATA + capacity)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def new_eventfd(*, nonblocking: bool) -> int:
+    """An eventfd (close-on-exec; ``pass_fds`` hands it to a child)."""
+    return os.eventfd(0, os.EFD_CLOEXEC | (os.EFD_NONBLOCK if nonblocking else 0))
+
+
+def _align8(size: int) -> int:
+    return (size + 7) & ~7
+
+
+class Ring:
+    """One side of a ring (see the module doc): :meth:`put` for the writer, :meth:`take` for
+    the reader. Not thread-safe: each side holds one writer or one reader."""
+
+    def __init__(self, fd: int, eventfd: int) -> None:
+        size = os.fstat(fd).st_size
+        self._mm = mmap.mmap(fd, size)
+        self._view = memoryview(self._mm)
+        self.capacity = size - _DATA
+        self.eventfd = eventfd
+        self._written = _U64.unpack_from(self._mm, 0)[0]
+        self._read = _U64.unpack_from(self._mm, 64)[0]
+
+    @property
+    def largest_frame(self) -> int:
+        """Frames above this go through a slab (:meth:`put` says so)."""
+        return self.capacity // 4
+
+    # -- writer ---------------------------------------------------------------------------------
+
+    def put(self, parts: Sequence[bytes | memoryview], length: int) -> bool:
+        """Copy one frame (``parts``, ``length`` bytes in all) in; False when there is no room
+        now (the reader frees it as it reads). Call :meth:`wake` after the frames of a turn."""
+        return self._put(parts, length, 0)
+
+    def put_indirect(self, name: str, offset: int, size: int) -> bool:
+        """Say that the next frame is ``size`` bytes at ``offset`` of slab ``name``."""
+        encoded = name.encode()
+        record = _INDIRECT_RECORD.pack(offset, size, len(encoded)) + encoded
+        return self._put((record,), len(record), _INDIRECT)
+
+    def _put(self, parts: Sequence[bytes | memoryview], length: int, flag: int) -> bool:
+        capacity = self.capacity
+        need = _align8(4 + length)
+        written = self._written
+        at = written % capacity
+        skip = capacity - at if at + need > capacity else 0
+        free = capacity - (written - _U64.unpack_from(self._mm, 64)[0])
+        if skip + need > free:
+            return False
+        view = self._view
+        if skip:
+            _U32.pack_into(view, _DATA + at, _WRAP)
+            at = 0
+        _U32.pack_into(view, _DATA + at, length | flag)
+        offset = _DATA + at + 4
+        for part in parts:
+            end = offset + len(part) if isinstance(part, bytes) else offset + part.nbytes
+            view[offset:end] = part
+            offset = end
+        self._written = written + skip + need
+        _U64.pack_into(view, 0, self._written)  # publish: after the frame's bytes
+        return True
+
+    def wake(self) -> None:
+        """Wake the reader (one eventfd write, whatever the frames since the last)."""
+        os.write(self.eventfd, _ONE)
+
+    # -- reader ---------------------------------------------------------------------------------
+
+    def take(self, indirect: Callable[[str, int, int], bytearray]) -> bytearray | None:
+        """The next frame (a copy), None when the ring is empty; ``indirect(name, offset,
+        size)`` fetches a frame that went through a slab."""
+        read = self._read
+        if read == _U64.unpack_from(self._mm, 0)[0]:
+            return None
+        capacity = self.capacity
+        at = read % capacity
+        if capacity - at < 4 or _U32.unpack_from(self._mm, _DATA + at)[0] == _WRAP:
+            read += capacity - at
+            at = 0
+        (length,) = _U32.unpack_from(self._mm, _DATA + at)
+        flag = length & _INDIRECT
+        length &= ~_INDIRECT
+        start = _DATA + at + 4
+        frame = bytearray(self._view[start : start + length])
+        self._read = read + _align8(4 + length)
+        _U64.pack_into(self._view, 64, self._read)  # free: after the copy
+        if flag:
+            offset, size, name_length = _INDIRECT_RECORD.unpack_from(frame, 0)
+            name = frame[_INDIRECT_RECORD.size : _INDIRECT_RECORD.size + name_length].decode()
+            return indirect(name, offset, size)
+        return frame
+
+    def wait(self) -> None:
+        """Sleep until the writer woke this reader (blocking eventfd); may return early."""
+        os.read(self.eventfd, 8)
+
+    def clear_wake(self) -> bool:
+        """Consume a wake-up without blocking (non-blocking eventfd); False when there was none."""
+        try:
+            os.read(self.eventfd, 8)
+        except BlockingIOError:
+            return False
+        return True
+
+    def close(self) -> None:
+        self._view.release()
+        self._mm.close()

@@ -1,0 +1,122 @@
+"""The shared memory ring between the server and a model process, without processes."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from triton_backend_python._ring import Ring, new_eventfd, new_ring_fd
+from triton_backend_python._wire import SlabPool, SlabReader, decode, pack_frame, put_frame
+
+
+@pytest.fixture
+def ring_pair() -> Iterator[tuple[Ring, Ring]]:
+    """A writer and a reader of one small ring (4 KiB), as two mappings of one memfd."""
+    fd = new_ring_fd(4096)
+    wake = new_eventfd(nonblocking=True)
+    writer, reader = Ring(fd, wake), Ring(fd, wake)
+    os.close(fd)
+    try:
+        yield writer, reader
+    finally:
+        writer.close()
+        reader.close()
+        os.close(wake)
+
+
+def _no_slab(name: str, offset: int, size: int) -> bytearray:
+    raise AssertionError("no frame should go through a slab here")
+
+
+def test_frames_come_out_in_order_across_the_end_of_the_ring(
+    ring_pair: tuple[Ring, Ring],
+) -> None:
+    writer, reader = ring_pair
+    assert reader.take(_no_slab) is None
+    assert not reader.clear_wake()
+    sent = 0
+    for round_ in range(50):  # 50 x 3 frames of ~300 bytes: the 4 KiB ring wraps many times
+        frames = [bytes([round_ % 251]) * (200 + 37 * i) for i in range(3)]
+        for frame in frames:
+            assert writer.put([frame[:10], memoryview(frame)[10:]], len(frame))
+            sent += 1
+        writer.wake()
+        assert reader.clear_wake()
+        for frame in frames:
+            assert reader.take(_no_slab) == frame
+        assert reader.take(_no_slab) is None
+    assert sent == 150
+
+
+def test_a_full_ring_refuses_a_frame_until_the_reader_frees_room(
+    ring_pair: tuple[Ring, Ring],
+) -> None:
+    writer, reader = ring_pair
+    frame = b"x" * 1000
+    accepted = 0
+    while writer.put([frame], len(frame)):
+        accepted += 1
+        assert accepted < 10
+    assert accepted == 4  # 4 x (4 + 1000, padded to 1008) in 4096 bytes
+    assert reader.take(_no_slab) == frame
+    assert writer.put([frame], len(frame))
+    assert [reader.take(_no_slab) for _ in range(4)] == [frame] * 4
+    assert reader.take(_no_slab) is None
+
+
+def test_a_message_too_large_for_the_ring_goes_through_a_slab(
+    ring_pair: tuple[Ring, Ring], tmp_path: Path
+) -> None:
+    writer, reader = ring_pair
+    pool, slabs = SlabPool("t", str(tmp_path)), SlabReader(str(tmp_path))
+    try:
+        texts = np.array([b"a" * 5000, b"b"], dtype=np.object_)  # BYTES travel in the pickle
+        small = np.arange(8, dtype=np.int32)
+        for message in [("execute", 1, {"T": texts}), ("reply", 2, small, None)]:
+            packed = pack_frame(message, pool, writer.largest_frame)
+            assert (packed[0] is None) == (message[0] == "execute")
+            assert put_frame(writer, packed)
+
+        def from_slab(name: str, offset: int, size: int) -> bytearray:
+            return slabs.take(name, [offset], [size])[0]
+
+        first = decode(reader.take(from_slab) or b"", slabs)
+        assert first[:2] == ("execute", 1)
+        np.testing.assert_array_equal(first[2]["T"], texts)
+        second = decode(reader.take(from_slab) or b"", slabs)
+        np.testing.assert_array_equal(second[2], small)
+        second[2][0] = 7  # arrays that came inline are writable copies
+    finally:
+        pool.close()
+        slabs.close()
+
+
+def test_a_sleeping_reader_wakes_for_a_frame_from_another_thread() -> None:
+    fd = new_ring_fd(4096)
+    wake = new_eventfd(nonblocking=False)
+    writer, reader = Ring(fd, wake), Ring(fd, wake)
+    os.close(fd)
+    got: list[bytearray] = []
+
+    def read() -> None:
+        for _ in range(100):
+            frame = reader.take(_no_slab)
+            if frame is not None:
+                got.append(frame)
+                return
+            reader.wait()
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    writer.put([b"hello"], 5)
+    writer.wake()
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+    assert got == [b"hello"]
+    writer.close()
+    reader.close()
+    os.close(wake)
