@@ -36,6 +36,7 @@ def test_frames_come_out_in_order_across_the_end_of_the_ring(
     ring_pair: tuple[Ring, Ring],
 ) -> None:
     writer, reader = ring_pair
+    reader.watched()  # as the server's event loop: every put is worth a wake-up
     assert reader.take(_no_slab) is None
     assert not reader.clear_wake()
     sent = 0
@@ -66,6 +67,17 @@ def test_a_full_ring_refuses_a_frame_until_the_reader_frees_room(
     assert writer.put([frame], len(frame))
     assert [reader.take(_no_slab) for _ in range(4)] == [frame] * 4
     assert reader.take(_no_slab) is None
+
+
+def test_a_reader_that_does_not_sleep_costs_the_writer_no_wake_up(
+    ring_pair: tuple[Ring, Ring],
+) -> None:
+    writer, reader = ring_pair
+    writer.put([b"busy"], 4)
+    writer.wake()
+    assert not reader.clear_wake()  # the reader never said it sleeps: no eventfd write
+    reader.wait()  # a frame is there: returns at once, without reading the eventfd
+    assert reader.take(_no_slab) == b"busy"
 
 
 def test_a_message_too_large_for_the_ring_goes_through_a_slab(

@@ -250,6 +250,7 @@ class ModelProcess:
         ring_in, ring_out = self._ring_fds
         self._to = Ring(ring_in, new_eventfd(nonblocking=False))  # the process sleeps on it
         self._from = Ring(ring_out, new_eventfd(nonblocking=True))  # the loop watches it
+        self._from.watched()
 
     def _close_rings(self) -> None:
         """Stop watching and unmap the rings (idempotent)."""

@@ -10,11 +10,20 @@ The ring is a ``memfd`` (anonymous shared memory, not a file in ``/dev/shm``, so
 takes room there nor needs unlinking) with its pages reserved up front by ``posix_fallocate``,
 passed to the model process by file descriptor. One writer and one reader per ring (each side
 serializes its own threads). Layout: the bytes written so far (``u64``) at 0, the bytes read so
-far (``u64``) at 64, frames from 128: ``u32 length``, the frame, padded to 8 bytes. A frame
+far (``u64``) at 64, whether the reader sleeps (``u64``) at 72, frames from 128: ``u32
+length``, the frame, padded to 8 bytes. A frame
 that would cross the end leaves a ``WRAP`` marker and starts again at the beginning. The
 writer publishes a frame by storing the written count after the frame's bytes, the reader frees
 space by storing the read count after copying the frame out; on x86-64 (total store order)
 these plain stores are seen in that order by the other side.
+
+Wake-ups are futex-style: a reader about to sleep says so in the ring, then looks once more
+for a frame; a writer wakes it (writes the eventfd) only when it says it sleeps. A reader busy
+with a batch while the next arrives costs the writer no system call. Each side puts a full
+memory barrier between its store and its load (an uncontended lock: a locked instruction on
+x86-64), so of the two, at least one sees the other's store: no wake-up is lost. The server's
+event loop, which watches the eventfd of the ring it reads, counts as always asleep
+(:meth:`Ring.watched`).
 
 A frame too large for the ring (say, a BYTES tensor of megabytes in the message itself) goes
 through a shared memory slab instead, and the ring carries where it is (``INDIRECT`` bit).
@@ -27,6 +36,7 @@ from __future__ import annotations
 import mmap
 import os
 import struct
+import threading
 from collections.abc import Callable, Sequence
 
 __all__ = ["RING_CAPACITY", "Ring", "new_eventfd", "new_ring_fd"]
@@ -35,12 +45,20 @@ RING_CAPACITY = 1 << 20
 """Bytes of frames a ring holds (frames above a quarter of it go through a slab)."""
 
 _DATA = 128
+_SLEEPING = 72
 _WRAP = 0xFFFFFFFF
 _INDIRECT = 0x80000000
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
 _INDIRECT_RECORD = struct.Struct("<QQH")  # offset, size, name length (then the name)
 _ONE = (1).to_bytes(8, "little")
+_BARRIER = threading.Lock()
+
+
+def _barrier() -> None:
+    """A full memory barrier: taking an uncontended lock is a locked (fencing) instruction."""
+    _BARRIER.acquire()
+    _BARRIER.release()
 
 
 def new_ring_fd(capacity: int = RING_CAPACITY) -> int:
@@ -118,8 +136,10 @@ class Ring:
         return True
 
     def wake(self) -> None:
-        """Wake the reader (one eventfd write, whatever the frames since the last)."""
-        os.write(self.eventfd, _ONE)
+        """Wake the reader if it sleeps (one eventfd write for the frames since the last)."""
+        _barrier()
+        if _U64.unpack_from(self._mm, _SLEEPING)[0]:
+            os.write(self.eventfd, _ONE)
 
     # -- reader ---------------------------------------------------------------------------------
 
@@ -148,8 +168,17 @@ class Ring:
         return frame
 
     def wait(self) -> None:
-        """Sleep until the writer woke this reader (blocking eventfd); may return early."""
-        os.read(self.eventfd, 8)
+        """Sleep until the writer put a frame (blocking eventfd); may return early."""
+        view = self._view
+        _U64.pack_into(view, _SLEEPING, 1)
+        _barrier()
+        if _U64.unpack_from(self._mm, 0)[0] == self._read:
+            os.read(self.eventfd, 8)
+        _U64.pack_into(view, _SLEEPING, 0)
+
+    def watched(self) -> None:
+        """Say that this reader always wants a wake-up (an event loop watches the eventfd)."""
+        _U64.pack_into(self._view, _SLEEPING, 1)
 
     def clear_wake(self) -> bool:
         """Consume a wake-up without blocking (non-blocking eventfd); False when there was none."""
