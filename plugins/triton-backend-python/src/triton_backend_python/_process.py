@@ -42,7 +42,7 @@ from kernel import (
 from triton_backend_python._connection import Connection
 from triton_backend_python._convert import CODE_BY_STATUS, STATUS_BY_CODE
 from triton_backend_python._registry import MetricRegistry
-from triton_backend_python._ring import Ring, new_eventfd, new_ring_fd
+from triton_backend_python._ring import Ring, RingError, new_eventfd, new_ring_fd
 from triton_backend_python._wire import (
     Packed,
     SharedMemoryFullError,
@@ -275,7 +275,14 @@ class ModelProcess:
             return
         ring.clear_wake()
         while self._from is ring:
-            frame = ring.take(self._take_slab)
+            try:
+                frame = ring.take(self._take_slab)
+            except RingError:
+                self.logger.exception("bad ring from the process of '%s'", self.label)
+                if self._process is not None:
+                    self._process.kill()  # its death fails what it held; it is restarted
+                self._close_rings()
+                return
             if frame is None:
                 return
             self._on_frame(frame)

@@ -33,13 +33,14 @@ No kernel import: this runs in model processes.
 
 from __future__ import annotations
 
+import ctypes
 import mmap
 import os
 import struct
 import threading
 from collections.abc import Callable, Sequence
 
-__all__ = ["RING_CAPACITY", "Ring", "new_eventfd", "new_ring_fd"]
+__all__ = ["RING_CAPACITY", "Ring", "RingError", "new_eventfd", "new_ring_fd"]
 
 RING_CAPACITY = 1 << 20
 """Bytes of frames a ring holds (frames above a quarter of it go through a slab)."""
@@ -49,7 +50,6 @@ _SLEEPING = 72
 _WRAP = 0xFFFFFFFF
 _INDIRECT = 0x80000000
 _U32 = struct.Struct("<I")
-_U64 = struct.Struct("<Q")
 _INDIRECT_RECORD = struct.Struct("<QQH")  # offset, size, name length (then the name)
 _ONE = (1).to_bytes(8, "little")
 _BARRIER = threading.Lock()
@@ -59,6 +59,10 @@ def _barrier() -> None:
     """A full memory barrier: taking an uncontended lock is a locked (fencing) instruction."""
     _BARRIER.acquire()
     _BARRIER.release()
+
+
+class RingError(OSError):
+    """The ring holds something no writer put there (a bug, or memory written by the model)."""
 
 
 def new_ring_fd(capacity: int = RING_CAPACITY) -> int:
@@ -91,8 +95,14 @@ class Ring:
         self._view = memoryview(self._mm)
         self.capacity = size - _DATA
         self.eventfd = eventfd
-        self._written = _U64.unpack_from(self._mm, 0)[0]
-        self._read = _U64.unpack_from(self._mm, 64)[0]
+        # The counters are read and written whole (one 8-byte load or store, atomic when
+        # aligned); struct.pack_into may store them a byte at a time, and a reader that saw half
+        # of a new count would read what was never written.
+        self._written_cell = ctypes.c_uint64.from_buffer(self._mm, 0)
+        self._read_cell = ctypes.c_uint64.from_buffer(self._mm, 64)
+        self._sleeping_cell = ctypes.c_uint64.from_buffer(self._mm, _SLEEPING)
+        self._written = self._written_cell.value
+        self._read = self._read_cell.value
 
     @property
     def largest_frame(self) -> int:
@@ -118,7 +128,7 @@ class Ring:
         written = self._written
         at = written % capacity
         skip = capacity - at if at + need > capacity else 0
-        free = capacity - (written - _U64.unpack_from(self._mm, 64)[0])
+        free = capacity - (written - self._read_cell.value)
         if skip + need > free:
             return False
         view = self._view
@@ -132,13 +142,13 @@ class Ring:
             view[offset:end] = part
             offset = end
         self._written = written + skip + need
-        _U64.pack_into(view, 0, self._written)  # publish: after the frame's bytes
+        self._written_cell.value = self._written  # publish: after the frame's bytes
         return True
 
     def wake(self) -> None:
         """Wake the reader if it sleeps (one eventfd write for the frames since the last)."""
         _barrier()
-        if _U64.unpack_from(self._mm, _SLEEPING)[0]:
+        if self._sleeping_cell.value:
             os.write(self.eventfd, _ONE)
 
     # -- reader ---------------------------------------------------------------------------------
@@ -147,7 +157,8 @@ class Ring:
         """The next frame (a copy), None when the ring is empty; ``indirect(name, offset,
         size)`` fetches a frame that went through a slab."""
         read = self._read
-        if read == _U64.unpack_from(self._mm, 0)[0]:
+        written = self._written_cell.value
+        if read == written:
             return None
         capacity = self.capacity
         at = read % capacity
@@ -157,10 +168,15 @@ class Ring:
         (length,) = _U32.unpack_from(self._mm, _DATA + at)
         flag = length & _INDIRECT
         length &= ~_INDIRECT
+        if read + _align8(4 + length) > written or at + 4 + length > capacity:
+            raise RingError(
+                f"corrupt ring: a frame of {length} bytes at {read} (written {written},"
+                f" read {self._read})"
+            )
         start = _DATA + at + 4
         frame = bytearray(self._view[start : start + length])
         self._read = read + _align8(4 + length)
-        _U64.pack_into(self._view, 64, self._read)  # free: after the copy
+        self._read_cell.value = self._read  # free: after the copy
         if flag:
             offset, size, name_length = _INDIRECT_RECORD.unpack_from(frame, 0)
             name = frame[_INDIRECT_RECORD.size : _INDIRECT_RECORD.size + name_length].decode()
@@ -169,16 +185,15 @@ class Ring:
 
     def wait(self) -> None:
         """Sleep until the writer put a frame (blocking eventfd); may return early."""
-        view = self._view
-        _U64.pack_into(view, _SLEEPING, 1)
+        self._sleeping_cell.value = 1
         _barrier()
-        if _U64.unpack_from(self._mm, 0)[0] == self._read:
+        if self._written_cell.value == self._read:
             os.read(self.eventfd, 8)
-        _U64.pack_into(view, _SLEEPING, 0)
+        self._sleeping_cell.value = 0
 
     def watched(self) -> None:
         """Say that this reader always wants a wake-up (an event loop watches the eventfd)."""
-        _U64.pack_into(self._view, _SLEEPING, 1)
+        self._sleeping_cell.value = 1
 
     def clear_wake(self) -> bool:
         """Consume a wake-up without blocking (non-blocking eventfd); False when there was none."""
@@ -189,5 +204,6 @@ class Ring:
         return True
 
     def close(self) -> None:
+        del self._written_cell, self._read_cell, self._sleeping_cell
         self._view.release()
         self._mm.close()
