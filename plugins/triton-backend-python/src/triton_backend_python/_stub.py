@@ -1,9 +1,9 @@
 """The isolated model process: one model instance, driven by the server through shared memory.
 
 Started by the server (see ``_process.py``) with ``--fd N --shm-prefix P --shm-dir D --name
-INSTANCE --rings IN,WAKE_IN,OUT,WAKE_OUT``: messages come and go through two shared memory
-rings with an eventfd each (``_ring.py``); the socket ``N`` is only the lifeline, whose end of
-file tells that the server is gone. It may run another environment's interpreter: this module
+INSTANCE --rings IN,OUT``: messages come and go through two shared memory rings
+(``_ring.py``); the socket ``N`` carries only their doorbells, and its end of file tells that
+the server is gone. It may run another environment's interpreter: this module
 and what it imports never import the kernel, only numpy and ``triton_python_backend_utils``.
 
 To the model the process looks like Triton's stub (``triton_python_backend_stub``): ``sys.argv``
@@ -252,26 +252,11 @@ class Stub:
             frame = ring.take(self._take_slab)
             if frame is not None:
                 return decode(frame, self._reader)
-            ring.wait()
+            if not ring.wait():
+                return None
 
     def _take_slab(self, name: str, offset: int, size: int) -> bytearray:
         return self._reader.take(name, [offset], [size])[0]
-
-    def watch_server(self) -> None:
-        """Exit when the server goes away (its end of the lifeline socket closes).
-
-        Messages travel through the rings; a reader asleep on a ring's eventfd would never
-        learn that the server died, so a thread of its own waits on the socket."""
-
-        def watch() -> None:
-            try:
-                while self._sock.recv(4096):
-                    pass
-            except OSError:
-                pass
-            os._exit(0)  # nothing left to serve
-
-        threading.Thread(target=watch, name="triton-stub-lifeline", daemon=True).start()
 
     def _dispatch(self, message: tuple[Any, ...]) -> None:
         kind = message[0]
@@ -540,11 +525,11 @@ class Stub:
         self.send(("done", error))
 
     def close(self) -> None:
+        self._in.close()
+        self._out.close()
         self._pool.close()
         self._reader.close()
         self._sock.close()
-        self._in.close()
-        self._out.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -554,17 +539,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shm-prefix", required=True)
     parser.add_argument("--shm-dir", default=SHM_DIR)
     parser.add_argument("--name", default="")
-    parser.add_argument("--rings", required=True, help="ring in, its eventfd, ring out, its")
+    parser.add_argument("--rings", required=True, help="the rings in and out (memfds)")
     options = parser.parse_args(argv)
-    ring_in, wake_in, ring_out, wake_out = (int(fd) for fd in options.rings.split(","))
-    rings = (Ring(ring_in, wake_in), Ring(ring_out, wake_out))
+    ring_in, ring_out = (int(fd) for fd in options.rings.split(","))
+    rings = (Ring(ring_in, options.fd), Ring(ring_out, options.fd))
     os.close(ring_in)  # mapped: the descriptors are no longer needed
     os.close(ring_out)
     sys.argv[:] = [""]  # what Triton's embedded interpreter shows a model
     for number in (signal.SIGINT, signal.SIGTERM):
         signal.signal(number, signal.SIG_IGN)
     stub = Stub(socket.socket(fileno=options.fd), rings, options.shm_prefix, options.shm_dir)
-    stub.watch_server()
     try:
         stub.serve()
     except ConnectionError:
