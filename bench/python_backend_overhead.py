@@ -8,7 +8,7 @@ time, in one process:
 * through the server, in-process mode: ``InferenceServer.infer_once`` (kernel routing, the
   scheduler, the hop to the instance's worker thread, the request and response wrapping);
 * through the server, process mode (the default): the same, with the model in its own process
-  (a socket for messages, shared memory for large tensors).
+  (requests and responses through shared memory rings, large tensors through shared memory slabs).
 
 No network frontend is involved in that first table. It prints microseconds per request (the
 best round: the machine is shared, and the best round is the least disturbed) and, for the

@@ -1,9 +1,11 @@
 """The isolated execution mode (the default), server side: one model process per instance.
 
-:class:`ModelProcess` starts ``python -m triton_backend_python._stub`` with one end of a socket
-pair, then speaks the messages ``_stub.py`` describes, on the server's event loop: commands
-(initialize, execute, finalize) one at a time, and, at any moment, what the model asks of the
-server (responses through senders, BLS calls, model control, logging, metrics).
+:class:`ModelProcess` starts ``python -m triton_backend_python._stub`` with two shared memory
+rings (``_ring.py``: messages each way) and one end of a socket pair, the rings' doorbell and
+the process's lifeline (its end of file says the process died), watched by the loop; then
+speaks the messages ``_stub.py`` describes, on the server's event loop: commands (initialize,
+execute, finalize) one at a time, and, at any moment, what the model asks of the server
+(responses through senders, BLS calls, model control, logging, metrics).
 
 When the process dies, the batch it was running and every request still waiting on it get an
 error at once, with the reason (exit code or signal), and ``on_death`` is called: the instance
@@ -13,6 +15,7 @@ error at once, with the reason (exit code or signal), and ``on_death`` is called
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import os
@@ -35,15 +38,17 @@ from kernel import (
     ServerHandle,
     Status,
 )
-from triton_backend_python._connection import Connection
 from triton_backend_python._convert import CODE_BY_STATUS, STATUS_BY_CODE
 from triton_backend_python._registry import MetricRegistry
+from triton_backend_python._ring import Ring, RingError, new_ring_fd
 from triton_backend_python._wire import (
+    Packed,
     SharedMemoryFullError,
     SlabPool,
     SlabReader,
     decode,
-    encode,
+    pack_frame,
+    put_frame,
     unlink_slabs,
 )
 
@@ -118,7 +123,15 @@ class ModelProcess:
         self._child_prefix = prefix + "c"
         self._slabs = SlabReader(self._shm_dir)
         self._process: subprocess.Popen[bytes] | None = None
-        self._connection: Connection | None = None
+        self._watching = False
+        self._socket: socket.socket | None = None
+        """The process's lifeline (its end of file says the process died) and the rings'
+        doorbell (a byte says "look at the ring"), watched by the loop."""
+        self._to: Ring | None = None
+        self._from: Ring | None = None
+        self._ring_fds: tuple[int, ...] = ()
+        self._outbox: list[Packed] = []
+        self._flushing = False
         self._hello: asyncio.Future[tuple[Any, ...]] | None = None
         self._death: asyncio.Task[None] | None = None
         self._command: asyncio.Future[tuple[Any, ...]] | None = None
@@ -141,7 +154,19 @@ class ModelProcess:
         :raises KernelError: ``UNAVAILABLE`` when it does not start (the reason says why).
         """
         settings = self.model.settings
+        loop = asyncio.get_running_loop()
         parent, child = socket.socketpair()
+        try:
+            self._open_rings(parent.fileno())
+        except OSError as exc:
+            self._close_rings()
+            parent.close()
+            child.close()
+            raise KernelError(
+                Status.UNAVAILABLE, f"cannot make the shared memory rings of '{self.label}': {exc}"
+            ) from exc
+        assert self._to is not None and self._from is not None
+        ring_in, ring_out = self._ring_fds
         command = [
             settings.python,
             "-c",
@@ -154,13 +179,16 @@ class ModelProcess:
             self._shm_dir,
             "--name",
             self.label,
+            "--rings",
+            f"{ring_in},{ring_out}",
         ]
+        inherited = (child.fileno(), ring_in, ring_out)
         env = self.model.child_environment()
 
         def spawn() -> subprocess.Popen[bytes]:
             return subprocess.Popen(
                 command,
-                pass_fds=(child.fileno(),),
+                pass_fds=inherited,
                 env=env,
                 stdin=subprocess.DEVNULL,
                 # Same session as the server, as Triton's stub: a session of its own is a
@@ -173,28 +201,31 @@ class ModelProcess:
         try:
             self._process = await asyncio.shield(spawned)
         except OSError as exc:
+            self._close_rings()
             parent.close()
             raise KernelError(
                 Status.UNAVAILABLE, f"cannot start a process for '{self.label}': {exc}"
             ) from exc
         except BaseException:
             # Cancelled while the process was being made: stop it once it exists.
+            self._close_rings()
             parent.close()
             spawned.add_done_callback(_kill_spawned)
             raise
         finally:
             child.close()
-        loop = asyncio.get_running_loop()
+            for fd in self._ring_fds:
+                os.close(fd)
+            self._ring_fds = ()
+        parent.setblocking(False)
+        self._socket = parent
+        loop.add_reader(parent.fileno(), self._on_doorbell)
+        self._watching = True
         hello = self._hello = loop.create_future()
         try:
-            _, self._connection = await loop.create_connection(
-                lambda: Connection(self._on_frame, self._on_lost), sock=parent
-            )
             with anyio.fail_after(START_TIMEOUT_SECONDS):
                 greeting = await hello
         except (TimeoutError, ConnectionError) as exc:
-            if self._connection is None:
-                parent.close()
             code = await self._exit_code(EXIT_TIMEOUT_SECONDS)
             await self._shutdown()
             raise KernelError(
@@ -203,8 +234,6 @@ class ModelProcess:
                 f" (exit code {code})",
             ) from exc
         except BaseException:
-            if self._connection is None:
-                parent.close()
             with anyio.CancelScope(shield=True):
                 await self._shutdown()
             raise
@@ -212,7 +241,83 @@ class ModelProcess:
             "model process of '%s' started: pid %s, Python %s", self.label, *greeting[1:]
         )
 
-    def _on_frame(self, frame: bytes) -> None:
+    def _open_rings(self, doorbell: int) -> None:
+        """Two rings (to and from the process) in memfds the process inherits."""
+        self._ring_fds = (new_ring_fd(),)
+        self._ring_fds += (new_ring_fd(),)
+        ring_in, ring_out = self._ring_fds
+        self._to = Ring(ring_in, doorbell)
+        self._from = Ring(ring_out, doorbell)
+        self._from.watched()  # the loop watches the socket
+
+    def _close_rings(self) -> None:
+        """Stop watching and unmap the rings (idempotent)."""
+        for fd in self._ring_fds:
+            os.close(fd)
+        self._ring_fds = ()
+        self._outbox.clear()
+        for ring in (self._to, self._from):
+            if ring is not None:
+                ring.close()
+        self._to = self._from = None
+
+    def _stop_watching(self) -> bool:
+        """Stop watching the socket; False if it was not watched any more."""
+        if self._socket is None or not self._watching:
+            return False
+        self._watching = False
+        with contextlib.suppress(RuntimeError):  # a closed loop watches nothing
+            asyncio.get_running_loop().remove_reader(self._socket.fileno())
+        return True
+
+    def _close_socket(self) -> None:
+        """Close the rings, then the socket (idempotent).
+
+        In that order: a ring rings its doorbell by the socket's descriptor number, which a
+        closed socket gives back for the next file the server opens.
+        """
+        self._stop_watching()
+        self._close_rings()
+        sock, self._socket = self._socket, None
+        if sock is not None:
+            sock.close()
+
+    def _on_doorbell(self) -> None:
+        """The socket is readable: doorbells (look at the ring), or its end (the process died)."""
+        sock = self._socket
+        if sock is None:
+            return
+        try:
+            data = sock.recv(4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if data:
+            self._on_wake()
+        elif self._stop_watching():
+            self._on_lost()
+
+    def _on_wake(self) -> None:
+        """Handle every frame the process put in its ring."""
+        ring = self._from
+        if ring is None:
+            return
+        while self._from is ring:
+            try:
+                frame = ring.take(self._take_slab)
+            except RingError:
+                self.logger.exception("bad ring from the process of '%s'", self.label)
+                self._abandon()
+                return
+            if frame is None:
+                return
+            self._on_frame(frame)
+
+    def _take_slab(self, name: str, offset: int, size: int) -> bytearray:
+        return self._slabs.take(name, [offset], [size])[0]
+
+    def _on_frame(self, frame: bytes | bytearray) -> None:
         try:
             message = decode(frame, self._slabs)
             if message[0] == "hello":
@@ -222,14 +327,25 @@ class ModelProcess:
             self._dispatch(message)
         except Exception:
             self.logger.exception("bad message from the process of '%s'", self.label)
-            if self._process is not None:
-                self._process.kill()
-            if self._connection is not None:
-                self._connection.close()
+            self._abandon()
+
+    def _abandon(self) -> None:
+        """Kill a process that broke the protocol: its death fails what it held (restart)."""
+        if self._process is not None:
+            self._process.kill()
+        self._close_rings()  # nothing more is read from it
+        if self._stop_watching():
+            self._on_lost()
 
     def _on_lost(self) -> None:
+        """The lifeline ended (or the server cut it)."""
+        self._on_wake()  # what the process said before it went comes first
         if self._hello is not None and not self._hello.done():
-            self._hello.set_exception(ConnectionError("the model process closed its connection"))
+            if self._closing:
+                self._hello.cancel()
+            else:
+                error = ConnectionError("the model process closed its connection")
+                self._hello.set_exception(error)
             return  # it never started: start() says so
         if self._closing:  # a finalized process exits: only pending commands need an answer
             self._fail_commands(KernelError(Status.UNAVAILABLE, "process exited"))
@@ -260,8 +376,9 @@ class ModelProcess:
 
     async def _shutdown(self) -> None:
         self._closing = True
-        if self._connection is not None:
-            self._connection.close()
+        if self._stop_watching():
+            self._on_lost()  # commands still waiting get their answer
+        self._close_socket()  # its end of file: a process still there exits
         if await self._exit_code(EXIT_TIMEOUT_SECONDS) is None and self._process is not None:
             self._process.kill()
             await self._exit_code(EXIT_TIMEOUT_SECONDS)
@@ -269,6 +386,7 @@ class ModelProcess:
             if task is not None:
                 task.cancel()
         self._release_metrics()
+        self._close_rings()
         self._pool.close()
         self._slabs.close()
         unlink_slabs(self._child_prefix, self._shm_dir)
@@ -295,8 +413,8 @@ class ModelProcess:
         for task in self._tasks.values():
             task.cancel()
         self._release_metrics()
-        if self._connection is not None:
-            self._connection.close()
+        self._close_socket()
+        self._close_rings()
         self._pool.close()
         self._slabs.close()
         unlink_slabs(self._child_prefix, self._shm_dir)
@@ -310,10 +428,35 @@ class ModelProcess:
 
         :raises SharedMemoryFullError: when its tensors need a slab and there is no room for one.
         """
-        connection = self._connection
-        if self.dead is not None or connection is None or not connection.open:
+        ring = self._to
+        if self.dead is not None or ring is None:
             return
-        connection.write(encode(message, self._pool))
+        self._outbox.append(pack_frame(message, self._pool, ring.largest_frame))
+        if not self._flushing:
+            self._flushing = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """Copy this loop turn's messages into the ring and wake the process once.
+
+        A ring without room (a process that stopped reading) is tried again a moment later.
+        """
+        self._flushing = False
+        ring = self._to
+        if ring is None:
+            return
+        outbox = self._outbox
+        sent = 0
+        for frame in outbox:
+            if not put_frame(ring, frame):
+                break
+            sent += 1
+        if sent:
+            del outbox[:sent]
+            ring.wake()
+        if outbox:
+            self._flushing = True
+            asyncio.get_running_loop().call_later(0.001, self._flush)
 
     async def command(self, message: tuple[Any, ...]) -> tuple[Any, ...]:
         """Send a command and wait for its ``done`` (commands run one at a time).

@@ -1,8 +1,10 @@
-"""The isolated model process: one model instance, driven by the server over a socket.
+"""The isolated model process: one model instance, driven by the server through shared memory.
 
 Started by the server (see ``_process.py``) with ``--fd N --shm-prefix P --shm-dir D --name
-INSTANCE``, possibly with another environment's interpreter: this module and what it imports
-never import the kernel, only numpy and ``triton_python_backend_utils``.
+INSTANCE --rings IN,OUT``: messages come and go through two shared memory rings
+(``_ring.py``); the socket ``N`` carries only their doorbells, and its end of file tells that
+the server is gone. It may run another environment's interpreter: this module
+and what it imports never import the kernel, only numpy and ``triton_python_backend_utils``.
 
 To the model the process looks like Triton's stub (``triton_python_backend_stub``): ``sys.argv``
 is ``['']`` (so ``unittest.main()`` or ``argparse`` in a model never sees the server's command
@@ -34,6 +36,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
@@ -51,16 +54,21 @@ from triton_python_backend_utils._runtime import (
 )
 
 from triton_backend_python._inbox import Inbox
+from triton_backend_python._ring import Ring
 from triton_backend_python._runner import ExecuteError, ModelRunner, run_auto_complete
 from triton_backend_python._wire import (
     SHM_DIR,
-    FrameReader,
     SharedMemoryFullError,
     SlabPool,
     SlabReader,
     decode,
-    encode,
+    pack_frame,
+    put_frame,
 )
+
+RING_FULL_SECONDS = 60.0
+"""How long a message waits for room in a ring the server does not read before the process
+gives up (the server is stuck, or gone without closing the lifeline)."""
 
 ResponseTuple = tuple[dict[str, Any] | None, tuple[int, str] | None, dict[str, Any] | None, bool]
 """(outputs, (error code, message), parameters, final) as responses travel."""
@@ -179,8 +187,15 @@ class _Metrics:
 class Stub:
     """The model process: its connection to the server and the runtime its model sees."""
 
-    def __init__(self, sock: socket.socket, shm_prefix: str, shm_dir: str = SHM_DIR) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        rings: tuple[Ring, Ring],
+        shm_prefix: str,
+        shm_dir: str = SHM_DIR,
+    ) -> None:
         self._sock = sock
+        self._in, self._out = rings
         self._send_lock = threading.Lock()
         self._pool = SlabPool(shm_prefix, shm_dir)
         self._reader = SlabReader(shm_dir)
@@ -189,7 +204,6 @@ class Stub:
         self._streams: dict[int, Callable[[ResponseTuple], None]] = {}
         self._async_streams: set[int] = set()
         """BLS streams awaited on the model's event loop (a thread there cannot read)."""
-        self._frames = FrameReader(sock.recv_into)
         self._inbox = Inbox(self._read_message, self._dispatch, lambda: bool(self._async_streams))
         self._ids = itertools.count(1)
         self._runner: ModelRunner | None = None
@@ -203,9 +217,16 @@ class Stub:
 
     def send(self, message: tuple[Any, ...]) -> None:
         """Send a message (any thread)."""
-        data = b"".join(encode(message, self._pool))
+        ring = self._out
+        frame = pack_frame(message, self._pool, ring.largest_frame)
         with self._send_lock:
-            self._sock.sendall(data)
+            if not put_frame(ring, frame):
+                deadline = time.monotonic() + RING_FULL_SECONDS
+                while not put_frame(ring, frame):
+                    if time.monotonic() > deadline:
+                        raise ConnectionError("the server does not read its ring")
+                    time.sleep(0.0005)
+            ring.wake()
 
     def call(self, op: str, *args: Any) -> Any:
         """Ask the server ``op`` and wait for the answer.
@@ -226,11 +247,16 @@ class Stub:
 
     def _read_message(self) -> Any:
         """The next message (blocking; one reader at a time), None when the server is gone."""
-        try:
-            frame = self._frames.next()
-        except OSError:
-            frame = None
-        return None if frame is None else decode(frame, self._reader)
+        ring = self._in
+        while True:
+            frame = ring.take(self._take_slab)
+            if frame is not None:
+                return decode(frame, self._reader)
+            if not ring.wait():
+                return None
+
+    def _take_slab(self, name: str, offset: int, size: int) -> bytearray:
+        return self._reader.take(name, [offset], [size])[0]
 
     def _dispatch(self, message: tuple[Any, ...]) -> None:
         kind = message[0]
@@ -501,6 +527,8 @@ class Stub:
         self.send(("done", error))
 
     def close(self) -> None:
+        self._in.close()
+        self._out.close()
         self._pool.close()
         self._reader.close()
         self._sock.close()
@@ -513,11 +541,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shm-prefix", required=True)
     parser.add_argument("--shm-dir", default=SHM_DIR)
     parser.add_argument("--name", default="")
+    parser.add_argument("--rings", required=True, help="the rings in and out (memfds)")
     options = parser.parse_args(argv)
+    ring_in, ring_out = (int(fd) for fd in options.rings.split(","))
+    rings = (Ring(ring_in, options.fd), Ring(ring_out, options.fd))
+    os.close(ring_in)  # mapped: the descriptors are no longer needed
+    os.close(ring_out)
     sys.argv[:] = [""]  # what Triton's embedded interpreter shows a model
     for number in (signal.SIGINT, signal.SIGTERM):
         signal.signal(number, signal.SIG_IGN)
-    stub = Stub(socket.socket(fileno=options.fd), options.shm_prefix, options.shm_dir)
+    stub = Stub(socket.socket(fileno=options.fd), rings, options.shm_prefix, options.shm_dir)
     try:
         stub.serve()
     except ConnectionError:

@@ -3,8 +3,9 @@
 A message is a tuple of plain values and numpy arrays, pickled (protocol 5). Array data never
 goes through the pickle stream: each array is sent out-of-band, as its dtype, shape and bytes,
 so the two sides need no common numpy version. When a message's array bytes are small they
-follow the pickle in the same frame on the socket; when they are large they go through a shared
-memory slab instead (one memory copy on each side, no socket traffic).
+follow the pickle in the same frame, copied into the ring (``_ring.py``) that carries frames
+between the two processes; when they are large they go through a shared memory slab instead
+(one memory copy on each side), and so does a whole frame too large for the ring.
 
 Slabs are files in a shared memory folder (``/dev/shm`` unless the backend setting
 ``shm-directory`` names another) owned by the side that writes them. A slab's space is reserved
@@ -14,7 +15,7 @@ when a page of a sparse file is first touched. The first byte of a slab
 says whether it is in use: the writer sets it before sending, the reader clears it once it has
 copied the data out, and the writer then reuses the slab. Only the writer unlinks its slabs.
 
-Frame: ``u32 length`` then, in those ``length`` bytes, a header (``u32 pickle length, u8 where,
+Frame (after the ring's ``u32 length``): a header (``u32 pickle length, u8 where,
 u32 count``, ``count`` x ``u64`` sizes; for shared memory ``u16`` name length, the name and
 ``count`` x ``u64`` offsets), the pickle, and for inline frames the array bytes.
 """
@@ -29,21 +30,24 @@ import pickle
 import struct
 import tempfile
 import threading
-from collections.abc import Callable
 from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
 
+from triton_backend_python._ring import Ring
+
 __all__ = [
     "INLINE_LIMIT",
     "SHM_DIR",
-    "FrameReader",
+    "Packed",
     "SharedMemoryFullError",
     "SlabPool",
     "SlabReader",
     "decode",
     "encode",
+    "pack_frame",
+    "put_frame",
     "unlink_slabs",
 ]
 
@@ -238,6 +242,32 @@ def encode(message: object, pool: SlabPool) -> list[bytes | memoryview]:
     return [_LEN.pack(length), *parts]
 
 
+Packed = tuple[list[bytes | memoryview] | None, str, int, int]
+"""A frame ready for a ring: (parts, "", 0, length), or (None, slab name, offset, length)
+for a frame too large for the ring, already copied into a slab."""
+
+
+def pack_frame(message: object, pool: SlabPool, largest: int) -> Packed:
+    """``message`` as a frame for a ring whose frames are at most ``largest`` bytes.
+
+    :raises SharedMemoryFullError: when it needs a slab and there is no room for one.
+    """
+    parts = encode(message, pool)
+    (length,) = _LEN.unpack(cast(bytes, parts[0]))
+    if length <= largest:
+        return parts[1:], "", 0, length
+    name, offsets = pool.put([memoryview(b"".join(parts[1:]))])
+    return None, name, offsets[0], length
+
+
+def put_frame(ring: Ring, frame: Packed) -> bool:
+    """Copy a packed frame into ``ring``; False when it has no room now."""
+    parts, name, offset, length = frame
+    if parts is None:
+        return ring.put_indirect(name, offset, length)
+    return ring.put(parts, length)
+
+
 def decode(frame: bytes | bytearray, reader: SlabReader) -> Any:
     """The message in ``frame`` (the bytes after the length prefix).
 
@@ -266,50 +296,3 @@ def decode(frame: bytes | bytearray, reader: SlabReader) -> Any:
             buffers.append(view[offset : offset + size])
             offset += size
     return pickle.loads(body, buffers=buffers)
-
-
-class FrameReader:
-    """Frames from a blocking socket, several per ``recv`` when several are there.
-
-    One reader at a time (the caller makes sure)."""
-
-    __slots__ = ("_buffer", "_end", "_recv_into", "_start")
-
-    def __init__(self, recv_into: Callable[[memoryview], int], size: int = 1 << 16) -> None:
-        self._recv_into = recv_into
-        self._buffer = bytearray(size)
-        self._start = 0
-        self._end = 0
-
-    def _fill(self, need: int) -> bool:
-        """Make ``need`` bytes available from ``_start``; False at end of stream."""
-        if self._start + need > len(self._buffer):
-            held = self._end - self._start
-            if need > len(self._buffer):
-                grown = bytearray(max(need, 2 * len(self._buffer)))
-                grown[:held] = self._buffer[self._start : self._end]
-                self._buffer = grown
-            else:
-                self._buffer[:held] = self._buffer[self._start : self._end]
-            self._start, self._end = 0, held
-        view = memoryview(self._buffer)
-        while self._end - self._start < need:
-            n = self._recv_into(view[self._end :])
-            if n == 0:
-                return False
-            self._end += n
-        return True
-
-    def next(self) -> bytearray | None:
-        """The next frame (a copy: inline arrays of its message stay writable), None at end."""
-        if not self._fill(4):
-            return None
-        (length,) = _LEN.unpack_from(self._buffer, self._start)
-        if not self._fill(4 + length):
-            return None
-        start = self._start + 4
-        frame = self._buffer[start : start + length]
-        self._start = start + length
-        if self._start == self._end:
-            self._start = self._end = 0
-        return frame
