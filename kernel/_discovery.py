@@ -12,12 +12,15 @@ it; an editable install adds a ``.pth`` file, which the interpreter reads only a
 
 from __future__ import annotations
 
+import ast
 import importlib
+import importlib.util
 import logging
 import os
 import site
 import sys
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
@@ -27,12 +30,25 @@ from kernel.errors import KernelError, Status
 __all__ = [
     "ENTRY_POINT_GROUP",
     "PROJECT_DISTRIBUTIONS",
+    "PYTHON_BACKEND",
+    "PYTHON_MODEL_FILE",
     "BackendInfo",
+    "DirectoryBackend",
+    "RuntimeFile",
     "SitePackages",
     "backend_entry_points",
+    "directory_backends",
+    "entry_point_kind",
+    "find_runtime_file",
     "installed_backends",
     "missing_backend_message",
+    "runtime_backend_name",
 ]
+
+PYTHON_BACKEND = "python"
+"""The plugin that serves every Python-based backend (Triton's: the Python backend)."""
+PYTHON_MODEL_FILE = "model.py"
+"""The file a Python-based backend's folder holds (``DIR/<backend>/model.py``), as Triton."""
 
 ENTRY_POINT_GROUP = "kernel.backends"
 
@@ -101,6 +117,124 @@ def missing_backend_message(name: str, installed: dict[str, BackendInfo]) -> str
     if dist is not None:
         text += f"; install it with: pip install {dist}"
     return text
+
+
+@dataclass(frozen=True, slots=True)
+class DirectoryBackend:
+    """A Python-based backend found in a ``--backend-directory``: ``DIR/<name>/model.py``."""
+
+    name: str
+    path: Path
+
+
+def directory_backends(directories: Sequence[Path]) -> dict[str, DirectoryBackend]:
+    """Every ``DIR/<name>/model.py`` of the backend directories (the first directory wins)."""
+    found: dict[str, DirectoryBackend] = {}
+    for directory in directories:
+        try:
+            children = sorted(directory.iterdir())
+        except OSError:
+            continue
+        for child in children:
+            model = child / PYTHON_MODEL_FILE
+            if child.name not in found and model.is_file():
+                found[child.name] = DirectoryBackend(child.name, model)
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeFile:
+    """Where a Python-based backend's ``.py`` file was found, or everywhere it was looked for."""
+
+    path: Path | None
+    searched: tuple[Path, ...]
+
+
+def _inside(folder: Path, name: str) -> Path | None:
+    """``folder / name`` when it stays inside ``folder`` (a runtime never escapes it)."""
+    candidate = (folder / name).resolve()
+    try:
+        candidate.relative_to(folder.resolve())
+    except ValueError:
+        return None
+    return folder / name
+
+
+def find_runtime_file(
+    name: str, *, version_dir: Path, model_dir: Path, backend: str, directories: Sequence[Path]
+) -> RuntimeFile:
+    """Find a Python-based backend's file ``name`` (``runtime: "model.py"``) in tritonserver's
+    order: the model's version folder, the model's folder, then ``DIR/<backend>/`` of each
+    backend directory. A name that would leave its folder (``../x.py``) is never found.
+    """
+    searched: list[Path] = []
+    folders = [version_dir, model_dir, *(d / backend for d in directories)]
+    for folder in folders:
+        candidate = _inside(folder, name)
+        if candidate is None:
+            continue
+        searched.append(candidate)
+        if candidate.is_file():
+            return RuntimeFile(candidate, tuple(searched))
+    return RuntimeFile(None, tuple(searched))
+
+
+def runtime_backend_name(runtime: str) -> str:
+    """The backend a non-Python ``runtime`` names: Triton's ``libtriton_<name>.so`` (as a
+    Triton config spells a C++ backend's library) is backend ``<name>``; anything else is a
+    backend name as it is."""
+    if runtime.startswith("libtriton_") and runtime.endswith(".so"):
+        return runtime.removeprefix("libtriton_").removesuffix(".so")
+    return runtime
+
+
+def _module_source(module: str) -> str | None:
+    """The source text of ``module`` found without running it (its parent packages' own
+    ``__init__`` do run, as any import of them would), or None."""
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or spec.origin is None or not spec.origin.endswith(".py"):
+        return None
+    try:
+        return Path(spec.origin).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+
+
+def entry_point_kind(value: str) -> str:
+    """What an entry point ``module:Class`` declares, read from its source without importing
+    it: ``"python"`` for a ``TritonPythonModel`` (a class with ``execute`` that is no kernel
+    ``Backend``), ``"plugin"`` for a kernel ``Backend`` subclass, ``""`` when the source does
+    not say (a re-exported class: import it to tell).
+
+    A Python-based backend's module may import a heavy framework at its top (torch, vllm): the
+    server that runs its models in processes of their own never needs to import it itself.
+    """
+    module, _, attr = value.partition(":")
+    attr = attr.strip()
+    if not attr or "." in attr:
+        return ""
+    source = _module_source(module.strip())
+    if source is None:
+        return ""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return ""
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == attr:
+            bases = [ast.unparse(base) for base in node.bases]
+            if any(base.split(".")[-1].endswith("Backend") for base in bases):
+                return "plugin"
+            methods = {
+                item.name
+                for item in node.body
+                if isinstance(item, ast.FunctionDef | ast.AsyncFunctionDef)
+            }
+            return "python" if "execute" in methods else ""
+    return ""
 
 
 def _site_dirs() -> list[str]:

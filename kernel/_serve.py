@@ -103,6 +103,8 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
         metrics_port=args.metrics_port if args.allow_metrics else None,
         strict_readiness=args.strict_readiness,
         exit_timeout_secs=args.exit_timeout_secs,
+        exit_on_error=args.exit_on_error,
+        backend_directory=args.backend_directory,
         server_name=args.server_name,
         auto_complete_config=not (args.disable_auto_complete_config or args.strict_model_config),
         backend_config=backend_config,
@@ -214,15 +216,12 @@ def serve(args: argparse.Namespace) -> int:
                 try:
                     await tg.start(server.serve)
                 except KernelError as exc:
+                    if server.manager.index():  # a model failed (--exit-on-error): say which
+                        sys.stderr.write(model_table(server.repository_index()) + "\n")
                     log.error("%s", exc.message)
                     status = 1
                     return
                 sys.stderr.write(model_table(server.repository_index()) + "\n")
-                if args.exit_on_error and not server.manager.all_ready():
-                    log.error("exiting: some models failed to load (--exit-on-error=true)")
-                    status = 1
-                    server.stop()
-                    return
                 async for signum in signals:
                     log.info("received %s: stopping", signal.Signals(signum).name)
                     server.stop()

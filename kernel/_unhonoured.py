@@ -98,8 +98,6 @@ def unhonoured_fields(config: ModelConfig) -> list[Unhonoured]:
             "warning",
             "custom operation libraries are not loaded by the server (a backend may)",
         )
-    if config.runtime:
-        report("runtime", "warning", "the backend plugin named by 'backend' runs the model")
     optimization = config.optimization
     if optimization is not None:
         if optimization.cuda is not None:

@@ -150,6 +150,11 @@ class ModelContext:
     """False when the server runs with ``--disable-auto-complete-config``."""
     on_unavailable: Callable[[str], None] | None = field(default=None, repr=False)
     """Set by the kernel: what :meth:`set_unavailable` calls."""
+    python_model: str = ""
+    """For a model served by a Python-based backend (Triton's term: a ``TritonPythonModel``
+    shared by the models that name it): where that class comes from, the path of a ``.py``
+    file or an installed entry point's ``module:Class``. Empty otherwise (the ``python``
+    backend then serves the version folder's own ``model.py``)."""
 
     def set_unavailable(self, reason: str) -> None:
         """Report, from the loop, that the loaded model can no longer serve (say, a worker

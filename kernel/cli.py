@@ -17,7 +17,6 @@ __all__ = ["main", "tritonserver"]
 
 # tritonserver flags that have no meaning here, with the reason given to the user.
 _UNSUPPORTED = {
-    "--backend-directory": "backends are Python plugins found through entry points",
     "--repoagent-directory": "repository agents are not supported",
     "--min-supported-compute-capability": "GPU selection is done by the backends",
     "--trace-file": "use --trace-config triton,file=PATH (tritonserver's current flag)",
@@ -267,9 +266,16 @@ def _build_parser() -> _Parser:
     serve.add_argument(
         "--exit-on-error",
         type=_bool,
-        default=False,
-        help="exit when a model fails to load at start (tritonserver's default"
-        " is true; here a failed model only makes itself unavailable)",
+        default=True,
+        help="exit when a model fails to load at start, as tritonserver (false: a failed"
+        " model only makes itself unavailable)",
+    )
+    serve.add_argument(
+        "--backend-directory",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="Python-based backends as DIR/<backend>/model.py (installed backends first)",
     )
     serve.add_argument("--log-verbose", type=int, default=0)
     serve.add_argument("--log-info", type=_bool, default=True)

@@ -245,8 +245,10 @@ class ModelManager:
                 backend = backend_name(source.config, source.config_path)
                 preferred = ""
                 if gpus and backend != "ensemble":  # the backend's preference decides
-                    attributes = (await self.registry.get(backend)).attributes
-                    preferred = attributes.preferred_instance_kind
+                    resolved = await self.registry.resolve(
+                        source.config, backend, source.model_dir, 0
+                    )
+                    preferred = resolved.backend.attributes.preferred_instance_kind
                 normalize_config(
                     source.config, source.config_path, gpus=gpus, preferred_kind=preferred
                 )
@@ -260,12 +262,23 @@ class ModelManager:
             started: dict[int, ModelVersion] = {}
             entry.failed_versions.clear()
             try:
-                plugin: Backend
-                if backend == "ensemble":
-                    plugin = self._ensembles
-                else:
-                    plugin = await self.registry.get(backend)
                 for number in versions:
+                    plugin: Backend = self._ensembles
+                    python_model = ""
+                    if backend != "ensemble":
+                        resolved = await self.registry.resolve(
+                            source.config, backend, source.model_dir, number
+                        )
+                        plugin, python_model = resolved.backend, resolved.python_model
+                        if resolved.where:
+                            log.info(
+                                "model '%s' version %d: backend '%s' from %s",
+                                name,
+                                number,
+                                backend,
+                                resolved.where,
+                                extra={"model": name},
+                            )
                     attempt = 0
                     version: ModelVersion | None = None
                     while version is None:
@@ -281,6 +294,7 @@ class ModelManager:
                                 logger=logging.getLogger(f"kernel.model.{name}"),
                                 server=self._server,
                                 auto_complete=self._auto_complete,
+                                python_model=python_model,
                             ),
                             drain_timeout=self.drain_timeout,
                             scheduler_factory=self._scheduler_factory,

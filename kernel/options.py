@@ -67,6 +67,12 @@ class ServerOptions:
     metrics_port: int | None = 8002
     strict_readiness: bool = True
     exit_timeout_secs: float = 30.0
+    exit_on_error: bool = True
+    """tritonserver's ``--exit-on-error``: a model that fails to load at start stops the
+    server before it serves (a later load failure never does)."""
+    backend_directory: Path | None = None
+    """tritonserver's ``--backend-directory``: Python-based backends as ``DIR/<name>/model.py``
+    (after the installed ones)."""
     server_name: str = "triton"
     auto_complete_config: bool = True
     backend_config: dict[str, dict[str, str]] = field(default_factory=dict)

@@ -8,25 +8,39 @@ retried at the next load (the user may have installed the missing piece meanwhil
 Each load looks afresh: a plugin pip-installed into the server's environment while it runs (a
 wheel, or an editable install's new ``.pth`` file) is found by the next load of a model that
 needs it, with no restart (see :class:`kernel._discovery.SitePackages`).
+
+Python-based backends (Triton's name: a ``TritonPythonModel`` shared by every model that names
+it) are served by the ``python`` plugin; :meth:`BackendRegistry.resolve` finds which plugin and
+which Python source serve a model, in tritonserver's order (see its docstring).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
 from importlib.metadata import EntryPoint
+from pathlib import Path
 
 import anyio
 
 from kernel._discovery import (
     ENTRY_POINT_GROUP,
     PROJECT_DISTRIBUTIONS,
+    PYTHON_BACKEND,
+    PYTHON_MODEL_FILE,
     BackendInfo,
     SitePackages,
     backend_entry_points,
+    directory_backends,
+    entry_point_kind,
+    find_runtime_file,
     installed_backends,
     missing_backend_message,
+    runtime_backend_name,
 )
 from kernel._hooks import call_hook
+from kernel._proto.inference import ModelConfig
 from kernel.backend import Backend, BackendContext
 from kernel.errors import KernelError, Status
 
@@ -36,6 +50,7 @@ __all__ = [
     "PROJECT_DISTRIBUTIONS",
     "BackendInfo",
     "BackendRegistry",
+    "ResolvedBackend",
     "backend_settings",
 ]
 
@@ -55,15 +70,148 @@ def backend_settings(backend_config: dict[str, dict[str, str]], name: str) -> di
     return {**backend_config.get("", {}), **backend_config.get(name, {})}
 
 
+@dataclass(frozen=True, slots=True)
+class ResolvedBackend:
+    """What serves one model version: a kernel plugin, and for a Python-based backend, the
+    Python source of its ``TritonPythonModel``."""
+
+    name: str
+    """The plugin's backend name (``python`` for every Python-based backend)."""
+    backend: Backend
+    python_model: str = ""
+    """A ``.py`` file's path or an entry point's ``module:Class``; ``""``: the plugin's own
+    (for ``python``, the version folder's ``model.py``)."""
+    where: str = ""
+    """Where it was found, for logs (``entry point vllm (dist 1.0)``, a file path)."""
+
+
+def _python_class(cls: object) -> bool:
+    """Whether an entry point's object is a ``TritonPythonModel`` rather than a plugin."""
+    return isinstance(cls, type) and not issubclass(cls, Backend) and hasattr(cls, "execute")
+
+
 class BackendRegistry:
     """Finds, imports, initializes and finalizes backends for one server."""
 
-    def __init__(self, backend_config: dict[str, dict[str, str]] | None = None) -> None:
+    def __init__(
+        self,
+        backend_config: dict[str, dict[str, str]] | None = None,
+        backend_directories: Sequence[Path] = (),
+    ) -> None:
         self._backend_config = backend_config or {}
+        self.backend_directories = list(backend_directories)
+        """tritonserver's ``--backend-directory``: Python-based backends as
+        ``DIR/<backend>/model.py``."""
         self._backends: dict[str, Backend] = {}
         self._order: list[str] = []
         self._locks: dict[str, anyio.Lock] = {}
         self._site = SitePackages()
+        self._python_models: dict[str, tuple[str, BackendInfo]] = {}
+        """Entry points found to declare a ``TritonPythonModel``: name -> (value, info)."""
+
+    async def resolve(
+        self, config: ModelConfig, backend: str, model_dir: Path, version: int
+    ) -> ResolvedBackend:
+        """What serves version ``version`` of the model in ``model_dir`` whose config names
+        ``backend`` (tritonserver's search, with entry points where it has shared libraries):
+
+        * ``runtime: "<file>.py"``: a Python-based backend in that file, looked for in the
+          version folder, the model folder, then ``DIR/<backend>/`` of each backend directory;
+        * ``runtime: "<name>"`` (or Triton's ``libtriton_<name>.so``): backend ``<name>``
+          instead of ``backend``, found as below;
+        * a backend name: the installed plugin of that name (``kernel.backends`` entry point),
+          which may declare a ``TritonPythonModel`` class instead of a plugin (a Python-based
+          backend shipped as a pip distribution); else ``DIR/<name>/model.py``.
+
+        :raises KernelError: ``INVALID_ARG`` for a runtime that names nothing, listing what
+            was looked for; ``UNAVAILABLE`` for a backend that is not installed or fails.
+        """
+        runtime = str(config.runtime or "")
+        if runtime.endswith(".py"):
+            found = await anyio.to_thread.run_sync(
+                lambda: find_runtime_file(
+                    runtime,
+                    version_dir=model_dir / str(version),
+                    model_dir=model_dir,
+                    backend=backend,
+                    directories=self.backend_directories,
+                )
+            )
+            if found.path is None:
+                looked = ", ".join(f"'{p}'" for p in found.searched) or "nowhere (it escapes)"
+                raise KernelError(
+                    Status.INVALID_ARG,
+                    f"model '{config.name}': runtime '{runtime}' names no Python file;"
+                    f" looked for {looked}",
+                )
+            python = await self.get(PYTHON_BACKEND)
+            return ResolvedBackend(PYTHON_BACKEND, python, str(found.path), str(found.path))
+        if runtime:
+            return await self._by_name(
+                runtime_backend_name(runtime), config, f"runtime '{runtime}'"
+            )
+        return await self._by_name(backend, config, "")
+
+    async def _by_name(self, name: str, config: ModelConfig, via: str) -> ResolvedBackend:
+        loaded = self._backends.get(name)
+        if loaded is not None:
+            return ResolvedBackend(name, loaded)
+        entry = self._python_models.get(name)
+        if entry is None:
+            found = await anyio.to_thread.run_sync(self._find_quietly, name)
+            if found is not None:
+                entry = await self._classify(*found)
+                if entry is None:  # a plugin: its import and initialize errors are the model's
+                    return ResolvedBackend(name, await self.get(name))
+        if entry is not None:
+            value, info = entry
+            python = await self.get(PYTHON_BACKEND)
+            where = f"entry point {name} = {value} ({info.distribution} {info.version})"
+            return ResolvedBackend(PYTHON_BACKEND, python, value, where)
+        folder = await anyio.to_thread.run_sync(directory_backends, self.backend_directories)
+        if name in folder:
+            path = str(folder[name].path)
+            return ResolvedBackend(PYTHON_BACKEND, await self.get(PYTHON_BACKEND), path, path)
+        looked = [f"entry point '{name}' in group {ENTRY_POINT_GROUP}"]
+        looked += [f"'{d / name / PYTHON_MODEL_FILE}'" for d in self.backend_directories]
+        missing = await anyio.to_thread.run_sync(
+            lambda: missing_backend_message(name, installed_backends())
+        )
+        if via:
+            raise KernelError(
+                Status.INVALID_ARG,
+                f"model '{config.name}': {via} names no backend: {missing};"
+                f" looked for {', '.join(looked)}",
+            )
+        raise KernelError(Status.UNAVAILABLE, f"{missing}; looked for {', '.join(looked)}")
+
+    async def _classify(self, ep: EntryPoint, info: BackendInfo) -> tuple[str, BackendInfo] | None:
+        """``(value, info)`` when entry point ``ep`` declares a ``TritonPythonModel`` (then
+        remembered), else None (a plugin)."""
+        name = ep.name
+        kind = await anyio.to_thread.run_sync(entry_point_kind, ep.value)
+        if kind == "":  # the source does not say: import it to tell
+            try:
+                kind = "python" if _python_class(await anyio.to_thread.run_sync(ep.load)) else ""
+            except Exception:
+                kind = ""  # get() reports the import failure with its usual message
+        if kind != "python":
+            return None
+        self._python_models[name] = (ep.value, info)
+        log.info(
+            "backend '%s': a Python-based backend (%s from %s %s), served by the %s backend",
+            name,
+            ep.value,
+            info.distribution,
+            info.version,
+            PYTHON_BACKEND,
+        )
+        return self._python_models[name]
+
+    def _find_quietly(self, name: str) -> tuple[EntryPoint, BackendInfo] | None:
+        self._site.refresh()
+        found = backend_entry_points(name)
+        return found[0] if found else None
 
     @staticmethod
     def installed() -> dict[str, BackendInfo]:

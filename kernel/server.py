@@ -151,7 +151,10 @@ class InferenceServer:
         self.repository = ModelRepository(
             self.options.model_repositories, config_name=self.options.model_config_name
         )
-        self.registry = BackendRegistry(self.options.backend_config)
+        self.registry = BackendRegistry(
+            self.options.backend_config,
+            [] if self.options.backend_directory is None else [self.options.backend_directory],
+        )
         self.manager = ModelManager(
             self.repository,
             self.registry,
@@ -212,6 +215,7 @@ class InferenceServer:
             await tg.start(self.manager.run)
             self.live = True
             polling = anyio.CancelScope()
+            failure: KernelError | None = None
             try:
                 # The ports are taken now (a port in use fails before any model loads) but
                 # listen only once the startup models settled, as tritonserver's do: until then
@@ -222,15 +226,18 @@ class InferenceServer:
                     await self.manager.load_startup(
                         self.options.model_control_mode, self.options.load_models
                     )
-                    await self._start_frontends(sockets)
+                    failure = self._startup_failure()
+                    if failure is None:
+                        await self._start_frontends(sockets)
                 finally:
                     for sock in sockets.values():
                         sock.close()  # only those not started (a started one is its server's)
-                self.started = True
-                if self.options.model_control_mode is ModelControlMode.POLL:
-                    tg.start_soon(self._poll_repository, polling)
-                task_status.started()
-                await self._stop.wait()
+                if failure is None:
+                    self.started = True
+                    if self.options.model_control_mode is ModelControlMode.POLL:
+                        tg.start_soon(self._poll_repository, polling)
+                    task_status.started()
+                    await self._stop.wait()
             finally:
                 with anyio.CancelScope(shield=True):
                     self.live = False
@@ -245,6 +252,19 @@ class InferenceServer:
                 await anyio.to_thread.run_sync(self.tracer.close)
         self.shared_memory.unregister_all()
         log.info("server stopped")
+        if failure is not None:
+            raise failure
+
+    def _startup_failure(self) -> KernelError | None:
+        """tritonserver's ``--exit-on-error``: the error that stops a server whose startup
+        models did not all load (it then unloads the others and never listens), or None."""
+        if not self.options.exit_on_error or self.manager.all_ready():
+            return None
+        failed = sorted({row.name for row in self.manager.index() if row.state == "UNAVAILABLE"})
+        return KernelError(
+            Status.INTERNAL,
+            f"failed to load all models (--exit-on-error=true): {', '.join(failed)}",
+        )
 
     def stop(self) -> None:
         """Begin the shutdown; :meth:`serve` returns once it completed."""

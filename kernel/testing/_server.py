@@ -18,7 +18,11 @@ from kernel.server import InferenceServer
 
 
 def test_options(repository: Path | str | list[Path | str], **overrides: Any) -> ServerOptions:
-    """Options for a test server: the given repositories, every endpoint on a free port."""
+    """Options for a test server: the given repositories, every endpoint on a free port.
+
+    A test server keeps serving when a model fails to load (``exit_on_error=False``), so a
+    test can look at the failure through the API; pass ``exit_on_error=True`` to test
+    tritonserver's default, where the server then fails to start."""
     roots = repository if isinstance(repository, list) else [repository]
     options = ServerOptions(
         model_repositories=[Path(r) for r in roots],
@@ -27,6 +31,7 @@ def test_options(repository: Path | str | list[Path | str], **overrides: Any) ->
         grpc_port=0,
         metrics_port=0,
         exit_timeout_secs=10.0,
+        exit_on_error=False,
     )
     return replace(options, **overrides)
 

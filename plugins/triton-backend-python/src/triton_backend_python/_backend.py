@@ -21,8 +21,10 @@ slabs out of ``/dev/shm``.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -127,6 +129,21 @@ def execution_settings(context: ModelContext, default_mode: str) -> ExecutionSet
     )
 
 
+_DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+def _module_mentions(module: str, name: str = "auto_complete_config") -> bool:
+    """Whether installed ``module``'s source mentions ``name`` (True when it cannot be read),
+    found without importing the module itself."""
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return True
+    if spec is None or spec.origin is None or not spec.origin.endswith(".py"):
+        return True
+    return _mentions(Path(spec.origin), name)
+
+
 def _mentions(path: Path, name: str) -> bool:
     """Whether the file's text mentions ``name`` (True when it cannot be read)."""
     try:
@@ -145,6 +162,7 @@ class PythonBackend(Backend):
         self.shm_directory = SHM_DIR
         """Where model processes' shared memory slabs live (a tmpfs: ``/dev/shm``)."""
         self._staging: Path | None = None
+        self._entry_points: Path | None = None
 
     def initialize(self, context: BackendContext) -> None:
         mode = context.config.get("execution-mode", PROCESS)
@@ -170,10 +188,39 @@ class PythonBackend(Backend):
             self._staging = staging
         return str(self._staging)
 
+    def entry_point_file(self, value: str) -> Path:
+        """A ``model.py`` that is the ``TritonPythonModel`` of entry point ``value``
+        (``module:Class``), so such a backend runs exactly as a ``model.py`` file does, in
+        either execution mode (the model process imports the module by name)."""
+        module, _, attr = value.partition(":")
+        module, attr = module.strip(), attr.strip()
+        if not _DOTTED.match(module) or not _DOTTED.match(attr) or "." in attr:
+            raise KernelError(
+                Status.INVALID_ARG,
+                f"entry point '{value}' is not of the form 'module:TritonPythonModelClass'",
+            )
+        if self._entry_points is None:
+            self._entry_points = Path(tempfile.mkdtemp(prefix="triton-python-backends-"))
+        folder = self._entry_points / re.sub(r"[^0-9a-zA-Z_]", "_", value)
+        path = folder / "model.py"
+        if not path.is_file():
+            folder.mkdir(exist_ok=True)
+            # mentioning auto_complete_config makes process mode run it (see _mentions)
+            hook = "auto_complete_config" if _module_mentions(module) else "no config hook"
+            path.write_text(
+                f"# The TritonPythonModel of entry point {value} ({hook}), written by\n"
+                "# triton-backend-python.\n"
+                f"from {module} import {attr} as TritonPythonModel  # noqa: F401\n"
+            )
+        return path
+
     def finalize(self) -> None:
         if self._staging is not None:
             shutil.rmtree(self._staging, ignore_errors=True)
             self._staging = None
+        if self._entry_points is not None:
+            shutil.rmtree(self._entry_points, ignore_errors=True)
+            self._entry_points = None
 
 
 class PythonModel(Model):
@@ -186,8 +233,15 @@ class PythonModel(Model):
 
     @property
     def model_file(self) -> Path:
-        """The ``model.py`` (or ``default_model_filename``) of this version."""
-        return self.context.model_file("model.py")
+        """The file whose ``TritonPythonModel`` serves this version: the version folder's
+        ``model.py`` (or ``default_model_filename``), or a Python-based backend's (a ``.py``
+        file the kernel found, or an installed entry point's class)."""
+        source = self.context.python_model
+        if not source:
+            return self.context.model_file("model.py")
+        if source.endswith(".py"):
+            return Path(source)
+        return self.backend.entry_point_file(source)
 
     @property
     def settings(self) -> ExecutionSettings:

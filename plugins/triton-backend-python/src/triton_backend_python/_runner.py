@@ -2,7 +2,8 @@
 
 Every instance imports ``model.py`` under a module name of its own, so module globals never
 leak between instances (Triton gets the same from one process per instance). As in Triton, the
-version folder is put on ``sys.path`` so ``model.py`` can import the modules next to it.
+version folder and the model folder are put on ``sys.path`` and ``model.py`` is imported as a
+module of a package, so it can import the modules next to it, relatively or not.
 No kernel import: this runs in the server process and in isolated model processes alike.
 """
 
@@ -15,6 +16,7 @@ import json
 import re
 import sys
 import threading
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
@@ -79,46 +81,92 @@ def _triton_package(folder: Path) -> str:
     return name
 
 
+def _own_package(folder: Path, label: str) -> str:
+    """A package of its own over ``folder``, named for this load only, so the file imported
+    from it can import the files beside it relatively (``from .helpers import x``) without
+    sharing them with another load, and without shadowing an installed package named like
+    the folder (a backend folder ``vllm`` whose ``model.py`` imports ``vllm``)."""
+    name = f"_triton_model_{re.sub(r'[^0-9a-zA-Z_]', '_', label)}_{next(_module_numbers)}"
+    package = ModuleType(name)
+    package.__path__ = [str(folder)]
+    package.__package__ = name
+    sys.modules[name] = package
+    return name
+
+
+# What each loaded module put on sys.path and in sys.modules, released when it is unloaded.
+_loads: dict[str, tuple[list[str], str | None]] = {}
+
+
+def _traceback_summary(exc: BaseException, path: Path) -> str:
+    """The frames of a failed import that are not the import system's, one line:
+    ``model.py:3 in <module> -> helpers.py:1 in <module>`` (full paths)."""
+    frames = [
+        f"{frame.filename}:{frame.lineno} in {frame.name}"
+        for frame in traceback.extract_tb(exc.__traceback__)
+        if not frame.filename.startswith("<frozen") and frame.filename != __file__
+    ]
+    return " -> ".join(frames[-6:]) if frames else str(path)
+
+
 def load_model_module(path: Path, label: str, *, as_triton: bool = False) -> ModuleType:
     """Import ``path`` as a new module named after ``label`` (never shared with another load).
 
-    ``as_triton`` (a model process holds one model): import it as Triton's stub does, as
-    ``<version>.<file stem>`` (``__name__ == "1.model"``) with the version folder and the model
-    folder on ``sys.path``, so relative imports of the files beside it work.
+    The file is imported as a module of a package over its folder, with the folder on
+    ``sys.path`` (and, for a version folder, the model folder after it, as Triton's stub), so
+    both ``import helpers`` and ``from .helpers import x`` find the files beside it.
+    ``as_triton`` (a model process holds one model) with a model's own version folder: the
+    package is the version folder as Triton's stub names it (``__name__ == "1.model"``).
+    Elsewhere (in-process instances, one copy each; a Python-based backend's file in a
+    backend folder) the package is one of its own.
 
-    :raises ModelLoadError: when the file is missing or raises on import.
+    :raises ModelLoadError: when the file is missing or raises on import (the message names
+        the file and summarizes the traceback).
     """
     if not path.is_file():
         raise ModelLoadError(f"Python model file not found in '{path}'")
-    if as_triton:
-        name = f"{_triton_package(path.parent)}.{path.stem}"
+    folder = path.parent
+    version_folder = folder.name.isdigit()
+    own: str | None = None
+    if as_triton and version_folder:
+        package = _triton_package(folder)
     else:
-        name = f"_triton_model_{re.sub(r'[^0-9a-zA-Z_]', '_', label)}_{next(_module_numbers)}"
+        package = own = _own_package(folder, label)
+    name = f"{package}.{path.stem}"
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise ModelLoadError(f"cannot import Python model file '{path}'")
     module = importlib.util.module_from_spec(spec)
-    folder = str(path.parent)
+    folders = [str(folder), *([str(folder.parent)] if version_folder else [])]
     sys.modules[name] = module  # dataclasses, pickle and typing resolve a module by name
-    _use_path(folder)
-    if as_triton:
-        _use_path(str(path.parent.parent))  # after the version folder, as Triton's stub
+    for entry in folders:
+        _use_path(entry)
+    _loads[name] = (folders, own)
     try:
         spec.loader.exec_module(module)
     except BaseException as exc:
-        sys.modules.pop(name, None)
-        _release_path(folder)
+        _forget(name)
         raise ModelLoadError(
             f"failed to import Python model file '{path}': {type(exc).__name__}: {exc}"
+            f" (traceback: {_traceback_summary(exc, path)})"
         ) from exc
     return module
 
 
+def _forget(name: str) -> None:
+    folders, own = _loads.pop(name, ([], None))
+    sys.modules.pop(name, None)
+    if own is not None:  # the package and every module imported through it
+        prefix = own + "."
+        for key in [k for k in sys.modules if k == own or k.startswith(prefix)]:
+            sys.modules.pop(key, None)
+    for entry in folders:
+        _release_path(entry)
+
+
 def unload_model_module(module: ModuleType) -> None:
     """Forget a module :func:`load_model_module` made (its objects live while referenced)."""
-    sys.modules.pop(module.__name__, None)
-    if module.__file__:
-        _release_path(str(Path(module.__file__).parent))
+    _forget(module.__name__)
 
 
 def _model_class(module: ModuleType, path: Path) -> type[Any]:
