@@ -20,7 +20,7 @@ MODES = ("in_process", "process")
 
 # A backend: answers OUT = IN * factor, and says where its model's files are (as Triton passes
 # them to a Python-based backend: the model's own folder and version).
-BACKEND = '''
+BACKEND = """
 import json
 import os
 
@@ -55,13 +55,13 @@ class TritonPythonModel:
             where = pb_utils.Tensor("WHERE", np.array([self.where.encode()], dtype=np.object_))
             responses.append(pb_utils.InferenceResponse([out, where]))
         return responses
-'''
+"""
 
-HELPERS = '''
+HELPERS = """
 def factor_of(path, config):
     with open(path) as f:
         return float(f.read().strip())
-'''
+"""
 
 
 def config(backend: str, runtime: str = "", mode: str = "process") -> str:
