@@ -103,7 +103,9 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
         metrics_port=args.metrics_port if args.allow_metrics else None,
         strict_readiness=args.strict_readiness,
         exit_timeout_secs=args.exit_timeout_secs,
-        exit_on_error=args.exit_on_error,
+        exit_on_error=(
+            bool(args.model_repository) if args.exit_on_error is None else args.exit_on_error
+        ),
         backend_directory=args.backend_directory,
         server_name=args.server_name,
         auto_complete_config=not (args.disable_auto_complete_config or args.strict_model_config),

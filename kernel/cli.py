@@ -266,9 +266,9 @@ def _build_parser() -> _Parser:
     serve.add_argument(
         "--exit-on-error",
         type=_bool,
-        default=True,
-        help="exit when a model fails to load at start, as tritonserver (false: a failed"
-        " model only makes itself unavailable)",
+        default=None,
+        help="exit when a model fails to load at start, as tritonserver (default true; false"
+        " when serving the bundled examples, whose backends may not all be installed)",
     )
     serve.add_argument(
         "--backend-directory",

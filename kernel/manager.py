@@ -8,6 +8,7 @@ the versions they replace then drain the requests they accepted before finalizin
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 from collections.abc import Mapping
@@ -218,10 +219,8 @@ class ModelManager:
                 tg.start_soon(self._load_quietly, name)
 
     async def _load_quietly(self, name: str) -> None:
-        try:
+        with contextlib.suppress(KernelError):  # load() logged it, once
             await self.load(name)
-        except KernelError as exc:
-            log.error("failed to load '%s': %s", name, exc.message, extra={"model": name})
 
     async def load(
         self, name: str, config: str | None = None, files: Mapping[str, bytes] | None = None
@@ -256,11 +255,13 @@ class ModelManager:
                 versions = select_versions(source)
             except KernelError as exc:
                 self._fail(entry, exc.message)
+                log.error("failed to load '%s': %s", name, exc.message, extra={"model": name})
                 raise
             if not entry.versions:
                 entry.state, entry.reason = ModelState.LOADING, ""
             started: dict[int, ModelVersion] = {}
             entry.failed_versions.clear()
+            logged = False  # a version's failed start is logged where it happens, once
             try:
                 for number in versions:
                     plugin: Backend = self._ensembles
@@ -302,6 +303,7 @@ class ModelManager:
                         try:
                             await _start_with_progress(self._tg, version, name, number)
                         except Exception as exc:
+                            logged = True
                             version = None
                             error = KernelError.wrap(exc)
                             if attempt < self.load_retry_count:
@@ -329,7 +331,8 @@ class ModelManager:
                     self._fail(entry, exc.message)
                     if not entry.failed_versions:
                         entry.failed_versions = dict.fromkeys(versions, exc.message)
-                log.error("%s", exc.message, extra={"model": name})
+                if not logged:
+                    log.error("%s", exc.message, extra={"model": name})
                 raise
             old = entry.versions
             for version in started.values():
