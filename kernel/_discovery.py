@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import ast
 import importlib
-import importlib.util
+import importlib.machinery
 import logging
 import os
 import site
@@ -189,18 +189,26 @@ def runtime_backend_name(runtime: str) -> str:
 
 
 def _module_source(module: str) -> str | None:
-    """The source text of ``module`` found without running it (its parent packages' own
-    ``__init__`` do run, as any import of them would), or None."""
-    try:
-        spec = importlib.util.find_spec(module)
-    except (ImportError, ValueError):
-        return None
+    """The source text of ``module``, found without running it or its parent packages."""
+    search: list[str] | None = None
+    spec = None
+    for part in module.split("."):
+        try:
+            spec = importlib.machinery.PathFinder.find_spec(part, search)
+        except (ImportError, ValueError):
+            return None
+        if spec is None:
+            return None
+        search = list(spec.submodule_search_locations or [])
     if spec is None or spec.origin is None or not spec.origin.endswith(".py"):
         return None
     try:
         return Path(spec.origin).read_text(encoding="utf-8", errors="replace")
     except OSError:
         return None
+
+
+_parse_lock = threading.Lock()
 
 
 def entry_point_kind(value: str) -> str:
@@ -220,8 +228,9 @@ def entry_point_kind(value: str) -> str:
     if source is None:
         return ""
     try:
-        tree = ast.parse(source)
-    except (SyntaxError, ValueError):
+        with _parse_lock:  # CPython 3.11's parser is not safe in concurrent threads
+            tree = ast.parse(source)
+    except (SyntaxError, ValueError, SystemError, RecursionError):
         return ""
     for node in tree.body:
         if isinstance(node, ast.ClassDef) and node.name == attr:

@@ -403,6 +403,22 @@ def _build_parser() -> _Parser:
         action="store_true",
         help="import each backend (and its framework) to check it and show its attributes",
     )
+    backends.add_argument(
+        "--backend-directory",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="also list the Python-based backends DIR/<backend>/model.py",
+    )
+    backends.add_argument(
+        "--model-repository",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="REPO",
+        help="also list the models whose runtime is a Python file of their own folders",
+    )
 
     check = commands.add_parser("check", help="validate model repositories without serving")
     check.add_argument("repositories", nargs="+", type=Path, metavar="REPO")
@@ -437,7 +453,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.command == "backends":
         from kernel._backends_command import list_backends
 
-        sys.exit(list_backends(load=args.load))
+        sys.exit(
+            list_backends(
+                load=args.load,
+                backend_directories=args.backend_directory,
+                repositories=args.model_repository,
+            )
+        )
     if args.command == "check":
         from kernel._serve import check
 

@@ -189,7 +189,11 @@ class BackendRegistry:
         """``(value, info)`` when entry point ``ep`` declares a ``TritonPythonModel`` (then
         remembered), else None (a plugin)."""
         name = ep.name
-        kind = await anyio.to_thread.run_sync(entry_point_kind, ep.value)
+        try:
+            kind = await anyio.to_thread.run_sync(entry_point_kind, ep.value)
+        except Exception:  # reading a plugin's source never fails its model: import to tell
+            log.exception("backend '%s': cannot read the source of %s", name, ep.value)
+            kind = ""
         if kind == "":  # the source does not say: import it to tell
             try:
                 kind = "python" if _python_class(await anyio.to_thread.run_sync(ep.load)) else ""
