@@ -11,6 +11,12 @@ from pathlib import Path
 import anyio
 
 from kernel._backends_command import format_table
+from kernel._discovery import (
+    BackendInfo,
+    directory_backends,
+    find_runtime_file,
+    runtime_backend_name,
+)
 from kernel._log_output import configure_logging
 from kernel._unhonoured import unhonoured_fields
 from kernel.cli import NO_OP_FLAGS, trace_settings
@@ -18,7 +24,13 @@ from kernel.errors import KernelError
 from kernel.manager import ModelControlMode, ModelIndexEntry
 from kernel.options import ServerOptions, TlsSettings, example_repository
 from kernel.registry import BackendRegistry
-from kernel.repository import ModelRepository, backend_name, normalize_config, select_versions
+from kernel.repository import (
+    ModelRepository,
+    ModelSource,
+    backend_name,
+    normalize_config,
+    select_versions,
+)
 from kernel.server import InferenceServer
 
 log = logging.getLogger("kernel.serve")
@@ -236,7 +248,33 @@ def serve(args: argparse.Namespace) -> int:
     return status
 
 
-def check(repositories: list[Path]) -> int:
+def _backend_problem(
+    source: ModelSource, backend: str, installed: dict[str, BackendInfo], directories: list[Path]
+) -> str | None:
+    """Why the backend a model names would not be found (as the registry resolves it), or
+    None; nothing is imported."""
+    runtime = str(source.config.runtime or "")
+    if runtime.endswith(".py"):
+        versions = sorted(int(p.name) for p in source.model_dir.iterdir() if p.name.isdigit())
+        for number in versions or [1]:
+            found = find_runtime_file(
+                runtime,
+                version_dir=source.model_dir / str(number),
+                model_dir=source.model_dir,
+                backend=backend,
+                directories=directories,
+            )
+            if found.path is None:
+                looked = ", ".join(f"'{p}'" for p in found.searched)
+                return f"runtime '{runtime}' names no Python file; looked for {looked}"
+        return None
+    name = runtime_backend_name(runtime) if runtime else backend
+    if name in installed or name in directory_backends(directories):
+        return None
+    return BackendRegistry.missing_backend_message(name, installed)
+
+
+def check(repositories: list[Path], backend_directories: list[Path] | None = None) -> int:
     """``kernel check``: parse and validate every model; print each problem; 1 if any."""
     problems: list[str] = []
     warnings: list[str] = []
@@ -262,10 +300,13 @@ def check(repositories: list[Path]) -> int:
                     problems.append(f"{name}: {source.config_path}: {item}")
                 else:
                     warnings.append(f"{name}: {source.config_path}: {item}")
-            if backend != "ensemble" and backend not in installed:
-                problems.append(
-                    f"{name}: {BackendRegistry.missing_backend_message(backend, installed)}"
-                )
+            problem = (
+                None
+                if backend == "ensemble"
+                else _backend_problem(source, backend, installed, backend_directories or [])
+            )
+            if problem is not None:
+                problems.append(f"{name}: {problem}")
             select_versions(source)
         except KernelError as exc:
             problems.append(f"{name}: {exc.message}")

@@ -422,6 +422,14 @@ def _build_parser() -> _Parser:
 
     check = commands.add_parser("check", help="validate model repositories without serving")
     check.add_argument("repositories", nargs="+", type=Path, metavar="REPO")
+    check.add_argument(
+        "--backend-directory",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="where Python-based backends DIR/<backend>/model.py are (as kernel serve's)",
+    )
     return parser
 
 
@@ -463,7 +471,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.command == "check":
         from kernel._serve import check
 
-        sys.exit(check(args.repositories))
+        sys.exit(check(args.repositories, args.backend_directory))
 
 
 def tritonserver(argv: Sequence[str] | None = None) -> None:
