@@ -18,6 +18,7 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from kernel._devices import visible_gpus
+from kernel._discovery import PYTHON_BACKEND, runtime_backend_name
 from kernel._proto.inference import ModelConfig
 from kernel._unhonoured import unhonoured_fields
 from kernel.backend import Backend, ModelContext, ServerHandle
@@ -244,8 +245,13 @@ class ModelManager:
                 backend = backend_name(source.config, source.config_path)
                 preferred = ""
                 if gpus and backend != "ensemble":  # the backend's preference decides
+                    plugin_name = backend
+                    if str(source.config.runtime or "").endswith(".py"):
+                        plugin_name = PYTHON_BACKEND  # whichever version folder holds it
+                    elif source.config.runtime:
+                        plugin_name = runtime_backend_name(str(source.config.runtime))
                     resolved = await self.registry.resolve(
-                        source.config, backend, source.model_dir, 0
+                        ModelConfig(name=source.config.name), plugin_name, source.model_dir, 0
                     )
                     preferred = resolved.backend.attributes.preferred_instance_kind
                 normalize_config(
