@@ -187,3 +187,16 @@ def test_import_error_names_model_file_and_traceback(tmp_path: Path, mode: str) 
     assert f"failed to import Python model file '{version / 'model.py'}'" in row["reason"]
     assert "ImportError" in row["reason"]
     assert f"traceback: {version / 'model.py'}:1 in <module>" in row["reason"]
+
+
+def test_runtime_names_an_installed_backend(tmp_path: Path) -> None:
+    # Triton's spelling of a C++ backend library names the installed backend of that name,
+    # which then serves the model instead of the one 'backend' names.
+    repo = tmp_path / "repo"
+    version = model(repo, "renamed", config("notinstalled", "libtriton_python.so"), 6.0)
+    (version / "model.py").write_text(textwrap.dedent(BACKEND))
+    (version / "helpers.py").write_text(textwrap.dedent(HELPERS))
+    with ServerThread(repo) as srv:
+        out, where = ask(srv.http_url, "renamed")
+        np.testing.assert_allclose(out, [6.0, 12.0])
+        assert where["file"] == str(version / "model.py")
