@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import queue
 import shutil
+import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,7 @@ def _stream(url: str, requests: list[tuple[str, str, str]]) -> dict[str, list[An
 @pytest.mark.parametrize("mode", ["process", "in_process"])
 def test_two_models_share_the_backend_and_stream_word_by_word(tmp_path: Path, mode: str) -> None:
     repo = shutil.copytree(MODELS, tmp_path / "models")
+    imported_before = "triton_textstream_backend.model" in sys.modules
     with ServerThread(repo, backend_config={"python": {"execution-mode": mode}}) as srv:
         results = _stream(
             srv.grpc_url,
@@ -68,6 +70,9 @@ def test_two_models_share_the_backend_and_stream_word_by_word(tmp_path: Path, mo
                 ("shout", "c", ""),
             ],
         )
+    if mode == "process" and not imported_before:
+        # the server found the class from its source: only the model processes import it
+        assert "triton_textstream_backend.model" not in sys.modules
     tokens = {
         rid: [item.as_numpy("TOKEN")[0].decode() for item in items]
         for rid, items in results.items()
