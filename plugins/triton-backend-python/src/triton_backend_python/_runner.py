@@ -158,7 +158,8 @@ def _forget(name: str) -> None:
     sys.modules.pop(name, None)
     if own is not None:  # the package and every module imported through it
         prefix = own + "."
-        for key in [k for k in sys.modules if k == own or k.startswith(prefix)]:
+        # list() copies atomically: other instances may be importing in other threads
+        for key in [k for k in list(sys.modules) if k == own or k.startswith(prefix)]:
             sys.modules.pop(key, None)
     for entry in folders:
         _release_path(entry)
