@@ -26,7 +26,7 @@ from kernel.server import EXTENSIONS, InferenceServer
 from kernel.statistics import Duration, ModelStatistics
 
 from ._compression import compress, decompress, response_encoding
-from ._infer import decode_request, encode_response
+from ._infer import DecodePlans, decode_request, encode_response
 
 __all__ = ["HttpApp", "HttpRequest", "Reply"]
 
@@ -174,6 +174,7 @@ class HttpApp:
             options.http_header_forward_pattern, "--http-header-forward-pattern"
         )
         self._allow_shm = options.allow_client_shm
+        self._plans = DecodePlans()
 
     def close(self) -> None:
         """Nothing to release (kept for the transport's stop)."""
@@ -314,7 +315,7 @@ class HttpApp:
         if raw is not None:
             header_length = _header_length(raw, len(view))
         server = self.server
-        call = decode_request(server, name, version, view, header_length)
+        call = decode_request(server, name, version, view, header_length, self._plans)
         if self._forwarding is not None:
             self._forwarding.forward(headers.items(), call.request.parameters)
         request.watch = call.request
