@@ -169,7 +169,8 @@ class HttpApp:
         self.server = server
         options = server.options
         self.max_body = options.http_max_input_bytes
-        self._restrictions = Restrictions(options.http_restricted_api, grpc=False)
+        # None when no API is restricted: one identity check per request
+        self._restrictions = Restrictions(options.http_restricted_api, grpc=False) or None
         self._forwarding = HeaderForwarding.compile(
             options.http_header_forward_pattern, "--http-header-forward-pattern"
         )
@@ -198,7 +199,7 @@ class HttpApp:
         n = len(parts)
         if n < 2 or parts[0] or parts[1] != "v2":
             return _NOT_FOUND
-        if self._restrictions:
+        if self._restrictions is not None:
             refusal = self._restrictions.refusal(_api_group(parts), request.headers)
             if refusal is not None:
                 return Reply(403, [_TEXT], [orjson.dumps({"error": refusal})])
