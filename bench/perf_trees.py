@@ -39,7 +39,10 @@ def _start_tree(
         sys.executable, "-m", "kernel", "serve", f"--model-repository={repo}",
         f"--http-port={http}", f"--grpc-port={grpc}", f"--metrics-port={metrics}", *extra,
     ]  # fmt: skip
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    # ``-m`` puts the working directory first on sys.path, before PYTHONPATH: run in the tree
+    proc = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=tree
+    )
     _wait_ready(http)
     return proc, http, grpc
 

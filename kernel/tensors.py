@@ -52,6 +52,9 @@ _DTYPES: dict[str, np.dtype[Any]] = {
 DATATYPES: tuple[str, ...] = tuple(_DTYPES)
 """Every Triton wire datatype name, in the order of the config's ``DataType`` enum."""
 
+_BY_DTYPE: dict[np.dtype[Any], str] = {
+    dtype: name for name, dtype in _DTYPES.items() if dtype.kind not in "OSU"
+}
 _BY_KIND: dict[tuple[str, int], str] = {
     (dt.kind, dt.itemsize): name for name, dt in _DTYPES.items() if name not in ("BYTES", "BF16")
 }
@@ -74,6 +77,9 @@ def datatype_of(array: npt.NDArray[Any]) -> str:
     :raises KernelError: ``INVALID_ARG`` for a dtype no Triton datatype carries.
     """
     dt = array.dtype
+    name = _BY_DTYPE.get(dt)  # the usual dtypes, native byte order
+    if name is not None:
+        return name
     if dt == _DTYPES["BF16"]:
         return "BF16"
     if dt.kind in "OSU":

@@ -147,7 +147,7 @@ class RequestValidator:
                         request,
                         f"input '{name}' batch size does not match other inputs for '{model}'",
                     )
-            if not spec.ragged and not _shape_matches(shape, spec.dims):
+            if shape != spec.dims and not spec.ragged and not _shape_matches(shape, spec.dims):
                 expected_shape = ((-1,) if self.max_batch_size > 0 else ()) + spec.dims
                 raise self._error(
                     request,

@@ -26,7 +26,7 @@ from kernel.server import EXTENSIONS, InferenceServer
 from kernel.statistics import Duration, ModelStatistics
 
 from ._compression import compress, decompress, response_encoding
-from ._infer import decode_request, encode_response
+from ._infer import DecodePlans, decode_request, encode_response
 
 __all__ = ["HttpApp", "HttpRequest", "Reply"]
 
@@ -169,11 +169,13 @@ class HttpApp:
         self.server = server
         options = server.options
         self.max_body = options.http_max_input_bytes
-        self._restrictions = Restrictions(options.http_restricted_api, grpc=False)
+        # None when no API is restricted: one identity check per request
+        self._restrictions = Restrictions(options.http_restricted_api, grpc=False) or None
         self._forwarding = HeaderForwarding.compile(
             options.http_header_forward_pattern, "--http-header-forward-pattern"
         )
         self._allow_shm = options.allow_client_shm
+        self._plans = DecodePlans()
 
     def close(self) -> None:
         """Nothing to release (kept for the transport's stop)."""
@@ -197,7 +199,7 @@ class HttpApp:
         n = len(parts)
         if n < 2 or parts[0] or parts[1] != "v2":
             return _NOT_FOUND
-        if self._restrictions:
+        if self._restrictions is not None:
             refusal = self._restrictions.refusal(_api_group(parts), request.headers)
             if refusal is not None:
                 return Reply(403, [_TEXT], [orjson.dumps({"error": refusal})])
@@ -314,7 +316,7 @@ class HttpApp:
         if raw is not None:
             header_length = _header_length(raw, len(view))
         server = self.server
-        call = decode_request(server, name, version, view, header_length)
+        call = decode_request(server, name, version, view, header_length, self._plans)
         if self._forwarding is not None:
             self._forwarding.forward(headers.items(), call.request.parameters)
         request.watch = call.request

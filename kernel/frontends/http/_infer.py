@@ -27,6 +27,7 @@ from kernel.inference import InferenceRequest, InferenceResponse
 from kernel.server import InferenceServer, InferenceTarget
 from kernel.shared_memory import SystemSharedMemory
 from kernel.tensors import (
+    DATATYPES,
     array_from_bytes,
     array_to_bytes,
     config_type_to_datatype,
@@ -35,7 +36,7 @@ from kernel.tensors import (
     element_count,
 )
 
-__all__ = ["InferCall", "decode_request", "encode_response"]
+__all__ = ["DecodePlans", "InferCall", "decode_request", "encode_response"]
 
 # How an output travels back.
 JSON, BINARY, SHM = 0, 1, 2
@@ -75,17 +76,92 @@ _PENDING: npt.NDArray[Any] = np.empty(0)
 """Holds an input's place (the request's order) until its bytes are checked."""
 
 
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What one JSON header says, for a request whose inputs all travel as binary data.
+
+    Everything in it follows from the header's bytes alone, so a request with the same header
+    (clients repeat theirs: same inputs, same shapes, no request id) skips the JSON and its
+    checks; only the body's length and the arrays over it are new each time.
+    """
+
+    fields: dict[str, Any]
+    default_kind: int
+    spans: tuple[tuple[str, str, list[int], int, int], ...]
+    """Inputs in the request's order: name, datatype, shape and where their bytes are."""
+    end: int
+    """The body length the header describes."""
+    outputs: dict[str, OutputSpec]
+    requested: tuple[str, ...]
+    names: tuple[str, ...] = ()
+    strings: bool = False
+    """Some input is BYTES: its buffer is checked on every request."""
+    arrays: tuple[tuple[str, np.dtype[Any], int, int, tuple[int, ...]], ...] = ()
+    """Without BYTES inputs: name, dtype, element count, offset and shape of each input."""
+
+    @classmethod
+    def make(
+        cls,
+        fields: dict[str, Any],
+        default_kind: int,
+        spans: list[tuple[str, str, list[int], int, int]],
+        end: int,
+        outputs: dict[str, OutputSpec],
+    ) -> _Plan:
+        strings = any(span[1] == "BYTES" for span in spans)
+        arrays = (
+            ()
+            if strings
+            else tuple(
+                (name, datatype_to_dtype(datatype), element_count(shape), start, tuple(shape))
+                for name, datatype, shape, start, _ in spans
+            )
+        )
+        names = tuple(span[0] for span in spans)
+        return cls(
+            fields, default_kind, tuple(spans), end, outputs, tuple(outputs), names, strings,
+            arrays,
+        )  # fmt: skip
+
+
+class DecodePlans:
+    """The :class:`_Plan` of recent request headers, for one REST app (bounded)."""
+
+    __slots__ = ("_plans",)
+
+    MAX_HEADER = 4096
+    """Longer headers are decoded every time."""
+    MAX_PLANS = 64
+
+    def __init__(self) -> None:
+        self._plans: dict[bytes, _Plan] = {}
+
+    def get(self, key: bytes) -> _Plan | None:
+        return self._plans.get(key)
+
+    def add(self, key: bytes, plan: _Plan) -> None:
+        plans = self._plans
+        if len(plans) >= self.MAX_PLANS:
+            del plans[next(iter(plans))]  # the oldest
+        plans[key] = plan
+
+    def __len__(self) -> int:
+        return len(self._plans)
+
+
 def decode_request(
     server: InferenceServer,
     model_name: str,
     version_str: str,
     body: memoryview,
     header_length: int | None,
+    plans: DecodePlans | None = None,
 ) -> InferCall:
     """Build the :class:`InferCall` of one ``POST .../infer`` body.
 
     ``header_length`` is the ``Inference-Header-Content-Length`` value (already range-checked),
-    ``None`` when absent (the whole body is JSON) and 0 for a raw binary request.
+    ``None`` when absent (the whole body is JSON) and 0 for a raw binary request. With
+    ``plans``, a header seen before is not parsed again (see :class:`_Plan`).
 
     :raises KernelError: with Triton's status and message for anything malformed.
     """
@@ -98,6 +174,12 @@ def decode_request(
     if header_length == 0:
         return _decode_raw(target, model_name, body)
     header = body if header_length is None else body[:header_length]
+    key: bytes | None = None
+    if plans is not None and header_length is not None and header_length <= plans.MAX_HEADER:
+        key = bytes(header)
+        plan = plans.get(key)
+        if plan is not None and plan.end == len(body):
+            return _planned(plan, target, model_name, body)
     try:
         doc = orjson.loads(header)
     except orjson.JSONDecodeError as exc:
@@ -124,6 +206,10 @@ def decode_request(
         fields = controls.request_fields()
         if controls.switches.get(_BINARY_OUTPUT):
             default_kind = BINARY
+    # a request id makes every header unique: not worth remembering
+    spans: list[tuple[str, str, list[int], int, int]] | None = (
+        [] if key is not None and not request_id else None
+    )
     inputs = _decode_inputs(
         server.shared_memory,
         doc.get("inputs"),
@@ -131,6 +217,7 @@ def decode_request(
         header_length,
         model_name,
         request_id or "<id_unknown>",
+        spans,
     )
     outputs: dict[str, OutputSpec] = {}
     raw_outputs = doc.get("outputs")
@@ -140,19 +227,63 @@ def decode_request(
         for item in raw_outputs:
             name, spec = _output_spec(item)
             outputs[name] = spec
+    requested = tuple(outputs)
     request = InferenceRequest(
         model_name,
         inputs,
         model_version=target.version,
         id=request_id,
-        requested_output_names=tuple(outputs),
+        requested_output_names=requested,
         **fields,
     )
+    if spans is not None and key is not None and plans is not None and len(spans) == len(inputs):
+        plans.add(key, _Plan.make(fields, default_kind, spans, len(body), outputs))
     return InferCall(request, target, default_kind, outputs)
+
+
+def _planned(plan: _Plan, target: InferenceTarget, model_name: str, body: memoryview) -> InferCall:
+    """:func:`decode_request` for a header with a plan: only the arrays over this body are new.
+
+    Fixed-size inputs were checked when the plan was made (their byte sizes follow from the
+    header); BYTES inputs are checked here as the full decoding checks them, last input first.
+    """
+    if plan.strings:
+        arrays: list[npt.NDArray[Any]] = []
+        for name, datatype, shape, start, stop in reversed(plan.spans):
+            arrays.append(
+                _from_buffer(datatype, shape, body[start:stop], name, model_name, "<id_unknown>")
+            )
+        inputs = dict(zip(plan.names, reversed(arrays), strict=True))
+    else:
+        inputs = {
+            name: np.frombuffer(body, dtype, count, start).reshape(shape)
+            for name, dtype, count, start, shape in plan.arrays
+        }
+    request = InferenceRequest(
+        model_name,
+        inputs,
+        model_version=target.version,
+        requested_output_names=plan.requested,
+        **plan.fields,
+    )
+    return InferCall(request, target, plan.default_kind, plan.outputs)
 
 
 def _uint(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _dims(shape: list[Any]) -> bool:
+    """Every dimension a JSON unsigned integer (orjson makes exact ``int``s; ``bool`` is not
+    one)."""
+    for d in shape:  # noqa: SIM110 - a loop: all() over a generator costs twice as much
+        if type(d) is not int or d < 0:
+            return False
+    return True
+
+
+_NO_PARAMS: dict[str, Any] = {}
+_DATATYPES = frozenset(DATATYPES)
 
 
 _NO_FIELDS: dict[str, Any] = {}
@@ -208,7 +339,9 @@ def _decode_inputs(
     header_length: int | None,
     model_name: str,
     request_id: str,
+    spans: list[tuple[str, str, list[int], int, int]] | None = None,
 ) -> dict[str, npt.NDArray[Any]]:
+    """The inputs; ``spans`` collects where the binary ones are (for a :class:`_Plan`)."""
     if not isinstance(raw_inputs, list):
         what = "non-existing object member 'inputs'" if raw_inputs is None else "JSON non-array"
         raise _invalid(f"Unable to parse 'inputs': attempt to access {what}")
@@ -217,12 +350,16 @@ def _decode_inputs(
     offset = header_length or 0
     end = len(body)
     for item in raw_inputs:
-        if not isinstance(item, dict):
+        if type(item) is not dict:
             raise _invalid("Unable to parse 'name': attempt to access JSON non-object as object")
-        params = item.get("parameters") or {}
-        if not isinstance(params, dict):
+        params = item.get("parameters") or _NO_PARAMS
+        if type(params) is not dict:
             raise _invalid("Unable to parse 'parameters': attempt to access JSON non-object")
-        kind = _content_kind(item, params)
+        # the usual request: binary data and nothing else (checked in full otherwise)
+        if "binary_data_size" in params and "data" not in item and len(params) == 1:
+            kind = "binary_data_size"
+        else:
+            kind = _content_kind(item, params)
         name = item.get("name")
         if not isinstance(name, str):
             raise _invalid("Unable to parse 'name': attempt to access JSON non-string as string")
@@ -234,20 +371,18 @@ def _decode_inputs(
         shape = item.get("shape")
         if not isinstance(shape, list):
             raise _invalid("Unable to parse 'shape': attempt to access JSON non-array as array")
-        if not all(_uint(d) for d in shape):
+        if not _dims(shape):
             raise _invalid(
                 "Unable to parse 'shape': attempt to access JSON non-unsigned-integer as"
                 " unsigned-integer"
             )
         if name in inputs:
             raise _invalid(f"[request id: {request_id}] input '{name}' already exists in request")
-        try:
-            datatype_to_dtype(datatype)
-        except KernelError:
-            raise _invalid(f"invalid datatype for input {name}") from None
+        if datatype not in _DATATYPES:
+            raise _invalid(f"invalid datatype for input {name}")
         if kind == "binary_data_size":
             size = params["binary_data_size"]
-            if not _uint(size):
+            if type(size) is not int or size < 0:
                 raise _invalid(
                     "Unable to parse 'binary_data_size': attempt to access JSON"
                     " non-unsigned-integer as unsigned-integer"
@@ -263,6 +398,8 @@ def _decode_inputs(
                     f" additional bytes for model '{model_name}'"
                 )
             deferred.append((name, datatype, shape, body[offset : offset + size]))
+            if spans is not None:
+                spans.append((name, datatype, shape, offset, offset + size))
             offset += size
             inputs[name] = _PENDING
         elif kind == "shared_memory_region":
@@ -307,13 +444,15 @@ def _from_buffer(
             return array_from_bytes(datatype, shape, view)
         except KernelError:
             raise _invalid(_bytes_problem(view, count, name, model_name, request_id)) from None
-    expected = count * datatype_to_dtype(datatype).itemsize
+    dtype = datatype_to_dtype(datatype)
+    expected = count * dtype.itemsize
     if view.nbytes != expected:
         raise _invalid(
             f"[request id: {request_id}] input byte size mismatch for input '{name}' for model"
             f" '{model_name}'. Expected {expected}, got {view.nbytes}"
         )
-    return array_from_bytes(datatype, shape, view)
+    # what array_from_bytes does, its checks done above
+    return np.frombuffer(view, dtype=dtype, count=count).reshape(shape)
 
 
 def _bytes_problem(
@@ -440,15 +579,27 @@ def _bytes_from_json(
     return array.reshape(shape)
 
 
+_JSON_SPEC = OutputSpec(JSON)
+_BINARY_SPEC = OutputSpec(BINARY)
+"""The specs of outputs that ask for nothing but their encoding (shared: specs are read-only
+once decoded)."""
+
+
 def _output_spec(item: object) -> tuple[str, OutputSpec]:
     if not isinstance(item, dict):
         raise _invalid("Unable to parse 'name': attempt to access JSON non-object as object")
     name = item.get("name")
     if not isinstance(name, str):
         raise _invalid("Unable to parse 'name': attempt to access JSON non-string as string")
-    params = item.get("parameters") or {}
+    params = item.get("parameters") or _NO_PARAMS
     if not isinstance(params, dict):
         raise _invalid("Unable to parse 'parameters': attempt to access JSON non-object")
+    if len(params) <= 1:  # the usual output: at most binary_data
+        binary = params.get("binary_data", False)
+        if binary is True:
+            return name, _BINARY_SPEC
+        if binary is False and (not params or "binary_data" in params):
+            return name, _JSON_SPEC
     spec = OutputSpec()
     binary = params.get("binary_data", False)
     if not isinstance(binary, bool):
@@ -551,7 +702,7 @@ def encode_response(
         raise response.error
     request = call.request
     specs = call.outputs
-    default = OutputSpec(call.default_kind)
+    default = _BINARY_SPEC if call.default_kind == BINARY else _JSON_SPEC
     target = call.target
     outputs: list[dict[str, Any]] = []
     buffers: list[bytes | memoryview] = []

@@ -71,6 +71,18 @@ class Refusal:
 Event = Received | Continue | Refusal
 
 
+_NAMES = {
+    spelling: spelling.decode().lower()
+    for name in (
+        b"Host", b"User-Agent", b"Accept", b"Accept-Encoding", b"Content-Type",
+        b"Content-Length", b"Content-Encoding", b"Connection", b"Transfer-Encoding", b"Expect",
+        b"Inference-Header-Content-Length", b"Authorization", b"Traceparent",
+    )
+    for spelling in (name, name.lower())
+}  # fmt: skip
+"""Common header names as clients spell them, lower-cased once (others as they come)."""
+
+
 class _RefusedError(Exception):
     """Raised inside a parser callback to stop parsing at once."""
 
@@ -188,12 +200,13 @@ class RequestReader:
         self._header_count = count
         if counted > self._max_header_bytes or count > self._max_headers:
             self._header_limit_exceeded(count)
-        key = name.decode("latin-1").lower()
-        if key == "transfer-encoding" and key in self._headers:
+        key = _NAMES.get(name) or name.decode("latin-1").lower()
+        headers = self._headers
+        if key in headers and key == "transfer-encoding":
             # one list, however many fields carry it
-            self._headers[key] += ", " + value.decode("latin-1")
+            headers[key] += ", " + value.decode("latin-1")
         else:
-            self._headers[key] = value.decode("latin-1")
+            headers[key] = value.decode("latin-1")
 
     def _header_limit_exceeded(self, count: int) -> None:
         limits = self._limits
