@@ -335,7 +335,7 @@ def start_server(
     kernel = str(Path(sys.executable).parent / "kernel")
     command = [
         kernel, "serve", f"--model-repository={repo}", f"--http-port={http}",
-        f"--grpc-port={grpc}", f"--metrics-port={metrics}", *extra,
+        f"--grpc-port={grpc}", f"--metrics-port={metrics}", "--strict-readiness=false", *extra,
     ]  # fmt: skip
     with log.open("wb") as out:
         proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
@@ -352,6 +352,16 @@ def start_server(
         time.sleep(0.3)
     proc.terminate()
     raise RuntimeError("kernel serve did not become ready")
+
+
+def unavailable(http: int) -> dict[str, str]:
+    """The models that did not load, with the reason (the repository index)."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{http}/v2/repository/index", data=b"{}", method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=30) as r:
+        index = json.load(r)
+    return {m["name"]: m.get("reason", "") for m in index if m.get("state") != "READY"}
 
 
 def perf(
@@ -485,6 +495,10 @@ def main() -> None:
         proc, http, grpc = start_server(repo, Path(tmp) / "server.log", args.kernel_arg)
         served: list[Served] = []
         try:
+            failed = unavailable(http)
+            for name, reason in failed.items():
+                print(f"{name} is not served: {reason}", file=sys.stderr)
+            frameworks = [f for f in frameworks if f"conv_{f}" not in failed]
             for fw in frameworks:
                 for protocol in protocols:
                     for kind, c in (("conv", args.concurrency), ("floor", args.concurrency),
