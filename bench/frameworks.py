@@ -274,18 +274,25 @@ def _runner(fw: str, model_file: Path) -> Callable[[np.ndarray], Any]:
     return lambda x: request.infer({0: x}, share_inputs=True)
 
 
-def raw_throughput(fw: str, model_file: Path, seconds: float) -> dict[int, float]:
-    """Rows per second of the framework alone on each batch size: the median of five rounds
-    (on a loaded machine one round can lose its cores to other processes)."""
+@dataclass(slots=True)
+class Raw:
+    rows_per_s: dict[int, float]
+    """Median of five rounds per batch size (one round can lose its cores to other work)."""
+    cpu_us_per_row: dict[int, float]
+    """This process's CPU time per row (all threads), median of the rounds: survives load."""
+
+
+def raw_throughput(fw: str, model_file: Path, seconds: float) -> Raw:
+    """The framework alone on each batch size: rows per second and CPU time per row."""
     run = _runner(fw, model_file)
-    result: dict[int, float] = {}
+    result = Raw({}, {})
     for batch in BATCHES:
         x = _example("conv", batch)
         for _ in range(3):
             run(x)
-        rounds = []
+        rounds, cpu = [], []
         for _ in range(5):
-            count, start = 0, time.perf_counter()
+            count, start, start_cpu = 0, time.perf_counter(), time.process_time()
             deadline = start + seconds / 5
             while count < 2_000:
                 run(x)
@@ -293,7 +300,9 @@ def raw_throughput(fw: str, model_file: Path, seconds: float) -> dict[int, float
                 if time.perf_counter() >= deadline and count >= 3:
                     break
             rounds.append(count * batch / (time.perf_counter() - start))
-        result[batch] = statistics.median(rounds)
+            cpu.append((time.process_time() - start_cpu) / (count * batch) * 1e6)
+        result.rows_per_s[batch] = statistics.median(rounds)
+        result.cpu_us_per_row[batch] = statistics.median(cpu)
     return result
 
 
@@ -425,12 +434,14 @@ def limit(raw8: float, floor: float) -> float:
     return 1 / (1 / raw8 + 1 / floor)
 
 
-def report(raw: dict[str, dict[int, float]], served: list[Served]) -> str:
-    lines = ["### Raw framework (rows/s, this process, plugin thread settings)", ""]
+def report(raws: dict[str, Raw], served: list[Served]) -> str:
+    raw = {fw: r.rows_per_s for fw, r in raws.items()}
+    lines = ["### Raw framework (rows/s, CPU us/row; this process, plugin thread settings)", ""]
     lines.append("| framework | " + " | ".join(f"batch {b}" for b in BATCHES) + " |")
     lines.append("|---|" + "---|" * len(BATCHES))
-    for fw, by_batch in raw.items():
-        lines.append(f"| {fw} | " + " | ".join(f"{by_batch[b]:,.0f}" for b in BATCHES) + " |")
+    for fw, r in raws.items():
+        cells = [f"{r.rows_per_s[b]:,.0f} ({r.cpu_us_per_row[b]:,.0f} us)" for b in BATCHES]
+        lines.append(f"| {fw} | " + " | ".join(cells) + " |")
     lines += ["", "### Served (perf_analyzer; ~: no stable window, the run's average)", ""]
     lines.append(
         "| framework | model | protocol | c | infer/s | p50 ms | p99 ms | mean batch |"
@@ -443,9 +454,20 @@ def report(raw: dict[str, dict[int, float]], served: list[Served]) -> str:
             f" {'' if s.stable else '~'}{s.throughput:,.0f} |"
             f" {s.p50_ms:.2f} | {s.p99_ms:.2f} | {s.mean_batch:.2f} | {s.cpu_us:,.0f} |"
         )
-    lines += ["", "### Served against the co-located limit 1/(1/raw8 + 1/floor)", ""]
-    lines.append("| framework | protocol | raw8 | floor | limit | served | served/limit |")
-    lines.append("|---|---|---|---|---|---|---|")
+    lines += [
+        "",
+        "### Served against the co-located limit 1/(1/raw8 + 1/floor)",
+        "",
+        "The CPU columns survive a loaded machine: the server's CPU per inference of the conv"
+        " net, less that of the floor model (the transport), against the framework's own CPU"
+        " per row at batch 8; 'extra' is what serving adds beyond both (ideally about 0).",
+        "",
+    ]
+    lines.append(
+        "| framework | protocol | raw8 | floor | limit | served | served/limit |"
+        " conv-floor CPU us | raw8 CPU us | extra |"
+    )
+    lines.append("|---|---|---|---|---|---|---|---|---|---|")
     by_key = {(s.framework, s.model.split("_", 1)[0], s.protocol): s for s in served}
     for fw in raw:
         for protocol in sorted({s.protocol for s in served}):
@@ -454,9 +476,12 @@ def report(raw: dict[str, dict[int, float]], served: list[Served]) -> str:
             if conv is None or floor is None:
                 continue
             lim = limit(raw[fw][PREFERRED], floor.throughput)
+            framework_cpu = conv.cpu_us - floor.cpu_us
+            raw_cpu = raws[fw].cpu_us_per_row[PREFERRED]
             lines.append(
                 f"| {fw} | {protocol} | {raw[fw][PREFERRED]:,.0f} | {floor.throughput:,.0f} |"
                 f" {lim:,.0f} | {conv.throughput:,.0f} | {conv.throughput / lim:.2f} |"
+                f" {framework_cpu:,.0f} | {raw_cpu:,.0f} | {framework_cpu - raw_cpu:+,.0f} |"
             )
     return "\n".join(lines)
 
@@ -486,7 +511,7 @@ def main() -> None:
     print(f"# {machine()}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", file=sys.stderr)
     with tempfile.TemporaryDirectory() as tmp:
         repo = write_repository(Path(tmp), frameworks)
-        raw: dict[str, dict[int, float]] = {}
+        raw: dict[str, Raw] = {}
         for fw in frameworks:
             raw[fw] = raw_throughput(
                 fw, repo / f"conv_{fw}" / "1" / FRAMEWORKS[fw][1], args.raw_seconds
@@ -514,7 +539,13 @@ def main() -> None:
     print(report(raw, served))
     if args.json:
         args.json.write_text(
-            json.dumps({"raw": raw, "served": [asdict(s) for s in served]}, indent=2)
+            json.dumps(
+                {
+                    "raw": {fw: asdict(r) for fw, r in raw.items()},
+                    "served": [asdict(s) for s in served],
+                },
+                indent=2,
+            )
         )
 
 
