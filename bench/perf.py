@@ -187,13 +187,14 @@ def _perf(
     out: Path,
     seconds: int,
     extra: list[str],
+    stability: int = 20,
 ) -> Row:
     if shared_memory != "none":
         extra = [f"--shared-memory={shared_memory}", "--output-shared-memory-size=4096", *extra]
     command = [
         pa, "-m", model, "-u", f"127.0.0.1:{port}", "-i", protocol,
         f"--concurrency-range={concurrency}:{concurrency}",
-        f"--measurement-interval={seconds * 1000}", "--max-trials=10", "-s", "20",
+        f"--measurement-interval={seconds * 1000}", "--max-trials=10", "-s", str(stability),
         "-f", str(out), *extra,
     ]  # fmt: skip
     out.unlink(missing_ok=True)
@@ -234,6 +235,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=3, help="measurement window")
     parser.add_argument("--servers", nargs="+", default=None)
     parser.add_argument(
+        "--stability",
+        type=int,
+        default=20,
+        help="perf_analyzer -s: the stability percentage (raise it on a loaded machine)",
+    )
+    parser.add_argument(
         "--pa-arg",
         action="append",
         default=[],
@@ -246,7 +253,11 @@ def main() -> None:
         help="extra `kernel serve` argument, e.g. --kernel-arg=--backend-config=python,k=v",
     )
     args = parser.parse_args()
-    reference = args.reference or Path(os.environ.get("TRITON_REFERENCE", "/tmp/triton-reference"))
+    default_reference = next(
+        (p for p in (Path("/tmp/triton-reference"), Path("/work/triton-reference")) if p.exists()),
+        Path("/tmp/triton-reference"),
+    )
+    reference = args.reference or Path(os.environ.get("TRITON_REFERENCE", default_reference))
     pa = args.perf_analyzer or str(reference / "run-pa")
     servers = args.servers or (
         ["kernel", "triton"] if (reference / "run-triton").exists() else ["kernel"]
@@ -265,7 +276,7 @@ def main() -> None:
                             for c in args.concurrency or CONCURRENCY[model]:
                                 row = _perf(
                                     pa, model, protocol, port, c, shm, Path(tmp) / "out.csv",
-                                    args.seconds, args.pa_arg,
+                                    args.seconds, args.pa_arg, args.stability,
                                 )  # fmt: skip
                                 rows.append(replace(row, server=server))
                                 print(rows[-1], file=sys.stderr)
