@@ -1,10 +1,19 @@
 """Side-by-side throughput and latency: ``kernel serve`` against Triton, driven by perf_analyzer.
 
-The model is Triton's Python-backend add/sub example (two FP32[4] inputs, sum and difference),
-served by both servers from the same repository. perf_analyzer runs over gRPC and HTTP at each
-concurrency; the script prints a markdown table (infer/s, p50 and p99 in ms).
+Two Python-backend models, served by both servers from the same repository:
+
+* ``add_sub``: Triton's add/sub example (two FP32[4] inputs, sum and difference), at
+  concurrency 1, 4 and 8: the per-request cost;
+* ``large``: one FP32[3,128,128] input (196 KB) per sample, its three channel means out, with
+  dynamic batching, at concurrency 1, 4 and 16, with the tensors in the request and response
+  bodies and again through system shared memory (perf_analyzer's ``--shared-memory=system``):
+  the cost of moving a large tensor.
+
+perf_analyzer runs over gRPC and HTTP at each concurrency; the script prints a markdown table
+(infer/s, p50 and p99 in ms) and the kernel/Triton throughput ratio of every row.
 
     python bench/perf.py                       # kernel, and Triton when its tools are there
+    python bench/perf.py --models large        # only the large-input rows
     python bench/perf.py --reference DIR       # Triton 2.51 tools (setup-reference.sh) in DIR
     python bench/perf.py --servers kernel      # kernel only
     python bench/perf.py --protocols grpc --concurrency 8 --pa-arg=--streaming  # other modes
@@ -64,6 +73,38 @@ instance_group [ { count: 1 kind: KIND_CPU } ]
 """
 
 
+LARGE_PY = """
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            x = pb_utils.get_input_tensor_by_name(request, "INPUT0").as_numpy()
+            means = x.mean(axis=(-2, -1), dtype=np.float32)
+            responses.append(pb_utils.InferenceResponse(output_tensors=[
+                pb_utils.Tensor("OUTPUT0", means.astype(np.float32)),
+            ]))
+        return responses
+"""
+
+LARGE_CONFIG = """
+name: "large"
+backend: "python"
+max_batch_size: 16
+input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ 3, 128, 128 ] } ]
+output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 3 ] } ]
+instance_group [ { count: 1 kind: KIND_CPU } ]
+dynamic_batching { }
+"""
+
+MODELS = {"add_sub": (CONFIG, MODEL_PY), "large": (LARGE_CONFIG, LARGE_PY)}
+CONCURRENCY = {"add_sub": [1, 4, 8], "large": [1, 4, 16]}
+SHARED_MEMORY = {"add_sub": ["none"], "large": ["none", "system"]}
+
+
 @dataclass(frozen=True, slots=True)
 class Row:
     server: str
@@ -72,6 +113,8 @@ class Row:
     throughput: float
     p50_ms: float
     p99_ms: float
+    model: str = "add_sub"
+    shared_memory: str = "none"
 
 
 def _tree_rss_mb(pid: int) -> float:
@@ -108,11 +151,13 @@ def _wait_ready(http_port: int, timeout: float = 120) -> None:
     raise RuntimeError("the server did not become ready")
 
 
-def _repository(root: Path) -> Path:
+def _repository(root: Path, models: list[str]) -> Path:
     repo = root / "models"
-    (repo / "add_sub" / "1").mkdir(parents=True)
-    (repo / "add_sub" / "config.pbtxt").write_text(CONFIG)
-    (repo / "add_sub" / "1" / "model.py").write_text(MODEL_PY)
+    for name in models:
+        config, code = MODELS[name]
+        (repo / name / "1").mkdir(parents=True)
+        (repo / name / "config.pbtxt").write_text(config)
+        (repo / name / "1" / "model.py").write_text(code)
     return repo
 
 
@@ -133,15 +178,31 @@ def _start(
 
 
 def _perf(
-    pa: str, protocol: str, port: int, concurrency: int, out: Path, seconds: int, extra: list[str]
+    pa: str,
+    model: str,
+    protocol: str,
+    port: int,
+    concurrency: int,
+    shared_memory: str,
+    out: Path,
+    seconds: int,
+    extra: list[str],
+    stability: int = 20,
 ) -> Row:
+    if shared_memory != "none":
+        extra = [f"--shared-memory={shared_memory}", "--output-shared-memory-size=4096", *extra]
     command = [
-        pa, "-m", "add_sub", "-u", f"127.0.0.1:{port}", "-i", protocol,
+        pa, "-m", model, "-u", f"127.0.0.1:{port}", "-i", protocol,
         f"--concurrency-range={concurrency}:{concurrency}",
-        f"--measurement-interval={seconds * 1000}", "--max-trials=10", "-s", "20",
+        f"--measurement-interval={seconds * 1000}", "--max-trials=10", "-s", str(stability),
         "-f", str(out), *extra,
     ]  # fmt: skip
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, timeout=600)
+    out.unlink(missing_ok=True)
+    done = subprocess.run(command, stdout=subprocess.DEVNULL, timeout=600)
+    if done.returncode != 0 or not out.exists():
+        # no stable window (a loaded machine): say so in the row rather than lose the run
+        nan = float("nan")
+        return Row("", protocol, concurrency, nan, nan, nan, model, shared_memory)
     with out.open() as f:
         row = next(csv.DictReader(f))
     return Row(
@@ -151,6 +212,8 @@ def _perf(
         float(row["Inferences/Second"]),
         float(row["p50 latency"]) / 1000,
         float(row["p99 latency"]) / 1000,
+        model,
+        shared_memory,
     )
 
 
@@ -158,10 +221,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reference", type=Path, help="folder of setup-reference.sh's tools")
     parser.add_argument("--perf-analyzer", help="perf_analyzer command (default: run-pa)")
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8])
+    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
+    parser.add_argument(
+        "--concurrency", type=int, nargs="+", help="default: 1 4 8 (add_sub), 1 4 16 (large)"
+    )
+    parser.add_argument(
+        "--shared-memory",
+        nargs="+",
+        choices=["none", "system"],
+        help="tensor transport; default: none (add_sub), none and system (large)",
+    )
     parser.add_argument("--protocols", nargs="+", default=["grpc", "http"])
     parser.add_argument("--seconds", type=int, default=3, help="measurement window")
     parser.add_argument("--servers", nargs="+", default=None)
+    parser.add_argument(
+        "--stability",
+        type=int,
+        default=20,
+        help="perf_analyzer -s: the stability percentage (raise it on a loaded machine)",
+    )
     parser.add_argument(
         "--pa-arg",
         action="append",
@@ -175,7 +253,11 @@ def main() -> None:
         help="extra `kernel serve` argument, e.g. --kernel-arg=--backend-config=python,k=v",
     )
     args = parser.parse_args()
-    reference = args.reference or Path(os.environ.get("TRITON_REFERENCE", "/tmp/triton-reference"))
+    default_reference = next(
+        (p for p in (Path("/tmp/triton-reference"), Path("/work/triton-reference")) if p.exists()),
+        Path("/tmp/triton-reference"),
+    )
+    reference = args.reference or Path(os.environ.get("TRITON_REFERENCE", default_reference))
     pa = args.perf_analyzer or str(reference / "run-pa")
     servers = args.servers or (
         ["kernel", "triton"] if (reference / "run-triton").exists() else ["kernel"]
@@ -183,18 +265,21 @@ def main() -> None:
     rows: list[Row] = []
     memory: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        repo = _repository(Path(tmp))
+        repo = _repository(Path(tmp), args.models)
         for server in servers:
             proc, http, grpc = _start(server, repo, reference, args.kernel_arg)
             try:
-                for protocol in args.protocols:
-                    port = grpc if protocol == "grpc" else http
-                    for c in args.concurrency:
-                        row = _perf(
-                            pa, protocol, port, c, Path(tmp) / "out.csv", args.seconds, args.pa_arg
-                        )
-                        rows.append(replace(row, server=server))
-                        print(rows[-1], file=sys.stderr)
+                for model in args.models:
+                    for shm in args.shared_memory or SHARED_MEMORY[model]:
+                        for protocol in args.protocols:
+                            port = grpc if protocol == "grpc" else http
+                            for c in args.concurrency or CONCURRENCY[model]:
+                                row = _perf(
+                                    pa, model, protocol, port, c, shm, Path(tmp) / "out.csv",
+                                    args.seconds, args.pa_arg, args.stability,
+                                )  # fmt: skip
+                                rows.append(replace(row, server=server))
+                                print(rows[-1], file=sys.stderr)
                 memory[server] = _tree_rss_mb(proc.pid)
             finally:
                 proc.terminate()
@@ -202,13 +287,27 @@ def main() -> None:
     for server, mb in memory.items():
         print(f"{server}: {mb:.0f} MB resident after the runs (process tree)")
     print()
-    print("| server | protocol | concurrency | infer/s | p50 ms | p99 ms |")
-    print("|---|---|---|---|---|---|")
+    print("| model | shm | server | protocol | concurrency | infer/s | p50 ms | p99 ms |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
-            f"| {r.server} | {r.protocol} | {r.concurrency} | {r.throughput:,.0f} |"
-            f" {r.p50_ms:.2f} | {r.p99_ms:.2f} |"
+            f"| {r.model} | {r.shared_memory} | {r.server} | {r.protocol} | {r.concurrency} |"
+            f" {r.throughput:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} |"
         )
+    by_key = {(r.server, r.model, r.shared_memory, r.protocol, r.concurrency): r for r in rows}
+    if "kernel" in servers and "triton" in servers:
+        print()
+        print("| model | shm | protocol | concurrency | kernel/Triton |")
+        print("|---|---|---|---|---|")
+        for r in rows:
+            if r.server != "kernel":
+                continue
+            other = by_key.get(("triton", r.model, r.shared_memory, r.protocol, r.concurrency))
+            if other is not None:
+                print(
+                    f"| {r.model} | {r.shared_memory} | {r.protocol} | {r.concurrency} |"
+                    f" {r.throughput / other.throughput:.2f} |"
+                )
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from kernel._discovery import (
     runtime_backend_name,
 )
 from kernel._log_output import configure_logging
+from kernel._malloc import tune_malloc
 from kernel._unhonoured import unhonoured_fields
 from kernel.cli import NO_OP_FLAGS, trace_settings
 from kernel.errors import KernelError
@@ -213,6 +214,7 @@ def serve(args: argparse.Namespace) -> int:
     except OSError as exc:
         sys.exit(f"kernel serve: cannot open --log-file {options.log_file}: {exc.strerror}")
     report_ignored_flags(args)
+    tune_malloc()  # before any model process starts: they inherit the thresholds
     try:
         check_tls(options)
         server = InferenceServer(options)

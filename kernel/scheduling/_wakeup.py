@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import math
 import time
 
 import anyio
@@ -37,7 +39,17 @@ class Wakeup:
 
 
 async def wait_for(event: anyio.Event, deadline_ns: int | None) -> None:
-    """Wait until ``event`` is set or the clock reaches ``deadline_ns`` (``None``: no deadline)."""
+    """Wait until ``event`` is set or the clock reaches ``deadline_ns`` (``None``: no deadline).
+
+    The deadline sets ``event`` itself, so the other workers waiting on it look at the queue
+    again too (and find nothing new). The timer is rounded up to a whole millisecond: uvloop's
+    clock and timers tick in milliseconds, and a sub-millisecond deadline (a 500 us
+    ``max_queue_delay_microseconds``) under ``anyio.move_on_after`` re-armed its timer on every
+    loop turn until the tick, spinning the event loop for up to a millisecond per batch, which
+    took the CPU from the transport and the model on a small machine. It may return a little
+    before the deadline (uvloop's clock is its last millisecond tick): callers look at the
+    queue again after any wake, and wait again for the rest.
+    """
     if deadline_ns is None:
         await event.wait()
         return
@@ -45,5 +57,8 @@ async def wait_for(event: anyio.Event, deadline_ns: int | None) -> None:
     if delay <= 0:
         await anyio.lowlevel.checkpoint()
         return
-    with anyio.move_on_after(delay):
+    timer = asyncio.get_running_loop().call_later(math.ceil(delay * 1000) / 1000, event.set)
+    try:
         await event.wait()
+    finally:
+        timer.cancel()

@@ -8,6 +8,7 @@ version folder's ``model.pt`` is used, else its ``model.pt2``.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,11 @@ from triton_backend_torch._tensors import config_type_of
 
 TORCHSCRIPT_FILENAME = "model.pt"
 EXPORTED_FILENAME = "model.pt2"
+
+_EXPORT_LOAD_LOCK = threading.Lock()
+"""``torch.export.load`` sets a process-wide deserializer for the duration of a load and refuses
+a second one at once ("_CURRENT_DESERIALIZER is already set"): models and instances load in
+parallel threads, so their exported-program loads take turns. Process-wide like what it guards."""
 
 
 def model_path(context: ModelContext) -> Path:
@@ -117,7 +123,8 @@ def _load_torchscript(path: Path, device: torch.device | None) -> TorchProgram:
 
 
 def _load_exported(path: Path, device: torch.device | None) -> TorchProgram:
-    program = torch.export.load(str(path))
+    with _EXPORT_LOAD_LOCK:
+        program = torch.export.load(str(path))
     signature = program.module_call_graph[0].signature
     user_inputs = list(program.graph_signature.user_inputs)
     forward_args = list(signature.forward_arg_names) if signature is not None else user_inputs
