@@ -83,8 +83,8 @@ class ServerHandle(Protocol):
         """Load (or reload) a model, as the repository API does."""
         ...
 
-    async def unload_model(self, name: str) -> None:
-        """Unload a model."""
+    async def unload_model(self, name: str, *, unload_dependents: bool = False) -> None:
+        """Unload a model; with ``unload_dependents``, an ensemble's composing models too."""
         ...
 
     def is_model_ready(self, name: str, version: int = -1) -> bool:

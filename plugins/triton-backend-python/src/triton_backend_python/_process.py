@@ -24,7 +24,7 @@ import signal
 import socket
 import subprocess
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -682,7 +682,8 @@ class ModelProcess:
                 stripped = {k.removeprefix("file:"): v for k, v in (files or {}).items()}
                 await self.server.load_model(name, config or None, stripped or None)
             else:
-                await self.server.unload_model(args[0])
+                name, dependents = args[0], bool(args[1]) if len(args) > 1 else False
+                await self.server.unload_model(name, unload_dependents=dependents)
         except KernelError as exc:
             self._reply(call_id, error=exc.message)
         else:
@@ -703,6 +704,7 @@ class ModelProcess:
         parent: int | None = None,
     ) -> None:
         final = False
+        stream: AsyncIterator[InferenceResponse] | None = None
         try:
             request = InferenceRequest(
                 model_name,
@@ -718,7 +720,8 @@ class ModelProcess:
             owner = None if parent is None else self.inflight.get(parent)
             if owner is not None and owner.trace is not None:  # a child of the caller's trace
                 request.trace = owner.trace.child()
-            async for response in self.server.infer(request):
+            stream = self.server.infer(request)
+            async for response in stream:
                 final = response.final
                 message = (
                     "bls_response",
@@ -739,6 +742,10 @@ class ModelProcess:
             if not final and not self._closing:
                 cancelled = (CODE_BY_STATUS[Status.CANCELLED], "the BLS request was cancelled")
                 self.send(("bls_response", call_id, None, cancelled, None, True))
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:  # cancelled (bls_cancel): the called request is cancelled now
+                with anyio.CancelScope(shield=True):
+                    await aclose()
 
 
 async def process_auto_complete(model: PythonModel, label: str, config: str) -> str | None:

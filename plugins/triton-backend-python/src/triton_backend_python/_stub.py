@@ -43,8 +43,9 @@ from pathlib import Path
 from typing import Any
 
 import triton_python_backend_utils as pb_utils
-from triton_python_backend_utils._inference import InferenceResponse
+from triton_python_backend_utils._inference import InferenceResponse, SingleResponse
 from triton_python_backend_utils._runtime import (
+    BLS_OUTSIDE_EXECUTE,
     MetricsBackend,
     ResponseChannel,
     installed_runtime,
@@ -105,35 +106,18 @@ class _Call:
 class _Channel:
     """Responses of one received request, to the server."""
 
-    __slots__ = ("_closed", "_decoupled", "_held", "_key", "_stub")
+    __slots__ = ("_closed", "_key", "_one", "_stub")
 
     def __init__(self, stub: Stub, key: int, decoupled: bool) -> None:
         self._stub = stub
         self._key = key
-        self._decoupled = decoupled
-        self._held: InferenceResponse | None = None
+        self._one = None if decoupled else SingleResponse()
         self._closed = False
 
     def send(self, response: InferenceResponse | None, final: bool) -> None:
-        if not self._decoupled:
-            # One response per request: keep a non-final one until the final flag.
-            if response is not None and not final:
-                if self._held is not None:
-                    raise pb_utils.TritonModelException(
-                        "Non-decoupled model cannot send more than one response"
-                    )
-                self._held = response
-                return
-            if response is None:
-                response, self._held = self._held, None
-            elif self._held is not None:
-                raise pb_utils.TritonModelException(
-                    "Non-decoupled model cannot send more than one response"
-                )
-            if response is None:
-                self._closed = True
-                text = "the model sent the final flag without a response"
-                self._stub.send(("fail", self._key, text))
+        if self._one is not None:
+            response = self._one.take(response, final)  # Triton's one-response rule
+            if response is None or not final:
                 return
         if final:
             self._closed = True
@@ -212,6 +196,9 @@ class Stub:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._background: set[Any] = set()
         self._metrics = _Metrics(self)
+        self._serving = False
+        """Between the end of ``initialize`` and the start of ``finalize``: BLS allowed."""
+        self._model_dir = ""
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -320,53 +307,71 @@ class Stub:
             raise pb_utils.TritonModelException(exc.strerror) from exc
         return call_id
 
+    def _responses(self, items: collections.deque[ResponseTuple]) -> Iterator[InferenceResponse]:
+        """A BLS stream's responses as they arrive (blocking), up to the final one."""
+        while True:
+            self._inbox.wait_for(lambda: bool(items))
+            outputs, error, parameters, final = items.popleft()
+            yield response_object(outputs, error, parameters)  # the last may be empty
+            if final:
+                return
+
+    def _check_bls(self) -> None:
+        if not self._serving:
+            raise pb_utils.TritonModelException(BLS_OUTSIDE_EXECUTE)
+
     def exec(self, request: pb_utils.InferenceRequest, decoupled: bool) -> Any:
+        self._check_bls()
         items: collections.deque[ResponseTuple] = collections.deque()
         call_id = self._bls(request, items.append)
-
-        def take() -> ResponseTuple:
-            self._inbox.wait_for(lambda: bool(items))
-            return items.popleft()
-
         if not decoupled:
             first: InferenceResponse | None = None
             while True:
-                outputs, error, parameters, final = take()
+                self._inbox.wait_for(lambda: bool(items))
+                outputs, error, parameters, final = items.popleft()
                 if first is None and (outputs or error or not final):
                     first = response_object(outputs, error, parameters)
                 if final:
                     return first or response_object(outputs, error, parameters)
-
-        def responses() -> Iterator[InferenceResponse]:
-            while True:
-                outputs, error, parameters, final = take()
-                yield response_object(outputs, error, parameters)
-                if final:
-                    return
-
-        return pb_utils.ResponseIterator(responses(), lambda: self.notify("bls_cancel", call_id))
+        return pb_utils.ResponseIterator(
+            self._responses(items), lambda: self.notify("bls_cancel", call_id)
+        )
 
     def async_exec(self, request: pb_utils.InferenceRequest, decoupled: bool) -> Awaitable[Any]:
+        self._check_bls()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        collected: list[InferenceResponse] = []
 
         def finish(value: Any) -> None:
             if not future.done():
                 future.set_result(value)
 
+        if decoupled:
+            # Resolved at the first response: the iterator yields the others as they arrive.
+            items: collections.deque[ResponseTuple] = collections.deque()
+            call_ids: list[int] = []
+            iterator = pb_utils.ResponseIterator(
+                self._responses(items), lambda: self.notify("bls_cancel", *call_ids)
+            )
+
+            def arrived(item: ResponseTuple) -> None:
+                items.append(item)
+                if not future.done():
+                    loop.call_soon_threadsafe(finish, iterator)
+
+            call_ids.append(self._bls(request, arrived, on_loop=True))
+            self._inbox.wake()  # nobody may be reading: the helper reads until the end
+            return future
+
+        collected: list[InferenceResponse] = []
+
         def deliver(item: ResponseTuple) -> None:
             outputs, error, parameters, final = item
             response = response_object(outputs, error, parameters)
-            if decoupled or outputs or error or not final:
+            if outputs or error or not final:
                 collected.append(response)
             if final:
-                value: Any = (
-                    pb_utils.ResponseIterator(iter(collected))
-                    if decoupled
-                    else (collected[0] if collected else response)
-                )
-                loop.call_soon_threadsafe(finish, value)
+                loop.call_soon_threadsafe(finish, collected[0] if collected else response)
 
         self._bls(request, deliver, on_loop=True)
         self._inbox.wake()  # nobody may be reading: the helper reads until the answer came
@@ -387,6 +392,9 @@ class Stub:
 
     def is_model_ready(self, name: str, version: str) -> bool:
         return bool(self.call("is_model_ready", name, version))
+
+    def model_dir(self) -> str:
+        return self._model_dir
 
     # -- commands -----------------------------------------------------------------------------
 
@@ -435,6 +443,8 @@ class Stub:
     ) -> None:
         self._decoupled = decoupled
         self._outputs = outputs
+        # Triton's stub: the folder of the version whose model.py it loaded
+        self._model_dir = os.path.join(args["model_repository"], args["model_version"])
         set_fallback_runtime(self)
         runner = ModelRunner(Path(path), instance_name, decoupled, as_triton=True)
         try:
@@ -445,6 +455,7 @@ class Stub:
         except BaseException as exc:
             self.send(("done", f"{type(exc).__name__}: {exc}"))
             return
+        self._serving = True
         self.send(("done", None))
 
     def _auto_complete(self, path: str, label: str, config: str) -> None:
@@ -517,6 +528,7 @@ class Stub:
     def _finalize(self) -> None:
         error: str | None = None
         runner = self._runner
+        self._serving = False
         if runner is not None:
             try:
                 with installed_runtime(self):
