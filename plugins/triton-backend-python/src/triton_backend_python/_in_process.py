@@ -135,6 +135,8 @@ class _Channel:
         return self._request.is_cancelled()
 
     def abandon(self) -> None:
+        if self._sender is None:
+            return  # not decoupled: execute's return (or the kernel) answers the request
         self._request.fail(
             KernelError(Status.INTERNAL, "the response sender was released without the final flag")
         )

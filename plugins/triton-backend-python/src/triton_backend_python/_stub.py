@@ -132,7 +132,8 @@ class _Channel:
         return bool(self._stub.call("is_cancelled", self._key))
 
     def abandon(self) -> None:
-        if not self._closed:
+        # Not decoupled: execute's return (or the server) answers the request.
+        if not self._closed and self._one is None:
             self._closed = True
             self._stub.send(
                 ("fail", self._key, "the response sender was released without the final flag")
@@ -316,6 +317,11 @@ class Stub:
             if final:
                 return
 
+    def _cancel(self, call_id: int) -> None:
+        """Cancel a BLS call (``ResponseIterator.cancel()``): the server cancels its request."""
+        if call_id in self._streams:
+            self.send(("bls_cancel", call_id))
+
     def _check_bls(self) -> None:
         if not self._serving:
             raise pb_utils.TritonModelException(BLS_OUTSIDE_EXECUTE)
@@ -333,9 +339,7 @@ class Stub:
                     first = response_object(outputs, error, parameters)
                 if final:
                     return first or response_object(outputs, error, parameters)
-        return pb_utils.ResponseIterator(
-            self._responses(items), lambda: self.notify("bls_cancel", call_id)
-        )
+        return pb_utils.ResponseIterator(self._responses(items), lambda: self._cancel(call_id))
 
     def async_exec(self, request: pb_utils.InferenceRequest, decoupled: bool) -> Awaitable[Any]:
         self._check_bls()
@@ -351,7 +355,7 @@ class Stub:
             items: collections.deque[ResponseTuple] = collections.deque()
             call_ids: list[int] = []
             iterator = pb_utils.ResponseIterator(
-                self._responses(items), lambda: self.notify("bls_cancel", *call_ids)
+                self._responses(items), lambda: self._cancel(*call_ids)
             )
 
             def arrived(item: ResponseTuple) -> None:

@@ -1,0 +1,178 @@
+"""The corners of Triton's Python-backend API (issue 15 point 4), through the real tritonclient,
+in both execution modes: ``get_model_dir``, BLS to a model named by ``bytes``, streaming
+``async_exec(decoupled=True)`` and its ``cancel()``, ``unload_dependents``, the one-response rule
+of non-decoupled models using the response sender, and BLS outside ``execute``.
+
+What each expects was checked against Triton 2.51 (``/work/triton-reference/run-triton``):
+``get_model_dir()`` is the version folder, BLS in ``initialize`` fails the load with "BLS is
+only supported during the 'execute' function.", and the response sender's messages.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
+
+from kernel.manager import ModelControlMode
+from kernel.testing import RunningServer, ServerThread
+
+MODELS = [
+    "python_api",
+    "python_add_sub",
+    "python_strings",
+    "ensemble_strings",
+    "python_wait_cancel",
+    "bls_stream_cancel",
+]
+
+
+HERE = Path(__file__).parent
+EXAMPLES = HERE.resolve().parents[2] / "examples" / "model_repository"
+
+
+def _make_repository(root: Path) -> Path:
+    for name in MODELS:
+        source = HERE / "models" / name
+        shutil.copytree(source if source.is_dir() else EXAMPLES / name, root / name)
+    (root / "ensemble_strings" / "1").mkdir()
+    return root
+
+
+@pytest.fixture(scope="module")
+def api_server(mode: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """A server (explicit model control, everything loaded) in the module's execution mode."""
+    repository = _make_repository(tmp_path_factory.mktemp(f"api_{mode}"))
+    with ServerThread(
+        repository,
+        model_control_mode=ModelControlMode.EXPLICIT,
+        load_models=["*"],
+        backend_config={"python": {"execution-mode": mode}},
+    ) as running:
+        yield running
+
+
+def _bytes(*values: str) -> np.ndarray[Any, Any]:
+    return np.array([v.encode() for v in values], dtype=np.object_)
+
+
+def _client(server: RunningServer, protocol: str) -> Any:
+    if protocol == "http":
+        return httpclient.InferenceServerClient(server.http_url)
+    return grpcclient.InferenceServerClient(server.grpc_url)
+
+
+def _infer(server: RunningServer, protocol: str, model: str, arrays: dict[str, Any]) -> Any:
+    module: Any = httpclient if protocol == "http" else grpcclient
+    inputs = []
+    for name, array in arrays.items():
+        datatype = "BYTES" if array.dtype == np.object_ else "INT32"
+        tensor = module.InferInput(name, list(array.shape), datatype)
+        tensor.set_data_from_numpy(array)
+        inputs.append(tensor)
+    return _client(server, protocol).infer(model, inputs)
+
+
+def _api(server: RunningServer, protocol: str, mode: str, name: str | None = None) -> str:
+    arrays = {"MODE": _bytes(mode)}
+    if name is not None:
+        arrays["NAME"] = _bytes(name)
+    result = _infer(server, protocol, "python_api", arrays)
+    return bytes(result.as_numpy("TEXT")[0]).decode()
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_get_model_dir_is_the_version_folder(api_server: RunningServer, protocol: str) -> None:
+    model_dir, model_repository, model_file = json.loads(_api(api_server, protocol, "model_dir"))
+    assert Path(model_dir).parts[-2:] == ("python_api", "1")
+    assert model_dir == str(Path(model_file).parent)
+    assert model_repository == str(Path(model_dir).parent)
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_bls_to_a_model_named_by_bytes(api_server: RunningServer, protocol: str) -> None:
+    assert json.loads(_api(api_server, protocol, "bls_bytes", "python_add_sub")) == [2, 4, 6, 8]
+
+
+@pytest.mark.parametrize("how", ["sender_one", "sender_one_final"])
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_non_decoupled_model_answers_once_through_its_sender(
+    api_server: RunningServer, protocol: str, how: str
+) -> None:
+    assert _api(api_server, protocol, how) == ("one" if how == "sender_one" else "one final")
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_final_flag_without_a_response_is_triton_s_error(
+    api_server: RunningServer, protocol: str
+) -> None:
+    with pytest.raises(InferenceServerException) as raised:
+        _api(api_server, protocol, "sender_zero")
+    message = raised.value.message()
+    assert "Failed to process the request(s) for model 'python_api_0" in message
+    assert (
+        "TritonModelException: Unable to send response. Non-decoupled model cannot send complete"
+        " final before sending a response." in message
+    )
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_second_response_is_refused_with_triton_s_message(
+    api_server: RunningServer, protocol: str
+) -> None:
+    assert _api(api_server, protocol, "sender_two") == (
+        "refused: Unable to send response. Non-decoupled model cannot send more than one response."
+    )
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_async_exec_decoupled_streams_and_cancels(api_server: RunningServer, protocol: str) -> None:
+    # python_wait_cancel sends 5, then waits for its request to be cancelled. Had async_exec
+    # waited for the whole stream, the caller would only see 5 and -1 after 20 seconds.
+    result = _infer(api_server, protocol, "bls_stream_cancel", {"IN": np.array([5], np.int32)})
+    seen = [bytes(s).decode() for s in result.as_numpy("SEEN")]
+    assert seen == ["5", "error: the BLS request was cancelled"]
+
+
+def test_bls_in_initialize_fails_the_load(api_server: RunningServer) -> None:
+    config = {
+        "backend": "python",
+        "input": [{"name": "IN", "data_type": "TYPE_INT32", "dims": [1]}],
+        "output": [{"name": "OUT", "data_type": "TYPE_INT32", "dims": [1]}],
+    }
+    code = (
+        "import numpy as np\n"
+        "import triton_python_backend_utils as pb_utils\n"
+        "class TritonPythonModel:\n"
+        "    def initialize(self, args):\n"
+        "        pb_utils.InferenceRequest(model_name='python_add_sub', inputs=[],\n"
+        "                                  requested_output_names=[]).exec()\n"
+        "    def execute(self, requests):\n"
+        "        return [None for _ in requests]\n"
+    )
+    client = _client(api_server, "http")
+    with pytest.raises(InferenceServerException) as raised:
+        client.load_model(
+            "bls_in_initialize", config=json.dumps(config), files={"file:1/model.py": code.encode()}
+        )
+    assert "BLS is only supported during the 'execute' function." in raised.value.message()
+    assert not client.is_model_ready("bls_in_initialize")
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_unload_model_with_dependents(api_server: RunningServer, protocol: str) -> None:
+    client = _client(api_server, protocol)
+    assert client.is_model_ready("ensemble_strings") and client.is_model_ready("python_strings")
+    assert _api(api_server, protocol, "unload_deps", "ensemble_strings") == "unloaded"
+    assert not client.is_model_ready("ensemble_strings")
+    assert not client.is_model_ready("python_strings")  # the composing model went too
+    client.load_model("ensemble_strings")  # brings its composing model back
+    assert client.is_model_ready("python_strings")
