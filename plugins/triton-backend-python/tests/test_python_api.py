@@ -32,6 +32,7 @@ MODELS = [
     "ensemble_strings",
     "python_wait_cancel",
     "bls_stream_cancel",
+    "python_readiness",
 ]
 
 
@@ -176,3 +177,25 @@ def test_unload_model_with_dependents(api_server: RunningServer, protocol: str) 
     assert not client.is_model_ready("python_strings")  # the composing model went too
     client.load_model("ensemble_strings")  # brings its composing model back
     assert client.is_model_ready("python_strings")
+
+
+@pytest.mark.parametrize(
+    ("state", "ready"),
+    [("true", True), ("false", False), ("raise", False), ("non_boolean", False)]
+    + [("async_true", True)],
+)
+def test_is_ready_hook_answers_the_ready_endpoints(
+    api_server: RunningServer, state: str, ready: bool
+) -> None:
+    _infer(api_server, "grpc", "python_readiness", {"STATE": _bytes(state)})
+    for protocol in ("http", "grpc"):
+        assert _client(api_server, protocol).is_model_ready("python_readiness") is ready
+    assert _client(api_server, "http").is_model_ready("python_api")  # no hook: ready
+
+
+def test_is_ready_hook_too_slow_is_not_ready(api_server: RunningServer) -> None:
+    _infer(api_server, "http", "python_readiness", {"STATE": _bytes("slow")})
+    client = _client(api_server, "grpc")
+    assert client.is_model_ready("python_readiness") is False  # no answer within 5 s
+    _infer(api_server, "http", "python_readiness", {"STATE": _bytes("true")})
+    assert client.is_model_ready("python_readiness") is True

@@ -356,6 +356,17 @@ class InProcessRuntime:
         return self.server.is_model_ready(name, int(version) if version else -1)
 
 
+def _ready_answer(answer: object, logger: logging.Logger, name: str) -> bool:
+    """An ``is_ready()`` result as readiness: True only for True (Triton's rule)."""
+    if not isinstance(answer, bool):
+        logger.error(
+            "is_ready() of instance '%s' returned %s, expected a bool: not ready",
+            name,
+            type(answer).__name__,
+        )
+    return answer is True
+
+
 class _ModelLoop:
     """An instance's own event loop, in a thread of its own, where the model's coroutines run
     (``async def execute``, async hooks), as in Triton's stub: a model blocking its loop (a
@@ -422,6 +433,9 @@ class InProcessInstance(ModelInstance):
             await anyio.to_thread.run_sync(self._loop.stop)
             raise
         self._runtime.serving = True
+        if getattr(self._runner.model, "is_ready", None) is None:
+            # No readiness hook: the kernel then asks nothing of this instance.
+            self.ready = super().ready  # type: ignore[method-assign, assignment]
         if not self._runner.is_async:
             # A plain ``def execute`` model: hand the kernel a plain ``def`` so it runs the
             # batches on the instance's own thread (the kernel looks at ``execute`` only after
@@ -458,6 +472,16 @@ class InProcessInstance(ModelInstance):
         if not inspect.isawaitable(result):
             return result
         return self._on_model_loop(result).result()
+
+    def ready(self) -> bool:
+        """The model's ``is_ready()`` (Triton 26.03+): ready only when it returns True."""
+        runtime = self._runtime
+        hook = getattr(self._runner.model, "is_ready", None)
+        if runtime is None or hook is None:
+            return runtime is not None
+        with installed_runtime(runtime):
+            answer = self._wait(hook())
+        return _ready_answer(answer, self.context.logger, self.context.name)
 
     def _wrap(self, requests: Sequence[InferenceRequest]) -> list[pb_utils.InferenceRequest]:
         runtime = self._runtime

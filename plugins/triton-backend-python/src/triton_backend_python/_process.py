@@ -145,6 +145,9 @@ class ModelProcess:
         self._metric_ids = itertools.count(1)
         self.dead: str | None = None
         self._closing = False
+        self.has_ready_hook = False
+        """The model defines ``is_ready()`` (the process said so after ``init``)."""
+        self._ready_check: asyncio.Future[bool] | None = None
 
     # -- life ---------------------------------------------------------------------------------
 
@@ -474,7 +477,7 @@ class ModelProcess:
         return result
 
     def _fail_commands(self, error: KernelError) -> None:
-        waiting = [self._command, *self._batches_waiting.values()]
+        waiting = [self._command, self._ready_check, *self._batches_waiting.values()]
         self._batches_waiting.clear()
         for future in waiting:
             if future is not None and not future.done():
@@ -497,10 +500,37 @@ class ModelProcess:
             self._on_call(message[1], message[2], message[3])
         elif kind == "bls":
             self._spawn(message[1], self._bls(*message[1:]))
+        elif kind == "hooks":
+            self.has_ready_hook = bool(message[1])
+        elif kind == "ready":
+            self._on_ready(message[1], message[2])
         elif kind == "bls_cancel":
             task = self._tasks.get(message[1])
             if task is not None:
                 task.cancel()
+
+    async def model_ready(self) -> bool:
+        """The model's ``is_ready()`` answer (True without the hook). Concurrent checks share
+        one question to the process, as Triton's stub does.
+
+        :raises KernelError: ``UNAVAILABLE`` when the process is dead or dies meanwhile.
+        """
+        if self.dead is not None:
+            raise KernelError(Status.UNAVAILABLE, self.dead)
+        if not self.has_ready_hook:
+            return True
+        check = self._ready_check
+        if check is None or check.done():
+            check = self._ready_check = asyncio.get_running_loop().create_future()
+            self.send(("is_ready",))
+        return await asyncio.shield(check)
+
+    def _on_ready(self, answer: bool, error: str | None) -> None:
+        if error is not None:
+            self.logger.error("readiness check of '%s': %s: not ready", self.label, error)
+        check, self._ready_check = self._ready_check, None
+        if check is not None and not check.done():
+            check.set_result(bool(answer))
 
     def _spawn(self, call_id: int, coroutine: Any) -> None:
         key = call_id or next(self._task_ids)

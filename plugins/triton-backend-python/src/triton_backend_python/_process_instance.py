@@ -169,6 +169,16 @@ class ProcessInstance(ModelInstance):
             )
         await process.execute(requests)
 
+    async def ready(self) -> bool:
+        """Ready while a live process serves and the model's ``is_ready()`` (if any) agrees."""
+        process = self._process
+        if not self._serving.is_set() or self._failed is not None or process is None:
+            return False
+        try:
+            return await process.model_ready()
+        except KernelError:
+            return False
+
     async def finalize(self) -> None:
         self._closing = True
         restarter = self._restarter

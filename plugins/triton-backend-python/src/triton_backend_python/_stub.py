@@ -19,9 +19,11 @@ hooks. Any thread may send. When the server goes away the process exits.
 
 Messages (tuples, first item the kind). Server to model: ``init``, ``autocomplete``,
 ``execute``, ``finalize`` (commands, answered in order), ``reply`` (to an ``rpc``),
-``bls_response``. Model to server: ``hello``, ``done`` (a command's answer), ``send`` (a
-response through a response sender), ``fail`` (close a request with an error), ``rpc``,
-``notify`` (an ``rpc`` without answer), ``bls``, ``bls_cancel``.
+``bls_response``, ``is_ready`` (a readiness check, answered by ``ready``). Model to server:
+``hello``, ``hooks`` (after ``init``: whether the model has ``is_ready``), ``done`` (a
+command's answer), ``send`` (a response through a response sender), ``fail`` (close a request
+with an error), ``rpc``, ``notify`` (an ``rpc`` without answer), ``bls``, ``bls_cancel``,
+``ready``.
 """
 
 from __future__ import annotations
@@ -253,6 +255,10 @@ class Stub:
             pending = self._calls.pop(call_id)
             pending.value, pending.error = value, error
             pending.done = True
+        elif kind == "is_ready":
+            threading.Thread(
+                target=self._check_ready, name="triton-stub-ready", daemon=True
+            ).start()
         elif kind == "bls_response":
             call_id, item = message[1], message[2:]
             deliver = self._streams.get(call_id)
@@ -460,7 +466,25 @@ class Stub:
             self.send(("done", f"{type(exc).__name__}: {exc}"))
             return
         self._serving = True
+        self.send(("hooks", getattr(runner.model, "is_ready", None) is not None))
         self.send(("done", None))
+
+    def _check_ready(self) -> None:
+        """Answer a readiness check with the model's ``is_ready()`` (in a thread of its own:
+        the main thread may be executing)."""
+        error: str | None = None
+        answer = False
+        try:
+            hook = getattr(self._runner.model if self._runner else None, "is_ready", None)
+            if hook is not None:
+                with installed_runtime(self):
+                    value = self._run(hook())
+                answer = value is True
+                if not isinstance(value, bool):
+                    error = f"is_ready() returned {type(value).__name__}, expected a bool"
+        except BaseException as exc:
+            error = f"is_ready() raised {type(exc).__name__}: {exc}"
+        self.send(("ready", answer, error))
 
     def _auto_complete(self, path: str, label: str, config: str) -> None:
         try:
