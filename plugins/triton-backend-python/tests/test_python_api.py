@@ -181,8 +181,13 @@ def test_unload_model_with_dependents(api_server: RunningServer, protocol: str) 
 
 @pytest.mark.parametrize(
     ("state", "ready"),
-    [("true", True), ("false", False), ("raise", False), ("non_boolean", False)]
-    + [("async_true", True)],
+    [
+        ("true", True),
+        ("false", False),
+        ("raise", False),
+        ("non_boolean", False),
+        ("async_true", True),
+    ],
 )
 def test_is_ready_hook_answers_the_ready_endpoints(
     api_server: RunningServer, state: str, ready: bool
