@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
@@ -33,6 +34,7 @@ MODELS = [
     "python_wait_cancel",
     "bls_stream_cancel",
     "python_readiness",
+    "python_bf16",
 ]
 
 
@@ -204,3 +206,14 @@ def test_is_ready_hook_too_slow_is_not_ready(api_server: RunningServer) -> None:
     assert client.is_model_ready("python_readiness") is False  # no answer within 5 s
     _infer(api_server, "http", "python_readiness", {"STATE": _bytes("true")})
     assert client.is_model_ready("python_readiness") is True
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_bf16_through_dlpack(api_server: RunningServer, protocol: str) -> None:
+    module: Any = httpclient if protocol == "http" else grpcclient
+    values = np.array([1.5, -2.25, 3.0, 0.0078125], dtype=ml_dtypes.bfloat16)
+    tensor = module.InferInput("IN", [4], "BF16")
+    tensor.set_data_from_numpy(values)
+    result = _client(api_server, protocol).infer("python_bf16", [tensor])
+    out = result.as_numpy("OUT")
+    np.testing.assert_array_equal(out.astype(np.float32), values.astype(np.float32) * 2)
