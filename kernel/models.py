@@ -531,6 +531,14 @@ class ModelVersion:
     def _settle(self, batch: list[InferenceRequest], error: KernelError | None) -> None:
         """Answer every request ``execute`` left unanswered (see the contract in backend.py)."""
         for request in batch:
+            if request.rescheduled and error is None:
+                request.rescheduled = False
+                if not request.answered:
+                    try:
+                        self.scheduler.reschedule(request)  # executes again in a later batch
+                    except KernelError as exc:
+                        request.fail(exc)
+                    continue
             if request.answered:
                 continue
             if error is not None:

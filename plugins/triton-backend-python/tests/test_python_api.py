@@ -25,6 +25,7 @@ from tritonclient.utils import InferenceServerException
 
 from kernel.manager import ModelControlMode
 from kernel.testing import RunningServer, ServerThread
+from kernel.testing.clients import TritonClients
 
 MODELS = [
     "python_api",
@@ -35,6 +36,8 @@ MODELS = [
     "bls_stream_cancel",
     "python_readiness",
     "python_bf16",
+    "python_iterative",
+    "python_iterative_decoupled",
 ]
 
 
@@ -217,3 +220,33 @@ def test_bf16_through_dlpack(api_server: RunningServer, protocol: str) -> None:
     result = _client(api_server, protocol).infer("python_bf16", [tensor])
     out = result.as_numpy("OUT")
     np.testing.assert_array_equal(out.astype(np.float32), values.astype(np.float32) * 2)
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_rescheduled_request_executes_again(api_server: RunningServer, protocol: str) -> None:
+    # Two requests at once, each rescheduled until it ran IN times; START only on the first run.
+    module: Any = httpclient if protocol == "http" else grpcclient
+    client = _client(api_server, protocol)
+    for runs in (1, 3):
+        tensor = module.InferInput("IN", [1], "INT32")
+        tensor.set_data_from_numpy(np.array([runs], np.int32))
+        result = client.infer("python_iterative", [tensor], request_id=f"{protocol}-{runs}")
+        assert result.as_numpy("RUNS").tolist() == [runs]
+        assert result.as_numpy("STARTS").tolist() == [1]
+
+
+def test_rescheduled_decoupled_request_streams(api_server: RunningServer) -> None:
+    values = [
+        int(result.as_numpy("OUT")[0])
+        for result in TritonClients(api_server).stream(
+            "python_iterative_decoupled", {"IN": np.array([3], np.int32)}
+        )
+        if result.as_numpy("OUT") is not None
+    ]
+    assert values == [2, 1, 0]
+
+
+def test_rescheduling_without_iterative_sequence_fails(api_server: RunningServer) -> None:
+    with pytest.raises(InferenceServerException) as raised:
+        _api(api_server, "http", "reschedule")
+    assert "not configured with iterative sequence batching" in raised.value.message()

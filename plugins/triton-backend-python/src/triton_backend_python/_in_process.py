@@ -356,6 +356,16 @@ class InProcessRuntime:
         return self.server.is_model_ready(name, int(version) if version else -1)
 
 
+def _reschedule(
+    requests: Sequence[InferenceRequest], wrapped: Sequence[pb_utils.InferenceRequest]
+) -> None:
+    """Hand back to the kernel's scheduler the requests ``execute`` released with
+    ``TRITONSERVER_REQUEST_RELEASE_RESCHEDULE`` (before the kernel settles the batch)."""
+    for request, item in zip(requests, wrapped, strict=True):
+        if item._rescheduled():
+            request.reschedule()
+
+
 def _ready_answer(answer: object, logger: logging.Logger, name: str) -> bool:
     """An ``is_ready()`` result as readiness: True only for True (Triton's rule)."""
     if not isinstance(answer, bool):
@@ -499,6 +509,7 @@ class InProcessInstance(ModelInstance):
             item._requested = request.requested_output_names or outputs
             item._model_name = ""
             item._model_version = -1
+            item._release_flags = pb_utils.TRITONSERVER_REQUEST_RELEASE_ALL
             wrapped.append(item)
         return wrapped
 
@@ -525,6 +536,7 @@ class InProcessInstance(ModelInstance):
                 responses = self._runner.check(wrapped, result)
             except Exception as exc:
                 raise self._failed(exc) from exc
+            _reschedule(requests, wrapped)
             if responses is not None:
                 self._deliver(requests, responses)
         finally:
@@ -548,6 +560,7 @@ class InProcessInstance(ModelInstance):
             responses = self._runner.check(wrapped, result)
         except Exception as exc:
             raise self._failed(exc) from exc
+        _reschedule(requests, wrapped)
         if responses is not None:
             self._deliver(requests, responses)
 

@@ -500,6 +500,11 @@ class ModelProcess:
             self._on_call(message[1], message[2], message[3])
         elif kind == "bls":
             self._spawn(message[1], self._bls(*message[1:]))
+        elif kind == "reschedule":
+            for key in message[1]:
+                request = self.inflight.pop(key, None)
+                if request is not None:
+                    request.reschedule()  # the kernel requeues it once execute returns
         elif kind == "hooks":
             self.has_ready_hook = bool(message[1])
         elif kind == "ready":

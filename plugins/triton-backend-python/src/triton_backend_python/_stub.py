@@ -23,7 +23,7 @@ Messages (tuples, first item the kind). Server to model: ``init``, ``autocomplet
 ``hello``, ``hooks`` (after ``init``: whether the model has ``is_ready``), ``done`` (a
 command's answer), ``send`` (a response through a response sender), ``fail`` (close a request
 with an error), ``rpc``, ``notify`` (an ``rpc`` without answer), ``bls``, ``bls_cancel``,
-``ready``.
+``ready``, ``reschedule`` (before a batch's ``executed``: requests released with RESCHEDULE).
 """
 
 from __future__ import annotations
@@ -529,7 +529,14 @@ class Stub:
             if responses is None
             else [None if r is None else response_tuple(r, True) for r in responses]
         )
-        unanswered = [r._source for r in requests if r._sender is None] if self._decoupled else []
+        rescheduled = [r._source for r in requests if r._rescheduled()]
+        if rescheduled:  # before "executed": the server hands them back to its scheduler
+            self.send(("reschedule", rescheduled))
+        unanswered = (
+            [r._source for r in requests if r._sender is None and not r._rescheduled()]
+            if self._decoupled
+            else []
+        )
         try:
             self.send(("executed", batch_id, results, None, unanswered))
         except SharedMemoryFullError as exc:

@@ -481,16 +481,32 @@ class InferenceRequest:
         return self._runtime.is_cancelled(self)
 
     def set_release_flags(self, flags: int) -> None:
-        """Request rescheduling is not supported: only ``TRITONSERVER_REQUEST_RELEASE_ALL``.
+        """How the request is released when ``execute`` returns:
+        ``TRITONSERVER_REQUEST_RELEASE_ALL`` (the default: it is done) or
+        ``TRITONSERVER_REQUEST_RELEASE_RESCHEDULE`` (it goes back to the scheduler, to execute
+        again in a later batch: ``sequence_batching { iterative_sequence: true }`` models).
+        A non-decoupled model returns None for a rescheduled request; a decoupled one sets the
+        flag before ``execute`` returns.
 
-        :raises TritonModelException: for ``TRITONSERVER_REQUEST_RELEASE_RESCHEDULE``.
+        :raises TritonModelException: for other flags, or on a request this model did not
+            receive.
         """
-        if flags == TRITONSERVER_REQUEST_RELEASE_RESCHEDULE:
+        if flags not in (TRITONSERVER_REQUEST_RELEASE_ALL, TRITONSERVER_REQUEST_RELEASE_RESCHEDULE):
+            raise TritonModelException(f"set_release_flags(): unknown release flags {flags}")
+        if self._runtime is None:
             raise TritonModelException(
-                "request rescheduling (TRITONSERVER_REQUEST_RELEASE_RESCHEDULE) is not supported"
-                " by triton-kernel's Python backend"
+                "set_release_flags() is only available on requests passed to execute()"
             )
         self._release_flags = int(flags)
+
+    def _rescheduled(self) -> bool:
+        """Released with RESCHEDULE: the request goes on in a later ``execute``, so its
+        response sender here is not abandoned when this wrapper goes away."""
+        if self._release_flags != TRITONSERVER_REQUEST_RELEASE_RESCHEDULE:
+            return False
+        if self._sender is not None:
+            self._sender._finalizer.detach()
+        return True
 
     # -- BLS --------------------------------------------------------------------------------
 

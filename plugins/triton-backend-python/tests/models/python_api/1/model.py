@@ -45,6 +45,10 @@ class TritonPythonModel:
                 else:
                     out = pb_utils.get_output_tensor_by_name(answer, "OUTPUT0").as_numpy()
                     text = json.dumps(out.tolist())
+            elif mode == "reschedule":  # not an iterative sequence model: the request fails
+                request.set_release_flags(pb_utils.TRITONSERVER_REQUEST_RELEASE_RESCHEDULE)
+                responses.append(None)
+                continue
             elif mode == "unload_deps":
                 pb_utils.unload_model(name, unload_dependents=True)
                 text = "unloaded"
