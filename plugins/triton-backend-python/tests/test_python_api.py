@@ -236,17 +236,43 @@ def test_rescheduled_request_executes_again(api_server: RunningServer, protocol:
 
 
 def test_rescheduled_decoupled_request_streams(api_server: RunningServer) -> None:
-    values = [
-        int(result.as_numpy("OUT")[0])
-        for result in TritonClients(api_server).stream(
-            "python_iterative_decoupled", {"IN": np.array([3], np.int32)}
-        )
-        if result.as_numpy("OUT") is not None
-    ]
-    assert values == [2, 1, 0]
+    results = TritonClients(api_server).stream(
+        "python_iterative_decoupled", {"IN": np.array([3], np.int32)}
+    )
+    assert [int(r.as_numpy("OUT")[0]) for r in results] == [2, 1, 0]
+    # response parameters travel with each streamed response (gRPC: typed InferParameter)
+    parameters = [r.get_response().parameters for r in results]
+    assert [p["remaining"].int64_param for p in parameters] == [2, 1, 0]
+    assert all(p["last"].HasField("bool_param") and not p["last"].bool_param for p in parameters)
 
 
 def test_rescheduling_without_iterative_sequence_fails(api_server: RunningServer) -> None:
     with pytest.raises(InferenceServerException) as raised:
         _api(api_server, "http", "reschedule")
     assert "not configured with iterative sequence batching" in raised.value.message()
+
+
+@pytest.mark.parametrize("how", ["params", "sender_params"])
+def test_response_parameters_on_both_protocols(api_server: RunningServer, how: str) -> None:
+    expected = {"b": True, "i": 7, "s": "x", "f": 1.5} if how == "params" else {"via": "sender"}
+    arrays = {"MODE": _bytes(how)}
+    http = _infer(api_server, "http", "python_api", arrays).get_response()
+    assert http["parameters"] == expected  # HTTP: the response's JSON "parameters"
+    grpc = _infer(api_server, "grpc", "python_api", arrays).get_response().parameters
+    typed = {
+        key: getattr(value, value.WhichOneof("parameter_choice")) for key, value in grpc.items()
+    }
+    assert typed == expected
+    if how == "params":
+        kinds = {key: value.WhichOneof("parameter_choice") for key, value in grpc.items()}
+        assert kinds == {
+            "b": "bool_param",
+            "i": "int64_param",
+            "s": "string_param",
+            "f": "double_param",
+        }
+
+
+def test_bls_response_parameters_are_json(api_server: RunningServer) -> None:
+    text = _api(api_server, "grpc", "bls_params")
+    assert json.loads(text) == {"remaining": 0, "last": False}

@@ -49,6 +49,24 @@ class TritonPythonModel:
                 request.set_release_flags(pb_utils.TRITONSERVER_REQUEST_RELEASE_RESCHEDULE)
                 responses.append(None)
                 continue
+            elif mode == "params":
+                parameters = {"b": True, "i": 7, "s": "x", "f": 1.5}
+                responses.append(pb_utils.InferenceResponse([_text("p")], parameters=parameters))
+                continue
+            elif mode == "sender_params":
+                sender.send(
+                    pb_utils.InferenceResponse([_text("p")], parameters={"via": "sender"}),
+                    flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL,
+                )
+                responses.append(None)
+                continue
+            elif mode == "bls_params":  # what a BLS caller reads: the JSON of the parameters
+                call = pb_utils.InferenceRequest(
+                    model_name="python_iterative_decoupled",  # not itself: one instance
+                    inputs=[pb_utils.Tensor("IN", np.array([1], dtype=np.int32))],
+                    requested_output_names=["OUT"],
+                )
+                text = call.exec().parameters()
             elif mode == "unload_deps":
                 pb_utils.unload_model(name, unload_dependents=True)
                 text = "unloaded"

@@ -1,6 +1,6 @@
 """Triton's README example of a decoupled model using request rescheduling: IN is the number of
 responses; each execution sends one (OUT: how many remain) and reschedules the request until the
-last one, sent with the final flag."""
+last one, sent with the final flag. Each response carries parameters (Triton 24.11+)."""
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
@@ -24,7 +24,10 @@ class TritonPythonModel:
             self.remaining_response -= 1
 
             out_output = pb_utils.Tensor("OUT", np.array([self.remaining_response], np.int32))
-            response = pb_utils.InferenceResponse(output_tensors=[out_output])
+            response = pb_utils.InferenceResponse(
+                output_tensors=[out_output],
+                parameters={"remaining": int(self.remaining_response), "last": False},
+            )
 
             if self.remaining_response <= 0:
                 response_sender.send(response, flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
