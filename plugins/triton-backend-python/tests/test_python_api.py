@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -201,6 +202,7 @@ def test_is_ready_hook_answers_the_ready_endpoints(
     for protocol in ("http", "grpc"):
         assert _client(api_server, protocol).is_model_ready("python_readiness") is ready
     assert _client(api_server, "http").is_model_ready("python_api")  # no hook: ready
+    assert _api(api_server, "grpc", "ready", "python_readiness") == str(ready)  # from a model
 
 
 def test_is_ready_hook_too_slow_is_not_ready(api_server: RunningServer) -> None:
@@ -276,3 +278,42 @@ def test_response_parameters_on_both_protocols(api_server: RunningServer, how: s
 def test_bls_response_parameters_are_json(api_server: RunningServer) -> None:
     text = _api(api_server, "grpc", "bls_params")
     assert json.loads(text) == {"remaining": 0, "last": False}
+
+
+def test_bls_in_finalize_is_refused(api_server: RunningServer, tmp_path: Path) -> None:
+    report = tmp_path / "finalize.txt"
+    config = {
+        "backend": "python",
+        "input": [{"name": "IN", "data_type": "TYPE_INT32", "dims": [1]}],
+        "output": [{"name": "OUT", "data_type": "TYPE_INT32", "dims": [1]}],
+        "parameters": {"REPORT": {"string_value": str(report)}},
+    }
+    code = (
+        "import json\n"
+        "import triton_python_backend_utils as pb_utils\n"
+        "class TritonPythonModel:\n"
+        "    def initialize(self, args):\n"
+        "        config = json.loads(args['model_config'])\n"
+        "        self.report = config['parameters']['REPORT']['string_value']\n"
+        "    def execute(self, requests):\n"
+        "        return [None for _ in requests]\n"
+        "    def finalize(self):\n"
+        "        try:\n"
+        "            pb_utils.InferenceRequest(model_name='python_add_sub', inputs=[],\n"
+        "                                      requested_output_names=[]).exec()\n"
+        "            text = 'allowed'\n"
+        "        except pb_utils.TritonModelException as exc:\n"
+        "            text = exc.message()\n"
+        "        with open(self.report, 'w') as f:\n"
+        "            f.write(text)\n"
+    )
+    client = _client(api_server, "http")
+    client.load_model(
+        "bls_in_finalize", config=json.dumps(config), files={"file:1/model.py": code.encode()}
+    )
+    client.unload_model("bls_in_finalize")
+    for _ in range(200):  # the unload returns once the model finalized; allow the file a moment
+        if report.exists() and report.read_text():
+            break
+        time.sleep(0.05)
+    assert report.read_text() == "BLS is only supported during the 'execute' function."

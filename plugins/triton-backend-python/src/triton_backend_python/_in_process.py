@@ -353,7 +353,14 @@ class InProcessRuntime:
         )
 
     def is_model_ready(self, name: str, version: str) -> bool:
-        return self.server.is_model_ready(name, int(version) if version else -1)
+        number = int(version) if version else -1
+        if not self.server.is_model_ready(name, number):
+            return False
+        if threading.get_ident() == self._loop_thread:
+            return True  # cannot wait here for the model's own readiness hook
+        # as the ready endpoints answer: the model's instances' readiness hooks too
+        future = asyncio.run_coroutine_threadsafe(self.server.model_ready(name, number), self.loop)
+        return future.result()
 
 
 def _reschedule(
@@ -484,7 +491,7 @@ class InProcessInstance(ModelInstance):
         return self._on_model_loop(result).result()
 
     def ready(self) -> bool:
-        """The model's ``is_ready()`` (Triton 26.03+): ready only when it returns True."""
+        """The model's ``is_ready()`` (recent Triton's hook): ready only when it returns True."""
         runtime = self._runtime
         hook = getattr(self._runner.model, "is_ready", None)
         if runtime is None or hook is None:

@@ -657,6 +657,9 @@ class ModelProcess:
         if op in ("load_model", "unload_model"):
             self._spawn(call_id, self._model_control(call_id, op, args))
             return
+        if op == "is_model_ready":  # as the ready endpoints: readiness hooks included
+            self._spawn(call_id, self._model_ready(call_id, *args))
+            return
         try:
             value = self._answer(op, args)
         except Exception as exc:
@@ -672,9 +675,6 @@ class ModelProcess:
         if op == "log":
             self.logger.log(python_log_level(args[0]), "%s", args[1])
             return None
-        if op == "is_model_ready":
-            name, version = args
-            return self.server.is_model_ready(name, int(version) if version else -1)
         handles = self._metric_handles
         if op == "metric_family":
             entry = ("family", registry.create_family(*args))
@@ -709,6 +709,14 @@ class ModelProcess:
                 registry.release_metric(handle)
             else:
                 registry.release_family(handle)
+
+    async def _model_ready(self, call_id: int, name: str, version: str) -> None:
+        try:
+            ready = await self.server.model_ready(name, int(version) if version else -1)
+        except (KernelError, ValueError) as exc:
+            self._reply(call_id, error=str(exc))
+        else:
+            self._reply(call_id, ready)
 
     async def _model_control(self, call_id: int, op: str, args: tuple[Any, ...]) -> None:
         try:

@@ -67,6 +67,8 @@ class TritonPythonModel:
                     requested_output_names=["OUT"],
                 )
                 text = call.exec().parameters()
+            elif mode == "ready":  # pb_utils.is_model_ready: readiness hooks included
+                text = str(pb_utils.is_model_ready(name))
             elif mode == "unload_deps":
                 pb_utils.unload_model(name, unload_dependents=True)
                 text = "unloaded"
