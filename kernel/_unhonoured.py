@@ -49,13 +49,6 @@ def unhonoured_fields(config: ModelConfig) -> list[Unhonoured]:
             "error",
             "repository agents (checksums, decryption, ...) would not run before the load",
         )
-    sequence = config.sequence_batching
-    if sequence is not None and sequence.iterative_sequence:
-        report(
-            "sequence_batching.iterative_sequence",
-            "error",
-            "iterative sequences are not rescheduled, so a model relying on it would answer once",
-        )
     for kind, tensors in (("input", config.input), ("output", config.output)):
         for tensor in tensors:
             if tensor.is_shape_tensor:

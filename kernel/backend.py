@@ -83,12 +83,16 @@ class ServerHandle(Protocol):
         """Load (or reload) a model, as the repository API does."""
         ...
 
-    async def unload_model(self, name: str) -> None:
-        """Unload a model."""
+    async def unload_model(self, name: str, *, unload_dependents: bool = False) -> None:
+        """Unload a model; with ``unload_dependents``, an ensemble's composing models too."""
         ...
 
     def is_model_ready(self, name: str, version: int = -1) -> bool:
-        """Whether the model (the given version, or any) is ready."""
+        """Whether the model (the given version, or any) is loaded and ready."""
+        ...
+
+    async def model_ready(self, name: str, version: int = -1) -> bool:
+        """:meth:`is_model_ready`, and its instances' :meth:`ModelInstance.ready` agree."""
         ...
 
     def add_metric_family(self, source: MetricSource) -> None:
@@ -246,6 +250,21 @@ class ModelInstance(ABC):
     def finalize(self) -> Awaitable[None] | None:
         """Release what ``initialize`` took (``TRITONBACKEND_ModelInstanceFinalize``)."""
         return None
+
+    def ready(self) -> Awaitable[bool] | bool:
+        """Whether this loaded instance can serve now (``TRITONBACKEND_ModelInstanceReady``).
+
+        Optional. Asked on every model readiness check (the ready endpoints of both protocols,
+        ``ServerHandle.model_ready``), never per request: the model is ready only when every
+        instance that overrides this says True within :data:`INSTANCE_READY_TIMEOUT_SECONDS`;
+        False, an exception or no answer in time make it not ready for that check. ``def``
+        runs in a worker thread, ``async def`` on the loop.
+        """
+        return True
+
+
+INSTANCE_READY_TIMEOUT_SECONDS = 5.0
+"""How long a readiness check waits for :meth:`ModelInstance.ready` (Triton's 5 s)."""
 
 
 class Model(ABC):

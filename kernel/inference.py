@@ -210,6 +210,7 @@ class InferenceRequest:
         "parameters",
         "priority",
         "requested_output_names",
+        "rescheduled",
         "started_ns",
         "timeout_us",
         "trace",
@@ -245,6 +246,8 @@ class InferenceRequest:
         """Rows this request contributes to a batch (1 for models without batching)."""
         self.enqueued_ns = 0
         self.started_ns = 0
+        self.rescheduled = False
+        """Set by :meth:`reschedule`; the kernel clears it when it requeues the request."""
         """When ``execute`` took the request (decoupled models only: their response stats)."""
         self._cancelled = False
         self.trace: RequestTrace | None = None
@@ -283,6 +286,13 @@ class InferenceRequest:
         """For the kernel's schedulers: route every response of this request through
         ``interceptor`` before the client sees it (sequence state, ``preserve_ordering``)."""
         self._channel.interceptor = interceptor
+
+    def reschedule(self) -> None:
+        """For backends (``TRITONSERVER_REQUEST_RELEASE_RESCHEDULE``): once ``execute`` returns,
+        give this unfinished request back to the model's scheduler, to execute again in a later
+        batch (responses already sent stay sent). Only ``sequence_batching { iterative_sequence:
+        true }`` takes it back; any other scheduler fails the request with Triton's message."""
+        self.rescheduled = True
 
     def response_sender(self) -> ResponseSender:
         """The sender for decoupled models (the same object on every call)."""

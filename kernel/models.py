@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import functools
+import inspect
 import logging
 import time
 from collections.abc import Callable
@@ -32,7 +33,14 @@ from kernel._proto.inference import (
     ModelRateLimiter,
 )
 from kernel._warmup import WarmupSample, run_warmup, warmup_samples
-from kernel.backend import Backend, InstanceContext, Model, ModelContext, ModelInstance
+from kernel.backend import (
+    INSTANCE_READY_TIMEOUT_SECONDS,
+    Backend,
+    InstanceContext,
+    Model,
+    ModelContext,
+    ModelInstance,
+)
 from kernel.errors import KernelError, Status
 from kernel.inference import InferenceRequest
 from kernel.repository import normalize_config
@@ -128,6 +136,35 @@ class ModelVersion:
                 reason,
                 extra={"model": self.name},
             )
+
+    async def instances_ready(self) -> bool:
+        """Whether every instance overriding :meth:`ModelInstance.ready` says it can serve
+        (each asked at once, with a timeout; an error or no answer counts as not ready)."""
+        hooked = [
+            item
+            for item in self.instances
+            if getattr(item.instance.ready, "__func__", None) is not ModelInstance.ready
+        ]
+        if not hooked or self.state is not ModelState.READY:
+            return self.state is ModelState.READY
+        answers = [False] * len(hooked)
+
+        async def ask(index: int, item: _Instance) -> None:
+            try:
+                with anyio.fail_after(INSTANCE_READY_TIMEOUT_SECONDS):
+                    answers[index] = await _ask_ready(item.instance) is True
+            except Exception as exc:
+                log.warning(
+                    "the readiness check of instance '%s' failed: %s",
+                    item.context.name,
+                    "timed out" if isinstance(exc, TimeoutError) else exc,
+                    extra={"model": self.name},
+                )
+
+        async with anyio.create_task_group() as checks:
+            for index, item in enumerate(hooked):
+                checks.start_soon(ask, index, item)
+        return all(answers)
 
     def pending(self) -> int:
         """Requests accepted and not yet started: in the scheduler, or handed to an instance
@@ -494,6 +531,14 @@ class ModelVersion:
     def _settle(self, batch: list[InferenceRequest], error: KernelError | None) -> None:
         """Answer every request ``execute`` left unanswered (see the contract in backend.py)."""
         for request in batch:
+            if request.rescheduled and error is None:
+                request.rescheduled = False
+                if not request.answered:
+                    try:
+                        self.scheduler.reschedule(request)  # executes again in a later batch
+                    except KernelError as exc:
+                        request.fail(exc)
+                    continue
             if request.answered:
                 continue
             if error is not None:
@@ -505,6 +550,17 @@ class ModelVersion:
                         f"model '{self.name}' returned from execute without answering the request",
                     )
                 )
+
+
+async def _ask_ready(instance: ModelInstance) -> object:
+    """``instance.ready()``; a plain ``def`` in a worker thread that a timeout abandons."""
+    ready = instance.ready
+    if is_async(ready):
+        return await ready()  # type: ignore[misc]
+    answer = await anyio.to_thread.run_sync(ready, abandon_on_cancel=True)
+    if inspect.isawaitable(answer):
+        return await answer
+    return answer
 
 
 def _stamp_compute(

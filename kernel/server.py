@@ -363,6 +363,20 @@ class InferenceServer:
         check_model_name(name)
         return False
 
+    async def model_ready(self, name: str, version: str | int = -1) -> bool:
+        """What the model ready endpoints answer: :meth:`is_model_ready`, and the version's
+        instances that implement :meth:`~kernel.backend.ModelInstance.ready` agree.
+
+        :raises KernelError: as :meth:`is_model_ready`.
+        """
+        if not self.is_model_ready(name, version):
+            return False
+        try:
+            chosen = self.manager.route(name, parse_version(version))
+        except KernelError:
+            return False
+        return await chosen.instances_ready()
+
     def prepare(self, name: str, version: str | int = -1) -> InferenceTarget:
         """Where a request for ``name``/``version`` goes: the one routing of a request.
 

@@ -409,3 +409,56 @@ def test_tritonclient_sequences_with_integer_and_string_ids(repo: Path, protocol
         with pytest.raises(Exception, match="must specify the START flag"):
             client.infer("s", [tensor], sequence_id=42)
         client.close()
+
+
+ITERATIVE = """
+name: "it"
+backend: "kerneltest"
+max_batch_size: 2
+input [ { name: "INPUT" data_type: TYPE_INT32 dims: [ 1 ] } ]
+output [ { name: "OUTPUT" data_type: TYPE_INT32 dims: [ 1 ] } ]
+sequence_batching {
+  iterative_sequence: true
+  control_input [
+    { name: "START" control [ { kind: CONTROL_SEQUENCE_START int32_false_true: [ 0, 1 ] } ] }
+  ]
+}
+"""
+
+
+async def test_iterative_sequence_executes_a_rescheduled_request_again() -> None:
+    # Triton's iterative sequence: one request (no sequence id needed) is the whole sequence;
+    # START on its first execution only; the backend reschedules it until its final response.
+    batcher = scheduler_for(parse_model_config(ITERATIVE, "x"))
+    assert isinstance(batcher, SequenceBatcher) and batcher.iterative
+    request = InferenceRequest("it", {"INPUT": np.array([[1]], np.int32)})
+    other = InferenceRequest("it", {"INPUT": np.array([[2]], np.int32)})
+    batcher.enqueue(request)
+    batcher.enqueue(other)
+    with anyio.fail_after(5):
+        first = await batcher.next_batch(0)
+    assert first == [request, other]  # two sequences, two slots
+    assert request.flags & START and request.inputs["START"].tolist() == [[1]]
+    batcher.reschedule(request)
+    assert batcher.pending() == 1
+    other.respond({"OUTPUT": np.array([[2]], np.int32)})
+    with anyio.fail_after(5):
+        again = await batcher.next_batch(0)
+    assert again == [request]
+    assert not request.flags & START and request.inputs["START"].tolist() == [[0]]
+    request.respond({"OUTPUT": np.array([[1]], np.int32)})
+    assert batcher.pending() == 0
+    with pytest.raises(KernelError, match="rescheduled a request it was not given"):
+        batcher.reschedule(request)
+
+
+def test_only_an_iterative_sequence_takes_a_request_back() -> None:
+    plain = scheduler_for(
+        parse_model_config(ITERATIVE.replace("iterative_sequence: true", ""), "x")
+    )
+    direct = scheduler_for(parse_model_config(ITERATIVE.split("sequence_batching")[0], "x"))
+    for scheduler in (plain, direct):
+        with pytest.raises(KernelError) as raised:
+            scheduler.reschedule(InferenceRequest("it", {}))
+        assert raised.value.status is Status.INTERNAL
+        assert "not configured with iterative sequence batching" in raised.value.message

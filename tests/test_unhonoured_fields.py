@@ -40,10 +40,7 @@ def test_a_plain_config_has_nothing_to_report(kt_config: Callable[..., str]) -> 
             ' source_input: "INPUT0" } ]',
             [("batch_output", "error")],
         ),
-        (
-            "sequence_batching { iterative_sequence: true }",
-            [("sequence_batching.iterative_sequence", "error")],
-        ),
+        ("sequence_batching { iterative_sequence: true }", []),  # honoured (rescheduling)
         (
             'model_repository_agents { agents [ { name: "checksum" } ] }',
             [("model_repository_agents", "error")],

@@ -5,8 +5,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import ClassVar
 
-from kernel.errors import KernelError
+from kernel.errors import KernelError, Status
 from kernel.inference import InferenceRequest
+
+NOT_ITERATIVE = (
+    "Request is released with TRITONSERVER_REQUEST_RELEASE_RESCHEDULE while the model is not"
+    " configured with iterative sequence batching"
+)
 
 
 class Scheduler(ABC):
@@ -40,6 +45,15 @@ class Scheduler(ABC):
         work to an instance (the sequence batcher's ``direct`` strategy) use it, others ignore
         it. A worker calls again only once it is ready for another batch.
         """
+
+    def reschedule(self, request: InferenceRequest) -> None:
+        """Take back a request its backend released with RESCHEDULE (see
+        :meth:`InferenceRequest.reschedule`), to execute again in a later batch.
+
+        :raises KernelError: when this scheduler does not reschedule (only the sequence
+            batcher of an iterative sequence does, as in Triton).
+        """
+        raise KernelError(Status.INTERNAL, NOT_ITERATIVE)
 
     @abstractmethod
     def pending(self) -> int:

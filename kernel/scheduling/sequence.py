@@ -19,6 +19,7 @@ backlog, in arrival order. The two strategies differ in what a place is:
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import deque
 from dataclasses import dataclass, field
@@ -64,6 +65,8 @@ class _Sequence:
     ended: bool = False
     """END was enqueued: only a request flagged START may follow."""
     last_ns: int = 0
+    intercepted: InferenceRequest | None = None
+    """The request whose responses are watched (a rescheduled one is watched once)."""
 
     @property
     def idle(self) -> bool:
@@ -200,6 +203,10 @@ class SequenceBatcher(Scheduler):
         self._backlog: deque[_Sequence] = deque()
         self._wakeup = Wakeup()
         self._closed: KernelError | None = None
+        self.iterative = settings.iterative_sequence
+        """``iterative_sequence``: each request is a whole sequence, which the backend
+        executes again and again by rescheduling it until its final response."""
+        self._iterations = itertools.count(1)
 
     # -- accepting ---------------------------------------------------------------------------
 
@@ -214,6 +221,9 @@ class SequenceBatcher(Scheduler):
                 " requirements of sequence batcher",
             )
         corrid = request.correlation_id
+        if self.iterative:
+            self._enqueue_iterative(request)
+            return
         if corrid in (0, ""):
             raise KernelError(
                 Status.INVALID_ARG,
@@ -245,6 +255,41 @@ class SequenceBatcher(Scheduler):
         sequence.ended = sequence.ended or end
         sequence.queue.append(request)
         sequence.last_ns = now
+        self._wakeup.notify()
+
+    def _enqueue_iterative(self, request: InferenceRequest) -> None:
+        """One request opens (and is) a sequence: the scheduler sets its START control and
+        flag for the first execution; the sequence ends with the request's final response."""
+        corrid = request.correlation_id
+        key: int | str = (
+            corrid if corrid not in (0, "") else f"\0iterative-{next(self._iterations)}"
+        )
+        request.flags |= RequestFlags.SEQUENCE_START
+        request.inputs.update(self.tensors.controls(corrid, start=True, end=False))
+        sequence = self._sequences.get(key)
+        if sequence is None:
+            sequence = _Sequence(key, self.tensors.initial_state())
+            self._sequences[key] = sequence
+            self._seat(sequence)
+        sequence.ended = True
+        sequence.queue.append(request)
+        sequence.last_ns = now_ns()
+        self._wakeup.notify()
+
+    def reschedule(self, request: InferenceRequest) -> None:
+        if not self.iterative:
+            super().reschedule(request)
+        sequence = next((s for s in self._sequences.values() if s.current is request), None)
+        if sequence is None:
+            raise KernelError(
+                Status.INTERNAL, f"model '{self.model_name}' rescheduled a request it was not given"
+            )
+        # The next execution continues the sequence: no START, in the same place, first.
+        request.flags &= ~RequestFlags.SEQUENCE_START
+        request.inputs.update(self.tensors.controls(request.correlation_id, start=False, end=False))
+        sequence.current = None
+        sequence.queue.appendleft(request)
+        sequence.last_ns = now_ns()
         self._wakeup.notify()
 
     def _intercept(self, sequence: _Sequence, request: InferenceRequest) -> None:
@@ -327,7 +372,9 @@ class SequenceBatcher(Scheduler):
             sequence.state = self.tensors.initial_state()
         request.inputs.update(sequence.state)
         sequence.current = request
-        self._intercept(sequence, request)
+        if sequence.intercepted is not request:
+            sequence.intercepted = request
+            self._intercept(sequence, request)
         return request
 
     async def next_batch(self, worker: int = 0) -> list[InferenceRequest]:

@@ -287,7 +287,8 @@ class InferenceServicer(GrpcInferenceServiceBase):  # type: ignore[misc]  # gene
         return ServerReadyResponse(ready=self._server.is_ready())
 
     async def model_ready(self, message: ModelReadyRequest) -> ModelReadyResponse:
-        return ModelReadyResponse(ready=self._server.is_model_ready(message.name, message.version))
+        ready = await self._server.model_ready(message.name, message.version)
+        return ModelReadyResponse(ready=ready)
 
     async def server_metadata(self, message: ServerMetadataRequest) -> ServerMetadataResponse:
         return ServerMetadataResponse(

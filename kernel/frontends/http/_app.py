@@ -256,7 +256,7 @@ class HttpApp:
         if action == "":
             return json_reply(self._model_metadata(name, version))
         if action == "ready":
-            if not server.is_model_ready(name, version):
+            if not await server.model_ready(name, version):
                 return Reply(400, [_TEXT], [b'{"error":"Model version not ready"}'])
             return _empty(200, _TEXT)
         if action == "config":

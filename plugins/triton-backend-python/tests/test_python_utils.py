@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 import pytest
 import triton_backend_python
@@ -36,6 +37,7 @@ def test_public_surface() -> None:
         "load_model",
         "unload_model",
         "is_model_ready",
+        "get_model_dir",
         "TRITONSERVER_RESPONSE_COMPLETE_FINAL",
         "TRITONSERVER_REQUEST_FLAG_SEQUENCE_START",
         "TRITONSERVER_REQUEST_FLAG_SEQUENCE_END",
@@ -111,6 +113,44 @@ def test_dlpack_round_trip() -> None:
     assert np.shares_memory(via_protocol.as_numpy(), data)
     with pytest.raises(pb_utils.TritonModelException):
         pb_utils.Tensor("S", np.array([b"x"], np.object_)).to_dlpack()
+
+
+def test_bf16_dlpack_round_trip_without_copies() -> None:
+    # numpy's DLPack refuses bfloat16 (BufferError): Triton's documented route must not.
+    data = np.array([1.5, -2.25, 3.0], dtype=ml_dtypes.bfloat16)
+    tensor = pb_utils.Tensor("X", data)
+    assert tensor.triton_dtype() == 14  # TYPE_BF16
+    back = pb_utils.Tensor.from_dlpack("Y", tensor.to_dlpack())
+    assert back._array.dtype == data.dtype and np.shares_memory(back._array, data)  # no copy
+    assert back.as_numpy().astype(np.float32).tolist() == [1.5, -2.25, 3.0]
+    floats = pb_utils.Tensor.from_dlpack("F", np.arange(3, dtype=np.float32).__dlpack__())
+    assert floats.as_numpy().tolist() == [0.0, 1.0, 2.0]
+
+
+def test_bf16_dlpack_with_torch() -> None:
+    torch = pytest.importorskip("torch")
+    data = np.array([1.5, -2.25], dtype=ml_dtypes.bfloat16)
+    tensor = pb_utils.Tensor("X", data)
+    as_torch = torch.from_dlpack(tensor.to_dlpack())
+    assert as_torch.dtype == torch.bfloat16 and as_torch.tolist() == [1.5, -2.25]
+    assert torch.from_dlpack(tensor).dtype == torch.bfloat16  # the __dlpack__ protocol
+    doubled = as_torch * 2
+    for source in (torch.utils.dlpack.to_dlpack(doubled), doubled):
+        out = pb_utils.Tensor.from_dlpack("OUT", source)
+        assert out.as_numpy().dtype == data.dtype
+        assert out.as_numpy().astype(np.float32).tolist() == [3.0, -4.5]
+
+
+def test_bytes_names_are_text() -> None:
+    request = pb_utils.InferenceRequest(
+        model_name=np.array([b"add_sub"], dtype=np.object_)[0],
+        inputs=[],
+        requested_output_names=[b"OUTPUT0", "OUTPUT1"],
+    )
+    assert request.model_name() == "add_sub"
+    assert request.requested_output_names() == ["OUTPUT0", "OUTPUT1"]
+    with pytest.raises(pb_utils.TritonModelException):
+        pb_utils.get_model_dir()  # outside a served model
 
 
 def test_requests_and_responses() -> None:

@@ -12,6 +12,7 @@ parameters only when the model asks) and one ``respond`` per response.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import inspect
 import json
 import logging
@@ -22,8 +23,10 @@ from typing import TYPE_CHECKING, Any, cast
 
 import anyio
 import triton_python_backend_utils as pb_utils
+from triton_python_backend_utils._inference import SingleResponse
 from triton_python_backend_utils._logging import python_log_level
 from triton_python_backend_utils._runtime import (
+    BLS_OUTSIDE_EXECUTE,
     MetricsBackend,
     ResponseChannel,
     forget_fallback_runtime,
@@ -58,6 +61,7 @@ if TYPE_CHECKING:
 
 __all__ = ["InProcessInstance", "InProcessRuntime"]
 
+_BLS_CANCELLED = "the BLS request was cancelled"
 _BACKGROUND_GRACE_SECONDS = 5.0
 """How long finalize waits for decoupled coroutines still running in the background."""
 
@@ -100,14 +104,14 @@ class _ReceivedRequest(pb_utils.InferenceRequest):
 class _Channel:
     """Responses of one received request, into the kernel's request."""
 
-    __slots__ = ("_held", "_request", "_sender")
+    __slots__ = ("_one", "_request", "_sender")
 
     def __init__(self, request: InferenceRequest, decoupled: bool) -> None:
         self._request = request
         # Taken now, while execute runs: the kernel then keeps the request open for the
         # responses a decoupled model sends after execute returned.
         self._sender = request.response_sender() if decoupled else None
-        self._held: pb_utils.InferenceResponse | None = None
+        self._one = None if decoupled else SingleResponse()
 
     def send(self, response: pb_utils.InferenceResponse | None, final: bool) -> None:
         try:
@@ -116,22 +120,12 @@ class _Channel:
                     None if response is None else kernel_response(response), final=final
                 )
                 return
-            # One response per request: keep a non-final one until the final flag.
-            if response is not None and self._held is not None:
-                raise pb_utils.TritonModelException(
-                    "Non-decoupled model cannot send more than one response"
-                )
-            if not final:
-                self._held = response
+            assert self._one is not None
+            response = self._one.take(response, final)  # Triton's one-response rule
+            if response is None or not final:
                 return
-            response, self._held = response or self._held, None
-            if response is None:
-                self._request.fail(
-                    KernelError(Status.INTERNAL, "the model sent the final flag without a response")
-                )
-            else:
-                out = kernel_response(response)
-                self._request.respond(out.outputs, error=out.error, parameters=out.parameters)
+            out = kernel_response(response)
+            self._request.respond(out.outputs, error=out.error, parameters=out.parameters)
         except KernelError as exc:
             raise pb_utils.TritonModelException(
                 "Unable to send response. Response sender has been closed."
@@ -141,6 +135,8 @@ class _Channel:
         return self._request.is_cancelled()
 
     def abandon(self) -> None:
+        if self._sender is None:
+            return  # not decoupled: execute's return (or the kernel) answers the request
         self._request.fail(
             KernelError(Status.INTERNAL, "the response sender was released without the final flag")
         )
@@ -157,13 +153,20 @@ class InProcessRuntime:
         logger: logging.Logger,
         metrics: MetricRegistry,
         decoupled: bool,
+        model_dir: str = "",
     ) -> None:
         self.server = server
         self.loop = loop
         self.logger = logger
         self._metrics = metrics
         self.decoupled = decoupled
+        self._model_dir = model_dir
         self._loop_thread = threading.get_ident()
+        self.serving = False
+        """Between the end of ``initialize`` and the start of ``finalize``: BLS allowed."""
+
+    def model_dir(self) -> str:
+        return self._model_dir
 
     # -- received requests ------------------------------------------------------------------
 
@@ -184,6 +187,10 @@ class InProcessRuntime:
                 f"{what} would block the server's event loop: inside 'async def execute' use"
                 " 'await request.async_exec()'"
             )
+
+    def _check_bls(self) -> None:
+        if not self.serving:
+            raise pb_utils.TritonModelException(BLS_OUTSIDE_EXECUTE)
 
     @staticmethod
     def _kernel_request(request: pb_utils.InferenceRequest) -> InferenceRequest:
@@ -228,42 +235,82 @@ class InProcessRuntime:
                 deliver(model_response(response))
         except KernelError as exc:
             deliver(refused(exc))
+        except asyncio.CancelledError:  # ResponseIterator.cancel(): the stream ends here
+            deliver(refused(KernelError(Status.CANCELLED, _BLS_CANCELLED)))
         finally:
             deliver(None)
             await _close(stream)
 
+    def _open_stream(
+        self,
+        request: pb_utils.InferenceRequest,
+        first: Callable[[pb_utils.ResponseIterator], None] | None = None,
+    ) -> pb_utils.ResponseIterator:
+        """Start a BLS call on a decoupled model; its responses as they arrive.
+
+        ``first`` is called (on the server's loop) with the iterator when the first response
+        (or the end) is there."""
+        items: queue.SimpleQueue[pb_utils.InferenceResponse | None] = queue.SimpleQueue()
+        started = False
+
+        def deliver(item: pb_utils.InferenceResponse | None) -> None:
+            nonlocal started
+            items.put(item)
+            if not started:
+                started = True
+                if first is not None:
+                    first(iterator)
+
+        def responses() -> Iterator[pb_utils.InferenceResponse]:
+            while True:
+                try:
+                    item = items.get_nowait()
+                except queue.Empty:
+                    self._blocking("iterating a BLS response stream")
+                    item = items.get()
+                if item is None:
+                    return
+                yield item
+
+        running: list[concurrent.futures.Future[None]] = []
+
+        def cancel() -> None:
+            for future in running:
+                future.cancel()
+
+        iterator = pb_utils.ResponseIterator(responses(), cancel)
+        running.append(asyncio.run_coroutine_threadsafe(self._stream(request, deliver), self.loop))
+        return iterator
+
     def exec(self, request: pb_utils.InferenceRequest, decoupled: bool) -> Any:
+        self._check_bls()
         self._blocking("InferenceRequest.exec()")
         if not decoupled:
             return asyncio.run_coroutine_threadsafe(self._one(request), self.loop).result()
-        items: queue.SimpleQueue[pb_utils.InferenceResponse | None] = queue.SimpleQueue()
-        future = asyncio.run_coroutine_threadsafe(self._stream(request, items.put), self.loop)
-
-        def responses() -> Iterator[pb_utils.InferenceResponse]:
-            while (item := items.get()) is not None:
-                yield item
-
-        def cancel() -> None:
-            self.loop.call_soon_threadsafe(future.cancel)
-
-        return pb_utils.ResponseIterator(responses(), cancel)
-
-    async def _collect(self, request: pb_utils.InferenceRequest, decoupled: bool) -> Any:
-        if not decoupled:
-            return await self._one(request)
-        collected: list[pb_utils.InferenceResponse] = []
-        await self._stream(request, lambda r: None if r is None else collected.append(r))
-        return pb_utils.ResponseIterator(iter(collected))
+        return self._open_stream(request)
 
     def async_exec(self, request: pb_utils.InferenceRequest, decoupled: bool) -> Awaitable[Any]:
-        coroutine = self._collect(request, decoupled)
+        self._check_bls()
         try:
             running = asyncio.get_running_loop()
         except RuntimeError:
-            coroutine.close()
             raise pb_utils.TritonModelException(
                 "async_exec() must be awaited inside 'async def execute'"
             ) from None
+        if decoupled:
+            # Resolved at the first response: the iterator then yields the others as they come.
+            waiter: asyncio.Future[Any] = running.create_future()
+
+            def resolve(iterator: pb_utils.ResponseIterator) -> None:
+                if not waiter.done():
+                    waiter.set_result(iterator)
+
+            def first(iterator: pb_utils.ResponseIterator) -> None:
+                running.call_soon_threadsafe(resolve, iterator)
+
+            self._open_stream(request, first)
+            return waiter
+        coroutine = self._one(request)
         if running is self.loop:
             return coroutine
         return asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coroutine, self.loop))
@@ -300,10 +347,76 @@ class InProcessRuntime:
         )
 
     def unload_model(self, name: str, unload_dependents: bool) -> None:
-        self._control("unload_model()", self.server.unload_model(name))
+        self._control(
+            "unload_model()",
+            self.server.unload_model(name, unload_dependents=unload_dependents),
+        )
 
     def is_model_ready(self, name: str, version: str) -> bool:
-        return self.server.is_model_ready(name, int(version) if version else -1)
+        number = int(version) if version else -1
+        if not self.server.is_model_ready(name, number):
+            return False
+        if threading.get_ident() == self._loop_thread:
+            return True  # cannot wait here for the model's own readiness hook
+        # as the ready endpoints answer: the model's instances' readiness hooks too
+        future = asyncio.run_coroutine_threadsafe(self.server.model_ready(name, number), self.loop)
+        return future.result()
+
+
+def _reschedule(
+    requests: Sequence[InferenceRequest], wrapped: Sequence[pb_utils.InferenceRequest]
+) -> None:
+    """Hand back to the kernel's scheduler the requests ``execute`` released with
+    ``TRITONSERVER_REQUEST_RELEASE_RESCHEDULE`` (before the kernel settles the batch)."""
+    for request, item in zip(requests, wrapped, strict=True):
+        if item._rescheduled():
+            request.reschedule()
+
+
+def _ready_answer(answer: object, logger: logging.Logger, name: str) -> bool:
+    """An ``is_ready()`` result as readiness: True only for True (Triton's rule)."""
+    if not isinstance(answer, bool):
+        logger.error(
+            "is_ready() of instance '%s' returned %s, expected a bool: not ready",
+            name,
+            type(answer).__name__,
+        )
+    return answer is True
+
+
+class _ModelLoop:
+    """An instance's own event loop, in a thread of its own, where the model's coroutines run
+    (``async def execute``, async hooks), as in Triton's stub: a model blocking its loop (a
+    blocking ``exec()``, iterating a BLS response stream) blocks only itself, never the
+    server's loop."""
+
+    __slots__ = ("_loop", "_name", "_thread")
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    def get(self) -> asyncio.AbstractEventLoop:
+        """The loop (started on first use)."""
+        if self._loop is None:
+            loop = self._loop = asyncio.new_event_loop()
+            self._thread = threading.Thread(
+                target=loop.run_forever, name=f"triton-model-loop {self._name}", daemon=True
+            )
+            self._thread.start()
+        return self._loop
+
+    def stop(self) -> None:
+        """Stop the loop and its thread (blocking: call from a worker thread)."""
+        loop, thread = self._loop, self._thread
+        self._loop = self._thread = None
+        if loop is None or thread is None:
+            return
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(_BACKGROUND_GRACE_SECONDS)
+        if not thread.is_alive():
+            loop.close()
 
 
 class InProcessInstance(ModelInstance):
@@ -316,7 +429,8 @@ class InProcessInstance(ModelInstance):
         self._runner = ModelRunner(model.model_file, context.name, self._decoupled)
         self._runtime: InProcessRuntime | None = None
         self._limiter = anyio.CapacityLimiter(1)
-        self._background: set[asyncio.Task[None]] = set()
+        self._loop = _ModelLoop(context.name)
+        self._background: set[concurrent.futures.Future[None]] = set()
         self._outputs = tuple(o.name for o in context.model.config.output)
 
     async def initialize(self) -> None:
@@ -328,8 +442,17 @@ class InProcessInstance(ModelInstance):
             logger=self.context.logger,
             metrics=self._model.metrics,
             decoupled=self._decoupled,
+            model_dir=str(model.path),
         )
-        await anyio.to_thread.run_sync(self._load)
+        try:
+            await anyio.to_thread.run_sync(self._load)
+        except BaseException:
+            await anyio.to_thread.run_sync(self._loop.stop)
+            raise
+        self._runtime.serving = True
+        if getattr(self._runner.model, "is_ready", None) is None:
+            # No readiness hook: the kernel then asks nothing of this instance.
+            self.ready = super().ready  # type: ignore[method-assign, assignment]
         if not self._runner.is_async:
             # A plain ``def execute`` model: hand the kernel a plain ``def`` so it runs the
             # batches on the instance's own thread (the kernel looks at ``execute`` only after
@@ -349,16 +472,33 @@ class InProcessInstance(ModelInstance):
             forget_fallback_runtime(runtime)
             raise
 
+    async def _in_runtime(self, awaitable: Awaitable[Any]) -> Any:
+        """Await ``awaitable`` with this instance's runtime current (on the model's loop)."""
+        assert self._runtime is not None
+        token = push_runtime(self._runtime)
+        try:
+            return await awaitable
+        finally:
+            pop_runtime(token)
+
+    def _on_model_loop(self, awaitable: Awaitable[Any]) -> concurrent.futures.Future[Any]:
+        return asyncio.run_coroutine_threadsafe(self._in_runtime(awaitable), self._loop.get())
+
     def _wait(self, result: object) -> object:
-        """The value of ``result``; an awaitable (async hook) runs on the loop first."""
+        """The value of ``result``; an awaitable (async hook) runs on the model's loop first."""
         if not inspect.isawaitable(result):
             return result
-        assert self._runtime is not None
+        return self._on_model_loop(result).result()
 
-        async def run() -> object:
-            return await result
-
-        return asyncio.run_coroutine_threadsafe(run(), self._runtime.loop).result()
+    def ready(self) -> bool:
+        """The model's ``is_ready()`` (recent Triton's hook): ready only when it returns True."""
+        runtime = self._runtime
+        hook = getattr(self._runner.model, "is_ready", None)
+        if runtime is None or hook is None:
+            return runtime is not None
+        with installed_runtime(runtime):
+            answer = self._wait(hook())
+        return _ready_answer(answer, self.context.logger, self.context.name)
 
     def _wrap(self, requests: Sequence[InferenceRequest]) -> list[pb_utils.InferenceRequest]:
         runtime = self._runtime
@@ -376,6 +516,7 @@ class InProcessInstance(ModelInstance):
             item._requested = request.requested_output_names or outputs
             item._model_name = ""
             item._model_version = -1
+            item._release_flags = pb_utils.TRITONSERVER_REQUEST_RELEASE_ALL
             wrapped.append(item)
         return wrapped
 
@@ -402,39 +543,39 @@ class InProcessInstance(ModelInstance):
                 responses = self._runner.check(wrapped, result)
             except Exception as exc:
                 raise self._failed(exc) from exc
+            _reschedule(requests, wrapped)
             if responses is not None:
                 self._deliver(requests, responses)
         finally:
             pop_runtime(token)
 
     async def _execute_async(self, requests: Sequence[InferenceRequest]) -> None:
-        assert self._runtime is not None
-        token = push_runtime(self._runtime)
+        wrapped = self._wrap(requests)
+        if self._decoupled:
+            # As in Triton, a decoupled coroutine runs in the background and the next
+            # batch may start meanwhile. Taking the senders keeps the requests open.
+            for request in requests:
+                request.response_sender()
+            future = asyncio.run_coroutine_threadsafe(
+                self._in_background(requests, wrapped), self._loop.get()
+            )
+            self._background.add(future)
+            future.add_done_callback(self._background.discard)
+            return
         try:
-            wrapped = self._wrap(requests)
-            if self._decoupled:
-                # As in Triton, a decoupled coroutine runs in the background and the next
-                # batch may start meanwhile. Taking the senders keeps the requests open.
-                for request in requests:
-                    request.response_sender()
-                task = asyncio.ensure_future(self._in_background(requests, wrapped))
-                self._background.add(task)
-                task.add_done_callback(self._background.discard)
-                return
-            try:
-                responses = self._runner.check(wrapped, await self._runner.execute(wrapped))
-            except Exception as exc:
-                raise self._failed(exc) from exc
-            if responses is not None:
-                self._deliver(requests, responses)
-        finally:
-            pop_runtime(token)
+            result = await asyncio.wrap_future(self._on_model_loop(self._runner.execute(wrapped)))
+            responses = self._runner.check(wrapped, result)
+        except Exception as exc:
+            raise self._failed(exc) from exc
+        _reschedule(requests, wrapped)
+        if responses is not None:
+            self._deliver(requests, responses)
 
     async def _in_background(
         self, requests: Sequence[InferenceRequest], wrapped: list[pb_utils.InferenceRequest]
     ) -> None:
         try:
-            self._runner.check(wrapped, await self._runner.execute(wrapped))
+            self._runner.check(wrapped, await self._in_runtime(self._runner.execute(wrapped)))
         except Exception as exc:
             error = self._failed(exc)
             for request in requests:
@@ -470,16 +611,20 @@ class InProcessInstance(ModelInstance):
                 )
 
     async def finalize(self) -> None:
-        if self._background:
+        background = list(self._background)
+        if background:
             with anyio.move_on_after(_BACKGROUND_GRACE_SECONDS):
-                await asyncio.gather(*self._background, return_exceptions=True)
-            for task in self._background:
-                task.cancel()
+                await asyncio.gather(
+                    *(asyncio.wrap_future(f) for f in background), return_exceptions=True
+                )
+            for future in background:
+                future.cancel()
         await anyio.to_thread.run_sync(self._finalize)
 
     def _finalize(self) -> None:
         runtime = self._runtime
         assert runtime is not None
+        runtime.serving = False
         try:
             with installed_runtime(runtime):
                 self._wait(self._runner.finalize())
@@ -488,3 +633,4 @@ class InProcessInstance(ModelInstance):
         finally:
             self._runner.close()
             forget_fallback_runtime(runtime)
+            self._loop.stop()

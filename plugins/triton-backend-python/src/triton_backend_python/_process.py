@@ -24,7 +24,7 @@ import signal
 import socket
 import subprocess
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -145,6 +145,9 @@ class ModelProcess:
         self._metric_ids = itertools.count(1)
         self.dead: str | None = None
         self._closing = False
+        self.has_ready_hook = False
+        """The model defines ``is_ready()`` (the process said so after ``init``)."""
+        self._ready_check: asyncio.Future[bool] | None = None
 
     # -- life ---------------------------------------------------------------------------------
 
@@ -474,7 +477,7 @@ class ModelProcess:
         return result
 
     def _fail_commands(self, error: KernelError) -> None:
-        waiting = [self._command, *self._batches_waiting.values()]
+        waiting = [self._command, self._ready_check, *self._batches_waiting.values()]
         self._batches_waiting.clear()
         for future in waiting:
             if future is not None and not future.done():
@@ -497,10 +500,42 @@ class ModelProcess:
             self._on_call(message[1], message[2], message[3])
         elif kind == "bls":
             self._spawn(message[1], self._bls(*message[1:]))
+        elif kind == "reschedule":
+            for key in message[1]:
+                request = self.inflight.pop(key, None)
+                if request is not None:
+                    request.reschedule()  # the kernel requeues it once execute returns
+        elif kind == "hooks":
+            self.has_ready_hook = bool(message[1])
+        elif kind == "ready":
+            self._on_ready(message[1], message[2])
         elif kind == "bls_cancel":
             task = self._tasks.get(message[1])
             if task is not None:
                 task.cancel()
+
+    async def model_ready(self) -> bool:
+        """The model's ``is_ready()`` answer (True without the hook). Concurrent checks share
+        one question to the process, as Triton's stub does.
+
+        :raises KernelError: ``UNAVAILABLE`` when the process is dead or dies meanwhile.
+        """
+        if self.dead is not None:
+            raise KernelError(Status.UNAVAILABLE, self.dead)
+        if not self.has_ready_hook:
+            return True
+        check = self._ready_check
+        if check is None or check.done():
+            check = self._ready_check = asyncio.get_running_loop().create_future()
+            self.send(("is_ready",))
+        return await asyncio.shield(check)
+
+    def _on_ready(self, answer: bool, error: str | None) -> None:
+        if error is not None:
+            self.logger.error("readiness check of '%s': %s: not ready", self.label, error)
+        check, self._ready_check = self._ready_check, None
+        if check is not None and not check.done():
+            check.set_result(bool(answer))
 
     def _spawn(self, call_id: int, coroutine: Any) -> None:
         key = call_id or next(self._task_ids)
@@ -622,6 +657,9 @@ class ModelProcess:
         if op in ("load_model", "unload_model"):
             self._spawn(call_id, self._model_control(call_id, op, args))
             return
+        if op == "is_model_ready":  # as the ready endpoints: readiness hooks included
+            self._spawn(call_id, self._model_ready(call_id, *args))
+            return
         try:
             value = self._answer(op, args)
         except Exception as exc:
@@ -637,9 +675,6 @@ class ModelProcess:
         if op == "log":
             self.logger.log(python_log_level(args[0]), "%s", args[1])
             return None
-        if op == "is_model_ready":
-            name, version = args
-            return self.server.is_model_ready(name, int(version) if version else -1)
         handles = self._metric_handles
         if op == "metric_family":
             entry = ("family", registry.create_family(*args))
@@ -675,6 +710,14 @@ class ModelProcess:
             else:
                 registry.release_family(handle)
 
+    async def _model_ready(self, call_id: int, name: str, version: str) -> None:
+        try:
+            ready = await self.server.model_ready(name, int(version) if version else -1)
+        except (KernelError, ValueError) as exc:
+            self._reply(call_id, error=str(exc))
+        else:
+            self._reply(call_id, ready)
+
     async def _model_control(self, call_id: int, op: str, args: tuple[Any, ...]) -> None:
         try:
             if op == "load_model":
@@ -682,7 +725,8 @@ class ModelProcess:
                 stripped = {k.removeprefix("file:"): v for k, v in (files or {}).items()}
                 await self.server.load_model(name, config or None, stripped or None)
             else:
-                await self.server.unload_model(args[0])
+                name, dependents = args[0], bool(args[1]) if len(args) > 1 else False
+                await self.server.unload_model(name, unload_dependents=dependents)
         except KernelError as exc:
             self._reply(call_id, error=exc.message)
         else:
@@ -703,6 +747,7 @@ class ModelProcess:
         parent: int | None = None,
     ) -> None:
         final = False
+        stream: AsyncIterator[InferenceResponse] | None = None
         try:
             request = InferenceRequest(
                 model_name,
@@ -718,7 +763,8 @@ class ModelProcess:
             owner = None if parent is None else self.inflight.get(parent)
             if owner is not None and owner.trace is not None:  # a child of the caller's trace
                 request.trace = owner.trace.child()
-            async for response in self.server.infer(request):
+            stream = self.server.infer(request)
+            async for response in stream:
                 final = response.final
                 message = (
                     "bls_response",
@@ -739,6 +785,10 @@ class ModelProcess:
             if not final and not self._closing:
                 cancelled = (CODE_BY_STATUS[Status.CANCELLED], "the BLS request was cancelled")
                 self.send(("bls_response", call_id, None, cancelled, None, True))
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:  # cancelled (bls_cancel): the called request is cancelled now
+                with anyio.CancelScope(shield=True):
+                    await aclose()
 
 
 async def process_auto_complete(model: PythonModel, label: str, config: str) -> str | None:

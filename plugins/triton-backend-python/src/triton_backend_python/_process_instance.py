@@ -169,6 +169,20 @@ class ProcessInstance(ModelInstance):
             )
         await process.execute(requests)
 
+    async def ready(self) -> bool:
+        """The model's ``is_ready()`` (if any) when a live process serves. While a dead
+        process is being replaced the model stays ready (requests wait for the restart) until
+        the instance gives up (the model is then UNAVAILABLE)."""
+        process = self._process
+        if self._failed is not None or process is None:
+            return False
+        if not self._serving.is_set() or process.dead is not None:
+            return True
+        try:
+            return await process.model_ready()
+        except KernelError:
+            return self._failed is None and not self._serving.is_set()
+
     async def finalize(self) -> None:
         self._closing = True
         restarter = self._restarter

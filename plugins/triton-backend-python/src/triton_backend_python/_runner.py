@@ -33,6 +33,7 @@ __all__ = [
     "unload_model_module",
 ]
 
+_RESCHEDULE = pb_utils.TRITONSERVER_REQUEST_RELEASE_RESCHEDULE
 _module_numbers = itertools.count(1)
 # sys.path is process-global: count the instances that need each version folder on it.
 _path_lock = threading.Lock()
@@ -313,12 +314,17 @@ class ModelRunner:
                 )
             )
         response_type = pb_utils.InferenceResponse
-        for response in result:
-            if (
-                response is not None
-                and type(response) is not response_type
-                and not isinstance(response, response_type)
-            ):
+        for request, response in zip(requests, result, strict=True):
+            if response is None:
+                continue
+            if getattr(request, "_release_flags", 1) == _RESCHEDULE:
+                raise ExecuteError(
+                    self.failure(
+                        "Expected a None object in the execute function return list for"
+                        f" reschduled request, found type '{type(response)}'."
+                    )
+                )
+            if type(response) is not response_type and not isinstance(response, response_type):
                 raise ExecuteError(
                     self.failure(
                         "Expected an 'InferenceResponse' object in the execute function"

@@ -19,9 +19,11 @@ hooks. Any thread may send. When the server goes away the process exits.
 
 Messages (tuples, first item the kind). Server to model: ``init``, ``autocomplete``,
 ``execute``, ``finalize`` (commands, answered in order), ``reply`` (to an ``rpc``),
-``bls_response``. Model to server: ``hello``, ``done`` (a command's answer), ``send`` (a
-response through a response sender), ``fail`` (close a request with an error), ``rpc``,
-``notify`` (an ``rpc`` without answer), ``bls``, ``bls_cancel``.
+``bls_response``, ``is_ready`` (a readiness check, answered by ``ready``). Model to server:
+``hello``, ``hooks`` (after ``init``: whether the model has ``is_ready``), ``done`` (a
+command's answer), ``send`` (a response through a response sender), ``fail`` (close a request
+with an error), ``rpc``, ``notify`` (an ``rpc`` without answer), ``bls``, ``bls_cancel``,
+``ready``, ``reschedule`` (before a batch's ``executed``: requests released with RESCHEDULE).
 """
 
 from __future__ import annotations
@@ -43,8 +45,9 @@ from pathlib import Path
 from typing import Any
 
 import triton_python_backend_utils as pb_utils
-from triton_python_backend_utils._inference import InferenceResponse
+from triton_python_backend_utils._inference import InferenceResponse, SingleResponse
 from triton_python_backend_utils._runtime import (
+    BLS_OUTSIDE_EXECUTE,
     MetricsBackend,
     ResponseChannel,
     installed_runtime,
@@ -105,35 +108,18 @@ class _Call:
 class _Channel:
     """Responses of one received request, to the server."""
 
-    __slots__ = ("_closed", "_decoupled", "_held", "_key", "_stub")
+    __slots__ = ("_closed", "_key", "_one", "_stub")
 
     def __init__(self, stub: Stub, key: int, decoupled: bool) -> None:
         self._stub = stub
         self._key = key
-        self._decoupled = decoupled
-        self._held: InferenceResponse | None = None
+        self._one = None if decoupled else SingleResponse()
         self._closed = False
 
     def send(self, response: InferenceResponse | None, final: bool) -> None:
-        if not self._decoupled:
-            # One response per request: keep a non-final one until the final flag.
-            if response is not None and not final:
-                if self._held is not None:
-                    raise pb_utils.TritonModelException(
-                        "Non-decoupled model cannot send more than one response"
-                    )
-                self._held = response
-                return
-            if response is None:
-                response, self._held = self._held, None
-            elif self._held is not None:
-                raise pb_utils.TritonModelException(
-                    "Non-decoupled model cannot send more than one response"
-                )
-            if response is None:
-                self._closed = True
-                text = "the model sent the final flag without a response"
-                self._stub.send(("fail", self._key, text))
+        if self._one is not None:
+            response = self._one.take(response, final)  # Triton's one-response rule
+            if response is None or not final:
                 return
         if final:
             self._closed = True
@@ -148,7 +134,8 @@ class _Channel:
         return bool(self._stub.call("is_cancelled", self._key))
 
     def abandon(self) -> None:
-        if not self._closed:
+        # Not decoupled: execute's return (or the server) answers the request.
+        if not self._closed and self._one is None:
             self._closed = True
             self._stub.send(
                 ("fail", self._key, "the response sender was released without the final flag")
@@ -212,6 +199,9 @@ class Stub:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._background: set[Any] = set()
         self._metrics = _Metrics(self)
+        self._serving = False
+        """Between the end of ``initialize`` and the start of ``finalize``: BLS allowed."""
+        self._model_dir = ""
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -265,6 +255,10 @@ class Stub:
             pending = self._calls.pop(call_id)
             pending.value, pending.error = value, error
             pending.done = True
+        elif kind == "is_ready":
+            threading.Thread(
+                target=self._check_ready, name="triton-stub-ready", daemon=True
+            ).start()
         elif kind == "bls_response":
             call_id, item = message[1], message[2:]
             deliver = self._streams.get(call_id)
@@ -320,53 +314,74 @@ class Stub:
             raise pb_utils.TritonModelException(exc.strerror) from exc
         return call_id
 
+    def _responses(self, items: collections.deque[ResponseTuple]) -> Iterator[InferenceResponse]:
+        """A BLS stream's responses as they arrive (blocking), up to the final one."""
+        while True:
+            self._inbox.wait_for(lambda: bool(items))
+            outputs, error, parameters, final = items.popleft()
+            yield response_object(outputs, error, parameters)  # the last may be empty
+            if final:
+                return
+
+    def _cancel(self, call_id: int) -> None:
+        """Cancel a BLS call (``ResponseIterator.cancel()``): the server cancels its request."""
+        if call_id in self._streams:
+            self.send(("bls_cancel", call_id))
+
+    def _check_bls(self) -> None:
+        if not self._serving:
+            raise pb_utils.TritonModelException(BLS_OUTSIDE_EXECUTE)
+
     def exec(self, request: pb_utils.InferenceRequest, decoupled: bool) -> Any:
+        self._check_bls()
         items: collections.deque[ResponseTuple] = collections.deque()
         call_id = self._bls(request, items.append)
-
-        def take() -> ResponseTuple:
-            self._inbox.wait_for(lambda: bool(items))
-            return items.popleft()
-
         if not decoupled:
             first: InferenceResponse | None = None
             while True:
-                outputs, error, parameters, final = take()
+                self._inbox.wait_for(lambda: bool(items))
+                outputs, error, parameters, final = items.popleft()
                 if first is None and (outputs or error or not final):
                     first = response_object(outputs, error, parameters)
                 if final:
                     return first or response_object(outputs, error, parameters)
-
-        def responses() -> Iterator[InferenceResponse]:
-            while True:
-                outputs, error, parameters, final = take()
-                yield response_object(outputs, error, parameters)
-                if final:
-                    return
-
-        return pb_utils.ResponseIterator(responses(), lambda: self.notify("bls_cancel", call_id))
+        return pb_utils.ResponseIterator(self._responses(items), lambda: self._cancel(call_id))
 
     def async_exec(self, request: pb_utils.InferenceRequest, decoupled: bool) -> Awaitable[Any]:
+        self._check_bls()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        collected: list[InferenceResponse] = []
 
         def finish(value: Any) -> None:
             if not future.done():
                 future.set_result(value)
 
+        if decoupled:
+            # Resolved at the first response: the iterator yields the others as they arrive.
+            items: collections.deque[ResponseTuple] = collections.deque()
+            call_ids: list[int] = []
+            iterator = pb_utils.ResponseIterator(
+                self._responses(items), lambda: self._cancel(*call_ids)
+            )
+
+            def arrived(item: ResponseTuple) -> None:
+                items.append(item)
+                if not future.done():
+                    loop.call_soon_threadsafe(finish, iterator)
+
+            call_ids.append(self._bls(request, arrived, on_loop=True))
+            self._inbox.wake()  # nobody may be reading: the helper reads until the end
+            return future
+
+        collected: list[InferenceResponse] = []
+
         def deliver(item: ResponseTuple) -> None:
             outputs, error, parameters, final = item
             response = response_object(outputs, error, parameters)
-            if decoupled or outputs or error or not final:
+            if outputs or error or not final:
                 collected.append(response)
             if final:
-                value: Any = (
-                    pb_utils.ResponseIterator(iter(collected))
-                    if decoupled
-                    else (collected[0] if collected else response)
-                )
-                loop.call_soon_threadsafe(finish, value)
+                loop.call_soon_threadsafe(finish, collected[0] if collected else response)
 
         self._bls(request, deliver, on_loop=True)
         self._inbox.wake()  # nobody may be reading: the helper reads until the answer came
@@ -387,6 +402,9 @@ class Stub:
 
     def is_model_ready(self, name: str, version: str) -> bool:
         return bool(self.call("is_model_ready", name, version))
+
+    def model_dir(self) -> str:
+        return self._model_dir
 
     # -- commands -----------------------------------------------------------------------------
 
@@ -435,6 +453,8 @@ class Stub:
     ) -> None:
         self._decoupled = decoupled
         self._outputs = outputs
+        # Triton's stub: the folder of the version whose model.py it loaded
+        self._model_dir = os.path.join(args["model_repository"], args["model_version"])
         set_fallback_runtime(self)
         runner = ModelRunner(Path(path), instance_name, decoupled, as_triton=True)
         try:
@@ -445,7 +465,26 @@ class Stub:
         except BaseException as exc:
             self.send(("done", f"{type(exc).__name__}: {exc}"))
             return
+        self._serving = True
+        self.send(("hooks", getattr(runner.model, "is_ready", None) is not None))
         self.send(("done", None))
+
+    def _check_ready(self) -> None:
+        """Answer a readiness check with the model's ``is_ready()`` (in a thread of its own:
+        the main thread may be executing)."""
+        error: str | None = None
+        answer = False
+        try:
+            hook = getattr(self._runner.model if self._runner else None, "is_ready", None)
+            if hook is not None:
+                with installed_runtime(self):
+                    value = self._run(hook())
+                answer = value is True
+                if not isinstance(value, bool):
+                    error = f"is_ready() returned {type(value).__name__}, expected a bool"
+        except BaseException as exc:
+            error = f"is_ready() raised {type(exc).__name__}: {exc}"
+        self.send(("ready", answer, error))
 
     def _auto_complete(self, path: str, label: str, config: str) -> None:
         try:
@@ -490,7 +529,14 @@ class Stub:
             if responses is None
             else [None if r is None else response_tuple(r, True) for r in responses]
         )
-        unanswered = [r._source for r in requests if r._sender is None] if self._decoupled else []
+        rescheduled = [r._source for r in requests if r._rescheduled()]
+        if rescheduled:  # before "executed": the server hands them back to its scheduler
+            self.send(("reschedule", rescheduled))
+        unanswered = (
+            [r._source for r in requests if r._sender is None and not r._rescheduled()]
+            if self._decoupled
+            else []
+        )
         try:
             self.send(("executed", batch_id, results, None, unanswered))
         except SharedMemoryFullError as exc:
@@ -517,6 +563,7 @@ class Stub:
     def _finalize(self) -> None:
         error: str | None = None
         runner = self._runner
+        self._serving = False
         if runner is not None:
             try:
                 with installed_runtime(self):

@@ -56,6 +56,7 @@ from triton_python_backend_utils._inference import (
 from triton_python_backend_utils._inference import InferenceTrace as InferenceTrace
 from triton_python_backend_utils._inference import PreferredMemory as PreferredMemory
 from triton_python_backend_utils._inference import ResponseIterator as ResponseIterator
+from triton_python_backend_utils._inference import as_name as _as_name
 from triton_python_backend_utils._logging import Logger as Logger
 from triton_python_backend_utils._logging import LogLevel as LogLevel
 from triton_python_backend_utils._metrics import Metric as Metric
@@ -98,6 +99,7 @@ __all__ = [
     "deserialize_bytes_tensor",
     "get_input_config_by_name",
     "get_input_tensor_by_name",
+    "get_model_dir",
     "get_output_config_by_name",
     "get_output_tensor_by_name",
     "is_model_ready",
@@ -129,7 +131,18 @@ def get_output_tensor_by_name(inference_response: InferenceResponse, name: str) 
     return None
 
 
-def load_model(model_name: str, config: str = "", files: Mapping[str, bytes] | None = None) -> None:
+def get_model_dir() -> str:
+    """The folder of the model's version (``<repository>/<model>/<version>``), as Triton's
+    stub gives it: where ``model.py`` and the model's own files are.
+
+    :raises TritonModelException: when called outside a model served by triton-kernel.
+    """
+    return _current_runtime().model_dir()
+
+
+def load_model(
+    model_name: str | bytes, config: str = "", files: Mapping[str, bytes] | None = None
+) -> None:
     """Load (or reload) a model, as the repository API does.
 
     ``config`` is a JSON model configuration overriding the model's; ``files`` maps
@@ -137,17 +150,17 @@ def load_model(model_name: str, config: str = "", files: Mapping[str, bytes] | N
 
     :raises TritonModelException: when the load fails.
     """
-    _current_runtime().load_model(str(model_name), config or "", files)
+    _current_runtime().load_model(_as_name(model_name), config or "", files)
 
 
-def unload_model(model_name: str, unload_dependents: bool = False) -> None:
-    """Unload a model.
+def unload_model(model_name: str | bytes, unload_dependents: bool = False) -> None:
+    """Unload a model; with ``unload_dependents``, an ensemble's composing models too.
 
     :raises TritonModelException: when the unload fails.
     """
-    _current_runtime().unload_model(str(model_name), bool(unload_dependents))
+    _current_runtime().unload_model(_as_name(model_name), bool(unload_dependents))
 
 
-def is_model_ready(model_name: str, model_version: str = "") -> bool:
+def is_model_ready(model_name: str | bytes, model_version: str = "") -> bool:
     """Whether a model (the given version, or any) is loaded and ready."""
-    return _current_runtime().is_model_ready(str(model_name), str(model_version))
+    return _current_runtime().is_model_ready(_as_name(model_name), str(model_version))

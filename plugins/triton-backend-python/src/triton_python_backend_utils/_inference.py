@@ -32,10 +32,32 @@ __all__ = [
     "InferenceTrace",
     "PreferredMemory",
     "ResponseIterator",
+    "SingleResponse",
+    "as_name",
     "check_parameters",
 ]
 
+MORE_THAN_ONE = "Unable to send response. Non-decoupled model cannot send more than one response."
+FINAL_BEFORE_RESPONSE = (
+    "Unable to send response. Non-decoupled model cannot send complete final before sending a"
+    " response."
+)
+
 ParameterValue = bool | int | float | str
+
+
+def as_name(value: object, what: str = "model_name") -> str:
+    """A name given as ``str`` or ``bytes`` (Triton's API takes both: a model name read from a
+    BYTES tensor is ``bytes``), as text.
+
+    :raises TritonModelException: for bytes that are not UTF-8.
+    """
+    if isinstance(value, bytes | bytearray):
+        try:
+            return bytes(value).decode()
+        except UnicodeDecodeError as exc:
+            raise TritonModelException(f"{what} is not valid UTF-8: {value!r}") from exc
+    return str(value)
 
 
 def check_parameters(parameters: object, where: str) -> dict[str, ParameterValue]:
@@ -191,14 +213,47 @@ class InferenceResponseSender:
             raise TritonModelException(
                 f"send() expects an InferenceResponse, found {type(response).__name__}"
             )
+        self._channel.send(response, final)  # first: a refused send leaves the sender open
         if final:
             self._closed = True
             self._finalizer.detach()
-        self._channel.send(response, final)
 
     def is_cancelled(self) -> bool:
         """Whether the request was cancelled (client gone or timed out)."""
         return self._channel.is_cancelled()
+
+
+class SingleResponse:
+    """Triton's rule for a non-decoupled model answering through its response sender: exactly
+    one response, then the final flag (in the same ``send`` or a later one).
+
+    Not thread-safe on its own: a channel calls it under its own lock, if any.
+    """
+
+    __slots__ = ("held", "sent")
+
+    def __init__(self) -> None:
+        self.held: InferenceResponse | None = None
+        self.sent = False
+
+    def take(self, response: InferenceResponse | None, final: bool) -> InferenceResponse | None:
+        """The response to deliver now (None: nothing yet).
+
+        :raises TritonModelException: with Triton's message, for a second response or a final
+            flag before any response.
+        """
+        if response is not None:
+            if self.held is not None or self.sent:
+                raise TritonModelException(MORE_THAN_ONE)
+            if not final:
+                self.held = response
+                return None
+        elif final:
+            if self.held is None:
+                raise TritonModelException(FINAL_BEFORE_RESPONSE)
+            response, self.held = self.held, None
+        self.sent = True
+        return response
 
 
 class ResponseIterator:
@@ -275,11 +330,13 @@ class InferenceRequest:
                 raise TritonModelException(
                     "InferenceRequest(): 'inputs' must be a list of Tensor objects"
                 )
-        self._model_name = str(model_name)
+        self._model_name = as_name(model_name)
         self._model_version = int(model_version)
         self._tensors: list[Tensor] | None = tensors
         self._inputs: dict[str, npt.NDArray[Any]] | None = None
-        self._requested: Sequence[str] = [str(n) for n in requested_output_names]
+        self._requested: Sequence[str] = [
+            as_name(n, "requested_output_names") for n in requested_output_names
+        ]
         self._request_id = str(request_id)
         self._correlation_id = correlation_id
         self._flags = int(flags)
@@ -424,16 +481,32 @@ class InferenceRequest:
         return self._runtime.is_cancelled(self)
 
     def set_release_flags(self, flags: int) -> None:
-        """Request rescheduling is not supported: only ``TRITONSERVER_REQUEST_RELEASE_ALL``.
+        """How the request is released when ``execute`` returns:
+        ``TRITONSERVER_REQUEST_RELEASE_ALL`` (the default: it is done) or
+        ``TRITONSERVER_REQUEST_RELEASE_RESCHEDULE`` (it goes back to the scheduler, to execute
+        again in a later batch: ``sequence_batching { iterative_sequence: true }`` models).
+        A non-decoupled model returns None for a rescheduled request; a decoupled one sets the
+        flag before ``execute`` returns.
 
-        :raises TritonModelException: for ``TRITONSERVER_REQUEST_RELEASE_RESCHEDULE``.
+        :raises TritonModelException: for other flags, or on a request this model did not
+            receive.
         """
-        if flags == TRITONSERVER_REQUEST_RELEASE_RESCHEDULE:
+        if flags not in (TRITONSERVER_REQUEST_RELEASE_ALL, TRITONSERVER_REQUEST_RELEASE_RESCHEDULE):
+            raise TritonModelException(f"set_release_flags(): unknown release flags {flags}")
+        if self._runtime is None:
             raise TritonModelException(
-                "request rescheduling (TRITONSERVER_REQUEST_RELEASE_RESCHEDULE) is not supported"
-                " by triton-kernel's Python backend"
+                "set_release_flags() is only available on requests passed to execute()"
             )
         self._release_flags = int(flags)
+
+    def _rescheduled(self) -> bool:
+        """Released with RESCHEDULE: the request goes on in a later ``execute``, so its
+        response sender here is not abandoned when this wrapper goes away."""
+        if self._release_flags != TRITONSERVER_REQUEST_RELEASE_RESCHEDULE:
+            return False
+        if self._sender is not None:
+            self._sender._finalizer.detach()
+        return True
 
     # -- BLS --------------------------------------------------------------------------------
 

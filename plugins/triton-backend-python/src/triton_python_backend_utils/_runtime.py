@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
+    "BLS_OUTSIDE_EXECUTE",
     "MetricsBackend",
     "ResponseChannel",
     "Runtime",
@@ -38,6 +39,10 @@ __all__ = [
     "runtime_or_none",
     "set_fallback_runtime",
 ]
+
+
+BLS_OUTSIDE_EXECUTE = "BLS is only supported during the 'execute' function."
+"""Triton's message for a BLS call made while the model initializes or finalizes."""
 
 
 class ResponseChannel(Protocol):
@@ -111,6 +116,10 @@ class Runtime(Protocol):
     def unload_model(self, name: str, unload_dependents: bool) -> None: ...
 
     def is_model_ready(self, name: str, version: str) -> bool: ...
+
+    def model_dir(self) -> str:
+        """The model's version folder (``get_model_dir()``)."""
+        ...
 
 
 _current: contextvars.ContextVar[Runtime | None] = contextvars.ContextVar(

@@ -7,12 +7,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from triton_python_backend_utils._bfloat16 import export_bfloat16, import_bfloat16, is_bfloat16
 from triton_python_backend_utils._errors import TritonModelException
 from triton_python_backend_utils._types import numpy_to_triton_type
 
-__all__ = ["Tensor"]
+__all__ = ["Tensor", "capsule_source"]
 
 _CPU_DEVICE = (1, 0)  # DLPack's (kDLCPU, device 0)
+_TYPE_BF16 = 14
 
 
 class _Capsule:
@@ -30,6 +32,11 @@ class _Capsule:
         return _CPU_DEVICE
 
 
+def capsule_source(capsule: object) -> Any:
+    """A bare DLPack capsule as something ``np.from_dlpack`` takes."""
+    return _Capsule(capsule)
+
+
 class Tensor:
     """A named tensor held as a numpy array (always in CPU memory here).
 
@@ -44,7 +51,9 @@ class Tensor:
         kind = array.dtype.kind
         if kind == "U":
             array = array.astype(np.object_)
-        elif kind in "VMmc" or (kind == "O" and array.dtype != np.object_):
+        elif (kind in "VMmc" and not is_bfloat16(array)) or (
+            kind == "O" and array.dtype != np.object_
+        ):
             raise TritonModelException(
                 f"Tensor dtype {array.dtype} used for numpy_array is not supported by the Python"
                 " backend; use np.object_ for strings"
@@ -72,7 +81,9 @@ class Tensor:
         return array
 
     def triton_dtype(self) -> int | None:
-        """The ``DataType`` enum number (``TYPE_FP32`` is 11)."""
+        """The ``DataType`` enum number (``TYPE_FP32`` is 11, ``TYPE_BF16`` 14)."""
+        if is_bfloat16(self._array):
+            return _TYPE_BF16
         return numpy_to_triton_type(self._array.dtype)
 
     def shape(self) -> list[int]:
@@ -93,12 +104,16 @@ class Tensor:
             raise TritonModelException("BYTES tensors cannot be exported with DLPack")
         if not array.flags.c_contiguous:
             array = self._array = np.ascontiguousarray(array)
+        if is_bfloat16(array):
+            return export_bfloat16(array)
         return array.__dlpack__()
 
     def __dlpack__(self, **kwargs: Any) -> object:
         array = self.as_numpy()
         if array.dtype == np.object_:
             raise TritonModelException("BYTES tensors cannot be exported with DLPack")
+        if is_bfloat16(array):
+            return export_bfloat16(array, **kwargs)
         return array.__dlpack__(**kwargs)
 
     def __dlpack_device__(self) -> tuple[int, int]:
@@ -110,9 +125,18 @@ class Tensor:
 
         :raises TritonModelException: when the data is not C-contiguous CPU memory.
         """
-        source = dlpack if hasattr(dlpack, "__dlpack__") else _Capsule(dlpack)
         try:
-            array = np.from_dlpack(source)
+            if hasattr(dlpack, "__dlpack__"):
+                try:
+                    array = np.from_dlpack(dlpack)
+                except (BufferError, RuntimeError) as exc:
+                    bf16 = import_bfloat16(dlpack.__dlpack__())  # numpy has no bfloat16
+                    if bf16 is None:
+                        raise exc from None
+                    array = bf16
+            else:
+                bf16 = import_bfloat16(dlpack)
+                array = np.from_dlpack(capsule_source(dlpack)) if bf16 is None else bf16
         except (BufferError, RuntimeError, TypeError, ValueError) as exc:
             raise TritonModelException(f"Tensor.from_dlpack('{name}'): {exc}") from exc
         if not array.flags.c_contiguous:
