@@ -13,7 +13,7 @@ import anyio
 from kernel._backends_command import format_table
 from kernel._log_output import configure_logging
 from kernel._unhonoured import unhonoured_fields
-from kernel.cli import NO_OP_FLAGS, trace_settings
+from kernel.cli import NO_OP_FLAGS, trace_opentelemetry, trace_settings
 from kernel.errors import KernelError
 from kernel.manager import ModelControlMode, ModelIndexEntry
 from kernel.options import ServerOptions, TlsSettings, example_repository
@@ -135,6 +135,8 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
         metrics_config=dict(args.metrics_config),
         trace_settings=traces,
         trace_file=trace_file,
+        trace_mode=traces.get("trace_mode", ["triton"])[0],
+        trace_opentelemetry=trace_opentelemetry(args.trace_config),
         grpc_tls=_tls_from_args(args, "grpc"),
         http_tls=_tls_from_args(args, "http"),
     )

@@ -141,6 +141,13 @@ class ServerOptions:
     (``{"trace_level": ["TIMESTAMPS"], "trace_rate": ["1"], ...}``)."""
     trace_file: Path | None = None
     """``--trace-config triton,file=PATH``: where Triton-mode traces go; no tracing without it."""
+    trace_mode: str = "triton"
+    """``--trace-config mode=triton|opentelemetry``: Triton's JSON files or OpenTelemetry spans
+    exported over OTLP/HTTP (needs ``triton-kernel[otel]``)."""
+    trace_opentelemetry: list[tuple[str, str]] = field(default_factory=list)
+    """``--trace-config opentelemetry,<key>=<value>`` in order: ``url``, ``resource``
+    (``key=value``, repeatable), ``bsp_max_queue_size``, ``bsp_schedule_delay``,
+    ``bsp_max_export_batch_size`` (see kernel/_otel.py)."""
     grpc_tls: TlsSettings | None = None
     """TLS on the gRPC port; ``None`` serves plain HTTP/2 (tritonserver's default)."""
     http_tls: TlsSettings | None = None

@@ -185,14 +185,21 @@ class InferenceServer:
         )
         """Triton's log settings, read and updated through both endpoints."""
         traces = dict(self.options.trace_settings)
+        traces["trace_mode"] = [self.options.trace_mode]
         if self.options.trace_file is not None:
             traces["trace_file"] = [str(self.options.trace_file)]
         self.trace_settings = TraceStore(traces)
         """Triton's trace settings, global and per model, for both endpoints."""
         self.latency_config = parse_metrics_config(self.options.metrics_config)
         """``--metrics-config``: latency summaries and histograms (read by each model version)."""
-        self.tracer = Tracer(self.trace_settings, self.options.trace_file)
-        """Samples, collects and writes Triton-mode traces (``--trace-config triton,file=``)."""
+        self.tracer = Tracer(
+            self.trace_settings,
+            self.options.trace_file,
+            mode=self.options.trace_mode,
+            opentelemetry=self.options.trace_opentelemetry,
+        )
+        """Samples and collects traces; writes Triton's files (``--trace-config triton,file=``)
+        or exports OpenTelemetry spans (``--trace-config mode=opentelemetry``)."""
         self.trace_settings.listeners.append(self.tracer.refresh)
         self.metric_families: list[MetricSource] = []
         """Plugins' custom metrics, exported by the metrics endpoint (see add_metric_family)."""

@@ -15,6 +15,7 @@ from typing import Any
 
 import anyio
 
+from kernel._tracing import RequestTrace, Tracer
 from kernel.errors import KernelError, Status
 from kernel.frontends._access import HeaderForwarding
 from kernel.frontends.grpc._in_flight import InFlight
@@ -32,6 +33,16 @@ def _stream_error(error: KernelError, request_id: str) -> Any:
     message = StreamInferResponsePb(error_message=error.message)
     message.infer_response.id = request_id
     return message
+
+
+def _continued(tracer: Tracer, stream: Any) -> RequestTrace | None:
+    """The client's W3C trace context from the call's metadata (OpenTelemetry mode)."""
+    metadata: dict[bytes, bytes] = getattr(stream, "metadata", {})
+    parent = metadata.get(b"traceparent")
+    if parent is None:
+        return None
+    state = metadata.get(b"tracestate")
+    return tracer.continued(parent.decode("latin-1"), state.decode("latin-1") if state else None)
 
 
 class _StreamWork:
@@ -75,6 +86,9 @@ class InferenceRpcs:
         decoded = self._codec.decode(message, unary=True)
         if self._forwarding is not None:
             self._forwarding.forward(self._forwarded(stream), decoded.request.parameters)
+        tracer = self._server.tracer
+        if tracer.propagates:  # OpenTelemetry mode: continue the client's trace
+            decoded.request.trace = _continued(tracer, stream)
         response = await self._server.infer_once(decoded.request, decoded.target)
         if response.error is not None:
             raise response.error
@@ -121,6 +135,8 @@ class InferenceRpcs:
                         decoded = self._codec.decode(message, unary=False)
                         if forwarding is not None:
                             forwarding.forward(headers, decoded.request.parameters)
+                        if self._server.tracer.propagates:
+                            decoded.request.trace = _continued(self._server.tracer, stream)
                     except KernelError as exc:
                         self._in_flight.leave()
                         await send(_stream_error(exc, message.id))

@@ -317,6 +317,10 @@ class HttpApp:
         call = decode_request(server, name, version, view, header_length)
         if self._forwarding is not None:
             self._forwarding.forward(headers.items(), call.request.parameters)
+        if server.tracer.propagates:  # OpenTelemetry mode: continue the client's trace
+            call.request.trace = server.tracer.continued(
+                headers.get("traceparent"), headers.get("tracestate")
+            )
         request.watch = call.request
         response = await server.infer_once(call.request, call.target)
         header, buffers = encode_response(call, response, server.shared_memory)
