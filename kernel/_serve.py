@@ -98,6 +98,7 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
         model_config_name=args.model_config_name,
         model_load_retry_count=args.model_load_retry_count,
         metrics_interval_ms=args.metrics_interval_ms,
+        allow_gpu_metrics=args.allow_gpu_metrics,
         http_port=args.http_port if args.allow_http else None,
         grpc_port=args.grpc_port if args.allow_grpc else None,
         metrics_port=args.metrics_port if args.allow_metrics else None,

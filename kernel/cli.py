@@ -290,6 +290,12 @@ def _build_parser() -> _Parser:
     serve.add_argument("--allow-grpc", type=_bool, default=True)
     serve.add_argument("--allow-metrics", type=_bool, default=True)
     serve.add_argument(
+        "--allow-gpu-metrics",
+        type=_bool,
+        default=True,
+        help="Triton's GPU families through NVML when a GPU is present (false: never look)",
+    )
+    serve.add_argument(
         "--metrics-config",
         type=_setting,
         action="append",

@@ -110,6 +110,9 @@ class ServerOptions:
     """``--model-load-retry-count``: tries after a version's first failed load."""
     metrics_interval_ms: float = 2000.0
     """``--metrics-interval-ms``: how often polled metrics are collected."""
+    allow_gpu_metrics: bool = True
+    """``--allow-gpu-metrics``: Triton's ``nv_gpu_*`` families through NVML (nvidia-ml-py)
+    when a GPU is present; false never touches NVML."""
     allow_client_shm: bool = True
     """``--allow-client-shm``: false refuses the shared-memory APIs (register, status,
     unregister) and inference through shared memory."""
