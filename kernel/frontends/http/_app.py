@@ -122,7 +122,9 @@ def _statistics_json(stats: ModelStatistics) -> dict[str, Any]:
             }
             for size, batch in sorted(stats.batch_stats.items())
         ],
-        "memory_usage": [],
+        "memory_usage": [
+            {"type": m.type, "id": m.id, "byte_size": m.byte_size} for m in stats.memory_usage
+        ],
     }
 
 
