@@ -300,7 +300,7 @@ class _Sampler:
         self.tensors = "TENSORS" in levels
         self.rate = int(settings["trace_rate"][0])
         self.remaining = int(settings["trace_count"][0])
-        self.log_frequency = int(settings["log_frequency"][0])
+        self.log_frequency = int(settings.get("log_frequency", ["0"])[0])
         self.on = (self.timestamps or self.tensors) and self.rate > 0 and self.remaining != 0
         self._seen = 0
 

@@ -188,7 +188,8 @@ class InferenceServer:
         traces["trace_mode"] = [self.options.trace_mode]
         if self.options.trace_file is not None:
             traces["trace_file"] = [str(self.options.trace_file)]
-        self.trace_settings = TraceStore(traces)
+        otel = self.options.trace_mode == "opentelemetry"
+        self.trace_settings = TraceStore(traces, self.options.trace_opentelemetry if otel else None)
         """Triton's trace settings, global and per model, for both endpoints."""
         self.latency_config = parse_metrics_config(self.options.metrics_config)
         """``--metrics-config``: latency summaries and histograms (read by each model version)."""

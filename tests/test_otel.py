@@ -159,8 +159,6 @@ def test_http_request_continues_the_clients_trace(repo: Path, receiver: _Receive
     with ServerThread(repo, **_otel(receiver, *extra)) as server:
         http = httpclient.InferenceServerClient(server.http_url)
         try:
-            settings = http.get_trace_settings()
-            assert settings["trace_mode"] == "opentelemetry"
             http.infer(
                 "add",
                 _add_inputs(httpclient),
@@ -182,6 +180,44 @@ def test_http_request_continues_the_clients_trace(repo: Path, receiver: _Receive
     other_root, _, _ = _check_request(spans, "add", "h-2")
     assert other_root.name == "InferRequest" and other_root.parent_span_id == b""
     assert other_root.trace_id.hex() != CLIENT_TRACE
+
+
+def test_settings_api_shows_tritons_opentelemetry_settings(
+    repo: Path, receiver: _Receiver, kt_config: Any
+) -> None:
+    """As tritonserver 2.51 answers: no file or log frequency, the OpenTelemetry settings
+    given (the last resource) and the batch span processor's with their defaults."""
+    write_model(repo, "a", kt_config("addsub"))
+    extra = [("resource", "a=b"), ("resource", "c=d"), ("bsp_max_queue_size", "100")]
+    options = _otel(receiver, *extra)
+    with ServerThread(repo, **options) as server:
+        http = httpclient.InferenceServerClient(server.http_url)
+        grpc = grpcclient.InferenceServerClient(server.grpc_url)
+        try:
+            want = {
+                "trace_level": ["TIMESTAMPS"],
+                "trace_rate": "1",
+                "trace_count": "-1",
+                "trace_mode": "opentelemetry",
+                "url": receiver.url,
+                "resource": "c=d",
+                "bsp_max_queue_size": "100",
+                "bsp_schedule_delay": "50",
+                "bsp_max_export_batch_size": "512",
+            }
+            assert http.get_trace_settings() == want
+            assert http.get_trace_settings("a") == want
+            changed = http.update_trace_settings("a", {"trace_rate": "5"})
+            assert changed["trace_rate"] == "5" and "log_frequency" not in changed
+            with pytest.raises(Exception, match="can not be updated through network"):
+                http.update_trace_settings(settings={"trace_file": "/tmp/x"})
+            got = grpc.get_trace_settings(as_json=True)["settings"]
+            assert {k: v["value"] for k, v in got.items()} == {
+                k: v if isinstance(v, list) else [v] for k, v in want.items()
+            }
+        finally:
+            http.close()
+            grpc.close()
 
 
 def test_grpc_ensemble_steps_are_children_of_the_ensembles_span(
@@ -208,6 +244,34 @@ def test_grpc_ensemble_steps_are_children_of_the_ensembles_span(
         assert _attrs(step)["triton.trace_parent_id"] == _attrs(ensemble)["triton.trace_id"]
         _check_request(spans, step.name, "g-1")
     assert {s.trace_id.hex() for s in spans} == {CLIENT_TRACE}
+
+
+def test_grpc_stream_requests_continue_the_streams_trace(
+    repo: Path, receiver: _Receiver, kt_config: Any
+) -> None:
+    """ModelStreamInfer: the stream's metadata carries the client's context for each request."""
+    import queue
+
+    write_model(repo, "a", kt_config("addsub"))
+    results: queue.Queue[Any] = queue.Queue()
+    with ServerThread(repo, **_otel(receiver)) as server:
+        grpc = grpcclient.InferenceServerClient(server.grpc_url)
+        try:
+            grpc.start_stream(
+                lambda result, error: results.put(error or result),
+                headers={"traceparent": TRACEPARENT},
+            )
+            for index in range(2):
+                grpc.async_stream_infer("a", _add_inputs(grpcclient), request_id=f"s-{index}")
+            for _ in range(2):
+                assert not isinstance(results.get(timeout=30), Exception)
+            grpc.stop_stream()
+        finally:
+            grpc.close()
+    for index in range(2):
+        root, _, _ = _check_request(receiver.spans, "a", f"s-{index}")
+        assert root.name == "InferRequest" and root.parent_span_id.hex() == CLIENT_SPAN
+        assert root.trace_id.hex() == CLIENT_TRACE
 
 
 _BLS_MODEL = """
