@@ -135,21 +135,24 @@ class InferenceRpcs:
                         decoded = self._codec.decode(message, unary=False)
                         if forwarding is not None:
                             forwarding.forward(headers, decoded.request.parameters)
-                        if self._server.tracer.propagates:
-                            decoded.request.trace = _continued(self._server.tracer, stream)
                     except KernelError as exc:
                         self._in_flight.leave()
                         await send(_stream_error(exc, message.id))
                         continue
                     own.enter()
-                    tg.start_soon(self._answer, decoded, send, own)
+                    tg.start_soon(self._answer, decoded, send, own, stream)
             outer.cancel_scope.cancel()  # the client closed its side and all was answered
         if stopped:
             raise KernelError(Status.UNAVAILABLE, "the server is shutting down")
 
-    async def _answer(self, decoded: DecodedRequest, send: _Send, own: _StreamWork) -> None:
+    async def _answer(
+        self, decoded: DecodedRequest, send: _Send, own: _StreamWork, stream: Any
+    ) -> None:
         request = decoded.request
+        tracer = self._server.tracer
         try:
+            if tracer.propagates:  # OpenTelemetry mode: continue the client's trace
+                request.trace = _continued(tracer, stream)  # taken by the infer call below
             if not decoded.target.decoupled:
                 response = await self._server.infer_once(request, decoded.target)
                 await send(self._stream_message(decoded, response))
