@@ -83,11 +83,12 @@ EXTENSIONS = (
     "binary_tensor_data",
     "parameters",
     "statistics",
+    "trace",
     "logging",
 )
 """The protocol extensions both frontends serve (Triton's names, in Triton's order), as server
-metadata lists them. Not listed: CUDA shared memory (no GPU), tracing (settings are kept but no
-traces are taken), ``schedule_policy`` and ``model_repository(unload_dependents)``."""
+metadata lists them. Not listed: CUDA shared memory (no GPU), ``schedule_policy`` and
+``model_repository(unload_dependents)``."""
 
 
 FRONTENDS = {
