@@ -89,16 +89,20 @@ class OtelConfig:
                 name, _, text = value.partition("=")
                 config.resource[name] = text
             elif key in names:
-                try:
-                    config.bsp[names[key]] = int(value)
-                except ValueError:
+                number = int(value) if value.isdigit() else 0
+                if number <= 0:
                     raise KernelError(
-                        Status.INVALID_ARG, f"'{key}' takes an integer, got '{value}'"
-                    ) from None
+                        Status.INVALID_ARG, f"'{key}' takes a positive integer, got '{value}'"
+                    )
+                config.bsp[names[key]] = number
             else:
                 raise KernelError(Status.INVALID_ARG, f"unknown OpenTelemetry setting '{key}'")
         queue_size = config.bsp.get("max_queue_size", 2048)
-        if config.bsp.get("max_export_batch_size", 0) > queue_size:
+        batch = config.bsp.get("max_export_batch_size")
+        if batch is None:
+            # the SDK's default batch (512) must fit a smaller queue
+            config.bsp["max_export_batch_size"] = min(512, queue_size)
+        elif batch > queue_size:
             raise KernelError(
                 Status.INVALID_ARG,
                 "bsp_max_export_batch_size must be less than or equal to bsp_max_queue_size",
@@ -135,20 +139,34 @@ class OtelSink:
         self._otel = self._provider.get_tracer(TRACER_NAME)
         # monotonic ns + offset = wall-clock ns, taken once (Triton's time_offset_)
         self._offset = time.time_ns() - time.monotonic_ns()
-        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        # Bounded like the SDK's own queue: clients sending a traceparent on every request
+        # cannot grow it past what the span thread keeps up with; the excess is dropped.
+        self._queue: queue.Queue[object] = queue.Queue(config.bsp.get("max_queue_size", 2048))
+        self.dropped = 0
         self.failed = False
         self._thread = threading.Thread(target=self._run, name="trace-otel", daemon=True)
         self._thread.start()
 
     def submit(self, trace: RequestTrace) -> None:
-        if not self.failed:
-            self._queue.put(trace)
+        if self.failed:
+            return
+        try:
+            self._queue.put_nowait(trace)
+        except queue.Full:
+            self.dropped += 1
+            if self.dropped & (self.dropped - 1) == 0:  # the 1st, 2nd, 4th, 8th... drop
+                log.warning("OpenTelemetry span queue full: %d traces dropped", self.dropped)
 
     def set_log_frequency(self, log_frequency: int) -> None:
         """Files only: nothing to do for spans."""
 
     def close(self) -> None:
-        self._queue.put(_STOP)
+        while self._thread.is_alive():  # a full queue drains unless the thread failed
+            try:
+                self._queue.put(_STOP, timeout=0.5)
+                break
+            except queue.Full:
+                continue
         self._thread.join()
         self._provider.shutdown()  # flushes the batch processor, then the exporter
 

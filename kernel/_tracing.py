@@ -417,22 +417,32 @@ class Tracer:
                 return None  # a client's context, but tracing is OFF for this model
             else:
                 remote = trace.remote
-            trace = RequestTrace(self.next_id(), 0, self._sink or self._open_sink())
+            sink = self._sink or self._open_sink()
+            if sink is None:
+                return None
+            trace = RequestTrace(self.next_id(), 0, sink)
             trace.timestamps = sampler.timestamps
             trace.tensors = sampler.tensors
             trace.remote = remote
         trace.model_name, trace.model_version, trace.request_id = model, version, request_id
         return trace
 
-    def _open_sink(self) -> TraceSink:
+    def _open_sink(self) -> TraceSink | None:
+        """The sink, made on the first trace; ``None`` (and tracing off) if it cannot be."""
         sink: TraceSink
-        if self.otel:
-            from kernel._otel import OtelSink
+        try:
+            if self.otel:
+                from kernel._otel import OtelSink
 
-            sink = OtelSink(self, self._otel_config)
-        else:
-            assert self.file is not None
-            sink = _Sink(self, self.file, self._log_frequency)
+                sink = OtelSink(self, self._otel_config)
+            else:
+                assert self.file is not None
+                sink = _Sink(self, self.file, self._log_frequency)
+        except Exception:
+            log.exception("traces cannot be exported; tracing stops")
+            self.file, self.otel = None, False
+            self.active = self.propagates = False
+            return None
         self._sink = sink
         return sink
 

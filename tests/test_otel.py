@@ -414,7 +414,7 @@ def test_trace_config_opentelemetry_flags() -> None:
     config = OtelConfig.parse(options.trace_opentelemetry)
     assert config.url == "http://collector:4318/v1/traces"
     assert config.resource == {"service.name": "t"}
-    assert config.bsp == {"max_queue_size": 100}
+    assert config.bsp == {"max_queue_size": 100, "max_export_batch_size": 100}
 
 
 @pytest.mark.parametrize(
@@ -439,6 +439,40 @@ def test_batch_bigger_than_queue_is_refused() -> None:
             mode="opentelemetry",
             opentelemetry=[("bsp_max_queue_size", "10"), ("bsp_max_export_batch_size", "20")],
         )
+    with pytest.raises(KernelError, match="'bsp_schedule_delay' takes a positive integer"):
+        Tracer(
+            TraceStore(), None, mode="opentelemetry", opentelemetry=[("bsp_schedule_delay", "0")]
+        )
+
+
+def test_a_small_queue_gets_a_batch_that_fits() -> None:
+    from kernel._otel import OtelConfig
+
+    config = OtelConfig.parse([("bsp_max_queue_size", "100")])
+    assert config.bsp == {"max_queue_size": 100, "max_export_batch_size": 100}
+    assert OtelConfig.parse([]).bsp == {"max_export_batch_size": 512}
+
+
+def test_a_sink_that_cannot_start_turns_tracing_off(
+    repo: Path, receiver: _Receiver, kt_config: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Serving goes on: the failure is logged and no request is traced."""
+    from kernel._otel import OtelSink
+
+    def broken(*args: Any) -> None:
+        raise RuntimeError("no exporter")
+
+    monkeypatch.setattr(OtelSink, "__init__", broken)
+    write_model(repo, "a", kt_config("addsub"))
+    with ServerThread(repo, **_otel(receiver)) as server:
+        http = httpclient.InferenceServerClient(server.http_url)
+        try:
+            for _ in range(2):
+                http.infer("a", _add_inputs(httpclient))
+            assert not server.server.tracer.active
+        finally:
+            http.close()
+    assert receiver.spans == []
 
 
 def test_without_the_otel_extra_the_mode_says_what_to_install(
@@ -448,3 +482,31 @@ def test_without_the_otel_extra_the_mode_says_what_to_install(
     with pytest.raises(KernelError, match=r"pip install 'triton-kernel\[otel\]'"):
         Tracer(TraceStore(), None, mode="opentelemetry")
     assert Tracer(TraceStore(), None).otel is False  # Triton mode never imports it
+
+
+def test_the_span_queue_is_bounded_and_drops_the_excess(
+    receiver: _Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Clients forcing a trace on every request cannot grow the queue past its bound."""
+    import threading as threads
+
+    from kernel._otel import OtelConfig, OtelSink
+    from kernel._tracing import RequestTrace
+
+    release = threads.Event()
+    taken = threads.Event()
+
+    def stalled(self: Any, trace: Any) -> None:
+        taken.set()
+        release.wait(30)
+
+    monkeypatch.setattr(OtelSink, "_export", stalled)
+    tracer = Tracer(TraceStore(), None, mode="opentelemetry")
+    sink = OtelSink(tracer, OtelConfig.parse([("url", receiver.url), ("bsp_max_queue_size", "2")]))
+    sink.submit(RequestTrace(1, 0, sink))
+    assert taken.wait(30)  # the thread holds the first one
+    for index in range(5):
+        sink.submit(RequestTrace(index + 2, 0, sink))
+    assert sink.dropped == 3
+    release.set()
+    sink.close()
