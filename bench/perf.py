@@ -18,6 +18,20 @@ perf_analyzer runs over gRPC and HTTP at each concurrency; the script prints a m
     python bench/perf.py --servers kernel      # kernel only
     python bench/perf.py --protocols grpc --concurrency 8 --pa-arg=--streaming  # other modes
 
+    python bench/perf.py --models add_sub --servers kernel --rounds 3 --otlp-sink \
+        --variant off= \
+        --variant 'triton=--trace-config=triton,file={tmp}/t.json --trace-config=level=TIMESTAMPS' \
+        --variant 'otel=--trace-config=mode=opentelemetry --trace-config=level=TIMESTAMPS
+                   --trace-config=opentelemetry,url={otlp}'   # the cost of a kernel setting
+
+Each row also gives the server's CPU time per request: the server process's (and its process
+tree's) user + system time from ``/proc/<pid>/stat`` over the run, divided by the requests its
+statistics API counted in that time. Unlike infer/s it hardly moves when other work loads the
+machine. ``--variant LABEL=ARGS`` runs the kernel once per variant with those extra arguments
+(``{tmp}``: a scratch folder, ``{otlp}``: the URL of an OTLP/HTTP sink this script runs with
+``--otlp-sink``), ``--rounds N`` repeats the variants interleaved, and a last table gives each
+variant's median.
+
 perf_analyzer comes from ``/work/shared/tools/setup-reference.sh`` (its ``run-pa`` wrapper);
 pass ``--perf-analyzer`` to use another one. Figures go to bench/RESULTS.md by hand, with the
 machine and the date.
@@ -27,15 +41,20 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
+import shlex
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass, replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 MODEL_PY = """
@@ -115,6 +134,10 @@ class Row:
     p99_ms: float
     model: str = "add_sub"
     shared_memory: str = "none"
+    cpu_us: float = 0.0
+    """Server process CPU time per request (user + system), microseconds."""
+    tree_cpu_us: float = 0.0
+    """The same for the server's whole process tree (model processes included)."""
 
 
 def _tree_rss_mb(pid: int) -> float:
@@ -217,6 +240,128 @@ def _perf(
     )
 
 
+def _tree_pids(pid: int) -> list[int]:
+    pids, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        pids.append(current)
+        try:
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pending.extend(int(c) for c in (task / "children").read_text().split())
+        except OSError:
+            continue
+    return pids
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of one process (its threads included)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime (fields 14 and 15)
+
+
+def _cpu(pid: int) -> tuple[float, float]:
+    """CPU seconds of the server process and of its whole process tree."""
+    return _cpu_seconds(pid), sum(_cpu_seconds(p) for p in _tree_pids(pid))
+
+
+def _served(http_port: int, model: str) -> int:
+    """Requests the server's statistics API counted so far for ``model``."""
+    url = f"http://127.0.0.1:{http_port}/v2/models/{model}/stats"
+    with urllib.request.urlopen(url, timeout=30) as reply:
+        stats = json.loads(reply.read())["model_stats"]
+    return sum(int(s["inference_stats"]["success"]["count"]) for s in stats)
+
+
+class _OtlpSink:
+    """An OTLP/HTTP receiver that takes every export and answers 200 (spans are dropped)."""
+
+    def __init__(self) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("content-length", "0")))
+                self.send_response(200)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1/traces"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_ready(http_port: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/v2/health/ready") as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError("the server did not become ready")
+
+
+def _repository(root: Path) -> Path:
+    repo = root / "models"
+    (repo / "add_sub" / "1").mkdir(parents=True)
+    (repo / "add_sub" / "config.pbtxt").write_text(CONFIG)
+    (repo / "add_sub" / "1" / "model.py").write_text(MODEL_PY)
+    return repo
+
+
+def _start(
+    server: str, repo: Path, reference: Path | None, extra: list[str]
+) -> tuple[subprocess.Popen[bytes], int, int]:
+    http, grpc, metrics = _free_port(), _free_port(), _free_port()
+    ports = [f"--http-port={http}", f"--grpc-port={grpc}", f"--metrics-port={metrics}"]
+    if server == "kernel":
+        kernel = shutil.which("kernel") or str(Path(sys.executable).parent / "kernel")
+        command = [kernel, "serve", f"--model-repository={repo}", *ports, *extra]
+    else:
+        assert reference is not None
+        command = [str(reference / "run-triton"), f"--model-repository={repo}", *ports]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_ready(http)
+    return proc, http, grpc
+
+
+def _perf(
+    pa: str, protocol: str, port: int, concurrency: int, out: Path, seconds: int, extra: list[str]
+) -> Row:
+    command = [
+        pa, "-m", "add_sub", "-u", f"127.0.0.1:{port}", "-i", protocol,
+        f"--concurrency-range={concurrency}:{concurrency}",
+        f"--measurement-interval={seconds * 1000}", "--max-trials=10", "-s", "20",
+        "-f", str(out), *extra,
+    ]  # fmt: skip
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, timeout=600)
+    with out.open() as f:
+        row = next(csv.DictReader(f))
+    return Row(
+        "",
+        protocol,
+        concurrency,
+        float(row["Inferences/Second"]),
+        float(row["p50 latency"]) / 1000,
+        float(row["p99 latency"]) / 1000,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reference", type=Path, help="folder of setup-reference.sh's tools")
@@ -252,6 +397,15 @@ def main() -> None:
         default=[],
         help="extra `kernel serve` argument, e.g. --kernel-arg=--backend-config=python,k=v",
     )
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="LABEL=ARGS",
+        help="a kernel run with these extra arguments (shell-split; {tmp} and {otlp} filled in)",
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="repeat the servers, interleaved")
+    parser.add_argument("--otlp-sink", action="store_true", help="run an OTLP/HTTP sink")
     args = parser.parse_args()
     default_reference = next(
         (p for p in (Path("/tmp/triton-reference"), Path("/work/triton-reference")) if p.exists()),
@@ -264,36 +418,85 @@ def main() -> None:
     )
     rows: list[Row] = []
     memory: dict[str, float] = {}
+    sink = _OtlpSink() if args.otlp_sink else None
     with tempfile.TemporaryDirectory() as tmp:
         repo = _repository(Path(tmp), args.models)
-        for server in servers:
-            proc, http, grpc = _start(server, repo, reference, args.kernel_arg)
-            try:
-                for model in args.models:
-                    for shm in args.shared_memory or SHARED_MEMORY[model]:
-                        for protocol in args.protocols:
-                            port = grpc if protocol == "grpc" else http
-                            for c in args.concurrency or CONCURRENCY[model]:
-                                row = _perf(
-                                    pa, model, protocol, port, c, shm, Path(tmp) / "out.csv",
-                                    args.seconds, args.pa_arg, args.stability,
-                                )  # fmt: skip
-                                rows.append(replace(row, server=server))
-                                print(rows[-1], file=sys.stderr)
-                memory[server] = _tree_rss_mb(proc.pid)
-            finally:
-                proc.terminate()
-                proc.wait(timeout=60)
+        fill = {"tmp": tmp, "otlp": sink.url if sink else ""}
+        runs: list[tuple[str, str, list[str]]] = []  # (label, server, extra kernel args)
+        for variant in args.variant:
+            label, _, text = variant.partition("=")
+            extra = [a.format(**fill) for a in shlex.split(text)]
+            runs.append((label, "kernel", [*args.kernel_arg, *extra]))
+        if not runs:
+            runs = [(server, server, args.kernel_arg) for server in servers]
+        for _ in range(args.rounds):
+            for label, server, extra in runs:
+                proc, http, grpc = _start(server, repo, reference, extra)
+                try:
+                    for model in args.models:
+                        for shm in args.shared_memory or SHARED_MEMORY[model]:
+                            for protocol in args.protocols:
+                                port = grpc if protocol == "grpc" else http
+                                for c in args.concurrency or CONCURRENCY[model]:
+                                    cpu_before = _cpu(proc.pid)
+                                    count_before = _served(http, model)
+                                    row = _perf(
+                                        pa, model, protocol, port, c, shm,
+                                        Path(tmp) / "out.csv", args.seconds, args.pa_arg,
+                                        args.stability,
+                                    )  # fmt: skip
+                                    cpu_after = _cpu(proc.pid)
+                                    count = max(_served(http, model) - count_before, 1)
+                                    rows.append(
+                                        replace(
+                                            row,
+                                            server=label,
+                                            cpu_us=(cpu_after[0] - cpu_before[0]) / count * 1e6,
+                                            tree_cpu_us=(cpu_after[1] - cpu_before[1])
+                                            / count
+                                            * 1e6,
+                                        )
+                                    )
+                                    print(rows[-1], file=sys.stderr)
+                    memory[label] = _tree_rss_mb(proc.pid)
+                finally:
+                    proc.terminate()
+                    proc.wait(timeout=60)
     for server, mb in memory.items():
         print(f"{server}: {mb:.0f} MB resident after the runs (process tree)")
     print()
-    print("| model | shm | server | protocol | concurrency | infer/s | p50 ms | p99 ms |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(
+        "| model | shm | server | protocol | concurrency | infer/s | p50 ms | p99 ms |"
+        " CPU us/req (tree) |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
             f"| {r.model} | {r.shared_memory} | {r.server} | {r.protocol} | {r.concurrency} |"
             f" {r.throughput:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} |"
+            f" {r.cpu_us:.0f} ({r.tree_cpu_us:.0f}) |"
         )
+    if args.rounds > 1:
+        print()
+        print(f"Medians of {args.rounds} interleaved rounds:")
+        print()
+        print(
+            "| model | shm | server | protocol | concurrency | infer/s | CPU us/req |"
+            " tree CPU us/req |"
+        )
+        print("|---|---|---|---|---|---|---|---|")
+        groups: dict[tuple[str, str, str, str, int], list[Row]] = {}
+        for r in rows:
+            groups.setdefault(
+                (r.model, r.shared_memory, r.server, r.protocol, r.concurrency), []
+            ).append(r)
+        for (model, shm, server, protocol, c), group in groups.items():
+            print(
+                f"| {model} | {shm} | {server} | {protocol} | {c} |"
+                f" {statistics.median(r.throughput for r in group):,.0f} |"
+                f" {statistics.median(r.cpu_us for r in group):.1f} |"
+                f" {statistics.median(r.tree_cpu_us for r in group):.1f} |"
+            )
     by_key = {(r.server, r.model, r.shared_memory, r.protocol, r.concurrency): r for r in rows}
     if "kernel" in servers and "triton" in servers:
         print()

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from kernel.backend import BackendAttributes as BackendAttributes
     from kernel.backend import BackendContext as BackendContext
     from kernel.backend import InstanceContext as InstanceContext
+    from kernel.backend import MemoryUsage as MemoryUsage
     from kernel.backend import Model as Model
     from kernel.backend import ModelContext as ModelContext
     from kernel.backend import ModelInstance as ModelInstance
@@ -48,6 +49,7 @@ __all__ = [
     "InferenceServer",
     "InstanceContext",
     "KernelError",
+    "MemoryUsage",
     "Model",
     "ModelConfig",
     "ModelContext",
@@ -69,6 +71,7 @@ _LAZY = {
     "BackendAttributes": "kernel.backend",
     "BackendContext": "kernel.backend",
     "InstanceContext": "kernel.backend",
+    "MemoryUsage": "kernel.backend",
     "Model": "kernel.backend",
     "ModelContext": "kernel.backend",
     "ModelInstance": "kernel.backend",

@@ -20,7 +20,7 @@ from kernel._discovery import (
 from kernel._log_output import configure_logging
 from kernel._malloc import tune_malloc
 from kernel._unhonoured import unhonoured_fields
-from kernel.cli import NO_OP_FLAGS, trace_settings
+from kernel.cli import NO_OP_FLAGS, trace_opentelemetry, trace_settings
 from kernel.errors import KernelError
 from kernel.manager import ModelControlMode, ModelIndexEntry
 from kernel.options import ServerOptions, TlsSettings, example_repository
@@ -111,6 +111,7 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
         model_config_name=args.model_config_name,
         model_load_retry_count=args.model_load_retry_count,
         metrics_interval_ms=args.metrics_interval_ms,
+        allow_gpu_metrics=args.allow_gpu_metrics,
         http_port=args.http_port if args.allow_http else None,
         grpc_port=args.grpc_port if args.allow_grpc else None,
         metrics_port=args.metrics_port if args.allow_metrics else None,
@@ -152,6 +153,8 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
         metrics_config=dict(args.metrics_config),
         trace_settings=traces,
         trace_file=trace_file,
+        trace_mode=traces.get("trace_mode", ["triton"])[0],
+        trace_opentelemetry=trace_opentelemetry(args.trace_config),
         grpc_tls=_tls_from_args(args, "grpc"),
         http_tls=_tls_from_args(args, "http"),
     )

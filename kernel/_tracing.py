@@ -16,6 +16,11 @@ writes Triton's JSON array: with ``log_frequency`` 0 into ``file`` (closed at sh
 every ``log_frequency`` traces into ``file.0``, ``file.1``, ... as tritonserver does. Nothing is
 formatted or written on the event loop, and with tracing off the request path checks one
 attribute (:attr:`Tracer.active`).
+
+With ``--trace-config mode=opentelemetry`` the same traces become OpenTelemetry spans instead
+(:mod:`kernel._otel`, built in its own thread and exported over OTLP/HTTP), and a request whose
+client sent a W3C ``traceparent`` is traced whatever the rate, as a continuation of the client's
+trace (the frontends read that header only in this mode: :attr:`Tracer.propagates`).
 """
 
 from __future__ import annotations
@@ -24,22 +29,48 @@ import itertools
 import json
 import logging
 import queue
+import random
+import re
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
+from kernel.errors import KernelError, Status
 from kernel.trace_settings import TraceStore
 
-__all__ = ["RequestTrace", "Tracer", "tensor_json"]
+__all__ = ["RequestTrace", "TraceSink", "Tracer", "tensor_json"]
 
 log = logging.getLogger("kernel.trace")
 
 _STOP = object()
+_OTEL_MISSING = (
+    "OpenTelemetry trace mode needs the OpenTelemetry SDK: pip install 'triton-kernel[otel]'"
+)
+
+# W3C trace context: version-traceid-parentid-flags, lower-case hex; a later version may add
+# fields after a dash (https://www.w3.org/TR/trace-context/#traceparent-header).
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
+
+
+class TraceSink(Protocol):
+    """Where finished traces go: Triton's JSON file writer or the OpenTelemetry exporter."""
+
+    tracer: Tracer
+
+    def submit(self, trace: RequestTrace) -> None:
+        """Take a finished trace (on the event loop: must not block)."""
+        ...
+
+    def set_log_frequency(self, log_frequency: int) -> None: ...
+
+    def close(self) -> None:
+        """Write or export what was submitted, then stop (blocks: call off the loop)."""
+        ...
 
 
 class RequestTrace:
@@ -50,15 +81,20 @@ class RequestTrace:
         "id",
         "model_name",
         "model_version",
+        "otel_trace",
         "parent_id",
+        "parent_span",
+        "remote",
         "request_id",
         "sink",
+        "span_id",
         "tensors",
         "timestamps",
     )
 
-    def __init__(self, trace_id: int, parent_id: int, sink: _Sink) -> None:
+    def __init__(self, trace_id: int, parent_id: int, sink: TraceSink | None) -> None:
         self.id = trace_id
+        """Triton's trace id (0: a client's context not yet taken by :meth:`Tracer.begin`)."""
         self.parent_id = parent_id
         self.model_name = ""
         self.model_version = -1
@@ -69,6 +105,14 @@ class RequestTrace:
         self.tensors = False
         self.events: list[tuple[str, int] | tuple[str, str, npt.NDArray[Any]]] = []
         """``(name, ns)`` timestamps and ``(activity, tensor name, array)`` tensors."""
+        self.remote: tuple[int, int, int, str] | None = None
+        """The client's W3C context (trace id, span id, flags, tracestate) this trace continues."""
+        # OpenTelemetry ids fixed early, only once a child trace needs its parent's: the
+        # 128-bit trace id of the whole tree and this trace's model span id (0: not fixed).
+        self.otel_trace = 0
+        self.span_id = 0
+        self.parent_span = 0
+        """The model span id of the parent trace (children only)."""
 
     def stamp(self, name: str, ns: int | None = None) -> None:
         if self.timestamps:
@@ -85,16 +129,29 @@ class RequestTrace:
         assert self.sink is not None
         child = RequestTrace(self.sink.tracer.next_id(), self.id, self.sink)
         child.timestamps, child.tensors = self.timestamps, self.tensors
+        # The child's spans may be exported before this trace's: they name their parent by
+        # ids fixed now (a few random bits; only traced requests with children pay this).
+        if not self.otel_trace:
+            self.otel_trace = self.remote[0] if self.remote else random.getrandbits(128) or 1
+        if not self.span_id:
+            self.span_id = random.getrandbits(64) or 1
+        child.otel_trace = self.otel_trace
+        child.parent_span = self.span_id
         return child
 
     def finish(self) -> None:
         """The request got its final response: hand the trace to the writer."""
+        if self.sink is None:  # a client's context that tracing (turned off) never took
+            return
         self.stamp("REQUEST_END")
         done = RequestTrace(self.id, self.parent_id, self.sink)
         done.model_name, done.model_version = self.model_name, self.model_version
         done.request_id = self.request_id
         done.events = list(self.events)  # a late event cannot race the writer
         done.timestamps = self.timestamps
+        done.remote = self.remote
+        done.otel_trace, done.span_id = self.otel_trace, self.span_id
+        done.parent_span = self.parent_span
         self.timestamps = self.tensors = False
         self.sink.submit(done)
 
@@ -244,7 +301,7 @@ class _Sampler:
         self.tensors = "TENSORS" in levels
         self.rate = int(settings["trace_rate"][0])
         self.remaining = int(settings["trace_count"][0])
-        self.log_frequency = int(settings["log_frequency"][0])
+        self.log_frequency = int(settings.get("log_frequency", ["0"])[0])
         self.on = (self.timestamps or self.tensors) and self.rate > 0 and self.remaining != 0
         self._seen = 0
 
@@ -264,14 +321,38 @@ class _Sampler:
 class Tracer:
     """The server's traces: samples requests by the settings in force, collects, writes."""
 
-    def __init__(self, store: TraceStore, file: Path | None) -> None:
+    def __init__(
+        self,
+        store: TraceStore,
+        file: Path | None,
+        *,
+        mode: str = "triton",
+        opentelemetry: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        """``mode`` ``opentelemetry`` exports spans (``opentelemetry``: the
+        ``--trace-config opentelemetry,<key>=<value>`` pairs) instead of writing ``file``.
+
+        :raises KernelError: ``INVALID_ARG`` in OpenTelemetry mode when the ``otel`` extra is
+            not installed or a setting is wrong.
+        """
         self.store = store
         self.file = file
+        self.otel = mode == "opentelemetry"
+        self._otel_config: Any = None
+        if self.otel:
+            try:
+                from kernel._otel import OtelConfig
+            except ImportError:
+                raise KernelError(Status.INVALID_ARG, _OTEL_MISSING) from None
+            self._otel_config = OtelConfig.parse(opentelemetry)
         self.active = False
         """Whether any request may be traced: the one check on the request path."""
+        self.propagates = False
+        """OpenTelemetry mode with a level on: a client's ``traceparent`` starts a trace, so the
+        frontends read that header (and only then)."""
         self._ids = itertools.count(1)
         self._samplers: dict[str, _Sampler] = {}
-        self._sink: _Sink | None = None
+        self._sink: TraceSink | None = None
         self._log_frequency = 0
         self.refresh()
 
@@ -280,39 +361,95 @@ class Tracer:
 
     def refresh(self) -> None:
         """Take the settings in force (after an update): new samplers, counters from zero."""
-        if self.file is None:
+        if self.file is None and not self.otel:
             self.active = False
             return
         self._samplers = {"": _Sampler(self.store.get())}
         for model in self.store.models():
             self._samplers[model] = _Sampler(self.store.get(model))
-        self.active = any(s.on for s in self._samplers.values())
+        if self.otel:  # spans carry timestamps only (Triton: no TENSORS level in this mode)
+            for sampler in self._samplers.values():
+                sampler.tensors = False
+                sampler.on = sampler.on and sampler.timestamps
+            self.propagates = any(s.timestamps for s in self._samplers.values())
+        self.active = any(s.on for s in self._samplers.values()) or self.propagates
         frequency = self._samplers[""].log_frequency
         if frequency != self._log_frequency:
             self._log_frequency = frequency
             if self._sink is not None:
                 self._sink.set_log_frequency(frequency)
 
+    def continued(
+        self, traceparent: str | None, tracestate: str | None = None
+    ) -> RequestTrace | None:
+        """The trace a client's W3C ``traceparent`` (and ``tracestate``) asks to continue, to
+        set as the request's :attr:`~kernel.inference.InferenceRequest.trace` before it is
+        submitted; ``None`` for no header or a malformed one (then the rate decides)."""
+        if not traceparent:
+            return None
+        match = _TRACEPARENT.fullmatch(traceparent.strip())
+        if match is None:
+            return None
+        version, trace_id, span_id, flags, rest = match.groups()
+        if version == "ff" or (version == "00" and rest):
+            return None
+        remote = (int(trace_id, 16), int(span_id, 16), int(flags, 16), tracestate or "")
+        if not remote[0] or not remote[1]:
+            return None
+        trace = RequestTrace(0, 0, None)
+        trace.remote = remote
+        return trace
+
     def begin(
         self, trace: RequestTrace | None, model: str, version: int, request_id: str
     ) -> RequestTrace | None:
-        """The trace of an admitted request: ``trace`` (a child) or a new one if sampled."""
-        if trace is None:
+        """The trace of an admitted request: ``trace`` (a child) or a new one if sampled (or
+        if ``trace`` is a client's context, see :meth:`continued`)."""
+        if trace is None or not trace.id:
             sampler = self._samplers.get(model) or self._samplers.get("")
-            if sampler is None or not sampler.sample():
+            if sampler is None:
                 return None
-            if self._sink is None:
-                assert self.file is not None
-                self._sink = _Sink(self, self.file, self._log_frequency)
-            trace = RequestTrace(self.next_id(), 0, self._sink)
+            if trace is None:
+                if not sampler.sample():
+                    return None
+                remote = None
+            elif not (self.propagates and sampler.timestamps):
+                return None  # a client's context, but tracing is OFF for this model
+            else:
+                remote = trace.remote
+            sink = self._sink or self._open_sink()
+            if sink is None:
+                return None
+            trace = RequestTrace(self.next_id(), 0, sink)
             trace.timestamps = sampler.timestamps
             trace.tensors = sampler.tensors
+            trace.remote = remote
         trace.model_name, trace.model_version, trace.request_id = model, version, request_id
         return trace
+
+    def _open_sink(self) -> TraceSink | None:
+        """The sink, made on the first trace; ``None`` (and tracing off) if it cannot be."""
+        sink: TraceSink
+        try:
+            if self.otel:
+                from kernel._otel import OtelSink
+
+                sink = OtelSink(self, self._otel_config)
+            else:
+                assert self.file is not None
+                sink = _Sink(self, self.file, self._log_frequency)
+        except Exception:
+            log.exception("traces cannot be exported; tracing stops")
+            self.file, self.otel = None, False
+            self.active = self.propagates = False
+            return None
+        self._sink = sink
+        return sink
 
     def close(self) -> None:
         """Write what is collected and close the files (at shutdown; blocks: off the loop)."""
         self.active = False
+        self.propagates = False
         if self._sink is not None:
             self._sink.close()
             self._sink = None

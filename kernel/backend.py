@@ -42,12 +42,14 @@ from typing import ClassVar, Protocol
 from kernel._proto.inference import ModelConfig
 from kernel.errors import KernelError, Status
 from kernel.inference import InferenceRequest, InferenceResponse
+from kernel.statistics import MemoryUsage
 
 __all__ = [
     "Backend",
     "BackendAttributes",
     "BackendContext",
     "InstanceContext",
+    "MemoryUsage",
     "MetricSource",
     "Model",
     "ModelContext",
@@ -288,6 +290,19 @@ class Model(ABC):
     @abstractmethod
     def create_instance(self, context: InstanceContext) -> ModelInstance:
         """Make one instance (cheap; its ``initialize`` does the work)."""
+
+    def memory_usage(
+        self,
+    ) -> Sequence[MemoryUsage] | Awaitable[Sequence[MemoryUsage] | None] | None:
+        """The memory this version holds, model and instances together, per device (optional).
+
+        Called once, after every instance initialized (and warm-up ran), before the version
+        serves; shown as ``memory_usage`` by the statistics API (both protocols). ``None``,
+        the default, means the backend cannot tell (an empty list is shown). Report what can
+        be measured, and say in the backend's documentation how (weights, arenas, ...). An
+        exception is logged and reported as ``None``: it never fails the load.
+        """
+        return None
 
     def finalize(self) -> Awaitable[None] | None:
         """Release the model (``TRITONBACKEND_ModelFinalize``), after all its instances."""

@@ -105,22 +105,45 @@ def _setting(text: str) -> tuple[str, str]:
     return key, value
 
 
-def _trace_config(text: str) -> tuple[str, str]:
-    """``[<mode>,]<setting>=<value>`` as ``(setting, value)``; see :func:`trace_settings`."""
+_TRACE_KEYS = {
+    "": ("rate", "level", "count", "mode", "file", "log-frequency"),
+    "triton": ("rate", "level", "count", "mode", "file", "log-frequency"),
+    "opentelemetry": (
+        "url",
+        "resource",
+        "bsp_max_queue_size",
+        "bsp_schedule_delay",
+        "bsp_max_export_batch_size",
+    ),
+}
+
+
+def _trace_config(text: str) -> tuple[str, str, str]:
+    """``[<mode>,]<setting>=<value>`` as ``(mode, setting, value)``; see :func:`trace_settings`."""
     mode, sep, setting = text.partition(",")
-    if not sep:
+    if not sep or "=" in mode:
         mode, setting = "", text
     key, sep, value = setting.partition("=")
-    if mode == "opentelemetry" or (key == "mode" and value == "opentelemetry"):
-        raise argparse.ArgumentTypeError("OpenTelemetry trace mode is not implemented")
-    if mode not in ("", "triton") or not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected [triton,]<setting>=<value>, got '{text}'")
-    if key not in ("rate", "level", "count", "mode", "file", "log-frequency"):
+    if mode not in _TRACE_KEYS or not sep or not key:
+        raise argparse.ArgumentTypeError(
+            f"expected [triton|opentelemetry,]<setting>=<value>, got '{text}'"
+        )
+    if key not in _TRACE_KEYS[mode]:
         raise argparse.ArgumentTypeError(f"unknown trace setting '{key}' in '{text}'")
-    return key, value
+    if key == "mode" and value not in ("triton", "opentelemetry"):
+        raise argparse.ArgumentTypeError(
+            f"unknown trace mode '{value}' in '{text}' (triton or opentelemetry)"
+        )
+    if key == "resource" and "=" not in value.strip("="):
+        raise argparse.ArgumentTypeError(f"expected resource=<key>=<value>, got '{text}'")
+    if key.startswith("bsp_") and not value.isdigit():
+        raise argparse.ArgumentTypeError(f"'{key}' takes a non-negative integer, got '{text}'")
+    return mode, key, value
 
 
-def trace_settings(pairs: Sequence[tuple[str, str]]) -> tuple[dict[str, list[str]], Path | None]:
+def trace_settings(
+    triples: Sequence[tuple[str, str, str]],
+) -> tuple[dict[str, list[str]], Path | None]:
     """``--trace-config`` flags as the trace settings API's global settings, and the file.
 
     :raises ValueError: a value the setting cannot take, in the settings API's words.
@@ -132,11 +155,16 @@ def trace_settings(pairs: Sequence[tuple[str, str]]) -> tuple[dict[str, list[str
     changes: dict[str, list[str] | None] = {}
     levels: list[str] = []
     file: Path | None = None
-    for key, value in pairs:
+    trace_mode = "triton"
+    for mode, key, value in triples:
+        if mode == "opentelemetry":
+            continue
         if key == "level":
             levels.append(value.upper())
         elif key == "file":
             file = Path(value) if value else None
+        elif key == "mode":
+            trace_mode = value
         elif key in names:
             changes[names[key]] = [value]
     if levels:
@@ -145,11 +173,18 @@ def trace_settings(pairs: Sequence[tuple[str, str]]) -> tuple[dict[str, list[str
         settings = {k: v for k, v in check_trace_update(changes).items() if v}
     except KernelError as exc:
         raise ValueError(f"--trace-config: {exc.message}") from None
+    if trace_mode != "triton":
+        settings["trace_mode"] = [trace_mode]
     if file is not None:
         if not file.parent.is_dir():
             raise ValueError(f"--trace-config triton,file={file}: no such directory")
         settings["trace_file"] = [str(file)]
     return settings, file
+
+
+def trace_opentelemetry(triples: Sequence[tuple[str, str, str]]) -> list[tuple[str, str]]:
+    """The ``--trace-config opentelemetry,<key>=<value>`` flags, in order."""
+    return [(key, value) for mode, key, value in triples if mode == "opentelemetry"]
 
 
 def _rate_limit_resource(text: str) -> tuple[str, int, int | str]:
@@ -254,6 +289,12 @@ def _build_parser() -> _Parser:
     serve.add_argument("--allow-grpc", type=_bool, default=True)
     serve.add_argument("--allow-metrics", type=_bool, default=True)
     serve.add_argument(
+        "--allow-gpu-metrics",
+        type=_bool,
+        default=True,
+        help="Triton's GPU families through NVML when a GPU is present (false: never look)",
+    )
+    serve.add_argument(
         "--metrics-config",
         type=_setting,
         action="append",
@@ -315,9 +356,11 @@ def _build_parser() -> _Parser:
         type=_trace_config,
         action="append",
         default=[],
-        metavar="[triton,]SETTING=VALUE",
-        help="tritonserver's: triton,file=PATH, level=TIMESTAMPS|TENSORS, rate=N, count=N,"
-        " triton,log-frequency=N",
+        metavar="[MODE,]SETTING=VALUE",
+        help="tritonserver's: mode=triton|opentelemetry, level=TIMESTAMPS|TENSORS, rate=N,"
+        " count=N, triton,file=PATH, triton,log-frequency=N, opentelemetry,url=URL,"
+        " opentelemetry,resource=KEY=VALUE, opentelemetry,bsp_max_queue_size=N,"
+        " opentelemetry,bsp_schedule_delay=MS, opentelemetry,bsp_max_export_batch_size=N",
     )
     serve.add_argument(
         "--cache-config",

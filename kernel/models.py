@@ -46,7 +46,7 @@ from kernel.inference import InferenceRequest
 from kernel.repository import normalize_config
 from kernel.scheduling import Scheduler, SequenceBatcher, scheduler_for
 from kernel.scheduling._rate_limiter import CPU_DEVICE, Need, RateLimiter
-from kernel.statistics import ModelStatistics
+from kernel.statistics import MemoryUsage, ModelStatistics
 from kernel.validation import RequestValidator
 
 __all__ = ["ModelState", "ModelVersion", "SchedulerFactory"]
@@ -221,6 +221,7 @@ class ModelVersion:
                 await self._initialize_instances(ready)
                 if samples:
                     await self._warm_up(ready, samples)
+                self.stats.memory_usage = await self._memory_usage(model)
             except Exception as exc:
                 error = KernelError.wrap(exc)
                 raise KernelError(
@@ -248,6 +249,15 @@ class ModelVersion:
             with anyio.CancelScope(shield=True):
                 await self._finalize(model if model_initialized else None, ready)
                 self.finished.set()
+
+    async def _memory_usage(self, model: Model) -> list[MemoryUsage]:
+        """What the backend says the loaded version holds (never fails the load)."""
+        try:
+            usage = await call_hook(model.memory_usage, default=Model.memory_usage)
+        except Exception:
+            log.warning("model '%s' could not report its memory usage", self.name, exc_info=True)
+            return []
+        return list(usage or [])
 
     def _rate_limiter(self) -> RateLimiter | None:
         """The server's rate limiter (``--rate-limit execution_count``), if it has one."""

@@ -116,6 +116,9 @@ class ServerOptions:
     """``--model-load-retry-count``: tries after a version's first failed load."""
     metrics_interval_ms: float = 2000.0
     """``--metrics-interval-ms``: how often polled metrics are collected."""
+    allow_gpu_metrics: bool = True
+    """``--allow-gpu-metrics``: Triton's ``nv_gpu_*`` families through NVML (nvidia-ml-py)
+    when a GPU is present; false never touches NVML."""
     allow_client_shm: bool = True
     """``--allow-client-shm``: false refuses the shared-memory APIs (register, status,
     unregister) and inference through shared memory."""
@@ -147,6 +150,13 @@ class ServerOptions:
     (``{"trace_level": ["TIMESTAMPS"], "trace_rate": ["1"], ...}``)."""
     trace_file: Path | None = None
     """``--trace-config triton,file=PATH``: where Triton-mode traces go; no tracing without it."""
+    trace_mode: str = "triton"
+    """``--trace-config mode=triton|opentelemetry``: Triton's JSON files or OpenTelemetry spans
+    exported over OTLP/HTTP (needs ``triton-kernel[otel]``)."""
+    trace_opentelemetry: list[tuple[str, str]] = field(default_factory=list)
+    """``--trace-config opentelemetry,<key>=<value>`` in order: ``url``, ``resource``
+    (``key=value``, repeatable), ``bsp_max_queue_size``, ``bsp_schedule_delay``,
+    ``bsp_max_export_batch_size`` (see kernel/_otel.py)."""
     grpc_tls: TlsSettings | None = None
     """TLS on the gRPC port; ``None`` serves plain HTTP/2 (tritonserver's default)."""
     http_tls: TlsSettings | None = None

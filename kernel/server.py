@@ -83,11 +83,12 @@ EXTENSIONS = (
     "binary_tensor_data",
     "parameters",
     "statistics",
+    "trace",
     "logging",
 )
 """The protocol extensions both frontends serve (Triton's names, in Triton's order), as server
-metadata lists them. Not listed: CUDA shared memory (no GPU), tracing (settings are kept but no
-traces are taken), ``schedule_policy`` and ``model_repository(unload_dependents)``."""
+metadata lists them. Not listed: CUDA shared memory (no GPU), ``schedule_policy`` and
+``model_repository(unload_dependents)``."""
 
 
 FRONTENDS = {
@@ -188,14 +189,22 @@ class InferenceServer:
         )
         """Triton's log settings, read and updated through both endpoints."""
         traces = dict(self.options.trace_settings)
+        traces["trace_mode"] = [self.options.trace_mode]
         if self.options.trace_file is not None:
             traces["trace_file"] = [str(self.options.trace_file)]
-        self.trace_settings = TraceStore(traces)
+        otel = self.options.trace_mode == "opentelemetry"
+        self.trace_settings = TraceStore(traces, self.options.trace_opentelemetry if otel else None)
         """Triton's trace settings, global and per model, for both endpoints."""
         self.latency_config = parse_metrics_config(self.options.metrics_config)
         """``--metrics-config``: latency summaries and histograms (read by each model version)."""
-        self.tracer = Tracer(self.trace_settings, self.options.trace_file)
-        """Samples, collects and writes Triton-mode traces (``--trace-config triton,file=``)."""
+        self.tracer = Tracer(
+            self.trace_settings,
+            self.options.trace_file,
+            mode=self.options.trace_mode,
+            opentelemetry=self.options.trace_opentelemetry,
+        )
+        """Samples and collects traces; writes Triton's files (``--trace-config triton,file=``)
+        or exports OpenTelemetry spans (``--trace-config mode=opentelemetry``)."""
         self.trace_settings.listeners.append(self.tracer.refresh)
         self.metric_families: list[MetricSource] = []
         """Plugins' custom metrics, exported by the metrics endpoint (see add_metric_family)."""

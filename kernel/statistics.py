@@ -18,6 +18,7 @@ __all__ = [
     "BatchStatistics",
     "Duration",
     "FailureReason",
+    "MemoryUsage",
     "ModelStatistics",
     "ResponseStatistics",
 ]
@@ -62,6 +63,18 @@ class ResponseStatistics:
     cancel: Duration = field(default_factory=Duration)
 
 
+@dataclass(frozen=True, slots=True)
+class MemoryUsage:
+    """Memory a loaded model holds on one device (Triton's ``MemoryUsage``), as its backend
+    reports it from :meth:`kernel.backend.Model.memory_usage`."""
+
+    type: str
+    """``"CPU"``, ``"CPU_PINNED"`` or ``"GPU"``."""
+    id: int
+    """The device id within ``type`` (0 for the CPU)."""
+    byte_size: int
+
+
 class FailureReason:
     """The ``reason`` label values of ``nv_inference_request_failure``."""
 
@@ -97,6 +110,8 @@ class ModelStatistics:
     """Per response index, for decoupled models (Triton's ``response_stats``)."""
     latency: LatencyRecorder | None = None
     """Latency summaries and histograms (``--metrics-config``); ``None`` when off."""
+    memory_usage: list[MemoryUsage] = field(default_factory=list)
+    """What the backend reported once the version loaded; empty when it cannot tell."""
 
     def record_request(self, duration_ns: int, *, failed: str | None) -> None:
         """A request's final answer: success, or failure with its ``FailureReason``."""

@@ -8,7 +8,7 @@ both endpoints; the trace file, like the log file, cannot be set from the networ
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from kernel.errors import KernelError, Status
 
@@ -26,6 +26,12 @@ TRACE_DEFAULTS: dict[str, list[str]] = {
 FILE_NOT_SETTABLE = "trace file location can not be updated through network protocol"
 """Triton's answer (``UNSUPPORTED``) to a request that sets ``trace_file``."""
 
+_BSP_DEFAULTS = {
+    "bsp_max_queue_size": "2048",
+    "bsp_schedule_delay": "5000",
+    "bsp_max_export_batch_size": "512",
+}
+"""The batch span processor settings OpenTelemetry mode shows when not given (Triton's)."""
 _LEVELS = ("OFF", "TIMESTAMPS", "TENSORS")
 _UINT32_MAX = 2**32 - 1
 _INT32_MAX = 2**31 - 1
@@ -92,8 +98,21 @@ def check_trace_update(changes: Mapping[str, list[str] | None]) -> dict[str, lis
 class TraceStore:
     """Global trace settings and per-model overrides."""
 
-    def __init__(self, initial: Mapping[str, list[str]] | None = None) -> None:
-        """``initial``: the command line's global settings (``--trace-config``)."""
+    def __init__(
+        self,
+        initial: Mapping[str, list[str]] | None = None,
+        opentelemetry: Sequence[tuple[str, str]] | None = None,
+    ) -> None:
+        """``initial``: the command line's global settings (``--trace-config``);
+        ``opentelemetry``: its ``opentelemetry,<key>=<value>`` pairs, in OpenTelemetry mode.
+
+        In that mode the settings show as tritonserver's do: no ``trace_file`` or
+        ``log_frequency``, but the OpenTelemetry settings given (the last ``resource``) and
+        the batch span processor's, with their defaults."""
+        self._shown: dict[str, list[str]] | None = None
+        if opentelemetry is not None:
+            self._shown = {key: [value] for key, value in _BSP_DEFAULTS.items()}
+            self._shown.update({key: [value] for key, value in opentelemetry})
         self._global = {key: list(value) for key, value in TRACE_DEFAULTS.items()}
         self._global.update({key: list(value) for key, value in (initial or {}).items()})
         self._initial = {key: list(value) for key, value in self._global.items()}
@@ -109,6 +128,9 @@ class TraceStore:
         """The settings in force for ``model`` (the global ones for ``""``)."""
         settings = {key: list(value) for key, value in self._global.items()}
         settings.update({k: list(v) for k, v in self._models.get(model, {}).items()})
+        if self._shown is not None:
+            del settings["trace_file"], settings["log_frequency"]
+            settings.update({key: list(value) for key, value in self._shown.items()})
         return settings
 
     def set(self, model: str, key: str, values: list[str] | None) -> None:

@@ -169,6 +169,7 @@ def test_health_and_server_metadata(client: grpcclient.InferenceServerClient) ->
         "binary_tensor_data",
         "parameters",
         "statistics",
+        "trace",
         "logging",
     ]
 

@@ -30,6 +30,7 @@ def test_public_surface() -> None:
             "InferenceServer",
             "InstanceContext",
             "KernelError",
+            "MemoryUsage",
             "Model",
             "ModelConfig",
             "ModelContext",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
+import types
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -128,13 +129,33 @@ def test_latency_families_off_by_default() -> None:
     _families(text)
 
 
+class _OneGpu:
+    """NVML's answers for one device (see tests/test_metrics_gpu.py for the module itself)."""
+
+    def nvmlDeviceGetUtilizationRates(self, handle: int) -> Any:  # noqa: N802 - NVML's name
+        return types.SimpleNamespace(gpu=50)
+
+    def nvmlDeviceGetMemoryInfo(self, handle: int) -> Any:  # noqa: N802
+        return types.SimpleNamespace(total=2, used=1)
+
+    def nvmlDeviceGetPowerUsage(self, handle: int) -> int:  # noqa: N802
+        return 1000
+
+    def nvmlDeviceGetPowerManagementLimit(self, handle: int) -> int:  # noqa: N802
+        return 2000
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, handle: int) -> int:  # noqa: N802
+        return 5000
+
+
 def test_grafana_dashboard_uses_only_families_the_server_exposes() -> None:
     """deploy/grafana's dashboard: valid JSON whose every query names a family this server
-    exposes (latency and cache families on)."""
+    exposes (latency and cache families on, a GPU present)."""
     import json
     import re
 
     from kernel._latency import LatencyConfig, LatencyRecorder
+    from kernel.frontends._gpu import GpuMetrics
     from kernel.frontends.metrics import render_metrics
     from kernel.statistics import ModelStatistics
 
@@ -144,7 +165,8 @@ def test_grafana_dashboard_uses_only_families_the_server_exposes() -> None:
     dashboard = json.loads(path.read_text())
     stats = ModelStatistics("m", 1)
     stats.latency = LatencyRecorder(LatencyConfig(summaries=True, histograms=True), decoupled=True)
-    text = render_metrics([(stats, 0)], 0.5, (2, 1), cache=True)
+    gpu = GpuMetrics(_OneGpu(), [("GPU-0", 0, 0)]).render()  # as NVML shows a GPU
+    text = render_metrics([(stats, 0)], 0.5, (2, 1), cache=True, gpu=gpu)
     families = list(text_string_to_metric_families(text))
     exposed = {f.name for f in families} | {s.name for f in families for s in f.samples}
     exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]

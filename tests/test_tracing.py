@@ -113,7 +113,7 @@ def test_trace_config_flags_become_the_global_settings(tmp_path: Path) -> None:
     [
         ("rate=x", "Unable to parse 'trace_rate', got: x"),
         ("level=LOUD", "unsupported trace level 'LOUD'"),
-        ("opentelemetry,url=http://x", "OpenTelemetry trace mode is not implemented"),
+        ("mode=zipkin", "unknown trace mode 'zipkin'"),
         ("triton,colour=red", "unknown trace setting 'colour'"),
         ("triton,file=/no/such/dir/t.json", "no such directory"),
     ],

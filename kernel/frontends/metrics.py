@@ -4,7 +4,8 @@ Per model version (labels ``model``, ``version``), from :class:`kernel.statistic
 request success and failure counts (failures also by ``reason``), inference and execution counts,
 cumulative request, queue and compute durations in microseconds, and the pending request count.
 Machine-wide: CPU utilization (from ``/proc/stat``, measured between scrapes) and CPU memory
-(from ``/proc/meminfo``), as Triton reports them.
+(from ``/proc/meminfo``), as Triton reports them; and per GPU, where NVML finds one, Triton's
+``nv_gpu_*`` / ``nv_energy_consumption`` families (:mod:`kernel.frontends._gpu`).
 
 Plugins' own families join through one hook: every ``MetricSource`` a plugin registered with
 ``server.add_metric_family`` renders its Prometheus text (HELP and TYPE lines included) into each
@@ -19,7 +20,10 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+import anyio
+
 from kernel.backend import MetricSource
+from kernel.frontends._gpu import GpuMetrics
 from kernel.frontends._http_types import HttpLimits, HttpRequest, Reply
 from kernel.frontends.http._frontend import HttpListener
 from kernel.server import InferenceServer
@@ -169,9 +173,11 @@ def render_metrics(
     extra: Iterable[MetricSource] = (),
     *,
     cache: bool = False,
+    gpu: str = "",
 ) -> str:
     """Prometheus text for ``(statistics, pending requests)`` of each loaded model version;
-    with ``cache`` (a response cache is configured) also Triton's per-model cache families."""
+    with ``cache`` (a response cache is configured) also Triton's per-model cache families;
+    ``gpu``: the GPU families already rendered (:meth:`GpuMetrics.render`)."""
     rows = list(rows)
     labels = [f'model="{_escape(s.name)}",version="{s.version}"' for s, _ in rows]
     lines: list[str] = []
@@ -283,7 +289,7 @@ def render_metrics(
     lines.append(f"nv_cpu_memory_total_bytes {memory[0]}")
     _family(lines, "nv_cpu_memory_used_bytes", "gauge", "CPU used memory (RAM), in bytes")
     lines.append(f"nv_cpu_memory_used_bytes {memory[1]}")
-    text = "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n" + gpu
     for family in extra:
         try:
             rendered = family.render()
@@ -300,9 +306,10 @@ class _MetricsApp:
 
     max_body = 64 * 1024
 
-    def __init__(self, server: InferenceServer) -> None:
+    def __init__(self, server: InferenceServer, gpu: GpuMetrics | None = None) -> None:
         self._server = server
         self._cpu = _CpuSampler()
+        self._gpu = gpu
 
     async def handle(self, request: HttpRequest) -> Reply:
         if request.path != "/metrics":
@@ -312,13 +319,14 @@ class _MetricsApp:
                 405, [_CONTENT_TYPE, (b"allow", b"GET, HEAD")], [b'{"error":"Method Not Allowed"}']
             )
         try:
-            text = self.render()
+            gpu = await anyio.to_thread.run_sync(self._gpu.render) if self._gpu else ""
+            text = self.render(gpu)
         except Exception:
             log.exception("rendering the metrics failed")
             return Reply(500, [_CONTENT_TYPE], [b'{"error":"failed to render the metrics"}'])
         return Reply(200, [_CONTENT_TYPE], [text.encode()])
 
-    def render(self) -> str:
+    def render(self, gpu: str = "") -> str:
         server = self._server
         rows = [(v.stats, v.pending()) for v in server.manager.loaded_versions()]
         return render_metrics(
@@ -327,6 +335,7 @@ class _MetricsApp:
             _memory(),
             server.metric_families,
             cache=server.response_cache is not None,
+            gpu=gpu,
         )
 
 
@@ -335,10 +344,13 @@ class MetricsFrontend:
 
     def __init__(self) -> None:
         self._listener: HttpListener | None = None
+        self._gpu: GpuMetrics | None = None
 
     async def start(self, server: InferenceServer, sock: socket.socket) -> None:
         """Serve on ``sock`` (bound and listening) until :meth:`stop`."""
-        app = _MetricsApp(server)
+        if server.options.allow_gpu_metrics:
+            self._gpu = await anyio.to_thread.run_sync(GpuMetrics.open)
+        app = _MetricsApp(server, self._gpu)
         self._listener = HttpListener(
             app, HttpLimits.from_options(server.options, max_body=app.max_body)
         )
@@ -349,3 +361,6 @@ class MetricsFrontend:
         if self._listener is not None:
             await self._listener.stop(timeout)
             self._listener = None
+        if self._gpu is not None:
+            await anyio.to_thread.run_sync(self._gpu.close)
+            self._gpu = None

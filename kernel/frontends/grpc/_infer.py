@@ -15,6 +15,7 @@ from typing import Any
 
 import anyio
 
+from kernel._tracing import RequestTrace, Tracer
 from kernel.errors import KernelError, Status
 from kernel.frontends._access import HeaderForwarding
 from kernel.frontends.grpc._in_flight import InFlight
@@ -32,6 +33,16 @@ def _stream_error(error: KernelError, request_id: str) -> Any:
     message = StreamInferResponsePb(error_message=error.message)
     message.infer_response.id = request_id
     return message
+
+
+def _continued(tracer: Tracer, stream: Any) -> RequestTrace | None:
+    """The client's W3C trace context from the call's metadata (OpenTelemetry mode)."""
+    metadata: dict[bytes, bytes] = getattr(stream, "metadata", {})
+    parent = metadata.get(b"traceparent")
+    if parent is None:
+        return None
+    state = metadata.get(b"tracestate")
+    return tracer.continued(parent.decode("latin-1"), state.decode("latin-1") if state else None)
 
 
 class _StreamWork:
@@ -75,6 +86,9 @@ class InferenceRpcs:
         decoded = self._codec.decode(message, unary=True)
         if self._forwarding is not None:
             self._forwarding.forward(self._forwarded(stream), decoded.request.parameters)
+        tracer = self._server.tracer
+        if tracer.propagates:  # OpenTelemetry mode: continue the client's trace
+            decoded.request.trace = _continued(tracer, stream)
         response = await self._server.infer_once(decoded.request, decoded.target)
         if response.error is not None:
             raise response.error
@@ -126,14 +140,19 @@ class InferenceRpcs:
                         await send(_stream_error(exc, message.id))
                         continue
                     own.enter()
-                    tg.start_soon(self._answer, decoded, send, own)
+                    tg.start_soon(self._answer, decoded, send, own, stream)
             outer.cancel_scope.cancel()  # the client closed its side and all was answered
         if stopped:
             raise KernelError(Status.UNAVAILABLE, "the server is shutting down")
 
-    async def _answer(self, decoded: DecodedRequest, send: _Send, own: _StreamWork) -> None:
+    async def _answer(
+        self, decoded: DecodedRequest, send: _Send, own: _StreamWork, stream: Any
+    ) -> None:
         request = decoded.request
+        tracer = self._server.tracer
         try:
+            if tracer.propagates:  # OpenTelemetry mode: continue the client's trace
+                request.trace = _continued(tracer, stream)  # taken by the infer call below
             if not decoded.target.decoupled:
                 response = await self._server.infer_once(request, decoded.target)
                 await send(self._stream_message(decoded, response))

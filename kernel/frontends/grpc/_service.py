@@ -32,6 +32,7 @@ from kernel._proto.inference import (
     LogSettingsRequest,
     LogSettingsResponse,
     LogSettingsResponseSettingValue,
+    MemoryUsage,
     ModelConfigRequest,
     ModelConfigResponse,
     ModelMetadataRequest,
@@ -197,6 +198,9 @@ def _statistics(stats: KernelModelStatistics) -> ModelStatistics:
             )
             for index, r in sorted(stats.response_stats.items())
         },
+        memory_usage=[
+            MemoryUsage(type=m.type, id=m.id, byte_size=m.byte_size) for m in stats.memory_usage
+        ],
     )
 
 

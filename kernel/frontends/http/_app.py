@@ -122,7 +122,9 @@ def _statistics_json(stats: ModelStatistics) -> dict[str, Any]:
             }
             for size, batch in sorted(stats.batch_stats.items())
         ],
-        "memory_usage": [],
+        "memory_usage": [
+            {"type": m.type, "id": m.id, "byte_size": m.byte_size} for m in stats.memory_usage
+        ],
     }
 
 
@@ -319,6 +321,10 @@ class HttpApp:
         call = decode_request(server, name, version, view, header_length, self._plans)
         if self._forwarding is not None:
             self._forwarding.forward(headers.items(), call.request.parameters)
+        if server.tracer.propagates:  # OpenTelemetry mode: continue the client's trace
+            call.request.trace = server.tracer.continued(
+                headers.get("traceparent"), headers.get("tracestate")
+            )
         request.watch = call.request
         response = await server.infer_once(call.request, call.target)
         header, buffers = encode_response(call, response, server.shared_memory)

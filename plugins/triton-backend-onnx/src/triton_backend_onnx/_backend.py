@@ -3,12 +3,16 @@
 One ONNX Runtime session per instance, as Triton does. ``execute`` is a plain ``def``: the
 kernel runs it in a worker thread and ``session.run`` releases the GIL, so instances of a model
 compute on separate cores.
+
+Memory usage (the statistics API's ``memory_usage``): the model file's initializer bytes once
+per session, on the session's device (see :mod:`triton_backend_onnx._memory`).
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +29,7 @@ from kernel import (
     InferenceRequest,
     InstanceContext,
     KernelError,
+    MemoryUsage,
     Model,
     ModelConfig,
     ModelContext,
@@ -40,6 +45,7 @@ from kernel.signature import (
     is_complete,
     output_reshape,
 )
+from triton_backend_onnx._memory import initializer_bytes
 from triton_backend_onnx._session import inspection_session, model_path, open_session
 from triton_backend_onnx._settings import SessionSettings, read_settings
 from triton_backend_onnx._signature import RULES, session_signature
@@ -79,6 +85,7 @@ class OnnxRuntimeModel(Model):
         self.backend = backend
         self.path: Path | None = None
         self.settings = SessionSettings()
+        self.instances: list[OnnxRuntimeInstance] = []
 
     def auto_complete_config(self, config: ModelConfig) -> ModelConfig:
         """Fill missing inputs/outputs and batching from the model file (Triton's rules)."""
@@ -98,7 +105,24 @@ class OnnxRuntimeModel(Model):
         self.path = model_path(self.context)
 
     def create_instance(self, context: InstanceContext) -> OnnxRuntimeInstance:
-        return OnnxRuntimeInstance(context, self)
+        instance = OnnxRuntimeInstance(context, self)
+        self.instances.append(instance)
+        return instance
+
+    def memory_usage(self) -> list[MemoryUsage]:
+        """The initializers' bytes once per session, on the device the session runs on."""
+        assert self.path is not None, "reported after initialize"
+        weights = initializer_bytes(self.path)
+        devices: Counter[tuple[str, int]] = Counter()
+        for instance in self.instances:
+            if instance.session is None:
+                continue
+            provider = instance.session.get_providers()[0]
+            on_gpu = provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+            devices["GPU" if on_gpu else "CPU", instance.context.device_id if on_gpu else 0] += (
+                weights
+            )
+        return [MemoryUsage(kind, index, size) for (kind, index), size in sorted(devices.items())]
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,11 @@ padding) and splitting outputs are CPU work that must not run on the event loop,
 it computes and waits, so a parked worker thread per instance is the whole cost. Each inference's
 callback, on an OpenVINO thread, answers its requests as soon as its outputs are ready. A batch
 of a model without batching runs its requests as separate inferences, in parallel on the streams.
+
+Memory usage (the statistics API's ``memory_usage``): the bytes of the prepared model's
+``Constant`` nodes (its weights) once per compiled instance, on the CPU. OpenVINO tells no
+compiled model's memory (its runtime model holds no constants): the intermediate buffers and the
+plugin's weight repacking are not counted.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from kernel import (
     InferenceRequest,
     InstanceContext,
     KernelError,
+    MemoryUsage,
     Model,
     ModelConfig,
     ModelContext,
@@ -86,6 +92,7 @@ class OpenVinoModel(Model):
         self.backend = backend
         self.settings = OpenVinoSettings()
         self.prepared: PreparedModel | None = None
+        self.instances: list[OpenVinoInstance] = []
 
     def auto_complete_config(self, config: ModelConfig) -> ModelConfig:
         """Fill missing inputs/outputs and batching from the model file (Triton's rules)."""
@@ -103,7 +110,20 @@ class OpenVinoModel(Model):
         self.prepared = prepare(model, config, self.settings)
 
     def create_instance(self, context: InstanceContext) -> OpenVinoInstance:
-        return OpenVinoInstance(context, self)
+        instance = OpenVinoInstance(context, self)
+        self.instances.append(instance)
+        return instance
+
+    def memory_usage(self) -> list[MemoryUsage]:
+        """The weights (``Constant`` bytes) once per compiled instance, on the CPU."""
+        assert self.prepared is not None, "reported after initialize"
+        weights = sum(
+            op.get_byte_size()
+            for op in self.prepared.model.get_ops()
+            if op.get_type_name() == "Constant"
+        )
+        compiled = sum(1 for instance in self.instances if instance.compiled is not None)
+        return [MemoryUsage("CPU", 0, weights * compiled)] if weights and compiled else []
 
     def finalize(self) -> None:
         self.prepared = None

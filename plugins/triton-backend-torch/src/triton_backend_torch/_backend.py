@@ -3,12 +3,18 @@
 One loaded module per instance (or per device with ``ENABLE_WEIGHT_SHARING``), as Triton does.
 ``execute`` is a plain ``def``: the kernel runs it in a worker thread, and torch releases the
 GIL inside its operators, so instances of a model compute in parallel.
+
+Memory usage (the statistics API's ``memory_usage``): the bytes of the storages behind the
+loaded modules' parameters and buffers, each storage once (a module shared by weight sharing,
+or tensors sharing storage, count once), on their devices (``CPU`` 0 or ``GPU`` n). What the
+forward passes allocate while running is not counted.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -26,6 +32,7 @@ from kernel import (
     InferenceRequest,
     InstanceContext,
     KernelError,
+    MemoryUsage,
     Model,
     ModelConfig,
     ModelContext,
@@ -88,6 +95,7 @@ class PyTorchModel(Model):
         self.settings = TorchSettings()
         self._shared: dict[str, TorchProgram] = {}
         self._shared_lock = threading.Lock()
+        self.instances: list[PyTorchInstance] = []
 
     def auto_complete_config(self, config: ModelConfig) -> ModelConfig:
         """Fill missing inputs/outputs and batching from an exported program (``.pt2``)."""
@@ -140,7 +148,27 @@ class PyTorchModel(Model):
         self._shared.clear()
 
     def create_instance(self, context: InstanceContext) -> PyTorchInstance:
-        return PyTorchInstance(context, self)
+        instance = PyTorchInstance(context, self)
+        self.instances.append(instance)
+        return instance
+
+    def memory_usage(self) -> list[MemoryUsage]:
+        """The storages of the loaded modules' parameters and buffers, each once, per device."""
+        seen: set[tuple[str, int, int]] = set()
+        devices: Counter[tuple[str, int]] = Counter()
+        for instance in self.instances:
+            module = instance.program.call if instance.program is not None else None
+            if not isinstance(module, torch.nn.Module):
+                continue
+            for tensor in [*module.parameters(), *module.buffers()]:
+                storage = tensor.untyped_storage()
+                device = tensor.device
+                place = ("GPU", device.index or 0) if device.type == "cuda" else ("CPU", 0)
+                key = (*place, storage.data_ptr())
+                if storage.nbytes() and key not in seen:
+                    seen.add(key)
+                    devices[place] += storage.nbytes()
+        return [MemoryUsage(kind, index, size) for (kind, index), size in sorted(devices.items())]
 
 
 @dataclass(frozen=True, slots=True)

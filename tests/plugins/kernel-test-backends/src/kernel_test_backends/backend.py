@@ -20,6 +20,8 @@ Parameters (``parameters { key: "behaviour" value { string_value: "addsub" } }``
 * ``fail_instance_init``: instance initialize raises.
 * ``fail_instance_init_times``: the first N instance initializations in this process of the
   model whose ``init_token`` parameter has this value raise (load retries).
+* ``memory_usage``: ``TYPE:ID:BYTES`` entries joined by ``;`` the model reports as its memory
+  usage (``raise``: reporting it raises).
 * ``log_execute``: each ``execute`` appends ``execute <instance> <json>`` to the lifecycle log,
   the JSON listing each request's id and inputs (as lists), for the warmup tests.
 
@@ -49,6 +51,7 @@ from kernel import (
     InferenceResponse,
     InstanceContext,
     KernelError,
+    MemoryUsage,
     Model,
     ModelConfig,
     ModelContext,
@@ -135,6 +138,15 @@ class TestModel(Model):
 
     def create_instance(self, context: InstanceContext) -> ModelInstance:
         return TestInstance(context, self.log)
+
+    async def memory_usage(self) -> list[MemoryUsage] | None:
+        text = self.context.parameter("memory_usage")
+        if text == "raise":
+            raise RuntimeError("memory usage unknown")
+        if not text:
+            return None
+        entries = [item.split(":") for item in text.split(";")]
+        return [MemoryUsage(kind, int(index), int(size)) for kind, index, size in entries]
 
     def finalize(self) -> None:
         self.log(f"model.finalize {self.context.name} {self.context.version}")
