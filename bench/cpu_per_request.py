@@ -119,7 +119,7 @@ def main() -> None:
     # (label, protocol, c) -> microseconds of CPU per request, one per round
     rows: dict[tuple[str, str, int], list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        repo = args.repository or _repository(Path(tmp))
+        repo = args.repository or _repository(Path(tmp), ["add_sub"])
         servers: dict[str, tuple[subprocess.Popen[bytes], int, int]] = {}
         try:
             for spec in args.tree:

@@ -102,7 +102,7 @@ async def _run(
     loop = asyncio.get_running_loop()
     results: list[tuple[float, float]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        repo = _repository(Path(tmp))
+        repo = _repository(Path(tmp), ["add_sub"])
         config = {"python": {"execution-mode": "in_process"}}
         async with run_server(repo, backend_config=config) as running:
             app = HttpApp(running.server)

@@ -74,7 +74,7 @@ def main() -> None:
     extra = ["--stability-percentage=999"]  # take perf_analyzer's windows as they come
     rows: dict[tuple[str, str, int], list[Row]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        repo = _repository(Path(tmp))
+        repo = _repository(Path(tmp), ["add_sub"])
         servers: dict[str, tuple[subprocess.Popen[bytes], int, int]] = {}
         try:
             for spec in args.tree:
@@ -89,7 +89,9 @@ def main() -> None:
                         for name, (_, http, grpc) in servers.items():
                             port = grpc if protocol == "grpc" else http
                             out = Path(tmp) / "out.csv"
-                            row = _perf(pa, protocol, port, c, out, args.seconds, extra)
+                            row = _perf(
+                                pa, "add_sub", protocol, port, c, "none", out, args.seconds, extra
+                            )
                             rows.setdefault((name, protocol, c), []).append(row)
                             print(name, row, file=sys.stderr)
         finally:

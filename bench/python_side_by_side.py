@@ -39,7 +39,7 @@ def main() -> None:
     extra = ["--stability-percentage=999"]
     rows: dict[tuple[str, str, int], list[Row]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        repo = _repository(Path(tmp))
+        repo = _repository(Path(tmp), ["add_sub"])
         servers = {
             "kernel": _start("kernel", repo, reference, args.kernel_arg),
             "triton": _start("triton", repo, reference, []),
@@ -51,7 +51,9 @@ def main() -> None:
                         for name, (_, http, grpc) in servers.items():
                             port = grpc if protocol == "grpc" else http
                             out = Path(tmp) / "out.csv"
-                            row = _perf(pa, protocol, port, c, out, args.seconds, extra)
+                            row = _perf(
+                                pa, "add_sub", protocol, port, c, "none", out, args.seconds, extra
+                            )
                             rows.setdefault((name, protocol, c), []).append(row)
                             print(name, row, file=sys.stderr)
         finally:
