@@ -335,7 +335,7 @@ class InferenceServer:
                     frontend = plugin.create(_plugin_args(plugin, config.args))
                 except Exception as exc:
                     log.debug("creating the %s frontend failed", name, exc_info=True)
-                    self._frontend_failed(name, f"{type(exc).__name__}: {exc}")
+                    self._frontend_failed(name, _reason(exc))
                     continue
                 address = self.options.address(name)
                 reuse = bool(getattr(self.options, f"reuse_{name}_port", False))
@@ -368,7 +368,7 @@ class InferenceServer:
                 await item.frontend.start(self, sock)
             except Exception as exc:
                 log.debug("starting the %s frontend failed", name, exc_info=True)
-                self._frontend_failed(name, f"{type(exc).__name__}: {exc}")
+                self._frontend_failed(name, _reason(exc))
                 continue
             del planned[name]
             self.ports[name] = bound
@@ -657,6 +657,13 @@ _FAILURE_REASONS = {
     Status.CANCELLED: FailureReason.CANCELED,
     Status.UNAVAILABLE: FailureReason.REJECTED,
 }
+
+
+def _reason(exc: Exception) -> str:
+    """Why a frontend failed, for the log and ``frontend_errors``."""
+    if isinstance(exc, KernelError):
+        return exc.message
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _plugin_args(
