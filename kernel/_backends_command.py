@@ -1,4 +1,5 @@
-"""``kernel backends``: the backends a server would find, read from package metadata and files.
+"""``kernel backends`` and ``kernel frontends``: the backends a server would find and the installed
+frontends, read from package metadata and files.
 
 Three kinds, each with where it was found: installed plugins and Python-based backends
 (``kernel.backends`` entry points; which of the two an entry point declares is read from its
@@ -23,7 +24,7 @@ from kernel._discovery import (
     installed_backends,
 )
 
-__all__ = ["format_table", "list_backends"]
+__all__ = ["format_table", "list_backends", "list_frontends"]
 
 
 def format_table(headers: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
@@ -149,4 +150,27 @@ def list_backends(
     print(format_table(("Backend", "Kind", "Distribution", "Version", "Where"), rows))
     if not load:
         print("(kernel backends --import imports each backend to check it and show its attributes)")
+    return 0
+
+
+def list_frontends() -> int:
+    """Print the installed frontends; returns the exit status.
+
+    Each plugin object is loaded for its default port and description (frontend plugin
+    modules are light by contract: the server stack is imported by ``create``).
+    """
+    from kernel._frontend_plugins import installed_frontends, load_frontend_plugins
+
+    installed = installed_frontends()
+    plugins, failed = load_frontend_plugins()
+    rows = []
+    for name, info in installed.items():
+        plugin = plugins.get(name)
+        if plugin is None:
+            port, text = "-", f"fails to load: {failed.get(name, '?')}"
+        else:
+            port = "off" if plugin.default_port is None else str(plugin.default_port)
+            text = plugin.description
+        rows.append((name, info.distribution, port, text))
+    print(format_table(("Frontend", "Distribution", "Default port", "Description"), rows))
     return 0

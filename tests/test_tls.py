@@ -569,13 +569,19 @@ async def test_tls_on_the_asyncio_event_loop(models: Path, tls_files: dict[str, 
 
 
 async def test_a_bad_file_fails_the_start_and_leaks_no_socket(models: Path, tmp_path: Path) -> None:
-    """In-process (``run_server``): the start fails with the flag's message, the endpoint that
-    already started is stopped, and the bound socket is closed (a leak would be a
-    ResourceWarning, an error here)."""
+    """In-process (``run_server``) with ``exit_on_frontend_error``: the start fails with the
+    flag's message, the endpoint that already started is stopped, and the bound socket is closed
+    (a leak would be a ResourceWarning, an error here). Without it, the other endpoints serve."""
     missing = tmp_path / "missing.pem"
     bad = TlsSettings(cert=missing, key=missing)
+    async with run_server(models, metrics_port=None, grpc_tls=bad) as running:
+        assert set(running.server.ports) == {"http"}
+        assert (
+            f"--grpc-server-cert: cannot read '{missing}'"
+            in (running.server.frontend_errors["grpc"])
+        )
     with pytest.raises(BaseException) as caught:  # anyio wraps it in groups
-        async with run_server(models, metrics_port=None, grpc_tls=bad):
+        async with run_server(models, metrics_port=None, grpc_tls=bad, exit_on_frontend_error=True):
             pass
     errors = [caught.value]
     while isinstance(errors[-1], BaseExceptionGroup):
