@@ -1,4 +1,4 @@
-"""``kernel backends``: the installed backends, read from package metadata.
+"""``kernel backends`` and ``kernel frontends``: the installed plugins, from package metadata.
 
 Importing a backend imports its framework (seconds for torch or OpenVINO), so the listing does
 not, unless asked with ``--import``: then each backend is imported and its attributes, or the
@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from kernel._discovery import installed_backends
 
-__all__ = ["format_table", "list_backends"]
+__all__ = ["format_table", "list_backends", "list_frontends"]
 
 
 def format_table(headers: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
@@ -56,4 +56,27 @@ def list_backends(*, load: bool = False) -> int:
     rows = [(name, info.distribution, info.version, info.value) for name, info in installed]
     print(format_table(("Backend", "Distribution", "Version", "Entry point"), rows))
     print("(kernel backends --import imports each backend to check it and show its attributes)")
+    return 0
+
+
+def list_frontends() -> int:
+    """Print the installed frontends; returns the exit status.
+
+    Each plugin object is loaded for its default port and description (frontend plugin
+    modules are light by contract: the server stack is imported by ``create``).
+    """
+    from kernel._frontend_plugins import installed_frontends, load_frontend_plugins
+
+    installed = installed_frontends()
+    plugins, failed = load_frontend_plugins()
+    rows = []
+    for name, info in installed.items():
+        plugin = plugins.get(name)
+        if plugin is None:
+            port, text = "-", f"fails to load: {failed.get(name, '?')}"
+        else:
+            port = "off" if plugin.default_port is None else str(plugin.default_port)
+            text = plugin.description
+        rows.append((name, info.distribution, port, text))
+    print(format_table(("Frontend", "Distribution", "Default port", "Description"), rows))
     return 0

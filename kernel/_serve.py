@@ -6,7 +6,9 @@ import argparse
 import logging
 import signal
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 
@@ -16,10 +18,13 @@ from kernel._unhonoured import unhonoured_fields
 from kernel.cli import NO_OP_FLAGS, trace_settings
 from kernel.errors import KernelError
 from kernel.manager import ModelControlMode, ModelIndexEntry
-from kernel.options import ServerOptions, TlsSettings, example_repository
+from kernel.options import FrontendConfig, ServerOptions, TlsSettings, example_repository
 from kernel.registry import BackendRegistry
 from kernel.repository import ModelRepository, backend_name, normalize_config, select_versions
 from kernel.server import InferenceServer
+
+if TYPE_CHECKING:
+    from kernel._frontend_plugins import FrontendPlugin
 
 log = logging.getLogger("kernel.serve")
 
@@ -48,8 +53,27 @@ def _tls_from_args(args: argparse.Namespace, endpoint: str) -> TlsSettings | Non
     )
 
 
-def options_from_args(args: argparse.Namespace) -> ServerOptions:
-    """The :class:`ServerOptions` of ``kernel serve``'s parsed flags.
+def _plugin_frontends(
+    args: argparse.Namespace, plugins: Mapping[str, FrontendPlugin]
+) -> dict[str, FrontendConfig]:
+    """The plugin frontends ``kernel serve``'s flags enable: those with a port (their
+    ``default_port`` or ``--<name>-port``) and not ``--allow-<name>=false``."""
+    enabled: dict[str, FrontendConfig] = {}
+    for name, plugin in plugins.items():
+        port = getattr(args, f"{name}_port", None)
+        if port is None or not getattr(args, f"allow_{name}", True):
+            continue
+        enabled[name] = FrontendConfig(
+            port=port, address=getattr(args, f"{name}_address", None), args=args, plugin=plugin
+        )
+    return enabled
+
+
+def options_from_args(
+    args: argparse.Namespace, plugins: Mapping[str, FrontendPlugin] | None = None
+) -> ServerOptions:
+    """The :class:`ServerOptions` of ``kernel serve``'s parsed flags (``plugins``: the plugin
+    frontends whose flags the parser declared).
 
     :raises ValueError: flags no server can start with (a restricted API in two groups, a bad
         header-forward pattern, ``--model-namespacing=true``, ...).
@@ -137,6 +161,8 @@ def options_from_args(args: argparse.Namespace) -> ServerOptions:
         trace_file=trace_file,
         grpc_tls=_tls_from_args(args, "grpc"),
         http_tls=_tls_from_args(args, "http"),
+        frontends=_plugin_frontends(args, plugins or {}),
+        exit_on_frontend_error=args.exit_on_frontend_error,
     )
 
 
@@ -177,10 +203,18 @@ def report_ignored_flags(args: argparse.Namespace) -> None:
         )
 
 
-def serve(args: argparse.Namespace) -> int:
-    """Run ``kernel serve`` until SIGINT/SIGTERM; returns the exit status."""
+def serve(
+    args: argparse.Namespace,
+    plugins: Mapping[str, FrontendPlugin] | None = None,
+    failed_plugins: Mapping[str, str] | None = None,
+) -> int:
+    """Run ``kernel serve`` until SIGINT/SIGTERM; returns the exit status.
+
+    ``plugins`` are the plugin frontends loaded for the parser, ``failed_plugins`` why others
+    failed to load (logged; with ``--exit-on-frontend-error`` the command exits).
+    """
     try:
-        options = options_from_args(args)
+        options = options_from_args(args, plugins)
     except ValueError as exc:
         sys.exit(f"kernel serve: {exc}")
     try:
@@ -197,6 +231,11 @@ def serve(args: argparse.Namespace) -> int:
     except OSError as exc:
         sys.exit(f"kernel serve: cannot open --log-file {options.log_file}: {exc.strerror}")
     report_ignored_flags(args)
+    for name, reason in (failed_plugins or {}).items():
+        log.error("the %s frontend is not served: %s", name, reason)
+        if options.exit_on_frontend_error:
+            log.error("exiting: a frontend failed (--exit-on-frontend-error=true)")
+            return 1
     try:
         check_tls(options)
         server = InferenceServer(options)

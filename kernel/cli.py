@@ -1,4 +1,4 @@
-"""The ``kernel`` command: ``serve``, ``backends`` and ``check``.
+"""The ``kernel`` command: ``serve``, ``backends``, ``frontends`` and ``check``.
 
 ``kernel serve`` takes tritonserver's flags where the meaning is the same; a tritonserver flag it
 does not implement is refused by name rather than silently ignored. Heavy imports happen inside
@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
+
+if TYPE_CHECKING:
+    from kernel._frontend_plugins import FrontendPlugin
 
 __all__ = ["main", "tritonserver"]
 
@@ -162,7 +165,8 @@ def _rate_limit_resource(text: str) -> tuple[str, int, int | str]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _build_parser() -> _Parser:
+def _build_parser(frontends: Mapping[str, FrontendPlugin] | None = None) -> _Parser:
+    """The parser; ``frontends``: the plugin frontends whose flags ``kernel serve`` takes."""
     parser = _Parser(prog="kernel", description="A Triton-compatible inference server.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -261,6 +265,13 @@ def _build_parser() -> _Parser:
         default=[],
         metavar="KEY=VALUE",
         help="summary_latencies=true, histogram_latencies=true, summary_quantiles=Q:E,...",
+    )
+    serve.add_argument(
+        "--exit-on-frontend-error",
+        type=_bool,
+        default=False,
+        metavar="BOOL",
+        help="exit when a frontend fails to start (default: log why; the others serve)",
     )
     serve.add_argument("--strict-readiness", type=_bool, default=True)
     serve.add_argument("--exit-timeout-secs", type=float, default=30.0)
@@ -390,6 +401,14 @@ def _build_parser() -> _Parser:
             help="the authority that signs client certificates (with mutual TLS)",
         )
 
+    if frontends:
+        from kernel._frontend_plugins import plugin_arguments
+
+        for plugin in frontends.values():
+            plugin_arguments(serve, plugin)
+
+    commands.add_parser("frontends", help="list the installed frontends")
+
     backends = commands.add_parser("backends", help="list the installed backends")
     backends.add_argument(
         "--import",
@@ -419,19 +438,31 @@ def _refuse_unknown(args: Sequence[str]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``kernel`` console script."""
-    parser = _build_parser()
-    args, unknown = parser.parse_known_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    plugins: dict[str, FrontendPlugin] = {}
+    failed: dict[str, str] = {}
+    if words[:1] == ["serve"]:
+        from kernel._frontend_plugins import BUILTIN_FRONTENDS, load_frontend_plugins
+
+        plugins, failed = load_frontend_plugins()
+        plugins = {n: p for n, p in plugins.items() if n not in BUILTIN_FRONTENDS}
+    parser = _build_parser(plugins)
+    args, unknown = parser.parse_known_args(words)
     if args.command == "serve":
         _refuse_unknown(unknown)
         from kernel._serve import serve
 
-        sys.exit(serve(args))
+        sys.exit(serve(args, plugins, failed))
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command == "backends":
         from kernel._backends_command import list_backends
 
         sys.exit(list_backends(load=args.load))
+    if args.command == "frontends":
+        from kernel._backends_command import list_frontends
+
+        sys.exit(list_frontends())
     if args.command == "check":
         from kernel._serve import check
 

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import argparse
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kernel.manager import ModelControlMode
 
-__all__ = ["ServerOptions", "TlsSettings", "example_repository"]
+if TYPE_CHECKING:
+    from kernel._frontend_plugins import FrontendPlugin
+
+__all__ = ["FrontendConfig", "ServerOptions", "TlsSettings", "example_repository"]
 
 
 def example_repository() -> Path:
@@ -38,6 +44,26 @@ class TlsSettings:
     """PEM certificate(s) of the authority that signs client certificates, ``--grpc-root-cert``."""
     mutual: bool = False
     """Require and verify a client certificate (``--grpc-use-ssl-mutual``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FrontendConfig:
+    """A plugin frontend to serve, as ``kernel serve --<name>-port PORT ...`` would.
+
+    For embedders and tests: ``ServerOptions(frontends={"openai": FrontendConfig(port=0)})``
+    serves the installed ``openai`` frontend on a free port (``server.ports["openai"]``).
+    """
+
+    port: int = 0
+    """0 picks a free port."""
+    address: str | None = None
+    """``None`` listens on :attr:`ServerOptions.host`."""
+    args: Sequence[str] | argparse.Namespace = ()
+    """The plugin's own flags as on the command line (``["--openai-model", "m"]``), parsed
+    against what its ``add_arguments`` declares; or an already parsed namespace (what
+    ``kernel serve`` hands over)."""
+    plugin: FrontendPlugin | None = None
+    """Use this plugin object instead of the installed entry point of that name (tests)."""
 
 
 @dataclass(slots=True)
@@ -145,9 +171,18 @@ class ServerOptions:
     """TLS on the gRPC port; ``None`` serves plain HTTP/2 (tritonserver's default)."""
     http_tls: TlsSettings | None = None
     """HTTPS on the HTTP port; ``None`` serves plain HTTP/1.1 (the default)."""
+    frontends: dict[str, FrontendConfig] = field(default_factory=dict)
+    """Plugin frontends (``kernel.frontends`` entry points) to serve besides the built-in
+    HTTP, gRPC and metrics ones, by name."""
+    exit_on_frontend_error: bool = False
+    """``--exit-on-frontend-error``: a frontend that fails to start stops the server (by
+    default it is logged with its reason and the others serve)."""
 
     def address(self, endpoint: str) -> str:
-        """Where ``endpoint`` (``http``, ``grpc`` or ``metrics``) listens."""
+        """Where ``endpoint`` (``http``, ``grpc``, ``metrics`` or a plugin's) listens."""
+        plugin = self.frontends.get(endpoint)
+        if plugin is not None:
+            return self.host if plugin.address is None else plugin.address
         own: str | None = getattr(self, f"{endpoint}_address")
         if own is None and endpoint == "metrics":
             own = self.http_address

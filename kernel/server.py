@@ -16,14 +16,14 @@ accepting and let their in-flight requests finish (up to the exit timeout), unlo
 
 from __future__ import annotations
 
+import argparse
 import contextlib
-import importlib
 import logging
 import socket
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import anyio
 from anyio.abc import TaskStatus
@@ -39,7 +39,7 @@ from kernel.inference import InferenceRequest, InferenceResponse
 from kernel.log_settings import LogSettings
 from kernel.manager import ModelControlMode, ModelIndexEntry, ModelManager
 from kernel.models import ModelVersion
-from kernel.options import ServerOptions
+from kernel.options import FrontendConfig, ServerOptions
 from kernel.registry import BackendRegistry
 from kernel.repository import ModelRepository, check_model_name
 from kernel.scheduling._rate_limiter import RateLimiter
@@ -48,6 +48,9 @@ from kernel.statistics import FailureReason, ModelStatistics
 from kernel.target import InferenceTarget
 from kernel.tensors import config_type_to_datatype
 from kernel.trace_settings import TraceStore
+
+if TYPE_CHECKING:
+    from kernel._frontend_plugins import FrontendPlugin
 
 __all__ = [
     "EXTENSIONS",
@@ -63,15 +66,34 @@ log = logging.getLogger("kernel.server")
 
 
 class Frontend(Protocol):
-    """A protocol endpoint (gRPC, HTTP, metrics) serving on a socket the server bound."""
+    """A protocol endpoint (gRPC, HTTP, metrics, a plugin's) serving on a socket the server
+    bound; made by a :class:`~kernel.frontends.FrontendPlugin`'s ``create``."""
 
     async def start(self, server: InferenceServer, sock: socket.socket) -> None:
-        """Start serving on ``sock`` and return (serving continues in the background)."""
+        """Start serving on ``sock`` (bound and listening) and return; serving continues in
+        tasks the frontend owns. Called on the server's event loop once the startup models
+        settled; the frontend talks to the server only through its public API.
+
+        :raises Exception: the frontend could not start: logged with its reason and the
+            others serve (the server stops instead with ``exit_on_frontend_error``).
+        """
         ...
 
     async def stop(self, timeout: float) -> None:
-        """Stop accepting, let in-flight requests finish for up to ``timeout`` s, close."""
+        """Stop accepting, let in-flight requests finish for up to ``timeout`` s, close.
+        Called once at shutdown, concurrently with the other frontends' ``stop``."""
         ...
+
+
+class _PlannedFrontend:
+    """A frontend created and its socket bound, not yet started."""
+
+    __slots__ = ("address", "frontend", "sock")
+
+    def __init__(self, frontend: Frontend, sock: socket.socket, address: str) -> None:
+        self.frontend = frontend
+        self.sock = sock
+        self.address = address
 
 
 EXTENSIONS = (
@@ -88,14 +110,6 @@ EXTENSIONS = (
 """The protocol extensions both frontends serve (Triton's names, in Triton's order), as server
 metadata lists them. Not listed: CUDA shared memory (no GPU), tracing (settings are kept but no
 traces are taken), ``schedule_policy`` and ``model_repository(unload_dependents)``."""
-
-
-FRONTENDS = {
-    "grpc": "kernel.frontends.grpc:GrpcFrontend",
-    "http": "kernel.frontends.http:HttpFrontend",
-    "metrics": "kernel.frontends.metrics:MetricsFrontend",
-}
-"""Where each frontend lives; imported only when its port is enabled."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +211,10 @@ class InferenceServer:
         self.metric_families: list[MetricSource] = []
         """Plugins' custom metrics, exported by the metrics endpoint (see add_metric_family)."""
         self.ports: dict[str, int] = {}
-        """The bound port of each started frontend (``"http"``, ``"grpc"``, ``"metrics"``)."""
+        """The bound port of each started frontend (``"http"``, ``"grpc"``, ``"metrics"``,
+        plugin frontends by their name)."""
+        self.frontend_errors: dict[str, str] = {}
+        """Why each frontend that failed to be created, bound or started did, by name."""
         self.live = False
         self.started = False
         self._stop = anyio.Event()
@@ -217,15 +234,15 @@ class InferenceServer:
                 # listen only once the startup models settled, as tritonserver's do: until then
                 # a connection is refused, which a proxy retries on another replica, where
                 # listening early would answer "unknown model" to requests it cannot retry.
-                sockets = self._bind_frontends()
+                planned = self._bind_frontends()
                 try:
                     await self.manager.load_startup(
                         self.options.model_control_mode, self.options.load_models
                     )
-                    await self._start_frontends(sockets)
+                    await self._start_frontends(planned)
                 finally:
-                    for sock in sockets.values():
-                        sock.close()  # only those not started (a started one is its server's)
+                    for item in planned.values():
+                        item.sock.close()  # only those not started (a started one is its own)
                 self.started = True
                 if self.options.model_control_mode is ModelControlMode.POLL:
                     tg.start_soon(self._poll_repository, polling)
@@ -269,42 +286,96 @@ class InferenceServer:
                 except KernelError as exc:
                     log.error("repository poll failed: %s", exc.message)
 
-    def _bind_frontends(self) -> dict[str, socket.socket]:
-        """A bound socket (not yet listening: connections are refused) per enabled endpoint.
-
-        :raises KernelError: ``UNAVAILABLE`` when an address is taken (none stays bound).
-        """
+    def _wanted_frontends(self) -> dict[str, FrontendConfig]:
+        """Every frontend to serve: the built-in ones with a port, then the plugins."""
+        options = self.options
         wanted = {
-            "http": self.options.http_port,
-            "grpc": self.options.grpc_port,
-            "metrics": self.options.metrics_port,
+            name: FrontendConfig(port=port)
+            for name, port in (
+                ("http", options.http_port),
+                ("grpc", options.grpc_port),
+                ("metrics", options.metrics_port),
+            )
+            if port is not None
         }
-        sockets: dict[str, socket.socket] = {}
-        try:
-            for name, port in wanted.items():
-                if port is not None:
-                    reuse = bool(getattr(self.options, f"reuse_{name}_port", False))
-                    sockets[name] = _bind(self.options.address(name), port, reuse_port=reuse)
-        except BaseException:
-            for sock in sockets.values():
-                sock.close()
-            raise
-        return sockets
+        wanted.update(options.frontends)
+        return wanted
 
-    async def _start_frontends(self, sockets: dict[str, socket.socket]) -> None:
-        """Start each endpoint on its socket; a started one is removed from ``sockets``."""
-        for name in list(sockets):
-            module_name, _, class_name = FRONTENDS[name].partition(":")
-            frontend: Frontend = getattr(importlib.import_module(module_name), class_name)()
-            address = self.options.address(name)
-            sock = sockets[name]
+    def _frontend_failed(self, name: str, reason: str) -> None:
+        """Record (and log) why frontend ``name`` cannot serve.
+
+        :raises KernelError: ``UNAVAILABLE`` with ``exit_on_frontend_error``.
+        """
+        self.frontend_errors[name] = reason
+        if self.options.exit_on_frontend_error:
+            raise KernelError(Status.UNAVAILABLE, f"the {name} frontend failed: {reason}")
+        log.error("the %s frontend is not served: %s", name, reason)
+
+    def _bind_frontends(self) -> dict[str, _PlannedFrontend]:
+        """Create each wanted frontend and bind its socket (not yet listening: connections are
+        refused until it starts). A frontend that fails is left out (see _frontend_failed).
+
+        :raises KernelError: ``UNAVAILABLE`` with ``exit_on_frontend_error`` when one fails,
+            and when every wanted frontend failed (none stays bound).
+        """
+        from kernel._frontend_plugins import load_frontend_plugins
+
+        wanted = self._wanted_frontends()
+        needed = {name for name, config in wanted.items() if config.plugin is None}
+        plugins, failures = load_frontend_plugins(needed) if needed else ({}, {})
+        planned: dict[str, _PlannedFrontend] = {}
+        try:
+            for name, config in wanted.items():
+                plugin = config.plugin or plugins.get(name)
+                if plugin is None:
+                    reason = failures.get(name, "no such frontend is installed")
+                    self._frontend_failed(name, reason)
+                    continue
+                try:
+                    frontend = plugin.create(_plugin_args(plugin, config.args))
+                except Exception as exc:
+                    log.debug("creating the %s frontend failed", name, exc_info=True)
+                    self._frontend_failed(name, f"{type(exc).__name__}: {exc}")
+                    continue
+                address = self.options.address(name)
+                reuse = bool(getattr(self.options, f"reuse_{name}_port", False))
+                try:
+                    sock = _bind(address, config.port, reuse_port=reuse)
+                except KernelError as exc:
+                    self._frontend_failed(name, exc.message)
+                    continue
+                planned[name] = _PlannedFrontend(frontend, sock, address)
+            if wanted and not planned:
+                raise KernelError(Status.UNAVAILABLE, "no frontend could be served")
+        except BaseException:
+            for item in planned.values():
+                item.sock.close()
+            raise
+        return planned
+
+    async def _start_frontends(self, planned: dict[str, _PlannedFrontend]) -> None:
+        """Start each endpoint on its socket; a started one is removed from ``planned``.
+
+        :raises KernelError: ``UNAVAILABLE`` with ``exit_on_frontend_error`` when one fails to
+            start, and when none started.
+        """
+        for name in list(planned):
+            item = planned[name]
+            sock = item.sock
             bound = sock.getsockname()[1]
             sock.listen(1024)
-            await frontend.start(self, sock)
-            del sockets[name]
+            try:
+                await item.frontend.start(self, sock)
+            except Exception as exc:
+                log.debug("starting the %s frontend failed", name, exc_info=True)
+                self._frontend_failed(name, f"{type(exc).__name__}: {exc}")
+                continue
+            del planned[name]
             self.ports[name] = bound
-            self._frontends.append((name, frontend))
-            log.info("started %s endpoint at %s:%d", name, address, self.ports[name])
+            self._frontends.append((name, item.frontend))
+            log.info("started %s endpoint at %s:%d", name, item.address, bound)
+        if planned and not self._frontends:
+            raise KernelError(Status.UNAVAILABLE, "no frontend could be started")
 
     async def _stop_frontends(self) -> None:
         # All at once: every endpoint stops accepting now and they drain in parallel within one
@@ -584,6 +655,30 @@ _FAILURE_REASONS = {
     Status.CANCELLED: FailureReason.CANCELED,
     Status.UNAVAILABLE: FailureReason.REJECTED,
 }
+
+
+def _plugin_args(
+    plugin: FrontendPlugin, args: Sequence[str] | argparse.Namespace
+) -> argparse.Namespace:
+    """A plugin frontend's parsed flags: as given, or parsed from command-line words.
+
+    :raises KernelError: ``INVALID_ARG`` for words its flags do not accept.
+    """
+    if isinstance(args, argparse.Namespace):
+        return args
+    from kernel._frontend_plugins import plugin_arguments
+
+    parser = argparse.ArgumentParser(prog=f"{plugin.name} frontend", exit_on_error=False)
+    plugin_arguments(parser, plugin)
+    try:
+        parsed, extra = parser.parse_known_args(list(args))
+    except (argparse.ArgumentError, SystemExit) as exc:
+        raise KernelError(Status.INVALID_ARG, f"bad {plugin.name} frontend flags: {exc}") from None
+    if extra:
+        raise KernelError(
+            Status.INVALID_ARG, f"unknown {plugin.name} frontend flag(s): {' '.join(extra)}"
+        )
+    return parsed
 
 
 def _bind(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:

@@ -1,1 +1,65 @@
-"""Protocol endpoints (HTTP/REST, gRPC, metrics) that translate wire formats to the server API."""
+"""Protocol endpoints (HTTP/REST, gRPC, metrics) that translate wire formats to the server API,
+and the public surface a third-party frontend plugin is written against.
+
+A frontend plugin is a ``kernel.frontends`` entry point holding a :class:`FrontendPlugin` (see
+docs/frontend-plugins.md). An HTTP/1.1 frontend needs no transport of its own: hand a
+:class:`RequestHandler` to an :class:`HttpListener`, answer each :class:`HttpRequest` with a
+:class:`Reply`, or with a :class:`StreamingReply` whose chunks are sent as they come (chunked
+transfer encoding, with flow control).
+
+The names are imported on first use (PEP 562), so importing a submodule stays light and free of
+import cycles (the endpoints import :mod:`kernel.server`, which knows nothing of them).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kernel._frontend_plugins import FrontendPlugin as FrontendPlugin
+    from kernel.frontends._http_types import HttpLimits as HttpLimits
+    from kernel.frontends._http_types import HttpRequest as HttpRequest
+    from kernel.frontends._http_types import Reply as Reply
+    from kernel.frontends._http_types import RequestHandler as RequestHandler
+    from kernel.frontends._http_types import StreamingReply as StreamingReply
+    from kernel.frontends.http._frontend import HttpListener as HttpListener
+    from kernel.options import FrontendConfig as FrontendConfig
+    from kernel.server import Frontend as Frontend
+
+__all__ = [
+    "Frontend",
+    "FrontendConfig",
+    "FrontendPlugin",
+    "HttpLimits",
+    "HttpListener",
+    "HttpRequest",
+    "Reply",
+    "RequestHandler",
+    "StreamingReply",
+]
+
+_WHERE = {
+    "Frontend": "kernel.server",
+    "FrontendConfig": "kernel.options",
+    "FrontendPlugin": "kernel._frontend_plugins",
+    "HttpLimits": "kernel.frontends._http_types",
+    "HttpListener": "kernel.frontends.http._frontend",
+    "HttpRequest": "kernel.frontends._http_types",
+    "Reply": "kernel.frontends._http_types",
+    "RequestHandler": "kernel.frontends._http_types",
+    "StreamingReply": "kernel.frontends._http_types",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'kernel.frontends' has no attribute '{name}'")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -6,13 +6,14 @@ These live below both the REST app (:mod:`kernel.frontends.http`) and the metric
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from kernel.options import ServerOptions
 
-__all__ = ["Cancellable", "HttpLimits", "HttpRequest", "Reply", "RequestHandler"]
+__all__ = ["Cancellable", "HttpLimits", "HttpRequest", "Reply", "RequestHandler", "StreamingReply"]
 
 
 class Cancellable(Protocol):
@@ -62,13 +63,44 @@ class Reply:
         return sum(memoryview(b).nbytes for b in self.body)
 
 
+class StreamingReply:
+    """A reply whose body is produced while it is sent: Server-Sent Events, token streams.
+
+    The transport sends the status and headers at once, then each chunk as the iterator yields
+    it, with ``Transfer-Encoding: chunked`` (HTTP/1.0 clients get the raw bytes and the end of
+    the connection as the end of the body). It awaits the socket's drain before asking for the
+    next chunk, so a client that reads slowly slows the producer down: buffering per request is
+    the socket's write buffer plus one chunk. The iterator is always closed (``aclose``): after
+    its last chunk, and at once when the client disconnects, when the ``request.watch`` it
+    registered is cancelled too. A ``HEAD`` request gets the headers only (the iterator is
+    closed unread). Empty chunks are skipped (an empty chunk would end a chunked body).
+
+    If the iterator raises, the body is cut short (the connection closes without the final
+    chunk, so the client sees an incomplete reply rather than a clean end): report errors
+    in-band (an SSE ``error`` event) before that.
+    """
+
+    __slots__ = ("chunks", "headers", "status")
+
+    def __init__(
+        self,
+        status: int,
+        headers: list[tuple[bytes, bytes]],
+        chunks: AsyncIterator[bytes],
+    ) -> None:
+        self.status = status
+        self.headers = headers
+        """Never ``Content-Length`` or ``Transfer-Encoding``: the transport sets framing."""
+        self.chunks = chunks
+
+
 class RequestHandler(Protocol):
     """What a connection hands complete requests to (the REST app, the metrics endpoint)."""
 
     max_body: int
     """Requests with a larger body are refused from their headers."""
 
-    async def handle(self, request: HttpRequest) -> Reply:
+    async def handle(self, request: HttpRequest) -> Reply | StreamingReply:
         """The reply to ``request``; must not raise."""
         ...
 

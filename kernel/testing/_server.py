@@ -37,6 +37,10 @@ class RunningServer:
 
     server: InferenceServer
 
+    def url(self, name: str) -> str:
+        """``host:port`` of frontend ``name`` (a built-in one or a plugin's)."""
+        return self._url(name)
+
     def _url(self, name: str) -> str:
         port = self.server.ports.get(name)
         if port is None:

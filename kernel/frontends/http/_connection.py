@@ -18,16 +18,25 @@ the event loop.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from collections import deque
 from http import HTTPStatus
 from typing import cast
 
-from kernel.frontends._http_types import HttpLimits, HttpRequest, Reply, RequestHandler
+from kernel.frontends._http_types import (
+    HttpLimits,
+    HttpRequest,
+    Reply,
+    RequestHandler,
+    StreamingReply,
+)
 
 from ._reader import CONTINUE, Received, Refusal, RequestReader, error_reply
 
 __all__ = ["HttpConnection", "RequestHandler"]
+
+log = logging.getLogger("kernel.frontends.http")
 
 
 _STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in HTTPStatus}
@@ -55,10 +64,11 @@ class HttpConnection(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self._reader = RequestReader(limits)
         self._transport: asyncio.Transport | None = None
-        # requests parsed and not answered yet: (request or refusal, keep-alive, HEAD)
-        self._queue: deque[tuple[HttpRequest | Reply, bool, bool]] = deque()
+        # requests parsed and not answered yet: (request or refusal, keep-alive, HEAD, HTTP/1.0)
+        self._queue: deque[tuple[HttpRequest | Reply, bool, bool, bool]] = deque()
         self._current: HttpRequest | None = None
         self._task: asyncio.Task[None] | None = None
+        self._streaming = False  # a StreamingReply's body is being sent
         self._reading_paused = False
         # pipelined requests waiting hold their bodies: reading pauses past either bound
         self._queued_bytes = 0
@@ -92,6 +102,9 @@ class HttpConnection(asyncio.Protocol):
         current = self._current
         if current is not None and current.watch is not None:
             current.watch.cancel()  # the client is gone: let the model skip the work
+        if self._streaming and self._task is not None:
+            # a stream's producer may wait long for its next chunk: end it now
+            self._task.cancel()
         writable = self._writable
         if writable is not None and not writable.done():
             writable.set_result(None)
@@ -102,7 +115,7 @@ class HttpConnection(asyncio.Protocol):
         self._last_activity = now = self._loop.time()
         for event in self._reader.feed(data, now):
             if type(event) is Received:
-                self._enqueue(event.request, event.keep_alive, event.head)
+                self._enqueue(event.request, event.keep_alive, event.head, event.http10)
             elif event is CONTINUE:
                 if self._task is None and not self._stopped and self._transport is not None:
                     self._transport.write(_CONTINUE)
@@ -128,8 +141,10 @@ class HttpConnection(asyncio.Protocol):
 
     # -- answering ----------------------------------------------------------------------------
 
-    def _enqueue(self, item: HttpRequest | Reply, keep_alive: bool, head: bool = False) -> None:
-        self._queue.append((item, keep_alive, head))
+    def _enqueue(
+        self, item: HttpRequest | Reply, keep_alive: bool, head: bool = False, http10: bool = False
+    ) -> None:
+        self._queue.append((item, keep_alive, head, http10))
         if type(item) is HttpRequest:
             self._queued_bytes += len(item.body)
         if self._task is None:
@@ -149,7 +164,7 @@ class HttpConnection(asyncio.Protocol):
     async def _answer(self) -> None:
         try:
             while self._queue and not self._closed:
-                item, keep_alive, head = self._queue.popleft()
+                item, keep_alive, head, http10 = self._queue.popleft()
                 if type(item) is HttpRequest:
                     self._queued_bytes -= len(item.body)
                 if (
@@ -168,7 +183,14 @@ class HttpConnection(asyncio.Protocol):
                 else:
                     self._current = item
                     try:
-                        reply = await self._app.handle(item)
+                        answer = await self._app.handle(item)
+                        if type(answer) is StreamingReply:
+                            close = not keep_alive or http10 or self._stopped
+                            if not await self._stream(answer, close, head, http10):
+                                self._close_after_write()
+                                return
+                            continue
+                        reply = cast(Reply, answer)
                     finally:
                         self._current = None
                 if self._writable is not None and not self._writable.done():
@@ -207,6 +229,54 @@ class HttpConnection(asyncio.Protocol):
             transport.write(b"".join(parts))
             for buffer in body:
                 transport.write(buffer)
+
+    async def _stream(self, reply: StreamingReply, close: bool, head: bool, http10: bool) -> bool:
+        """Send ``reply`` chunk by chunk, awaiting the drain between chunks; returns whether
+        the connection may serve another request (the whole body went out, no ``close``)."""
+        chunks = reply.chunks
+        self._streaming = True
+        try:
+            if self._writable is not None and not self._writable.done():
+                await self._writable
+            transport = self._transport
+            if self._closed or transport is None or transport.is_closing():
+                return False
+            parts: list[bytes] = [_STATUS_LINES[reply.status]]
+            for name, value in reply.headers:
+                parts += (name, b": ", value, b"\r\n")
+            if not http10:
+                parts.append(b"transfer-encoding: chunked\r\n")
+            if close:
+                parts.append(b"connection: close\r\n")
+            parts.append(b"\r\n")
+            transport.write(b"".join(parts))
+            if head:
+                return not close
+            async for chunk in chunks:
+                if not chunk:
+                    continue
+                if self._closed or transport.is_closing():
+                    return False
+                if http10:
+                    transport.write(chunk)
+                else:
+                    transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+                writable = self._writable
+                if writable is not None and not writable.done():
+                    await writable  # a slow reader holds the producer here
+            if self._closed or transport.is_closing():
+                return False
+            if not http10:
+                transport.write(b"0\r\n\r\n")
+            return not close
+        except Exception:
+            log.exception("a streaming reply failed: closing its connection")
+            return False
+        finally:
+            self._streaming = False
+            aclose = getattr(chunks, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
     def _close_after_write(self) -> None:
         transport = self._transport

@@ -40,14 +40,18 @@ def error_reply(status: int, message: str) -> Reply:
 
 
 class Received:
-    """A complete request; ``head`` marks a ``HEAD`` request (answered without a body)."""
+    """A complete request; ``head`` marks a ``HEAD`` request (answered without a body),
+    ``http10`` an HTTP/1.0 one (a streaming reply to it cannot be chunked)."""
 
-    __slots__ = ("head", "keep_alive", "request")
+    __slots__ = ("head", "http10", "keep_alive", "request")
 
-    def __init__(self, request: HttpRequest, keep_alive: bool, head: bool) -> None:
+    def __init__(
+        self, request: HttpRequest, keep_alive: bool, head: bool, http10: bool = False
+    ) -> None:
         self.request = request
         self.keep_alive = keep_alive
         self.head = head
+        self.http10 = http10
 
 
 class Continue:
@@ -266,4 +270,5 @@ class RequestReader:
             self._headers,
             self._body,
         )
-        self._events.append(Received(request, parser.should_keep_alive(), head))
+        http10 = parser.get_http_version() == "1.0"
+        self._events.append(Received(request, parser.should_keep_alive(), head, http10))
