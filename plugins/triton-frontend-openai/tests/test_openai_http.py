@@ -87,6 +87,33 @@ def _wait_for(path: Path, seconds: float = 30.0) -> str:
 
 
 @pytest.mark.parametrize("stream", [True, False])
+def test_a_stop_sequence_the_model_ignores_ends_the_request_in_the_model(
+    openai_server: RunningServer, tmp_path: Path, stream: bool
+) -> None:
+    marker = tmp_path / "cancelled"
+    body = {
+        "model": "openai_echo",
+        "prompt": "tick tock",
+        "max_tokens": 2000,
+        "stop": ["tock"],
+        "stream": stream,
+        "delay_ms": 5,
+        "ignore_stop": True,
+        "cancel_marker": str(marker),
+    }
+    code, _, rest = _post(openai_server.url("openai"), "/v1/completions", json.dumps(body).encode())
+    assert code == 200
+    if stream:
+        events = _dechunk(rest).split(b"\n\n")
+        data = [json.loads(e.removeprefix(b"data: ")) for e in events[:-2]]
+        assert "".join(d["choices"][0]["text"] for d in data) == "tick "
+        assert data[-1]["choices"][0]["finish_reason"] == "stop"
+    else:
+        assert json.loads(rest)["choices"][0]["text"] == "tick "
+    assert _wait_for(marker) == "cancelled"  # the frontend ended the generation
+
+
+@pytest.mark.parametrize("stream", [True, False])
 def test_disconnect_cancels_the_request_in_the_model(
     openai_server: RunningServer, tmp_path: Path, stream: bool
 ) -> None:

@@ -10,7 +10,6 @@ model back instead of filling a buffer.
 
 from __future__ import annotations
 
-import contextlib
 import hmac
 import logging
 import time
@@ -166,7 +165,7 @@ class OpenAIApp:
             if first.error is not None:
                 raise from_kernel_error(first.error)
         except BaseException:
-            await responses.aclose()
+            await _close(responses)
             raise
         answer = _Answer(request, prompt, mapping, target.name)
         if request.stream:
@@ -203,7 +202,7 @@ class _Answer:
         self, first: InferenceResponse, responses: AsyncIterator[InferenceResponse]
     ) -> dict[str, Any]:
         """The whole answer; ends the inference early at a stop sequence or ``max_tokens``."""
-        async with contextlib.aclosing(responses):  # type: ignore[type-var]
+        try:
             response: InferenceResponse | None = first
             while response is not None:
                 if response.error is not None:
@@ -212,6 +211,8 @@ class _Answer:
                 if response.final or self.generation.done:
                     break
                 response = await anext(responses, None)
+        finally:
+            await _close(responses)
         if not self.generation.done:
             self.generation.finish()
         body = self.renderer.completion(self.generation)
@@ -226,7 +227,7 @@ class _Answer:
         (``stream_options.include_usage``), ``[DONE]``. An error after the first response
         is an error event (OpenAI's clients raise it)."""
         renderer, generation = self.renderer, self.generation
-        async with contextlib.aclosing(responses):  # type: ignore[type-var]
+        try:
             if self.request.echo:
                 yield sse_event(renderer.chunk(self.prompt))
             response: InferenceResponse | None = first
@@ -241,12 +242,22 @@ class _Answer:
                 if response.final or generation.done:
                     break
                 response = await anext(responses, None)
+        finally:
+            await _close(responses)  # at a stop sequence or max_tokens: cancels the request
         if not generation.done:
             generation.finish()
         yield sse_event(renderer.chunk("", generation.finish_reason))
         if self.request.include_usage:
             yield sse_event(renderer.usage_chunk(generation))
         yield DONE
+
+
+async def _close(responses: AsyncIterator[InferenceResponse]) -> None:
+    """End an inference's response stream: if the model is still answering, the server
+    cancels the request (the model sees ``is_cancelled()``)."""
+    aclose = getattr(responses, "aclose", None)
+    if aclose is not None:
+        await aclose()
 
 
 def _unknown_route(method: str, path: str) -> OpenAIError:

@@ -4,9 +4,10 @@ It "generates" the prompt's words again, one word per token (" word" after the f
 through them until ``max_tokens`` (default 16) or a stop sequence, as an LLM model written for
 Triton's Python backend streams tokens. With ``temperature`` > 0 the words come in a shuffled
 order, the same for the same ``seed``. Request parameters it reads (OpenAI's fields, which the
-frontend hands over): ``max_tokens``, ``stop`` (JSON list), ``temperature``, ``seed``, and two of
-the tests' own: ``delay_ms`` (sleep before each token) and ``cancel_marker`` (a file it writes
-"cancelled" into when it sees ``is_cancelled()``).
+frontend hands over): ``max_tokens``, ``stop`` (JSON list), ``temperature``, ``seed``, and three
+of the tests' own: ``delay_ms`` (sleep before each token), ``cancel_marker`` (a file it writes
+"cancelled" into when it sees ``is_cancelled()``) and ``ignore_stop`` (leave stop sequences to
+the frontend).
 
 Decoupled (the default config), each request runs in its own thread so streams interleave; with
 ``decoupled: False`` the whole text is one response. The last response reports
@@ -31,7 +32,7 @@ def _generate(prompt, params):
     temperature = float(params.get("temperature", 0.0))
     if temperature > 0:
         random.Random(params.get("seed")).shuffle(words)
-    stops = json.loads(params.get("stop", "[]"))
+    stops = [] if params.get("ignore_stop") else json.loads(params.get("stop", "[]"))
     text = ""
     for index in range(max_tokens):
         token = words[index % len(words)]
