@@ -153,9 +153,11 @@ class OpenAIApp:
             raise from_kernel_error(error, request.model) from None
         mapping = self._mapping(target.name, target.config)
         prompt = mapping.chat_prompt(request.messages) if chat else request.prompt
+        answer = _Answer(request, prompt, mapping, target.name)
         inference = InferenceRequest(
             target.name,
             mapping.inputs(prompt, request.stream, request.parameters),
+            id=answer.renderer.id,  # the completion's id names it in traces and logs
             parameters=request.parameters,
         )
         http.watch = inference
@@ -167,7 +169,6 @@ class OpenAIApp:
         except BaseException:
             await _close(responses)
             raise
-        answer = _Answer(request, prompt, mapping, target.name)
         if request.stream:
             return StreamingReply(200, list(_SSE), answer.events(first, responses))
         body = await answer.collect(first, responses)

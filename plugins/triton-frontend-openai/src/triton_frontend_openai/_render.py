@@ -161,6 +161,11 @@ class Renderer:
         }
         self._role_sent = False
 
+    @property
+    def id(self) -> str:
+        """The completion's id (``cmpl-...`` / ``chatcmpl-...``)."""
+        return str(self._base["id"])
+
     def completion(self, generation: Generation) -> dict[str, Any]:
         """The whole answer of a request that did not stream."""
         choice: dict[str, Any] = {"index": 0}
