@@ -136,6 +136,20 @@ def test_errors(client: openai.OpenAI) -> None:
         client.chat.completions.create(model="openai_echo", messages=[])
 
 
+def test_model_errors(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.InternalServerError) as before:
+        client.completions.create(model="openai_echo", prompt=PROMPT, extra_body={"fail_after": 0})
+    assert "failed on purpose after 0 tokens" in before.value.message
+    stream = client.completions.create(
+        model="openai_echo", prompt=PROMPT, stream=True, extra_body={"fail_after": 2}
+    )
+    texts = []
+    with pytest.raises(openai.APIError) as during:
+        texts.extend(chunk.choices[0].text for chunk in stream)
+    assert texts == ["the", " quick"]
+    assert "failed on purpose after 2 tokens" in during.value.message
+
+
 async def test_async_client(base_url: str) -> None:
     async with openai.AsyncOpenAI(
         base_url=base_url, api_key="unused", max_retries=0, timeout=60

@@ -4,10 +4,10 @@ It "generates" the prompt's words again, one word per token (" word" after the f
 through them until ``max_tokens`` (default 16) or a stop sequence, as an LLM model written for
 Triton's Python backend streams tokens. With ``temperature`` > 0 the words come in a shuffled
 order, the same for the same ``seed``. Request parameters it reads (OpenAI's fields, which the
-frontend hands over): ``max_tokens``, ``stop`` (JSON list), ``temperature``, ``seed``, and three
+frontend hands over): ``max_tokens``, ``stop`` (JSON list), ``temperature``, ``seed``, and four
 of the tests' own: ``delay_ms`` (sleep before each token), ``cancel_marker`` (a file it writes
-"cancelled" into when it sees ``is_cancelled()``) and ``ignore_stop`` (leave stop sequences to
-the frontend).
+"cancelled" into when it sees ``is_cancelled()``), ``ignore_stop`` (leave stop sequences to
+the frontend) and ``fail_after`` (answer an error after that many tokens).
 
 Decoupled (the default config), each request runs in its own thread so streams interleave; with
 ``decoupled: False`` the whole text is one response. The last response reports
@@ -84,7 +84,13 @@ class TritonPythonModel:
         prompt, params = self._read(request)
         delay = float(params.get("delay_ms", 0)) / 1000
         count = 0
+        fail_after = params.get("fail_after")
         for token in _generate(prompt, params):
+            if count == fail_after:
+                error = pb_utils.TritonError(f"failed on purpose after {count} tokens")
+                final = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+                sender.send(pb_utils.InferenceResponse(error=error), flags=final)
+                return
             if delay:
                 time.sleep(delay)
             if request.is_cancelled():
