@@ -18,14 +18,20 @@ that survives a loaded machine). The SSE paths use the same small asyncio HTTP/1
 their client cost is equal; the gRPC path uses the real ``tritonclient`` (heavier per message).
 Paths run interleaved, ``--rounds`` times; each figure is the median over rounds.
 
+With ``--reference DIR`` (``/work/triton-reference``), Triton 2.51 serves the same model too
+(its ``run-triton``): its generate_stream and gRPC streaming are measured interleaved with the
+kernel's (Triton 2.51 has no OpenAI frontend for Python-backend models).
+
     python bench/streaming.py [--streams 1,4,16] [--tokens 64] [--requests 8] [--delay-ms 0]
-                              [--rounds 3] [--paths openai,generate,grpc] [--json out.json]
+                              [--rounds 3] [--paths openai,generate,grpc] [--reference DIR]
+                              [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -69,31 +75,21 @@ def cpu_seconds(pid: int) -> float:
 
 
 class Server:
-    def __init__(self, root: Path, mode: str) -> None:
-        repo = root / "models"
-        shutil.copytree(MODEL, repo / "openai_echo")
-        self.http, self.grpc, self.openai = free_port(), free_port(), free_port()
-        kernel = shutil.which("kernel") or str(Path(sys.executable).parent / "kernel")
-        command = [
-            kernel,
-            "serve",
-            f"--model-repository={repo}",
-            "--host=127.0.0.1",
-            f"--http-port={self.http}",
-            f"--grpc-port={self.grpc}",
-            f"--openai-port={self.openai}",
-            "--allow-metrics=false",
-            f"--backend-config=python,execution-mode={mode}",
-        ]
+    """A server subprocess serving ``openai_echo``; ``openai`` is None where it has no such
+    frontend (Triton)."""
+
+    name = "kernel"
+
+    def __init__(self, root: Path, command: list[str], ready_port: int) -> None:
         self.log = root / "server.log"
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"kernel serve exited:\n{self.log.read_text()[-3000:]}")
+                raise RuntimeError(f"{command[0]} exited:\n{self.log.read_text()[-3000:]}")
             try:
-                url = f"http://127.0.0.1:{self.http}/v2/models/openai_echo/ready"
+                url = f"http://127.0.0.1:{ready_port}/v2/models/openai_echo/ready"
                 with urllib.request.urlopen(url, timeout=5) as reply:
                     if reply.status == 200:
                         return
@@ -101,16 +97,59 @@ class Server:
                 pass
             time.sleep(0.2)
         self.stop()
-        raise RuntimeError("kernel serve did not become ready")
+        raise RuntimeError(f"{command[0]} did not become ready")
 
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(timeout=30)
+                self.proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=10)
+
+
+def _repository(root: Path) -> Path:
+    repo = root / "models"
+    shutil.copytree(MODEL, repo / "openai_echo")
+    return repo
+
+
+class KernelServer(Server):
+    name = "kernel"
+
+    def __init__(self, root: Path, mode: str) -> None:
+        self.http, self.grpc, self.openai = free_port(), free_port(), free_port()
+        kernel = shutil.which("kernel") or str(Path(sys.executable).parent / "kernel")
+        command = [
+            kernel,
+            "serve",
+            f"--model-repository={_repository(root)}",
+            "--host=127.0.0.1",
+            f"--http-port={self.http}",
+            f"--grpc-port={self.grpc}",
+            f"--openai-port={self.openai}",
+            "--allow-metrics=false",
+            f"--backend-config=python,execution-mode={mode}",
+        ]
+        super().__init__(root, command, self.http)
+
+
+class TritonServer(Server):
+    """Triton 2.51 (``run-triton`` of the reference build): generate_stream and gRPC only."""
+
+    name = "triton"
+
+    def __init__(self, root: Path, reference: Path) -> None:
+        self.http, self.grpc, self.openai = free_port(), free_port(), None
+        command = [
+            str(reference / "run-triton"),
+            f"--model-repository={_repository(root)}",
+            f"--http-port={self.http}",
+            f"--grpc-port={self.grpc}",
+            "--allow-metrics=false",
+        ]
+        super().__init__(root, command, self.http)
 
 
 # -- one stream per path: returns (first token delay, token arrival times) -------------------
@@ -218,9 +257,10 @@ class GrpcClient:
                 if not arrivals:
                     first = now - start
                 arrivals.append(now)
-            # The model's last response carries its usage counts (and no text): the stream's
-            # end (tritonclient.grpc.aio cannot ask for Triton's empty final response).
-            if "completion_tokens" in result.get_response().parameters:
+            # The stream's end: tritonclient.grpc.aio cannot ask for Triton's empty final
+            # response, and the model sends exactly max_tokens tokens (its last response, usage
+            # counts without text, is skipped at the next stream's start).
+            if len(arrivals) == body["max_tokens"]:
                 break
         return first, arrivals
 
@@ -231,6 +271,7 @@ class GrpcClient:
 
 def make_client(path: str, server: Server) -> SseClient | GrpcClient:
     if path == "openai":
+        assert server.openai is not None
         return SseClient(server.openai, "/v1/completions", _openai_tokens)
     if path == "generate":
         return SseClient(server.http, "/v2/models/openai_echo/generate_stream", _generate_tokens)
@@ -303,6 +344,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--paths", default="openai,generate,grpc")
     parser.add_argument("--mode", default="process", choices=("process", "in_process"))
+    parser.add_argument(
+        "--reference",
+        default=None,
+        metavar="DIR",
+        help="also Triton 2.51 from DIR/run-triton (generate_stream and gRPC), interleaved",
+    )
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     counts = [int(n) for n in args.streams.split(",")]
@@ -310,24 +357,32 @@ def main() -> None:
         f"# {machine()}; {args.tokens} tokens/stream, {args.requests} streams per worker,"
         f" model delay {args.delay_ms} ms/token, Python model {args.mode}"
     )
-    with tempfile.TemporaryDirectory() as tmp:
-        server = Server(Path(tmp), args.mode)
-        try:
-            paths = args.paths.split(",")
-            if "generate" in paths and not generate_available(server):
-                print("# generate_stream is not served by this kernel: skipped")
-                paths.remove("generate")
-            samples: dict[tuple[str, int], list[dict[str, float]]] = {}
-            for round_ in range(args.rounds):
-                for n in counts:
-                    for path in paths:
-                        result = asyncio.run(
-                            run(path, server, n, args.requests, args.tokens, args.delay_ms)
-                        )
-                        samples.setdefault((path, n), []).append(result)
-                print(f"# round {round_ + 1}/{args.rounds} done", file=sys.stderr)
-        finally:
-            server.stop()
+    with contextlib.ExitStack() as stack:
+        servers: list[Server] = []
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        servers.append(KernelServer(tmp / "kernel", args.mode))
+        stack.callback(servers[0].stop)
+        if args.reference:
+            servers.append(TritonServer(tmp / "triton", Path(args.reference)))
+            stack.callback(servers[1].stop)
+        runs: list[tuple[Server, str]] = []
+        for server in servers:
+            for path in args.paths.split(","):
+                if path == "openai" and server.openai is None:
+                    continue
+                if path == "generate" and not generate_available(server):
+                    print(f"# generate_stream is not served by {server.name}: skipped")
+                    continue
+                runs.append((server, path))
+        samples: dict[tuple[str, int], list[dict[str, float]]] = {}
+        for round_ in range(args.rounds):
+            for n in counts:
+                for server, path in runs:
+                    result = asyncio.run(
+                        run(path, server, n, args.requests, args.tokens, args.delay_ms)
+                    )
+                    samples.setdefault((f"{server.name} {path}", n), []).append(result)
+            print(f"# round {round_ + 1}/{args.rounds} done", file=sys.stderr)
     table: list[dict[str, Any]] = []
     print(
         "| path | streams | TTFT p50 (ms) | TTFT p95 (ms) | tokens/s per stream |"

@@ -67,17 +67,20 @@ class TritonPythonModel:
         return prompt.reshape(-1)[0].decode(), params
 
     @staticmethod
-    def _usage(prompt, count):
-        return {
-            "prompt_tokens": len(prompt.split()),
-            "completion_tokens": count,
-        }
+    def _response(outputs, prompt, count):
+        """A response reporting the usage counts as parameters (Triton 2.51's Python backend
+        has no response parameters: there the frontend counts)."""
+        usage = {"prompt_tokens": len(prompt.split()), "completion_tokens": count}
+        try:
+            return pb_utils.InferenceResponse(outputs, parameters=usage)
+        except TypeError:
+            return pb_utils.InferenceResponse(outputs)
 
     def _whole(self, request):
         prompt, params = self._read(request)
         tokens = list(_generate(prompt, params))
         out = pb_utils.Tensor("text_output", np.array(["".join(tokens).encode()], np.object_))
-        return pb_utils.InferenceResponse([out], parameters=self._usage(prompt, len(tokens)))
+        return self._response([out], prompt, len(tokens))
 
     def _stream(self, request):
         sender = request.get_response_sender()
@@ -103,7 +106,7 @@ class TritonPythonModel:
             out = pb_utils.Tensor("text_output", np.array([token.encode()], np.object_))
             sender.send(pb_utils.InferenceResponse([out]))
             count += 1
-        final = pb_utils.InferenceResponse(parameters=self._usage(prompt, count))
+        final = self._response([], prompt, count)
         sender.send(final, flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
 
     def finalize(self):
