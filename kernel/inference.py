@@ -67,6 +67,9 @@ class InferenceResponse:
     """Set by the kernel: when a response sender sent it (decoupled models' response stats)."""
 
 
+_ROOM_WAIT_SECS = 0.5
+"""How long a held producer sleeps between checks (a detach also wakes it at once)."""
+
 ResponseInterceptor = Callable[[InferenceResponse, Callable[[InferenceResponse], None]], None]
 """For the kernel's schedulers: sees each response on the event loop before the client does, and
 passes it on by calling the given ``release`` (at once, or later to keep responses in order)."""
@@ -81,10 +84,14 @@ class _ResponseChannel:
     __slots__ = (
         "__weakref__",
         "_buffer",
+        "_capacity",
         "_closed",
+        "_detached",
         "_lock",
         "_loop",
         "_loop_thread",
+        "_room",
+        "_unread",
         "_waiter",
         "interceptor",
     )
@@ -97,20 +104,55 @@ class _ResponseChannel:
         self._buffer: deque[InferenceResponse] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self.interceptor: ResponseInterceptor | None = None
+        # Flow control (opt-in, see bound): responses pushed and not yet taken by the frontend.
+        self._capacity = 0
+        self._unread = 0
+        self._detached = False
+        self._room: threading.Condition | None = None
 
     @property
     def closed(self) -> bool:
         return self._closed
 
+    def bound(self, capacity: int) -> None:
+        """Hold a producer thread while ``capacity`` responses wait for the frontend."""
+        self._capacity = capacity
+        self._room = threading.Condition(self._lock)
+
+    def detach(self) -> None:
+        """The frontend stopped reading (client gone): never hold a producer again."""
+        room = self._room
+        if room is None:
+            self._detached = True
+            return
+        with room:
+            self._detached = True
+            room.notify_all()
+
+    def _wait_for_room(self, room: threading.Condition) -> None:
+        """Block the calling (backend) thread while the frontend is ``capacity`` responses
+        behind; called with the lock held. Waits in slices: each re-checks for a detach."""
+        while self._unread >= self._capacity and not self._detached and not self._closed:
+            room.wait(_ROOM_WAIT_SECS)
+
     def push(self, response: InferenceResponse, *, final: bool, defer: bool = False) -> None:
         """Hand ``response`` to the loop. With ``defer``, from an instance thread running a
-        batch, it travels with the batch's completion instead of waking the loop itself."""
+        batch, it travels with the batch's completion instead of waking the loop itself.
+
+        With a :meth:`bound`, a non-final response pushed from a thread other than the loop's
+        waits for room first (backpressure from a slow client up to the model); on the loop's
+        thread, which must never block, it is buffered beyond the bound."""
+        room = self._room
         with self._lock:
+            if room is not None and not final and threading.get_ident() != self._loop_thread:
+                self._wait_for_room(room)
             if self._closed:
                 raise KernelError(
                     Status.INTERNAL, "the request has already received its final response"
                 )
             self._closed = final
+            if room is not None:
+                self._unread += 1
         response.final = final
         if threading.get_ident() == self._loop_thread or self._loop is None:
             self._deliver(response)
@@ -148,7 +190,13 @@ class _ResponseChannel:
                 await self._waiter
             finally:
                 self._waiter = None
-        return self._buffer.popleft()
+        response = self._buffer.popleft()
+        room = self._room
+        if room is not None:
+            with room:
+                self._unread -= 1
+                room.notify()
+        return response
 
 
 class ResponseSender:
@@ -318,8 +366,19 @@ class InferenceRequest:
     # -- cancellation -----------------------------------------------------------------------
 
     def cancel(self) -> None:
-        """Mark the request cancelled (client gone or timed out); backends may check it."""
+        """Mark the request cancelled (client gone or timed out); backends may check it.
+        A backend thread held by :meth:`limit_unread_responses` is let go."""
         self._cancelled = True
+        self._channel.detach()
+
+    def limit_unread_responses(self, capacity: int) -> None:
+        """For frontends that stream (before submitting): once ``capacity`` responses wait
+        unread, a backend thread sending another one blocks until the frontend takes one, or
+        the request is cancelled. A slow client so slows the model down instead of growing the
+        server's memory. Responses sent on the event loop (``async def execute``, a Python
+        model's process transport) are never held: they are buffered past the limit."""
+        if capacity > 0:
+            self._channel.bound(capacity)
 
     def is_cancelled(self) -> bool:
         """Whether the client is gone or the request timed out."""

@@ -21,7 +21,7 @@ import contextlib
 import logging
 import socket
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -591,8 +591,10 @@ class InferenceServer:
 
     async def infer(
         self, request: InferenceRequest, target: InferenceTarget | None = None
-    ) -> AsyncIterator[InferenceResponse]:
+    ) -> AsyncGenerator[InferenceResponse, None]:
         """Run any request; yields every response, the last with ``final`` set.
+
+        Closing the generator early (``aclose``) cancels the request.
 
         ``target`` is where :meth:`prepare` routed the request (routed here when not given).
 

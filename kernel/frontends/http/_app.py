@@ -21,11 +21,12 @@ import orjson
 from kernel._config import config_to_json
 from kernel.errors import KernelError, Status, http_status
 from kernel.frontends._access import SHM_REFUSED, HeaderForwarding, Restrictions
-from kernel.frontends._http_types import HttpRequest, Reply
+from kernel.frontends._http_types import HttpRequest, Reply, StreamingReply
 from kernel.server import EXTENSIONS, InferenceServer
 from kernel.statistics import Duration, ModelStatistics
 
 from ._compression import compress, decompress, response_encoding
+from ._generate import decode_generate, generate, generate_stream
 from ._infer import decode_request, encode_response
 
 __all__ = ["HttpApp", "HttpRequest", "Reply"]
@@ -178,7 +179,7 @@ class HttpApp:
     def close(self) -> None:
         """Nothing to release (kept for the transport's stop)."""
 
-    async def handle(self, request: HttpRequest) -> Reply:
+    async def handle(self, request: HttpRequest) -> Reply | StreamingReply:
         """Answer one request; never raises for a client error."""
         try:
             return await self._dispatch(request)
@@ -190,7 +191,7 @@ class HttpApp:
 
     # -- routing ------------------------------------------------------------------------------
 
-    async def _dispatch(self, request: HttpRequest) -> Reply:
+    async def _dispatch(self, request: HttpRequest) -> Reply | StreamingReply:
         path = request.path
         parts = [unquote(p) for p in path.split("/")] if "%" in path else path.split("/")
         # parts[0] is the empty string before the leading "/".
@@ -224,7 +225,7 @@ class HttpApp:
             return self._logging(request)
         return _NOT_FOUND
 
-    async def _model_route(self, request: HttpRequest, parts: list[str]) -> Reply:
+    async def _model_route(self, request: HttpRequest, parts: list[str]) -> Reply | StreamingReply:
         method = request.method
         n = len(parts)
         if n == 4 and parts[3] == "stats":
@@ -246,6 +247,10 @@ class HttpApp:
             if method != "POST":
                 return _NOT_ALLOWED_POST
             return await self._infer(request, name, version)
+        if action in ("generate", "generate_stream"):
+            if method != "POST":
+                return _NOT_ALLOWED_POST
+            return await self._generate(request, name, version, action == "generate_stream")
         if action == "trace/setting":
             return self._trace(request, name)
         if method != "GET":
@@ -332,6 +337,24 @@ class HttpApp:
                 packed = await anyio.to_thread.run_sync(compress, chosen, whole)
                 return Reply(200, reply_headers, [packed])
         return Reply(200, reply_headers, [header, *buffers])
+
+    async def _generate(
+        self, request: HttpRequest, name: str, version: str, stream: bool
+    ) -> Reply | StreamingReply:
+        """Triton's generate extension (see :mod:`._generate`)."""
+        encoding = request.headers.get("content-encoding")
+        if encoding and encoding != "identity":
+            raise KernelError(
+                Status.INVALID_ARG, "Unsupported content-encoding, only 'identity' is supported."
+            )
+        server = self.server
+        call, target = decode_generate(server, name, version, request.body)
+        if self._forwarding is not None:
+            self._forwarding.forward(request.headers.items(), call.parameters)
+        request.watch = call
+        if stream:
+            return await generate_stream(server, call, target)
+        return await generate(server, call, target)
 
     # -- model repository ---------------------------------------------------------------------
 

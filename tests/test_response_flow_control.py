@@ -1,0 +1,78 @@
+"""``InferenceRequest.limit_unread_responses``: a backend thread sending responses nobody reads
+is held at the limit, let go as the frontend reads, and at once when the request is cancelled;
+the final flag and responses sent on the event loop are never held."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+
+from kernel.inference import InferenceRequest, InferenceResponse
+
+
+def _request(capacity: int) -> InferenceRequest:
+    request = InferenceRequest("m", {"IN": np.zeros(1, np.int32)})
+    request.limit_unread_responses(capacity)
+    return request
+
+
+def _producer(request: InferenceRequest, count: int, sent: list[int]) -> threading.Thread:
+    def run() -> None:
+        sender = request.response_sender()
+        for i in range(count):
+            sender.send(InferenceResponse(outputs={"OUT": np.array([i])}))
+            sent.append(i)
+        sender.send(final=True)
+        sent.append(-1)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+async def _until(predicate: object, seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while not predicate():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+async def test_a_thread_is_held_at_the_limit_and_let_go_as_responses_are_read() -> None:
+    request = _request(4)
+    sent: list[int] = []
+    thread = _producer(request, 10, sent)
+    await _until(lambda: len(sent) == 4)
+    await asyncio.sleep(0.2)
+    assert len(sent) == 4  # held: four unread
+    responses = request.responses()
+    got = [await anext(responses) for _ in range(2)]
+    await _until(lambda: len(sent) == 6)
+    async for response in responses:
+        got.append(response)
+    assert [int(r.outputs["OUT"][0]) for r in got if r.outputs] == list(range(10))
+    assert got[-1].final and sent[-1] == -1
+    thread.join(5)
+
+
+async def test_cancel_lets_a_held_thread_go() -> None:
+    request = _request(2)
+    sent: list[int] = []
+    thread = _producer(request, 100, sent)
+    await _until(lambda: len(sent) == 2)
+    request.cancel()
+    await _until(lambda: sent[-1:] == [-1])  # every send went through without a reader
+    thread.join(5)
+    assert not thread.is_alive()
+
+
+async def test_the_loop_thread_is_never_held() -> None:
+    request = _request(1)
+    sender = request.response_sender()
+    for i in range(5):
+        sender.send(InferenceResponse(outputs={"OUT": np.array([i])}))
+    sender.send(final=True)
+    got = [r async for r in request.responses()]
+    assert len(got) == 6
