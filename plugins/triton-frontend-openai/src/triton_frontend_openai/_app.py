@@ -37,6 +37,9 @@ _SSE = [
     (b"x-accel-buffering", b"no"),  # a proxy in front (nginx) must not hold the events back
 ]
 _OWNER = "triton-kernel"
+_UNREAD_RESPONSES = 16
+"""Responses a stream lets wait unread before the model's sending thread waits (as the kernel's
+generate_stream)."""
 
 
 def _json_reply(status: int, body: Any) -> Reply:
@@ -160,6 +163,9 @@ class OpenAIApp:
             id=answer.renderer.id,  # the completion's id names it in traces and logs
             parameters=request.parameters,
         )
+        if request.stream:
+            # A slow reader holds the model's sending thread back instead of growing memory.
+            inference.limit_unread_responses(_UNREAD_RESPONSES)
         http.watch = inference
         responses = self._server.infer(inference, target)
         try:
