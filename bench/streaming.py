@@ -324,13 +324,13 @@ async def run(
 
 def generate_available(server: Server) -> bool:
     request = urllib.request.Request(
-        f"http://127.0.0.1:{server.http}/v2/models/openai_echo/generate",
+        f"http://127.0.0.1:{server.http}/v2/models/openai_echo/generate_stream",
         data=json.dumps({"text_input": "a", "max_tokens": 1}).encode(),
         headers={"Content-Type": "application/json"},
     )
     try:
         with urllib.request.urlopen(request, timeout=30) as reply:
-            return reply.status == 200
+            return reply.status == 200 and b"text_output" in reply.read()
     except OSError:
         return False
 
