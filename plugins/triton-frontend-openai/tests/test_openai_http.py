@@ -170,3 +170,20 @@ def test_entry_point_is_installed() -> None:
     (entry,) = [e for e in entry_points(group="kernel.frontends") if e.name == "openai"]
     assert entry.load() is OpenAIFrontendPlugin
     assert OpenAIFrontendPlugin.name == "openai" and OpenAIFrontendPlugin.default_port is None
+
+
+def test_kernel_serve_flags() -> None:
+    from triton_frontend_openai import OpenAIFrontend, OpenAIFrontendPlugin
+
+    from kernel._serve import options_from_args
+    from kernel.cli import _build_parser
+
+    plugin = OpenAIFrontendPlugin()
+    parser = _build_parser({"openai": plugin})
+    args = parser.parse_args(["serve", "--openai-port", "9000", "--openai-api-key", "k"])
+    options = options_from_args(args, {"openai": plugin})
+    assert options.frontends["openai"].port == 9000
+    frontend = plugin.create(args)
+    assert isinstance(frontend, OpenAIFrontend) and frontend._api_key == "k"
+    off = parser.parse_args(["serve"])
+    assert "openai" not in options_from_args(off, {"openai": plugin}).frontends
