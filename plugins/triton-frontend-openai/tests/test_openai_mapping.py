@@ -115,3 +115,44 @@ def test_decoder_joins_split_utf8_and_cumulative_text() -> None:
     config.parameters["openai_text_output_mode"] = ModelParameter(string_value="cumulative")
     cumulative = TextDecoder(TextModel.from_config(config))
     assert [cumulative.decode(_text(t)) for t in (b"a", b"ab", b"abc")] == ["a", "b", "c"]
+
+
+ZEPHYR = (
+    "{% for message in messages %}<|{{ message['role'] }}|>\n{{ message['content'] }}"
+    "{{ eos_token }}\n{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+
+
+def test_jinja_chat_template() -> None:
+    config = _config(
+        {"text_input": (DataType.TYPE_STRING, [1])},
+        parameters={"openai_chat_template_jinja": ZEPHYR, "openai_eos_token": "</s>"},
+    )
+    model = TextModel.from_config(config)
+    prompt = model.chat_prompt([ChatMessage("system", "s"), ChatMessage("user", "u")])
+    assert prompt == "<|system|>\ns</s>\n<|user|>\nu</s>\n<|assistant|>\n"
+
+
+def test_jinja_template_errors() -> None:
+    refusing = (
+        "{% if messages[0]['role'] != 'user' %}{{ raise_exception('user first') }}{% endif %}"
+    )
+    config = _config(
+        {"text_input": (DataType.TYPE_STRING, [1])},
+        parameters={"openai_chat_template_jinja": refusing},
+    )
+    model = TextModel.from_config(config)
+    assert model.chat_prompt([ChatMessage("user", "u")]) == ""
+    with pytest.raises(OpenAIError) as refused:
+        model.chat_prompt([ChatMessage("system", "s")])
+    assert (
+        refused.value.status == 400 and "refused the messages: user first" in refused.value.message
+    )
+    sandboxed = "{{ messages.__class__.__mro__ }}"
+    config.parameters["openai_chat_template_jinja"] = ModelParameter(string_value=sandboxed)
+    with pytest.raises(OpenAIError):
+        TextModel.from_config(config).chat_prompt([ChatMessage("user", "u")])
+    config.parameters["openai_chat_template_jinja"] = ModelParameter(string_value="{% for %}")
+    with pytest.raises(OpenAIError) as broken:
+        TextModel.from_config(config)
+    assert "does not compile" in broken.value.message

@@ -18,6 +18,11 @@ read from the model's ``config.pbtxt`` ``parameters`` (all optional):
 ``openai_chat_template``        each chat message, formatted with ``{role}`` and
                                 ``{content}`` (default ``{role}: {content}\\n``)
 ``openai_chat_generation_prompt`` appended after the messages (default ``assistant: ``)
+``openai_chat_template_jinja``  instead of the two above: a Hugging Face ``chat_template``
+                                (Jinja, sandboxed) given ``messages``,
+                                ``add_generation_prompt=True``, ``bos_token``, ``eos_token``
+``openai_bos_token``,           the ``bos_token`` / ``eos_token`` the Jinja template sees
+``openai_eos_token``            (default empty)
 =============================== ===========================================================
 """
 
@@ -25,9 +30,9 @@ from __future__ import annotations
 
 import codecs
 import string
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import numpy.typing as npt
@@ -64,6 +69,8 @@ class TextModel:
     parameters_shape: tuple[int, ...] = ()
     chat_template: str = _DEFAULT_TEMPLATE
     generation_prompt: str = _DEFAULT_GENERATION_PROMPT
+    jinja: Callable[[Sequence[ChatMessage]], str] | None = None
+    """The compiled ``openai_chat_template_jinja``, when set."""
 
     @classmethod
     def from_config(cls, config: ModelConfig) -> TextModel:
@@ -115,6 +122,15 @@ class TextModel:
         if not fields <= {"role", "content"}:
             raise _not_text(name, "openai_chat_template may only use {role} and {content}")
         generation_prompt = _parameter(config, "openai_chat_generation_prompt")
+        jinja_template = _parameter(config, "openai_chat_template_jinja")
+        jinja = None
+        if jinja_template:
+            jinja = _compile_jinja(
+                name,
+                jinja_template,
+                bos_token=_parameter(config, "openai_bos_token") or "",
+                eos_token=_parameter(config, "openai_eos_token") or "",
+            )
         return cls(
             name=name,
             prompt_input=prompt_input,
@@ -129,11 +145,18 @@ class TextModel:
             generation_prompt=(
                 _DEFAULT_GENERATION_PROMPT if generation_prompt is None else generation_prompt
             ),
+            jinja=jinja,
         )
 
     def chat_prompt(self, messages: Sequence[ChatMessage]) -> str:
         """The prompt a chat renders to: each message by the template, then the generation
-        prompt."""
+        prompt (or the Jinja template's rendering).
+
+        :raises OpenAIError: 400 when the Jinja template refuses the messages
+            (``raise_exception``) or fails on them.
+        """
+        if self.jinja is not None:
+            return self.jinja(messages)
         parts = [self.chat_template.format(role=m.role, content=m.content) for m in messages]
         parts.append(self.generation_prompt)
         return "".join(parts)
@@ -148,6 +171,46 @@ class TextModel:
         if self.parameters_input is not None:
             tensors[self.parameters_input] = _one(orjson.dumps(parameters), self.parameters_shape)
         return tensors
+
+
+def _compile_jinja(
+    model: str, source: str, *, bos_token: str, eos_token: str
+) -> Callable[[Sequence[ChatMessage]], str]:
+    """A Hugging Face chat template, compiled once in Jinja's sandbox (the environment
+    ``transformers`` renders chat templates in: trimmed blocks, loop controls,
+    ``raise_exception``)."""
+    import jinja2
+    import jinja2.ext
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def raise_exception(message: str) -> NoReturn:
+        raise jinja2.TemplateError(message)
+
+    environment = ImmutableSandboxedEnvironment(
+        trim_blocks=True, lstrip_blocks=True, extensions=[jinja2.ext.loopcontrols]
+    )
+    environment.globals["raise_exception"] = raise_exception
+    try:
+        template = environment.from_string(source)
+    except jinja2.TemplateError as exc:
+        raise _not_text(model, f"openai_chat_template_jinja does not compile: {exc}") from None
+
+    def render(messages: Sequence[ChatMessage]) -> str:
+        try:
+            return template.render(
+                messages=[{"role": m.role, "content": m.content} for m in messages],
+                add_generation_prompt=True,
+                bos_token=bos_token,
+                eos_token=eos_token,
+            )
+        except jinja2.TemplateError as exc:
+            raise OpenAIError(
+                400,
+                f"The model `{model}`'s chat template refused the messages: {exc}",
+                param="messages",
+            ) from None
+
+    return render
 
 
 def _one(value: bytes, shape: tuple[int, ...]) -> npt.NDArray[np.object_]:
