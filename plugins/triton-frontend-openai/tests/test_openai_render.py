@@ -92,3 +92,15 @@ def test_sse_framing() -> None:
     assert event == b'data: {"a":1}\n\n'
     assert json.loads(event[6:]) == {"a": 1}
     assert DONE == b"data: [DONE]\n\n"
+
+
+def test_text_event_is_the_chunk_as_an_event() -> None:
+    for chat in (False, True):
+        fast = Renderer(GenerationRequest(chat=chat, model='m"x'), 'm"x')
+        slow = Renderer(GenerationRequest(chat=chat, model='m"x'), 'm"x')
+        for text in ("first", 'a "quoted" \u00e9 \n line', "\x00"):
+            event = fast.text_event(text)
+            assert event.startswith(b"data: ") and event.endswith(b"\n\n")
+            expected = slow.chunk(text)
+            expected["id"] = fast.id
+            assert json.loads(event[6:]) == expected

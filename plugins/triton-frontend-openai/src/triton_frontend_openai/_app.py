@@ -245,7 +245,7 @@ class _Answer:
                     return
                 text = self._text(response)
                 if text:
-                    yield sse_event(renderer.chunk(text))
+                    yield renderer.text_event(text)
                 if response.final or generation.done:
                     break
                 response = await anext(responses, None)

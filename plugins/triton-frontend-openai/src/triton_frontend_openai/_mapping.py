@@ -247,7 +247,12 @@ class TextDecoder:
         """The new text ``outputs`` bring (``final``: flush a dangling partial character)."""
         array = outputs.get(self._output)
         data = b""
-        if array is not None and array.size:
+        if array is None or not array.size:
+            pass
+        elif array.size == 1:  # a token per response: the common case, kept cheap
+            item = array.item()
+            data = item if isinstance(item, bytes) else str(item).encode()
+        else:
             data = b"".join(
                 item if isinstance(item, bytes) else str(item).encode() for item in array.flat
             )

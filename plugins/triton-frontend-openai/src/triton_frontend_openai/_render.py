@@ -25,6 +25,8 @@ from ._requests import GenerationRequest
 __all__ = ["DONE", "Generation", "Renderer", "sse_event"]
 
 DONE = b"data: [DONE]\n\n"
+_MARKER = "\x00"
+"""Stands for the text while the frame around it is rendered (no name or id holds a NUL)."""
 
 
 def sse_event(data: Mapping[str, Any]) -> bytes:
@@ -38,6 +40,7 @@ class Generation:
     __slots__ = (
         "_held",
         "_hold",
+        "_parts",
         "_reported_completion",
         "_responses",
         "_stop",
@@ -45,7 +48,6 @@ class Generation:
         "finish_reason",
         "max_tokens",
         "prompt_tokens",
-        "text",
     )
 
     def __init__(self, request: GenerationRequest, prompt: str) -> None:
@@ -56,11 +58,15 @@ class Generation:
         self._reported_completion: int | None = None
         self.max_tokens = request.max_tokens
         self.prompt_tokens = len(prompt.split())
-        self.text = ""
-        """What was released so far."""
+        self._parts: list[str] = []
         self.done = False
         """The generation is over (stop sequence or ``max_tokens``): end the inference."""
         self.finish_reason: str | None = None
+
+    @property
+    def text(self) -> str:
+        """What was released so far."""
+        return "".join(self._parts)
 
     @property
     def completion_tokens(self) -> int:
@@ -96,7 +102,7 @@ class Generation:
             released += self._held
             self._held = ""
             self._end("length")
-        self.text += released
+        self._parts.append(released)
         return released
 
     def finish(self, parameters: Mapping[str, ParameterValue] | None = None) -> str:
@@ -104,7 +110,7 @@ class Generation:
         if parameters:
             self._read_parameters(parameters)
         released, self._held = self._held, ""
-        self.text += released
+        self._parts.append(released)
         if not self.done:
             reported = self.finish_reason
             limit = self.max_tokens is not None and self.completion_tokens >= self.max_tokens
@@ -148,7 +154,7 @@ class Generation:
 class Renderer:
     """The JSON objects of one request's answer, in OpenAI's shapes."""
 
-    __slots__ = ("_base", "_chat", "_role_sent")
+    __slots__ = ("_base", "_chat", "_role_sent", "_text_frame")
 
     def __init__(self, request: GenerationRequest, model: str) -> None:
         self._chat = request.chat
@@ -160,6 +166,7 @@ class Renderer:
             "model": model,
         }
         self._role_sent = False
+        self._text_frame: tuple[bytes, bytes] | None = None
 
     @property
     def id(self) -> str:
@@ -202,6 +209,18 @@ class Renderer:
             "object": "chat.completion.chunk" if self._chat else "text_completion",
             "choices": [choice],
         }
+
+    def text_event(self, text: str) -> bytes:
+        """The SSE event of a chunk carrying ``text``: the hot path (one per token), so the
+        bytes around the text are rendered once per request."""
+        if self._chat and not self._role_sent:
+            return sse_event(self.chunk(text))
+        frame = self._text_frame
+        if frame is None:
+            marker = orjson.dumps(_MARKER)
+            prefix, _, suffix = orjson.dumps(self.chunk(_MARKER)).partition(marker)
+            frame = self._text_frame = (b"data: " + prefix, suffix + b"\n\n")
+        return frame[0] + orjson.dumps(text) + frame[1]
 
     def usage_chunk(self, generation: Generation) -> dict[str, Any]:
         """The last chunk when ``stream_options.include_usage`` is set: no choices, usage."""
