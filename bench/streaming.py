@@ -178,7 +178,12 @@ class SseClient:
         )
         head = await reader.readuntil(b"\r\n\r\n")
         if not head.startswith(b"HTTP/1.1 200") or b"chunked" not in head.lower():
-            raise RuntimeError(f"{self.path}: {head.decode(errors='replace')}")
+            length = 0
+            for line in head.lower().split(b"\r\n"):
+                if line.startswith(b"content-length:"):
+                    length = int(line.split(b":")[1])
+            detail = await reader.readexactly(length) if length else b""
+            raise RuntimeError(f"{self.path}: {(head + detail).decode(errors='replace')}")
         arrivals: list[float] = []
         first = 0.0
         pending = b""
@@ -375,14 +380,20 @@ def main() -> None:
                     continue
                 runs.append((server, path))
         samples: dict[tuple[str, int], list[dict[str, float]]] = {}
-        for round_ in range(args.rounds):
-            for n in counts:
-                for server, path in runs:
-                    result = asyncio.run(
-                        run(path, server, n, args.requests, args.tokens, args.delay_ms)
-                    )
-                    samples.setdefault((f"{server.name} {path}", n), []).append(result)
-            print(f"# round {round_ + 1}/{args.rounds} done", file=sys.stderr)
+        try:
+            for round_ in range(args.rounds):
+                for n in counts:
+                    for server, path in runs:
+                        result = asyncio.run(
+                            run(path, server, n, args.requests, args.tokens, args.delay_ms)
+                        )
+                        samples.setdefault((f"{server.name} {path}", n), []).append(result)
+                print(f"# round {round_ + 1}/{args.rounds} done", file=sys.stderr)
+        except BaseException:
+            for server in servers:
+                tail = server.log.read_text(errors="replace").splitlines()[-40:]
+                print(f"# {server.name} log:", *tail, sep="\n", file=sys.stderr)
+            raise
     table: list[dict[str, Any]] = []
     print(
         "| path | streams | TTFT p50 (ms) | TTFT p95 (ms) | tokens/s per stream |"
