@@ -54,7 +54,10 @@ class TritonPythonModel:
         if not self.decoupled:
             return [self._whole(request) for request in requests]
         for request in requests:
-            thread = threading.Thread(target=self._stream, args=(request,), daemon=True)
+            # The sender is taken here, before execute returns (as Triton's repeat example
+            # does): a request execute leaves without one is answered with an error.
+            sender = request.get_response_sender()
+            thread = threading.Thread(target=self._stream, args=(request, sender), daemon=True)
             with self.lock:
                 self.threads = [t for t in self.threads if t.is_alive()] + [thread]
             thread.start()
@@ -82,8 +85,7 @@ class TritonPythonModel:
         out = pb_utils.Tensor("text_output", np.array(["".join(tokens).encode()], np.object_))
         return self._response([out], prompt, len(tokens))
 
-    def _stream(self, request):
-        sender = request.get_response_sender()
+    def _stream(self, request, sender):
         prompt, params = self._read(request)
         delay = float(params.get("delay_ms", 0)) / 1000
         count = 0
