@@ -172,7 +172,7 @@ def test_entry_point_is_installed() -> None:
     assert OpenAIFrontendPlugin.name == "openai" and OpenAIFrontendPlugin.default_port is None
 
 
-def test_kernel_serve_flags() -> None:
+def test_kernel_serve_flags(monkeypatch: pytest.MonkeyPatch) -> None:
     from triton_frontend_openai import OpenAIFrontend, OpenAIFrontendPlugin
 
     from kernel._serve import options_from_args
@@ -187,3 +187,6 @@ def test_kernel_serve_flags() -> None:
     assert isinstance(frontend, OpenAIFrontend) and frontend._api_key == "k"
     off = parser.parse_args(["serve"])
     assert "openai" not in options_from_args(off, {"openai": plugin}).frontends
+    monkeypatch.setenv("OPENAI_FRONTEND_API_KEY", "from-env")
+    keyed = plugin.create(parser.parse_args(["serve", "--openai-port", "0"]))
+    assert isinstance(keyed, OpenAIFrontend) and keyed._api_key == "from-env"
