@@ -28,18 +28,16 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from triton_python_backend_utils._logging import python_log_level
 
 from kernel import (
     InferenceRequest,
     InferenceResponse,
     KernelError,
-    RequestFlags,
     ServerHandle,
     Status,
 )
-from triton_backend_python._convert import CODE_BY_STATUS, STATUS_BY_CODE
-from triton_backend_python._registry import MetricRegistry
+from triton_backend_python._convert import STATUS_BY_CODE
+from triton_backend_python._process_calls import ModelCalls
 from triton_backend_python._ring import Ring, RingError, new_ring_fd
 from triton_backend_python._wire import (
     Packed,
@@ -73,10 +71,6 @@ _BOOTSTRAP = (
 
 def _error(error: tuple[int, str] | None) -> KernelError | None:
     return None if error is None else KernelError(STATUS_BY_CODE[error[0]], error[1])
-
-
-def _wire_error(error: KernelError | None) -> tuple[int, str] | None:
-    return None if error is None else (CODE_BY_STATUS[error.status], error.message)
 
 
 def _kill_spawned(spawned: asyncio.Future[subprocess.Popen[bytes]]) -> None:
@@ -136,13 +130,10 @@ class ModelProcess:
         self._death: asyncio.Task[None] | None = None
         self._command: asyncio.Future[tuple[Any, ...]] | None = None
         self._batches_waiting: dict[int, asyncio.Future[tuple[Any, ...]]] = {}
-        self._tasks: dict[int, asyncio.Task[None]] = {}
-        self._task_ids = itertools.count(-1, -1)  # tasks without a call id
         self._keys = itertools.count(1)
         self._batches = itertools.count(1)
         self.inflight: dict[int, InferenceRequest] = {}
-        self._metric_handles: dict[int, tuple[str, object]] = {}
-        self._metric_ids = itertools.count(1)
+        self._calls = ModelCalls(self)
         self.dead: str | None = None
         self._closing = False
 
@@ -382,14 +373,18 @@ class ModelProcess:
         if await self._exit_code(EXIT_TIMEOUT_SECONDS) is None and self._process is not None:
             self._process.kill()
             await self._exit_code(EXIT_TIMEOUT_SECONDS)
-        for task in [*self._tasks.values(), self._death]:
-            if task is not None:
-                task.cancel()
-        self._release_metrics()
+        if self._death is not None:
+            self._death.cancel()
+        self._calls.close()
         self._close_rings()
         self._pool.close()
         self._slabs.close()
         unlink_slabs(self._child_prefix, self._shm_dir)
+
+    @property
+    def closing(self) -> bool:
+        """Whether the process is being finalized (its calls' answers no longer matter)."""
+        return self._closing
 
     @property
     def pid(self) -> int | None:
@@ -410,9 +405,7 @@ class ModelProcess:
         for request in self.inflight.values():
             request.fail(error)
         self.inflight.clear()
-        for task in self._tasks.values():
-            task.cancel()
-        self._release_metrics()
+        self._calls.close()
         self._close_socket()
         self._close_rings()
         self._pool.close()
@@ -493,20 +486,8 @@ class ModelProcess:
             self._on_send(*message[1:])
         elif kind == "fail":
             self._on_fail(*message[1:])
-        elif kind in ("rpc", "notify"):
-            self._on_call(message[1], message[2], message[3])
-        elif kind == "bls":
-            self._spawn(message[1], self._bls(*message[1:]))
-        elif kind == "bls_cancel":
-            task = self._tasks.get(message[1])
-            if task is not None:
-                task.cancel()
-
-    def _spawn(self, call_id: int, coroutine: Any) -> None:
-        key = call_id or next(self._task_ids)
-        task = asyncio.ensure_future(coroutine)
-        self._tasks[key] = task
-        task.add_done_callback(lambda _: self._tasks.pop(key, None))
+        else:
+            self._calls.dispatch(message)
 
     # -- requests -----------------------------------------------------------------------------
 
@@ -611,134 +592,6 @@ class ModelProcess:
                     " answering the request",
                 )
             )
-
-    # -- what the model asks of the server ------------------------------------------------------
-
-    def _reply(self, call_id: int, value: Any = None, error: str | None = None) -> None:
-        if call_id:
-            self.send(("reply", call_id, value, error))
-
-    def _on_call(self, call_id: int, op: str, args: tuple[Any, ...]) -> None:
-        if op in ("load_model", "unload_model"):
-            self._spawn(call_id, self._model_control(call_id, op, args))
-            return
-        try:
-            value = self._answer(op, args)
-        except Exception as exc:
-            self._reply(call_id, error=str(exc) or type(exc).__name__)
-        else:
-            self._reply(call_id, value)
-
-    def _answer(self, op: str, args: tuple[Any, ...]) -> Any:
-        registry: MetricRegistry = self.model.metrics
-        if op == "is_cancelled":
-            request = self.inflight.get(args[0])
-            return request is None or request.is_cancelled()
-        if op == "log":
-            self.logger.log(python_log_level(args[0]), "%s", args[1])
-            return None
-        if op == "is_model_ready":
-            name, version = args
-            return self.server.is_model_ready(name, int(version) if version else -1)
-        handles = self._metric_handles
-        if op == "metric_family":
-            entry = ("family", registry.create_family(*args))
-        elif op == "metric_new":
-            family, labels, buckets = args
-            entry = ("metric", registry.create_metric(handles[family][1], labels, buckets))
-        elif op == "metric_update":
-            metric, how, value = args
-            registry.update(handles[metric][1], how, value)
-            return None
-        elif op == "metric_value":
-            return registry.value(handles[args[0]][1])
-        elif op == "metric_release":
-            registry.release_metric(handles.pop(args[0])[1])
-            return None
-        elif op == "metric_release_family":
-            registry.release_family(handles.pop(args[0])[1])
-            return None
-        else:
-            raise KernelError(Status.INVALID_ARG, f"unknown request '{op}' from a model")
-        number = next(self._metric_ids)
-        handles[number] = entry
-        return number
-
-    def _release_metrics(self) -> None:
-        """Drop the metrics a (dead or finalized) model process still held."""
-        registry = self.model.metrics
-        handles, self._metric_handles = self._metric_handles, {}
-        # series first: a family goes away once its last series is gone
-        for kind, handle in sorted(handles.values(), key=lambda item: item[0] != "metric"):
-            if kind == "metric":
-                registry.release_metric(handle)
-            else:
-                registry.release_family(handle)
-
-    async def _model_control(self, call_id: int, op: str, args: tuple[Any, ...]) -> None:
-        try:
-            if op == "load_model":
-                name, config, files = args
-                stripped = {k.removeprefix("file:"): v for k, v in (files or {}).items()}
-                await self.server.load_model(name, config or None, stripped or None)
-            else:
-                await self.server.unload_model(args[0])
-        except KernelError as exc:
-            self._reply(call_id, error=exc.message)
-        else:
-            self._reply(call_id)
-
-    async def _bls(
-        self,
-        call_id: int,
-        model_name: str,
-        model_version: int,
-        inputs: dict[str, Any],
-        requested: tuple[str, ...],
-        request_id: str,
-        correlation_id: int | str,
-        flags: int,
-        timeout: int,
-        parameters: dict[str, Any],
-        parent: int | None = None,
-    ) -> None:
-        final = False
-        try:
-            request = InferenceRequest(
-                model_name,
-                inputs,
-                model_version=model_version,
-                id=request_id,
-                requested_output_names=requested,
-                parameters=parameters,
-                correlation_id=correlation_id,
-                flags=RequestFlags(flags & 3),
-                timeout_us=timeout,
-            )
-            owner = None if parent is None else self.inflight.get(parent)
-            if owner is not None and owner.trace is not None:  # a child of the caller's trace
-                request.trace = owner.trace.child()
-            async for response in self.server.infer(request):
-                final = response.final
-                message = (
-                    "bls_response",
-                    call_id,
-                    response.outputs if response.error is None else None,
-                    _wire_error(response.error),
-                    response.parameters or None,
-                    final,
-                )
-                try:
-                    self.send(message)
-                except SharedMemoryFullError as exc:
-                    raise KernelError(Status.UNAVAILABLE, str(exc.strerror)) from exc
-        except KernelError as exc:
-            final = True
-            self.send(("bls_response", call_id, None, _wire_error(exc), None, True))
-        finally:
-            if not final and not self._closing:
-                cancelled = (CODE_BY_STATUS[Status.CANCELLED], "the BLS request was cancelled")
-                self.send(("bls_response", call_id, None, cancelled, None, True))
 
 
 async def process_auto_complete(model: PythonModel, label: str, config: str) -> str | None:
