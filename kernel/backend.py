@@ -32,6 +32,7 @@ as it holds their response senders.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -241,6 +242,19 @@ class ModelInstance(ABC):
     def finalize(self) -> Awaitable[None] | None:
         """Release what ``initialize`` took (``TRITONBACKEND_ModelInstanceFinalize``)."""
         return None
+
+    def submit(self, requests: Sequence[InferenceRequest]) -> asyncio.Future[None] | None:
+        """Optional fast path of an ``async def execute`` that hands its batch to something
+        else (a process, a device queue): start the batch on the event loop without blocking
+        and return a future that completes once the batch is done (its exception, if any,
+        answers the unanswered requests as a raise from ``execute`` would), or None when it is
+        done already. When an instance overrides it, the kernel calls it instead of ``execute``
+        for unbatched requests (no rate limiter): no task per batch, and the batch completes
+        from the callback that got its answer, in the same turn of the event loop. The kernel
+        cancels the future when the model unloads. ``execute`` stays the general path
+        (warm-up, batching schedulers).
+        """
+        raise NotImplementedError
 
 
 class Model(ABC):

@@ -25,7 +25,7 @@ import socket
 import subprocess
 import threading
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import anyio
 
@@ -71,6 +71,14 @@ _BOOTSTRAP = (
 
 def _error(error: tuple[int, str] | None) -> KernelError | None:
     return None if error is None else KernelError(STATUS_BY_CODE[error[0]], error[1])
+
+
+class _Batch(NamedTuple):
+    """A batch sent to the process, until its ``executed`` message."""
+
+    future: asyncio.Future[None]
+    requests: Sequence[InferenceRequest]
+    keys: list[int]
 
 
 def _kill_spawned(spawned: asyncio.Future[subprocess.Popen[bytes]]) -> None:
@@ -129,7 +137,8 @@ class ModelProcess:
         self._hello: asyncio.Future[tuple[Any, ...]] | None = None
         self._death: asyncio.Task[None] | None = None
         self._command: asyncio.Future[tuple[Any, ...]] | None = None
-        self._batches_waiting: dict[int, asyncio.Future[tuple[Any, ...]]] = {}
+        self._batches_waiting: dict[int, _Batch] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._keys = itertools.count(1)
         self._batches = itertools.count(1)
         self.inflight: dict[int, InferenceRequest] = {}
@@ -145,7 +154,7 @@ class ModelProcess:
         :raises KernelError: ``UNAVAILABLE`` when it does not start (the reason says why).
         """
         settings = self.model.settings
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         parent, child = socket.socketpair()
         try:
             self._open_rings(parent.fileno())
@@ -424,13 +433,21 @@ class ModelProcess:
         ring = self._to
         if self.dead is not None or ring is None:
             return
-        self._outbox.append(pack_frame(message, self._pool, ring.largest_frame))
+        frame = pack_frame(message, self._pool, ring.largest_frame)
+        if not self._outbox and put_frame(ring, frame):
+            # At once, not at the end of the loop's turn: one loop iteration less per request,
+            # and the process starts while the loop finishes its turn. The doorbell costs a
+            # system call only when the process sleeps (``Ring.wake``).
+            ring.wake()
+            return
+        self._outbox.append(frame)
         if not self._flushing:
             self._flushing = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            assert self._loop is not None
+            self._loop.call_later(0.001, self._flush)
 
     def _flush(self) -> None:
-        """Copy this loop turn's messages into the ring and wake the process once.
+        """Copy the messages that found the ring full into it, once the process made room.
 
         A ring without room (a process that stopped reading) is tried again a moment later.
         """
@@ -447,9 +464,9 @@ class ModelProcess:
         if sent:
             del outbox[:sent]
             ring.wake()
-        if outbox:
+        if outbox and self._loop is not None:
             self._flushing = True
-            asyncio.get_running_loop().call_later(0.001, self._flush)
+            self._loop.call_later(0.001, self._flush)
 
     async def command(self, message: tuple[Any, ...]) -> tuple[Any, ...]:
         """Send a command and wait for its ``done`` (commands run one at a time).
@@ -467,7 +484,7 @@ class ModelProcess:
         return result
 
     def _fail_commands(self, error: KernelError) -> None:
-        waiting = [self._command, *self._batches_waiting.values()]
+        waiting = [self._command, *(batch.future for batch in self._batches_waiting.values())]
         self._batches_waiting.clear()
         for future in waiting:
             if future is not None and not future.done():
@@ -477,8 +494,8 @@ class ModelProcess:
         kind = message[0]
         if kind == "executed":
             batch = self._batches_waiting.pop(message[1], None)
-            if batch is not None and not batch.done():
-                batch.set_result(message[2:])
+            if batch is not None:
+                self._executed(batch, *message[2:])
         elif kind == "done":
             if self._command is not None and not self._command.done():
                 self._command.set_result(message[1:])
@@ -492,21 +509,33 @@ class ModelProcess:
     # -- requests -----------------------------------------------------------------------------
 
     async def execute(self, requests: Sequence[InferenceRequest]) -> None:
-        """Run one batch in the process; answers what the model returned.
-
-        Batches may overlap: each goes to the process at once, which runs them one at a time in
-        the order they came, so the next is already there when one finishes.
+        """Run one batch in the process (see :meth:`submit`) and wait until it is done.
 
         :raises KernelError: the batch's error (the kernel answers the unanswered requests).
         """
+        await self.submit(requests)
+
+    def submit(self, requests: Sequence[InferenceRequest]) -> asyncio.Future[None]:
+        """Send one batch to the process (on the loop; never blocks); the future completes
+        once the process answered it, with the batch's error if it failed.
+
+        Batches may overlap: each goes to the process at once, which runs them one at a time in
+        the order they came, so the next is already there when one finishes. The answers are
+        given from the callback that read them (:meth:`_executed`), in the same loop turn.
+
+        :raises KernelError: when the process is dead, or the tensors find no shared memory.
+        """
         if self.dead is not None:
             raise KernelError(Status.UNAVAILABLE, self.dead)
+        loop = self._loop
+        assert loop is not None
+        inflight = self.inflight
         keys: list[int] = []
         items: list[tuple[Any, ...]] = []
         for request in requests:
             key = next(self._keys)
             keys.append(key)
-            self.inflight[key] = request
+            inflight[key] = request
             if self.decoupled:
                 request.response_sender()  # open until the model sends the final flag
             items.append(
@@ -522,38 +551,51 @@ class ModelProcess:
                 )
             )
         batch_id = next(self._batches)
-        done = self._batches_waiting[batch_id] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[None] = loop.create_future()
         try:
             self.send(("execute", batch_id, items))
         except SharedMemoryFullError as exc:
-            del self._batches_waiting[batch_id]
             for key in keys:
-                self.inflight.pop(key, None)
+                inflight.pop(key, None)
             raise KernelError(
                 Status.UNAVAILABLE,
                 f"Failed to process the request(s) for model instance '{self.label}',"
                 f" message: {exc.strerror}",
             ) from exc
-        try:
-            results, error, unanswered = await done
-        finally:
-            self._batches_waiting.pop(batch_id, None)
-            if not self.decoupled:
-                for key in keys:
-                    self.inflight.pop(key, None)
+        self._batches_waiting[batch_id] = _Batch(future, requests, keys)
+        return future
+
+    def _executed(
+        self,
+        batch: _Batch,
+        results: list[Any] | None,
+        error: str | None,
+        unanswered: list[int],
+    ) -> None:
+        """The process answered a batch: respond, then complete its future."""
+        future, requests, keys = batch
+        inflight = self.inflight
         if error is not None:
             failure = KernelError(Status.INTERNAL, error)
             for key in keys:
-                waiting = self.inflight.pop(key, None)
+                waiting = inflight.pop(key, None)
                 if waiting is not None:
                     waiting.fail(failure)
-            raise failure
-        for request, result in zip(requests, results or (), strict=False):
-            if result is not None and not request.answered:
-                outputs, wire_error, parameters, _ = result
-                request.respond(outputs, error=_error(wire_error), parameters=parameters)
+            if not future.done():
+                future.set_exception(failure)
+            return
+        if not self.decoupled:
+            for key in keys:
+                inflight.pop(key, None)
+        if results and not future.done():  # a cancelled batch was answered by the kernel
+            for request, result in zip(requests, results, strict=False):
+                if result is not None and not request.answered:
+                    outputs, wire_error, parameters, _ = result
+                    request.respond(outputs, error=_error(wire_error), parameters=parameters)
         for key in unanswered:
             self._on_fail(key, None)
+        if not future.done():
+            future.set_result(None)
 
     def _on_send(
         self,

@@ -169,6 +169,14 @@ class ProcessInstance(ModelInstance):
             )
         await process.execute(requests)
 
+    def submit(self, requests: Sequence[InferenceRequest]) -> asyncio.Future[None]:
+        """The kernel's fast path (no task per batch): straight to a live process; while a
+        restart is under way (or after the instance gave up), the general path decides."""
+        process = self._process
+        if process is not None and process.dead is None and self._serving.is_set():
+            return process.submit(requests)
+        return asyncio.ensure_future(self.execute(requests))
+
     async def finalize(self) -> None:
         self._closing = True
         restarter = self._restarter
