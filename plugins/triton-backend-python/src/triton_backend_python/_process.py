@@ -139,6 +139,7 @@ class ModelProcess:
         self._command: asyncio.Future[tuple[Any, ...]] | None = None
         self._batches_waiting: dict[int, _Batch] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._rearming = False
         self._keys = itertools.count(1)
         self._batches = itertools.count(1)
         self.inflight: dict[int, InferenceRequest] = {}
@@ -295,8 +296,28 @@ class ModelProcess:
             data = b""
         if data:
             self._on_wake()
+            self._stay_awake()
         elif self._stop_watching():
             self._on_lost()
+
+    def _stay_awake(self) -> None:
+        """While batches are out, look at the ring again in the loop's next turn instead of
+        asking for a doorbell: with requests in flight the loop is busy anyway, and an answer
+        that comes before then costs the process no system call and the loop no wake-up."""
+        ring = self._from
+        if ring is None or self._rearming or not self._batches_waiting:
+            return
+        ring.awake()
+        self._rearming = True
+        assert self._loop is not None
+        self._loop.call_soon(self._rearm)
+
+    def _rearm(self) -> None:
+        self._rearming = False
+        ring = self._from
+        if ring is not None and ring.rearm():
+            self._on_wake()
+            self._stay_awake()
 
     def _on_wake(self) -> None:
         """Handle every frame the process put in its ring."""

@@ -190,6 +190,10 @@ class Ring:
             return indirect(name, offset, size)
         return frame
 
+    def ready(self) -> bool:
+        """Whether a frame is there to take (one load of shared memory, no system call)."""
+        return self._written_cell.value != self._read
+
     def wait(self) -> bool:
         """Sleep until the writer put a frame (blocking doorbell); may return early.
 
@@ -206,8 +210,21 @@ class Ring:
             self._sleeping_cell.value = 0
 
     def watched(self) -> None:
-        """Say that this reader always wants a wake-up (an event loop watches the socket)."""
+        """Say that this reader wants a wake-up for the next frame (an event loop watches the
+        socket); until :meth:`awake`, every frame rings the doorbell."""
         self._sleeping_cell.value = 1
+
+    def awake(self) -> None:
+        """Say that this reader will look at the ring without a doorbell (it is busy and
+        comes back soon): the writer skips the system call. :meth:`rearm` must follow."""
+        self._sleeping_cell.value = 0
+
+    def rearm(self) -> bool:
+        """Want a wake-up again (after :meth:`awake`); True when a frame came meanwhile, which
+        rang no doorbell: the reader takes it now (then may say :meth:`awake` again)."""
+        self._sleeping_cell.value = 1
+        _barrier()
+        return self._written_cell.value != self._read
 
     def close(self) -> None:
         del self._written_cell, self._read_cell, self._sleeping_cell
