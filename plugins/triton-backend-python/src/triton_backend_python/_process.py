@@ -5,7 +5,13 @@ rings (``_ring.py``: messages each way) and one end of a socket pair, the rings'
 the process's lifeline (its end of file says the process died), watched by the loop; then
 speaks the messages ``_stub.py`` describes, on the server's event loop: commands (initialize,
 execute, finalize) one at a time, and, at any moment, what the model asks of the server
-(responses through senders, BLS calls, model control, logging, metrics).
+(responses through senders and batches' answers here; BLS calls, model control, logging and
+metrics in ``_process_calls.py``).
+
+The hot path, per request: :meth:`ModelProcess.submit` (called by the kernel's worker on the
+loop, no task) copies the batch into the ring and rings the doorbell if the process sleeps; the
+doorbell callback reads the ``executed`` answer and responds (:meth:`ModelProcess._executed`)
+in the same turn. Two wake-ups cross the processes, none between threads.
 
 When the process dies, the batch it was running and every request still waiting on it get an
 error at once, with the reason (exit code or signal), and ``on_death`` is called: the instance

@@ -29,7 +29,10 @@ for a frame; a writer rings the doorbell only when the reader says it sleeps. A 
 with a batch while the next arrives costs the writer no system call. Each side puts a full
 memory barrier between its store and its load (an uncontended lock: a locked instruction on
 x86-64), so of the two, at least one sees the other's store: no wake-up is lost. The server's
-event loop, which watches its end of the socket, counts as always asleep (:meth:`Ring.watched`).
+event loop, which watches its end of the socket, counts as asleep (:meth:`Ring.watched`) except
+for one more turn of the loop after it read frames while it waits for more (:meth:`Ring.awake`,
+:meth:`Ring.rearm`: the same store, barrier, load). A reader may also look at the ring for a
+moment before it sleeps (:meth:`Ring.ready`).
 
 A frame too large for the ring (say, a BYTES tensor of megabytes in the message itself) goes
 through a shared memory slab instead, and the ring carries where it is (``INDIRECT`` bit).

@@ -168,6 +168,11 @@ class TestInstance(ModelInstance):
             self.overlapping_batches = int(model.parameter("overlapping_batches", "1") or 1)
             self.running = self.most_running = 0
             self.execute = self._overlap  # type: ignore[method-assign]
+        if self.behaviour == "submit":
+            self.overlapping_batches = int(model.parameter("overlapping_batches", "1") or 1)
+            self.running = self.most_running = 0
+            self.execute = self._overlap  # type: ignore[method-assign]
+            self.submit = self._submit  # type: ignore[method-assign]
         self.log(f"instance.initialize {self.context.name} {self.context.kind}")
 
     def finalize(self) -> None:
@@ -226,6 +231,26 @@ class TestInstance(ModelInstance):
         for request in requests:
             a = request.inputs["INPUT0"]
             request.respond({"OUTPUT0": a, "OUTPUT1": np.full_like(a, self.most_running)})
+
+    def _submit(self, requests: Sequence[InferenceRequest]) -> asyncio.Future[None]:
+        """``ModelInstance.submit``: the ``overlap`` behaviour without a task, answered from a
+        timer callback after ``sleep_ms``."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        self.running += 1
+        self.most_running = max(self.most_running, self.running)
+
+        def answer() -> None:
+            self.running -= 1
+            if done.cancelled():
+                return
+            for request in requests:
+                a = request.inputs["INPUT0"]
+                request.respond({"OUTPUT0": a, "OUTPUT1": np.full_like(a, self.most_running)})
+            done.set_result(None)
+
+        loop.call_later(self.sleep_ms / 1000, answer)
+        return done
 
     def _timed(self, request: InferenceRequest) -> None:
         """``sleep``, reporting a fixed time split (1 / 2 / 3 us) for the batch first."""
