@@ -32,7 +32,6 @@ as it holds their response senders.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -243,16 +242,21 @@ class ModelInstance(ABC):
         """Release what ``initialize`` took (``TRITONBACKEND_ModelInstanceFinalize``)."""
         return None
 
-    def submit(self, requests: Sequence[InferenceRequest]) -> asyncio.Future[None] | None:
+    def submit(
+        self,
+        requests: Sequence[InferenceRequest],
+        done: Callable[[BaseException | None], None],
+    ) -> None:
         """Optional fast path of an ``async def execute`` that hands its batch to something
-        else (a process, a device queue): start the batch on the event loop without blocking
-        and return a future that completes once the batch is done (its exception, if any,
-        answers the unanswered requests as a raise from ``execute`` would), or None when it is
-        done already. When an instance overrides it, the kernel calls it instead of ``execute``
-        for unbatched requests (no rate limiter): no task per batch, and the batch completes
-        from the callback that got its answer, in the same turn of the event loop. The kernel
-        cancels the future when the model unloads. ``execute`` stays the general path
-        (warm-up, batching schedulers).
+        else (a process, a device queue): start the batch on the event loop without blocking,
+        and call ``done`` on the loop once the batch is done, with the error that fails its
+        unanswered requests (as a raise from ``execute`` would) or None. Call it right after
+        answering the batch, in the same callback: the kernel's accounting (statistics, trace
+        timestamps) then comes before the answers reach the frontends. Raising from ``submit``
+        fails the batch. When an instance overrides it, the kernel calls it instead of
+        ``execute`` for unbatched requests (no rate limiter): no task per batch. When the model
+        unloads, the kernel fails the batches still out and ignores their later ``done``.
+        ``execute`` stays the general path (warm-up, batching schedulers).
         """
         raise NotImplementedError
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import functools
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -360,10 +361,11 @@ class ModelVersion:
 
     async def _submit_worker(self, item: _Instance, index: int, ahead: int) -> None:
         """Feed an instance that implements ``ModelInstance.submit``: up to ``ahead`` batches
-        at once, each accounted from the done callback of the future ``submit`` returned (no
-        task per batch). When the worker is cancelled (unload), the batches still out fail."""
+        at once, each accounted when the instance calls its ``done`` (no task per batch).
+        When the worker is cancelled (unload), the batches still out fail."""
         slots = asyncio.Semaphore(ahead)
-        pending: dict[asyncio.Future[None], Callable[[asyncio.Future[None]], None]] = {}
+        pending: dict[int, Callable[[BaseException | None], None]] = {}
+        numbers = itertools.count()
         try:
             while True:
                 await slots.acquire()
@@ -372,21 +374,22 @@ class ModelVersion:
                 except BaseException:
                     slots.release()
                     raise
-                self._submit(item, batch, slots, pending)
+                self._submit(item, batch, slots, pending, next(numbers))
         finally:
-            for future, done in list(pending.items()):
-                future.remove_done_callback(done)
-                future.cancel()
-                done(future)
+            unloading = KernelError(Status.UNAVAILABLE, f"model '{self.name}' is unloading")
+            for number in list(pending):
+                finish = pending.pop(number)
+                finish(unloading)
 
     def _submit(
         self,
         item: _Instance,
         batch: list[InferenceRequest],
         slots: asyncio.Semaphore,
-        pending: dict[asyncio.Future[None], Callable[[asyncio.Future[None]], None]],
+        pending: dict[int, Callable[[BaseException | None], None]],
+        number: int,
     ) -> None:
-        """Start one batch through ``submit``; account it when its future completes."""
+        """Start one batch through ``submit``; account it when the instance says it is done."""
         self.executing += 1
         start = time.monotonic_ns()
         if self.stamp_start:
@@ -398,29 +401,19 @@ class ModelVersion:
             self._executed(item, batch, times, error, start, time.monotonic_ns())
             slots.release()
 
+        def done(error: BaseException | None) -> None:
+            if pending.pop(number, None) is not None:  # else already failed (unload)
+                finish(error)
+
+        pending[number] = finish
         token = _log_output.REQUEST_IDS.set(_ids(batch)) if _log_output.json_lines else None
         try:
-            future = item.instance.submit(batch)
+            item.instance.submit(batch, done)
         except Exception as exc:
-            finish(exc)
-            return
+            done(exc)
         finally:
             if token is not None:
                 _log_output.REQUEST_IDS.reset(token)
-        if future is None:
-            finish(None)
-            return
-
-        def done(future: asyncio.Future[None]) -> None:
-            if pending.pop(future, None) is None:
-                return  # already accounted (the worker stopped)
-            if future.cancelled():
-                finish(KernelError(Status.UNAVAILABLE, f"model '{self.name}' is unloading"))
-            else:
-                finish(future.exception())
-
-        pending[future] = done
-        future.add_done_callback(done)
 
     async def _overlapping_worker(self, item: _Instance, index: int, ahead: int) -> None:
         """Hand an ``async def execute`` up to ``ahead`` batches at once, each in a plain asyncio

@@ -79,10 +79,14 @@ def _error(error: tuple[int, str] | None) -> KernelError | None:
     return None if error is None else KernelError(STATUS_BY_CODE[error[0]], error[1])
 
 
+Done = Callable[[BaseException | None], None]
+"""Called once a batch is done, with its error or None (``ModelInstance.submit``'s ``done``)."""
+
+
 class _Batch(NamedTuple):
     """A batch sent to the process, until its ``executed`` message."""
 
-    future: asyncio.Future[None]
+    done: Done
     requests: Sequence[InferenceRequest]
     keys: list[int]
 
@@ -511,11 +515,12 @@ class ModelProcess:
         return result
 
     def _fail_commands(self, error: KernelError) -> None:
-        waiting = [self._command, *(batch.future for batch in self._batches_waiting.values())]
+        batches = list(self._batches_waiting.values())
         self._batches_waiting.clear()
-        for future in waiting:
-            if future is not None and not future.done():
-                future.set_exception(error)
+        if self._command is not None and not self._command.done():
+            self._command.set_exception(error)
+        for batch in batches:
+            batch.done(error)
 
     def _dispatch(self, message: tuple[Any, ...]) -> None:
         kind = message[0]
@@ -540,11 +545,23 @@ class ModelProcess:
 
         :raises KernelError: the batch's error (the kernel answers the unanswered requests).
         """
-        await self.submit(requests)
+        assert self._loop is not None
+        future: asyncio.Future[None] = self._loop.create_future()
 
-    def submit(self, requests: Sequence[InferenceRequest]) -> asyncio.Future[None]:
-        """Send one batch to the process (on the loop; never blocks); the future completes
-        once the process answered it, with the batch's error if it failed.
+        def done(error: BaseException | None) -> None:
+            if future.done():
+                return
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(error)
+
+        self.submit(requests, done)
+        await future
+
+    def submit(self, requests: Sequence[InferenceRequest], done: Done) -> None:
+        """Send one batch to the process (on the loop; never blocks); ``done`` is called once
+        the process answered it, right after the answers, with the batch's error if it failed.
 
         Batches may overlap: each goes to the process at once, which runs them one at a time in
         the order they came, so the next is already there when one finishes. The answers are
@@ -554,8 +571,6 @@ class ModelProcess:
         """
         if self.dead is not None:
             raise KernelError(Status.UNAVAILABLE, self.dead)
-        loop = self._loop
-        assert loop is not None
         inflight = self.inflight
         keys: list[int] = []
         items: list[tuple[Any, ...]] = []
@@ -578,7 +593,6 @@ class ModelProcess:
                 )
             )
         batch_id = next(self._batches)
-        future: asyncio.Future[None] = loop.create_future()
         try:
             self.send(("execute", batch_id, items))
         except SharedMemoryFullError as exc:
@@ -589,8 +603,7 @@ class ModelProcess:
                 f"Failed to process the request(s) for model instance '{self.label}',"
                 f" message: {exc.strerror}",
             ) from exc
-        self._batches_waiting[batch_id] = _Batch(future, requests, keys)
-        return future
+        self._batches_waiting[batch_id] = _Batch(done, requests, keys)
 
     def _executed(
         self,
@@ -599,8 +612,8 @@ class ModelProcess:
         error: str | None,
         unanswered: list[int],
     ) -> None:
-        """The process answered a batch: respond, then complete its future."""
-        future, requests, keys = batch
+        """The process answered a batch: respond, then say the batch is done."""
+        done, requests, keys = batch
         inflight = self.inflight
         if error is not None:
             failure = KernelError(Status.INTERNAL, error)
@@ -608,21 +621,18 @@ class ModelProcess:
                 waiting = inflight.pop(key, None)
                 if waiting is not None:
                     waiting.fail(failure)
-            if not future.done():
-                future.set_exception(failure)
+            done(failure)
             return
         if not self.decoupled:
             for key in keys:
                 inflight.pop(key, None)
-        if results and not future.done():  # a cancelled batch was answered by the kernel
-            for request, result in zip(requests, results, strict=False):
-                if result is not None and not request.answered:
-                    outputs, wire_error, parameters, _ = result
-                    request.respond(outputs, error=_error(wire_error), parameters=parameters)
+        for request, result in zip(requests, results or (), strict=False):
+            if result is not None and not request.answered:
+                outputs, wire_error, parameters, _ = result
+                request.respond(outputs, error=_error(wire_error), parameters=parameters)
         for key in unanswered:
             self._on_fail(key, None)
-        if not future.done():
-            future.set_result(None)
+        done(None)
 
     def _on_send(
         self,

@@ -36,7 +36,7 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -232,25 +232,25 @@ class TestInstance(ModelInstance):
             a = request.inputs["INPUT0"]
             request.respond({"OUTPUT0": a, "OUTPUT1": np.full_like(a, self.most_running)})
 
-    def _submit(self, requests: Sequence[InferenceRequest]) -> asyncio.Future[None]:
+    def _submit(
+        self,
+        requests: Sequence[InferenceRequest],
+        done: Callable[[BaseException | None], None],
+    ) -> None:
         """``ModelInstance.submit``: the ``overlap`` behaviour without a task, answered from a
         timer callback after ``sleep_ms``."""
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
         self.running += 1
         self.most_running = max(self.most_running, self.running)
 
         def answer() -> None:
             self.running -= 1
-            if done.cancelled():
-                return
             for request in requests:
                 a = request.inputs["INPUT0"]
-                request.respond({"OUTPUT0": a, "OUTPUT1": np.full_like(a, self.most_running)})
-            done.set_result(None)
+                if not request.answered:
+                    request.respond({"OUTPUT0": a, "OUTPUT1": np.full_like(a, self.most_running)})
+            done(None)
 
-        loop.call_later(self.sleep_ms / 1000, answer)
-        return done
+        asyncio.get_running_loop().call_later(self.sleep_ms / 1000, answer)
 
     def _timed(self, request: InferenceRequest) -> None:
         """``sleep``, reporting a fixed time split (1 / 2 / 3 us) for the batch first."""
