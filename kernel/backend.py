@@ -253,6 +253,24 @@ class ModelInstance(ABC):
         """Release what ``initialize`` took (``TRITONBACKEND_ModelInstanceFinalize``)."""
         return None
 
+    def submit(
+        self,
+        requests: Sequence[InferenceRequest],
+        done: Callable[[BaseException | None], None],
+    ) -> None:
+        """Optional fast path of an ``async def execute`` that hands its batch to something
+        else (a process, a device queue): start the batch on the event loop without blocking,
+        and call ``done`` on the loop once the batch is done, with the error that fails its
+        unanswered requests (as a raise from ``execute`` would) or None. Call it right after
+        answering the batch, in the same callback: the kernel's accounting (statistics, trace
+        timestamps) then comes before the answers reach the frontends. Raising from ``submit``
+        fails the batch. When an instance overrides it, the kernel calls it instead of
+        ``execute`` for unbatched requests (no rate limiter): no task per batch. When the model
+        unloads, the kernel fails the batches still out and ignores their later ``done``.
+        ``execute`` stays the general path (warm-up, batching schedulers).
+        """
+        raise NotImplementedError
+
     def ready(self) -> Awaitable[bool] | bool:
         """Whether this loaded instance can serve now (``TRITONBACKEND_ModelInstanceReady``).
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kernel import InferenceRequest
+from kernel import InferenceRequest, Status
 from kernel.statistics import ModelStatistics
 from kernel.testing import RunningServer, run_server
 
@@ -207,6 +207,51 @@ async def test_overlapping_async_batches(
         assert all(r.error is None for r in results)
         most = max(int(r.outputs["OUTPUT1"].max()) for r in results)
         assert most == expected  # per instance
+
+
+@pytest.mark.parametrize("allowed", [1, 4])
+async def test_submit_feeds_an_instance_without_a_task_per_batch(
+    repo: Path, add_model: Callable[..., Path], kt_config: Callable[..., str], allowed: int
+) -> None:
+    """An instance that implements ``ModelInstance.submit`` gets up to ``overlapping_batches``
+    batches at once through it; each is answered and counted from its future's callback."""
+    parameters = {"overlapping_batches": str(allowed), "sleep_ms": "30"}
+    add_model(repo, "submit", kt_config("submit", parameters=parameters))
+    async with run_server(repo, **NO_ENDPOINTS) as srv:
+        a = np.ones((1, 4), np.float32)
+        results = await asyncio.gather(
+            *(
+                srv.server.infer_once(InferenceRequest("submit", {"INPUT0": a, "INPUT1": a}))
+                for _ in range(8)
+            )
+        )
+        assert all(r.error is None for r in results)
+        assert max(int(r.outputs["OUTPUT1"].max()) for r in results) == allowed
+        stats = srv.server.model_statistics("submit")[0]
+        for _ in range(100):  # recorded just after the answers go out
+            if stats.execution_count == 8:
+                break
+            await asyncio.sleep(0.01)
+        assert stats.execution_count == 8
+
+
+async def test_submitted_batches_fail_when_the_model_unloads(
+    repo: Path, add_model: Callable[..., Path], kt_config: Callable[..., str]
+) -> None:
+    """Batches still out through ``submit`` when the drain times out get UNAVAILABLE."""
+    parameters = {"overlapping_batches": "4", "sleep_ms": "5000"}
+    add_model(repo, "submit", kt_config("submit", parameters=parameters))
+    a = np.ones((1, 4), np.float32)
+    async with run_server(repo, exit_timeout_secs=0.2, **NO_ENDPOINTS) as srv:
+        tasks = [
+            asyncio.create_task(
+                srv.server.infer_once(InferenceRequest("submit", {"INPUT0": a, "INPUT1": a}))
+            )
+            for _ in range(3)
+        ]
+        await asyncio.sleep(0.1)
+    results = await asyncio.gather(*tasks)
+    assert all(r.error is not None and r.error.status is Status.UNAVAILABLE for r in results)
 
 
 async def test_reported_time_splits_stay_with_their_batch(

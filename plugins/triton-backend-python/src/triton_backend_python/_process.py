@@ -5,7 +5,13 @@ rings (``_ring.py``: messages each way) and one end of a socket pair, the rings'
 the process's lifeline (its end of file says the process died), watched by the loop; then
 speaks the messages ``_stub.py`` describes, on the server's event loop: commands (initialize,
 execute, finalize) one at a time, and, at any moment, what the model asks of the server
-(responses through senders, BLS calls, model control, logging, metrics).
+(responses through senders and batches' answers here; BLS calls, model control, logging and
+metrics in ``_process_calls.py``).
+
+The hot path, per request: :meth:`ModelProcess.submit` (called by the kernel's worker on the
+loop, no task) copies the batch into the ring and rings the doorbell if the process sleeps; the
+doorbell callback reads the ``executed`` answer and responds (:meth:`ModelProcess._executed`)
+in the same turn. Two wake-ups cross the processes, none between threads.
 
 When the process dies, the batch it was running and every request still waiting on it get an
 error at once, with the reason (exit code or signal), and ``on_death`` is called: the instance
@@ -24,22 +30,20 @@ import signal
 import socket
 import subprocess
 import threading
-from collections.abc import AsyncIterator, Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import anyio
-from triton_python_backend_utils._logging import python_log_level
 
 from kernel import (
     InferenceRequest,
     InferenceResponse,
     KernelError,
-    RequestFlags,
     ServerHandle,
     Status,
 )
-from triton_backend_python._convert import CODE_BY_STATUS, STATUS_BY_CODE
-from triton_backend_python._registry import MetricRegistry
+from triton_backend_python._convert import STATUS_BY_CODE
+from triton_backend_python._process_calls import ModelCalls
 from triton_backend_python._ring import Ring, RingError, new_ring_fd
 from triton_backend_python._wire import (
     Packed,
@@ -75,8 +79,16 @@ def _error(error: tuple[int, str] | None) -> KernelError | None:
     return None if error is None else KernelError(STATUS_BY_CODE[error[0]], error[1])
 
 
-def _wire_error(error: KernelError | None) -> tuple[int, str] | None:
-    return None if error is None else (CODE_BY_STATUS[error.status], error.message)
+Done = Callable[[BaseException | None], None]
+"""Called once a batch is done, with its error or None (``ModelInstance.submit``'s ``done``)."""
+
+
+class _Batch(NamedTuple):
+    """A batch sent to the process, until its ``executed`` message."""
+
+    done: Done
+    requests: Sequence[InferenceRequest]
+    keys: list[int]
 
 
 def _kill_spawned(spawned: asyncio.Future[subprocess.Popen[bytes]]) -> None:
@@ -135,14 +147,13 @@ class ModelProcess:
         self._hello: asyncio.Future[tuple[Any, ...]] | None = None
         self._death: asyncio.Task[None] | None = None
         self._command: asyncio.Future[tuple[Any, ...]] | None = None
-        self._batches_waiting: dict[int, asyncio.Future[tuple[Any, ...]]] = {}
-        self._tasks: dict[int, asyncio.Task[None]] = {}
-        self._task_ids = itertools.count(-1, -1)  # tasks without a call id
+        self._batches_waiting: dict[int, _Batch] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._rearming = False
         self._keys = itertools.count(1)
         self._batches = itertools.count(1)
         self.inflight: dict[int, InferenceRequest] = {}
-        self._metric_handles: dict[int, tuple[str, object]] = {}
-        self._metric_ids = itertools.count(1)
+        self._calls = ModelCalls(self)
         self.dead: str | None = None
         self._closing = False
         self.has_ready_hook = False
@@ -157,7 +168,7 @@ class ModelProcess:
         :raises KernelError: ``UNAVAILABLE`` when it does not start (the reason says why).
         """
         settings = self.model.settings
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         parent, child = socket.socketpair()
         try:
             self._open_rings(parent.fileno())
@@ -298,8 +309,28 @@ class ModelProcess:
             data = b""
         if data:
             self._on_wake()
+            self._stay_awake()
         elif self._stop_watching():
             self._on_lost()
+
+    def _stay_awake(self) -> None:
+        """While batches are out, look at the ring again in the loop's next turn instead of
+        asking for a doorbell: with requests in flight the loop is busy anyway, and an answer
+        that comes before then costs the process no system call and the loop no wake-up."""
+        ring = self._from
+        if ring is None or self._rearming or not self._batches_waiting:
+            return
+        ring.awake()
+        self._rearming = True
+        assert self._loop is not None
+        self._loop.call_soon(self._rearm)
+
+    def _rearm(self) -> None:
+        self._rearming = False
+        ring = self._from
+        if ring is not None and ring.rearm():
+            self._on_wake()
+            self._stay_awake()
 
     def _on_wake(self) -> None:
         """Handle every frame the process put in its ring."""
@@ -385,14 +416,18 @@ class ModelProcess:
         if await self._exit_code(EXIT_TIMEOUT_SECONDS) is None and self._process is not None:
             self._process.kill()
             await self._exit_code(EXIT_TIMEOUT_SECONDS)
-        for task in [*self._tasks.values(), self._death]:
-            if task is not None:
-                task.cancel()
-        self._release_metrics()
+        if self._death is not None:
+            self._death.cancel()
+        self._calls.close()
         self._close_rings()
         self._pool.close()
         self._slabs.close()
         unlink_slabs(self._child_prefix, self._shm_dir)
+
+    @property
+    def closing(self) -> bool:
+        """Whether the process is being finalized (its calls' answers no longer matter)."""
+        return self._closing
 
     @property
     def pid(self) -> int | None:
@@ -413,9 +448,7 @@ class ModelProcess:
         for request in self.inflight.values():
             request.fail(error)
         self.inflight.clear()
-        for task in self._tasks.values():
-            task.cancel()
-        self._release_metrics()
+        self._calls.close()
         self._close_socket()
         self._close_rings()
         self._pool.close()
@@ -434,13 +467,21 @@ class ModelProcess:
         ring = self._to
         if self.dead is not None or ring is None:
             return
-        self._outbox.append(pack_frame(message, self._pool, ring.largest_frame))
+        frame = pack_frame(message, self._pool, ring.largest_frame)
+        if not self._outbox and put_frame(ring, frame):
+            # At once, not at the end of the loop's turn: one loop iteration less per request,
+            # and the process starts while the loop finishes its turn. The doorbell costs a
+            # system call only when the process sleeps (``Ring.wake``).
+            ring.wake()
+            return
+        self._outbox.append(frame)
         if not self._flushing:
             self._flushing = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            assert self._loop is not None
+            self._loop.call_later(0.001, self._flush)
 
     def _flush(self) -> None:
-        """Copy this loop turn's messages into the ring and wake the process once.
+        """Copy the messages that found the ring full into it, once the process made room.
 
         A ring without room (a process that stopped reading) is tried again a moment later.
         """
@@ -457,9 +498,9 @@ class ModelProcess:
         if sent:
             del outbox[:sent]
             ring.wake()
-        if outbox:
+        if outbox and self._loop is not None:
             self._flushing = True
-            asyncio.get_running_loop().call_later(0.001, self._flush)
+            self._loop.call_later(0.001, self._flush)
 
     async def command(self, message: tuple[Any, ...]) -> tuple[Any, ...]:
         """Send a command and wait for its ``done`` (commands run one at a time).
@@ -477,18 +518,20 @@ class ModelProcess:
         return result
 
     def _fail_commands(self, error: KernelError) -> None:
-        waiting = [self._command, self._ready_check, *self._batches_waiting.values()]
+        batches = list(self._batches_waiting.values())
         self._batches_waiting.clear()
-        for future in waiting:
+        for future in (self._command, self._ready_check):
             if future is not None and not future.done():
                 future.set_exception(error)
+        for batch in batches:
+            batch.done(error)
 
     def _dispatch(self, message: tuple[Any, ...]) -> None:
         kind = message[0]
         if kind == "executed":
             batch = self._batches_waiting.pop(message[1], None)
-            if batch is not None and not batch.done():
-                batch.set_result(message[2:])
+            if batch is not None:
+                self._executed(batch, *message[2:])
         elif kind == "done":
             if self._command is not None and not self._command.done():
                 self._command.set_result(message[1:])
@@ -496,10 +539,6 @@ class ModelProcess:
             self._on_send(*message[1:])
         elif kind == "fail":
             self._on_fail(*message[1:])
-        elif kind in ("rpc", "notify"):
-            self._on_call(message[1], message[2], message[3])
-        elif kind == "bls":
-            self._spawn(message[1], self._bls(*message[1:]))
         elif kind == "reschedule":
             for key in message[1]:
                 request = self.inflight.pop(key, None)
@@ -509,10 +548,8 @@ class ModelProcess:
             self.has_ready_hook = bool(message[1])
         elif kind == "ready":
             self._on_ready(message[1], message[2])
-        elif kind == "bls_cancel":
-            task = self._tasks.get(message[1])
-            if task is not None:
-                task.cancel()
+        else:
+            self._calls.dispatch(message)
 
     async def model_ready(self) -> bool:
         """The model's ``is_ready()`` answer (True without the hook). Concurrent checks share
@@ -537,30 +574,46 @@ class ModelProcess:
         if check is not None and not check.done():
             check.set_result(bool(answer))
 
-    def _spawn(self, call_id: int, coroutine: Any) -> None:
-        key = call_id or next(self._task_ids)
-        task = asyncio.ensure_future(coroutine)
-        self._tasks[key] = task
-        task.add_done_callback(lambda _: self._tasks.pop(key, None))
-
     # -- requests -----------------------------------------------------------------------------
 
     async def execute(self, requests: Sequence[InferenceRequest]) -> None:
-        """Run one batch in the process; answers what the model returned.
-
-        Batches may overlap: each goes to the process at once, which runs them one at a time in
-        the order they came, so the next is already there when one finishes.
+        """Run one batch in the process (see :meth:`submit`) and wait until it is done.
 
         :raises KernelError: the batch's error (the kernel answers the unanswered requests).
         """
+        assert self._loop is not None
+        future: asyncio.Future[None] = self._loop.create_future()
+
+        def done(error: BaseException | None) -> None:
+            if future.done():
+                return
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(error)
+
+        self.submit(requests, done)
+        await future
+
+    def submit(self, requests: Sequence[InferenceRequest], done: Done) -> None:
+        """Send one batch to the process (on the loop; never blocks); ``done`` is called once
+        the process answered it, right after the answers, with the batch's error if it failed.
+
+        Batches may overlap: each goes to the process at once, which runs them one at a time in
+        the order they came, so the next is already there when one finishes. The answers are
+        given from the callback that read them (:meth:`_executed`), in the same loop turn.
+
+        :raises KernelError: when the process is dead, or the tensors find no shared memory.
+        """
         if self.dead is not None:
             raise KernelError(Status.UNAVAILABLE, self.dead)
+        inflight = self.inflight
         keys: list[int] = []
         items: list[tuple[Any, ...]] = []
         for request in requests:
             key = next(self._keys)
             keys.append(key)
-            self.inflight[key] = request
+            inflight[key] = request
             if self.decoupled:
                 request.response_sender()  # open until the model sends the final flag
             items.append(
@@ -576,38 +629,46 @@ class ModelProcess:
                 )
             )
         batch_id = next(self._batches)
-        done = self._batches_waiting[batch_id] = asyncio.get_running_loop().create_future()
         try:
             self.send(("execute", batch_id, items))
         except SharedMemoryFullError as exc:
-            del self._batches_waiting[batch_id]
             for key in keys:
-                self.inflight.pop(key, None)
+                inflight.pop(key, None)
             raise KernelError(
                 Status.UNAVAILABLE,
                 f"Failed to process the request(s) for model instance '{self.label}',"
                 f" message: {exc.strerror}",
             ) from exc
-        try:
-            results, error, unanswered = await done
-        finally:
-            self._batches_waiting.pop(batch_id, None)
-            if not self.decoupled:
-                for key in keys:
-                    self.inflight.pop(key, None)
+        self._batches_waiting[batch_id] = _Batch(done, requests, keys)
+
+    def _executed(
+        self,
+        batch: _Batch,
+        results: list[Any] | None,
+        error: str | None,
+        unanswered: list[int],
+    ) -> None:
+        """The process answered a batch: respond, then say the batch is done."""
+        done, requests, keys = batch
+        inflight = self.inflight
         if error is not None:
             failure = KernelError(Status.INTERNAL, error)
             for key in keys:
-                waiting = self.inflight.pop(key, None)
+                waiting = inflight.pop(key, None)
                 if waiting is not None:
                     waiting.fail(failure)
-            raise failure
+            done(failure)
+            return
+        if not self.decoupled:
+            for key in keys:
+                inflight.pop(key, None)
         for request, result in zip(requests, results or (), strict=False):
             if result is not None and not request.answered:
                 outputs, wire_error, parameters, _ = result
                 request.respond(outputs, error=_error(wire_error), parameters=parameters)
         for key in unanswered:
             self._on_fail(key, None)
+        done(None)
 
     def _on_send(
         self,
@@ -646,149 +707,6 @@ class ModelProcess:
                     " answering the request",
                 )
             )
-
-    # -- what the model asks of the server ------------------------------------------------------
-
-    def _reply(self, call_id: int, value: Any = None, error: str | None = None) -> None:
-        if call_id:
-            self.send(("reply", call_id, value, error))
-
-    def _on_call(self, call_id: int, op: str, args: tuple[Any, ...]) -> None:
-        if op in ("load_model", "unload_model"):
-            self._spawn(call_id, self._model_control(call_id, op, args))
-            return
-        if op == "is_model_ready":  # as the ready endpoints: readiness hooks included
-            self._spawn(call_id, self._model_ready(call_id, *args))
-            return
-        try:
-            value = self._answer(op, args)
-        except Exception as exc:
-            self._reply(call_id, error=str(exc) or type(exc).__name__)
-        else:
-            self._reply(call_id, value)
-
-    def _answer(self, op: str, args: tuple[Any, ...]) -> Any:
-        registry: MetricRegistry = self.model.metrics
-        if op == "is_cancelled":
-            request = self.inflight.get(args[0])
-            return request is None or request.is_cancelled()
-        if op == "log":
-            self.logger.log(python_log_level(args[0]), "%s", args[1])
-            return None
-        handles = self._metric_handles
-        if op == "metric_family":
-            entry = ("family", registry.create_family(*args))
-        elif op == "metric_new":
-            family, labels, buckets = args
-            entry = ("metric", registry.create_metric(handles[family][1], labels, buckets))
-        elif op == "metric_update":
-            metric, how, value = args
-            registry.update(handles[metric][1], how, value)
-            return None
-        elif op == "metric_value":
-            return registry.value(handles[args[0]][1])
-        elif op == "metric_release":
-            registry.release_metric(handles.pop(args[0])[1])
-            return None
-        elif op == "metric_release_family":
-            registry.release_family(handles.pop(args[0])[1])
-            return None
-        else:
-            raise KernelError(Status.INVALID_ARG, f"unknown request '{op}' from a model")
-        number = next(self._metric_ids)
-        handles[number] = entry
-        return number
-
-    def _release_metrics(self) -> None:
-        """Drop the metrics a (dead or finalized) model process still held."""
-        registry = self.model.metrics
-        handles, self._metric_handles = self._metric_handles, {}
-        # series first: a family goes away once its last series is gone
-        for kind, handle in sorted(handles.values(), key=lambda item: item[0] != "metric"):
-            if kind == "metric":
-                registry.release_metric(handle)
-            else:
-                registry.release_family(handle)
-
-    async def _model_ready(self, call_id: int, name: str, version: str) -> None:
-        try:
-            ready = await self.server.model_ready(name, int(version) if version else -1)
-        except (KernelError, ValueError) as exc:
-            self._reply(call_id, error=str(exc))
-        else:
-            self._reply(call_id, ready)
-
-    async def _model_control(self, call_id: int, op: str, args: tuple[Any, ...]) -> None:
-        try:
-            if op == "load_model":
-                name, config, files = args
-                stripped = {k.removeprefix("file:"): v for k, v in (files or {}).items()}
-                await self.server.load_model(name, config or None, stripped or None)
-            else:
-                name, dependents = args[0], bool(args[1]) if len(args) > 1 else False
-                await self.server.unload_model(name, unload_dependents=dependents)
-        except KernelError as exc:
-            self._reply(call_id, error=exc.message)
-        else:
-            self._reply(call_id)
-
-    async def _bls(
-        self,
-        call_id: int,
-        model_name: str,
-        model_version: int,
-        inputs: dict[str, Any],
-        requested: tuple[str, ...],
-        request_id: str,
-        correlation_id: int | str,
-        flags: int,
-        timeout: int,
-        parameters: dict[str, Any],
-        parent: int | None = None,
-    ) -> None:
-        final = False
-        stream: AsyncIterator[InferenceResponse] | None = None
-        try:
-            request = InferenceRequest(
-                model_name,
-                inputs,
-                model_version=model_version,
-                id=request_id,
-                requested_output_names=requested,
-                parameters=parameters,
-                correlation_id=correlation_id,
-                flags=RequestFlags(flags & 3),
-                timeout_us=timeout,
-            )
-            owner = None if parent is None else self.inflight.get(parent)
-            if owner is not None and owner.trace is not None:  # a child of the caller's trace
-                request.trace = owner.trace.child()
-            stream = self.server.infer(request)
-            async for response in stream:
-                final = response.final
-                message = (
-                    "bls_response",
-                    call_id,
-                    response.outputs if response.error is None else None,
-                    _wire_error(response.error),
-                    response.parameters or None,
-                    final,
-                )
-                try:
-                    self.send(message)
-                except SharedMemoryFullError as exc:
-                    raise KernelError(Status.UNAVAILABLE, str(exc.strerror)) from exc
-        except KernelError as exc:
-            final = True
-            self.send(("bls_response", call_id, None, _wire_error(exc), None, True))
-        finally:
-            if not final and not self._closing:
-                cancelled = (CODE_BY_STATUS[Status.CANCELLED], "the BLS request was cancelled")
-                self.send(("bls_response", call_id, None, cancelled, None, True))
-            aclose = getattr(stream, "aclose", None)
-            if aclose is not None:  # cancelled (bls_cancel): the called request is cancelled now
-                with anyio.CancelScope(shield=True):
-                    await aclose()
 
 
 async def process_auto_complete(model: PythonModel, label: str, config: str) -> str | None:

@@ -10,7 +10,7 @@ becomes ``UNAVAILABLE`` with the reason; the server keeps serving its other mode
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import anyio
@@ -53,6 +53,8 @@ class ProcessInstance(ModelInstance):
         self.restarts = 0
         """How many times a dead process of this instance was replaced."""
         self._restart_series: tuple[object, object] | None = None
+        self._waiting: set[asyncio.Future[None]] = set()
+        """Batches that arrived while no live process was there (see :meth:`submit`)."""
 
     @property
     def process(self) -> ModelProcess | None:
@@ -183,8 +185,32 @@ class ProcessInstance(ModelInstance):
         except KernelError:
             return self._failed is None and not self._serving.is_set()
 
+    def submit(
+        self, requests: Sequence[InferenceRequest], done: Callable[[BaseException | None], None]
+    ) -> None:
+        """The kernel's fast path (no task per batch): straight to a live process; while a
+        restart is under way (or after the instance gave up), the general path decides."""
+        process = self._process
+        if process is not None and process.dead is None and self._serving.is_set():
+            process.submit(requests, done)
+            return
+        task = asyncio.ensure_future(self.execute(requests))
+        self._waiting.add(task)
+
+        def finished(task: asyncio.Future[None]) -> None:
+            self._waiting.discard(task)
+            done(
+                KernelError(Status.UNAVAILABLE, f"instance '{self.context.name}' is stopping")
+                if task.cancelled()
+                else task.exception()
+            )
+
+        task.add_done_callback(finished)
+
     async def finalize(self) -> None:
         self._closing = True
+        for task in list(self._waiting):
+            task.cancel()
         restarter = self._restarter
         if restarter is not None:
             restarter.cancel()

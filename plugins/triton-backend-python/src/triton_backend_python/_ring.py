@@ -29,7 +29,10 @@ for a frame; a writer rings the doorbell only when the reader says it sleeps. A 
 with a batch while the next arrives costs the writer no system call. Each side puts a full
 memory barrier between its store and its load (an uncontended lock: a locked instruction on
 x86-64), so of the two, at least one sees the other's store: no wake-up is lost. The server's
-event loop, which watches its end of the socket, counts as always asleep (:meth:`Ring.watched`).
+event loop, which watches its end of the socket, counts as asleep (:meth:`Ring.watched`) except
+for one more turn of the loop after it read frames while it waits for more (:meth:`Ring.awake`,
+:meth:`Ring.rearm`: the same store, barrier, load). A reader may also look at the ring for a
+moment before it sleeps (:meth:`Ring.ready`).
 
 A frame too large for the ring (say, a BYTES tensor of megabytes in the message itself) goes
 through a shared memory slab instead, and the ring carries where it is (``INDIRECT`` bit).
@@ -190,6 +193,10 @@ class Ring:
             return indirect(name, offset, size)
         return frame
 
+    def ready(self) -> bool:
+        """Whether a frame is there to take (one load of shared memory, no system call)."""
+        return self._written_cell.value != self._read
+
     def wait(self) -> bool:
         """Sleep until the writer put a frame (blocking doorbell); may return early.
 
@@ -206,8 +213,21 @@ class Ring:
             self._sleeping_cell.value = 0
 
     def watched(self) -> None:
-        """Say that this reader always wants a wake-up (an event loop watches the socket)."""
+        """Say that this reader wants a wake-up for the next frame (an event loop watches the
+        socket); until :meth:`awake`, every frame rings the doorbell."""
         self._sleeping_cell.value = 1
+
+    def awake(self) -> None:
+        """Say that this reader will look at the ring without a doorbell (it is busy and
+        comes back soon): the writer skips the system call. :meth:`rearm` must follow."""
+        self._sleeping_cell.value = 0
+
+    def rearm(self) -> bool:
+        """Want a wake-up again (after :meth:`awake`); True when a frame came meanwhile, which
+        rang no doorbell: the reader takes it now (then may say :meth:`awake` again)."""
+        self._sleeping_cell.value = 1
+        _barrier()
+        return self._written_cell.value != self._read
 
     def close(self) -> None:
         del self._written_cell, self._read_cell, self._sleeping_cell

@@ -38,7 +38,7 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -180,6 +180,11 @@ class TestInstance(ModelInstance):
             self.overlapping_batches = int(model.parameter("overlapping_batches", "1") or 1)
             self.running = self.most_running = 0
             self.execute = self._overlap  # type: ignore[method-assign]
+        if self.behaviour == "submit":
+            self.overlapping_batches = int(model.parameter("overlapping_batches", "1") or 1)
+            self.running = self.most_running = 0
+            self.execute = self._overlap  # type: ignore[method-assign]
+            self.submit = self._submit  # type: ignore[method-assign]
         self.log(f"instance.initialize {self.context.name} {self.context.kind}")
 
     def finalize(self) -> None:
@@ -238,6 +243,26 @@ class TestInstance(ModelInstance):
         for request in requests:
             a = request.inputs["INPUT0"]
             request.respond({"OUTPUT0": a, "OUTPUT1": np.full_like(a, self.most_running)})
+
+    def _submit(
+        self,
+        requests: Sequence[InferenceRequest],
+        done: Callable[[BaseException | None], None],
+    ) -> None:
+        """``ModelInstance.submit``: the ``overlap`` behaviour without a task, answered from a
+        timer callback after ``sleep_ms``."""
+        self.running += 1
+        self.most_running = max(self.most_running, self.running)
+
+        def answer() -> None:
+            self.running -= 1
+            for request in requests:
+                a = request.inputs["INPUT0"]
+                if not request.answered:
+                    request.respond({"OUTPUT0": a, "OUTPUT1": np.full_like(a, self.most_running)})
+            done(None)
+
+        asyncio.get_running_loop().call_later(self.sleep_ms / 1000, answer)
 
     def _timed(self, request: InferenceRequest) -> None:
         """``sleep``, reporting a fixed time split (1 / 2 / 3 us) for the batch first."""
