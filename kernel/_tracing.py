@@ -48,6 +48,10 @@ __all__ = ["RequestTrace", "TraceSink", "Tracer", "tensor_json"]
 log = logging.getLogger("kernel.trace")
 
 _STOP = object()
+
+MAX_PENDING_TRACES = 10_000
+"""Finished traces waiting for the writer thread (a slow disk) beyond this are dropped and
+counted, so tracing every request cannot grow the server's memory without bound."""
 _OTEL_MISSING = (
     "OpenTelemetry trace mode needs the OpenTelemetry SDK: pip install 'triton-kernel[otel]'"
 )
@@ -229,6 +233,11 @@ class _Sink:
         self.path = path
         self.log_frequency = log_frequency
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._submitted = 0
+        self._written = 0  # changed by the writer thread only
+        self.dropped = 0
+        """Traces dropped because :data:`MAX_PENDING_TRACES` were waiting to be written."""
         self.failed = False
         """Set when the file could not be written: later traces are dropped, not queued."""
         self._thread = threading.Thread(
@@ -237,8 +246,24 @@ class _Sink:
         self._thread.start()
 
     def submit(self, trace: RequestTrace) -> None:
-        if not self.failed:
+        if self.failed:
+            return
+        with self._lock:
+            full = self._submitted - self._written >= MAX_PENDING_TRACES
+            if full:
+                self.dropped += 1
+                dropped = self.dropped
+            else:
+                self._submitted += 1
+        if not full:
             self._queue.put(trace)
+        elif dropped == 1 or dropped % 1000 == 0:
+            log.warning(
+                "%d traces dropped: %d are waiting to be written to %s",
+                dropped,
+                MAX_PENDING_TRACES,
+                self.path,
+            )
 
     def set_log_frequency(self, log_frequency: int) -> None:
         """A new ``log_frequency`` (settings API); the writer applies it in order."""
@@ -274,6 +299,7 @@ class _Sink:
                 for obj in item.to_json():
                     out.write(("" if first else ",") + json.dumps(obj, separators=(",", ":")))
                     first = False
+                self._written += 1
                 written += 1
                 if self.log_frequency and written >= self.log_frequency:
                     out.write("]")
