@@ -418,11 +418,13 @@ def test_client_disconnect_cancels_the_request_in_the_model(
     assert int(text.split()[1]) < 2000
 
 
-def test_slow_reader_holds_the_model(served: RunningServer, status_dir: Path) -> None:
-    """A client that stops reading stops an in-process model's thread after a bounded number
-    of tokens (unread responses plus the sockets' buffers), instead of the server buffering
-    all 3000 tokens of 64 KiB (192 MiB)."""
-    tag = "slow-reader"
+@pytest.mark.parametrize("model", ["tokens", "tokens_inproc"])
+def test_slow_reader_holds_the_model(served: RunningServer, status_dir: Path, model: str) -> None:
+    """A client that stops reading stops the model's sending thread after a bounded number of
+    tokens (unread responses plus the sockets' buffers), instead of the server buffering all
+    3000 tokens of 64 KiB (192 MiB): in-process by the bounded channel, in a model process
+    (the default) by the credit the server gives as the frontend takes responses."""
+    tag = f"slow-reader-{model}"
     payload = json.dumps(
         {
             "text_input": "x",
@@ -436,8 +438,8 @@ def test_slow_reader_holds_the_model(served: RunningServer, status_dir: Path) ->
         sock.settimeout(30)
         sock.connect((host, int(port)))
         sock.sendall(
-            b"POST /v2/models/tokens_inproc/generate_stream HTTP/1.1\r\nHost: t\r\n"
-            b"Content-Length: %d\r\n\r\n%b" % (len(payload), payload)
+            b"POST /v2/models/%b/generate_stream HTTP/1.1\r\nHost: t\r\n"
+            b"Content-Length: %d\r\n\r\n%b" % (model.encode(), len(payload), payload)
         )
         assert sock.recv(65536).startswith(b"HTTP/1.1 200 OK")
         # stop reading: the model must come to a halt well short of 3000 tokens
