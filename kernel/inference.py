@@ -148,6 +148,11 @@ class _ResponseChannel:
         self._capacity = capacity
         self._room = threading.Condition(self._lock)
 
+    def unbound(self) -> None:
+        """No flow control (before the first response): see ``intercept_responses``."""
+        self._capacity = 0
+        self._room = None
+
     def detach(self) -> None:
         """The frontend stopped reading (client gone): never hold a producer again."""
         room = self._room
@@ -363,10 +368,15 @@ class InferenceRequest:
         )
         self._channel.push(response, final=True, defer=True)
 
-    def intercept_responses(self, interceptor: ResponseInterceptor) -> None:
-        """For the kernel's schedulers: route every response of this request through
-        ``interceptor`` before the client sees it (sequence state, ``preserve_ordering``)."""
+    def intercept_responses(self, interceptor: ResponseInterceptor, *, holds: bool = False) -> None:
+        """For the kernel's schedulers, before the request executes: route every response of
+        this request through ``interceptor`` before the client sees it (sequence state,
+        ``preserve_ordering``). ``holds``: it may keep responses back until other requests
+        answered (response order); the request's :meth:`limit_unread_responses` is then
+        lifted, since a model held for responses kept back could wait on itself."""
         self._channel.interceptor = interceptor
+        if holds:
+            self._channel.unbound()
 
     def reschedule(self) -> None:
         """For backends (``TRITONSERVER_REQUEST_RELEASE_RESCHEDULE``): once ``execute`` returns,
