@@ -19,6 +19,7 @@ import httpx
 import pytest
 from httpx_sse import connect_sse
 
+from kernel.manager import ModelControlMode
 from kernel.testing import RunningServer, ServerThread, write_model
 
 TOKENS_MODEL = b'''
@@ -485,3 +486,33 @@ def test_slow_reader_holds_the_model(served: RunningServer, status_dir: Path, mo
             sock.recv(1 << 20)
     # closing the connection cancels it
     _wait_status(status_dir, tag, "cancelled")
+
+
+def test_unloading_lets_a_held_model_process_go(tmp_path: Path) -> None:
+    """A model process held by a client that does not read does not hold up the unload: once
+    the drain is over its stream is cancelled (the model sees is_cancelled()) and ended."""
+    repository, status = tmp_path / "models", tmp_path / "status"
+    status.mkdir()
+    config = TOKENS_CONFIG.format(status=status, extra="")
+    write_model(repository, "tokens", config, files={"1/model.py": TOKENS_MODEL})
+    with ServerThread(
+        repository,
+        grpc_port=None,
+        metrics_port=None,
+        model_control_mode=ModelControlMode.EXPLICIT,
+        load_models=["tokens"],
+        exit_timeout_secs=1.0,
+    ) as running:
+        tag = "unload-held"
+        with _stalled_stream(running, "tokens", tag) as sock:
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200 OK")
+            assert 0 < _wait_stalled(status, tag) < 1000
+            with httpx.Client(base_url=f"http://{running.http_url}", timeout=60) as client:
+                answer = client.post("/v2/repository/models/tokens/unload")
+                assert answer.status_code == 200
+                text = _wait_status(status, tag, "cancelled")
+                assert int(text.split()[1]) < 1000
+                deadline = time.monotonic() + 60
+                while client.get("/v2/models/tokens/ready").status_code == 200:
+                    assert time.monotonic() < deadline, "the model never unloaded"
+                    time.sleep(0.1)

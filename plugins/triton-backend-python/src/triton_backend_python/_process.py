@@ -409,10 +409,9 @@ class ModelProcess:
         """Ask the model to finalize, then stop the process; returns finalize's error."""
         error: str | None = None
         self._closing = True
+        if self.dead is None and self._credits:
+            self._end_held_streams()
         if self.dead is None:
-            if self._credits:  # a sender held for a client that does not read goes on
-                self._credits.clear()
-                self.send(("credit", 0, -1))
             try:
                 with anyio.fail_after(EXIT_TIMEOUT_SECONDS * 6):
                     (error,) = await self.command(("finalize",))
@@ -420,6 +419,20 @@ class ModelProcess:
                 error = str(exc)
         await self._shutdown()
         return error
+
+    def _end_held_streams(self) -> None:
+        """Unloading (the drain is over): streams still open are those of clients that do
+        not read. Cancel them (the model sees ``is_cancelled()``) and end them with an
+        error, and let every held sender go, so the model can finalize; what it still
+        sends is dropped, not buffered."""
+        error = KernelError(Status.UNAVAILABLE, f"the model instance '{self.label}' is unloading")
+        for key in list(self._credits):
+            request = self.inflight.get(key)
+            if request is not None:
+                request.cancel()
+                request.fail(error)
+        self._credits.clear()
+        self.send(("credit", 0, -1))
 
     async def _shutdown(self) -> None:
         self._closing = True
