@@ -428,8 +428,9 @@ class InferenceRequest:
         """For frontends that stream (before submitting): once ``capacity`` responses wait
         unread, a backend thread sending another one blocks until the frontend takes one, or
         the request is cancelled. A slow client so slows the model down instead of growing the
-        server's memory. Responses sent on the event loop (``async def execute``, a Python
-        model's process transport) are never held: they are buffered past the limit."""
+        server's memory. Responses sent on the event loop (``async def execute``) are never
+        held: they are buffered past the limit. A backend whose producer runs elsewhere (a
+        Python model's process) holds it itself: see :meth:`watch_reading`."""
         if capacity > 0:
             self._channel.bound(capacity)
 
