@@ -90,6 +90,8 @@ class _ResponseChannel:
         "_lock",
         "_loop",
         "_loop_thread",
+        "_on_detached",
+        "_on_taken",
         "_room",
         "_unread",
         "_waiter",
@@ -109,6 +111,33 @@ class _ResponseChannel:
         self._unread = 0
         self._detached = False
         self._room: threading.Condition | None = None
+        # A producer held elsewhere (a model process) is told on the loop (see watch_reading).
+        self._on_taken: Callable[[], None] | None = None
+        self._on_detached: Callable[[], None] | None = None
+
+    @property
+    def capacity(self) -> int:
+        """The bound (0: none)."""
+        return self._capacity
+
+    @property
+    def detached(self) -> bool:
+        return self._detached
+
+    def watch(self, on_taken: Callable[[], None], on_detached: Callable[[], None]) -> None:
+        self._on_taken = on_taken
+        self._on_detached = on_detached
+
+    def _tell_detached(self) -> None:
+        on_detached, self._on_detached = self._on_detached, None
+        self._on_taken = None
+        if on_detached is None:
+            return
+        if threading.get_ident() == self._loop_thread or self._loop is None:
+            on_detached()
+        else:
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody is held any more
+                self._loop.call_soon_threadsafe(on_detached)
 
     @property
     def closed(self) -> bool:
@@ -119,6 +148,11 @@ class _ResponseChannel:
         self._capacity = capacity
         self._room = threading.Condition(self._lock)
 
+    def unbound(self) -> None:
+        """No flow control (before the first response): see ``intercept_responses``."""
+        self._capacity = 0
+        self._room = None
+
     def detach(self) -> None:
         """The frontend stopped reading (client gone): never hold a producer again."""
         room = self._room
@@ -128,6 +162,7 @@ class _ResponseChannel:
         with room:
             self._detached = True
             room.notify_all()
+        self._tell_detached()
 
     def _wait_for_room(self, room: threading.Condition) -> None:
         """Block the calling (backend) thread while the frontend is ``capacity`` responses
@@ -196,6 +231,9 @@ class _ResponseChannel:
             with room:
                 self._unread -= 1
                 room.notify()
+            on_taken = self._on_taken
+            if on_taken is not None:
+                on_taken()
         return response
 
 
@@ -330,10 +368,15 @@ class InferenceRequest:
         )
         self._channel.push(response, final=True, defer=True)
 
-    def intercept_responses(self, interceptor: ResponseInterceptor) -> None:
-        """For the kernel's schedulers: route every response of this request through
-        ``interceptor`` before the client sees it (sequence state, ``preserve_ordering``)."""
+    def intercept_responses(self, interceptor: ResponseInterceptor, *, holds: bool = False) -> None:
+        """For the kernel's schedulers, before the request executes: route every response of
+        this request through ``interceptor`` before the client sees it (sequence state,
+        ``preserve_ordering``). ``holds``: it may keep responses back until other requests
+        answered (response order); the request's :meth:`limit_unread_responses` is then
+        lifted, since a model held for responses kept back could wait on itself."""
         self._channel.interceptor = interceptor
+        if holds:
+            self._channel.unbound()
 
     def reschedule(self) -> None:
         """For backends (``TRITONSERVER_REQUEST_RELEASE_RESCHEDULE``): once ``execute`` returns,
@@ -385,10 +428,30 @@ class InferenceRequest:
         """For frontends that stream (before submitting): once ``capacity`` responses wait
         unread, a backend thread sending another one blocks until the frontend takes one, or
         the request is cancelled. A slow client so slows the model down instead of growing the
-        server's memory. Responses sent on the event loop (``async def execute``, a Python
-        model's process transport) are never held: they are buffered past the limit."""
+        server's memory. Responses sent on the event loop (``async def execute``) are never
+        held: they are buffered past the limit. A backend whose producer runs elsewhere (a
+        Python model's process) holds it itself: see :meth:`watch_reading`."""
         if capacity > 0:
             self._channel.bound(capacity)
+
+    @property
+    def unread_limit(self) -> int:
+        """The limit :meth:`limit_unread_responses` set (0: none)."""
+        return self._channel.capacity
+
+    def watch_reading(self, on_taken: Callable[[], None], on_detached: Callable[[], None]) -> int:
+        """For backends whose producer the kernel cannot hold (a model in another process,
+        which sends on the event loop): returns :attr:`unread_limit`, and when it is not 0,
+        ``on_taken`` is called (on the loop) each time the frontend takes a response, and
+        ``on_detached`` once (on the loop) when it stops reading (the request is cancelled),
+        so the backend can hold its producer at the limit itself (credits). Returns 0, and
+        registers nothing, without a limit or once the request is cancelled. Call it on the
+        loop, before the request's first response."""
+        channel = self._channel
+        if channel.capacity <= 0 or channel.detached:
+            return 0
+        channel.watch(on_taken, on_detached)
+        return channel.capacity
 
     def is_cancelled(self) -> bool:
         """Whether the client is gone or the request timed out."""

@@ -76,3 +76,39 @@ async def test_the_loop_thread_is_never_held() -> None:
     sender.send(final=True)
     got = [r async for r in request.responses()]
     assert len(got) == 6
+
+
+async def test_an_interceptor_that_holds_responses_lifts_the_limit() -> None:
+    """Responses kept back for order must not hold the thread that would send the rest."""
+    request = _request(2)
+    kept: list[tuple[InferenceResponse, object]] = []
+    request.intercept_responses(lambda r, release: kept.append((r, release)), holds=True)
+    sent: list[int] = []
+    thread = _producer(request, 10, sent)
+    thread.join(10)
+    assert not thread.is_alive() and sent[-1] == -1
+    await _until(lambda: len(kept) == 11)
+    for response, release in kept:
+        release(response)  # type: ignore[operator]
+    got = [r async for r in request.responses()]
+    assert len(got) == 11 and got[-1].final
+
+
+async def test_watch_reading_credits_each_taken_response_and_tells_a_cancel() -> None:
+    request = _request(3)
+    taken: list[int] = []
+    detached: list[bool] = []
+    assert request.watch_reading(lambda: taken.append(1), lambda: detached.append(True)) == 3
+    sender = request.response_sender()
+    for i in range(4):
+        sender.send(InferenceResponse(outputs={"OUT": np.array([i])}))  # on the loop: not held
+    responses = request.responses()
+    await anext(responses)
+    await anext(responses)
+    assert len(taken) == 2 and not detached
+    request.cancel()
+    assert detached == [True]
+    request.cancel()
+    assert detached == [True]  # once
+    unlimited = InferenceRequest("m", {"IN": np.zeros(1, np.int32)})
+    assert unlimited.watch_reading(lambda: None, lambda: None) == 0

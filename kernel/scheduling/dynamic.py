@@ -151,7 +151,7 @@ class DynamicBatcher(Scheduler):
                     if self._order is not None:
                         # As in Triton, the order kept is the order requests leave the queue
                         # in batches; rejected and cancelled requests are answered at once.
-                        request.intercept_responses(self._order.track(request))
+                        request.intercept_responses(self._order.track(request), holds=True)
                     batch.append(request)
         return batch
 

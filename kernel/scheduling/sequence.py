@@ -308,7 +308,7 @@ class SequenceBatcher(Scheduler):
             else:
                 release(response)
 
-        request.intercept_responses(intercept)
+        request.intercept_responses(intercept, holds=arrive is not None)
 
     # -- places ------------------------------------------------------------------------------
 

@@ -24,6 +24,10 @@ from kernel.frontends.grpc._tensors import FINAL_FLAG, DecodedRequest, TensorCod
 from kernel.inference import InferenceResponse
 from kernel.server import InferenceServer
 
+STREAM_UNREAD_RESPONSES = 16
+"""Responses of a decoupled request on a stream that may wait unsent before the model's sender
+waits (see :meth:`InferenceRequest.limit_unread_responses`); as generate_stream's."""
+
 __all__ = ["InferenceRpcs"]
 
 _Send = Callable[[Any], Awaitable[None]]
@@ -157,6 +161,9 @@ class InferenceRpcs:
                 response = await self._server.infer_once(request, decoded.target)
                 await send(self._stream_message(decoded, response))
                 return
+            # A client that does not read fills the stream's window (``send`` waits): the
+            # model is then held too, after a bounded number of responses (flow control).
+            request.limit_unread_responses(STREAM_UNREAD_RESPONSES)
             async for response in self._server.infer(request, decoded.target):
                 if response.final and not (
                     response.outputs or response.parameters or response.error

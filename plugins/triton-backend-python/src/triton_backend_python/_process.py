@@ -16,12 +16,20 @@ in the same turn. Two wake-ups cross the processes, none between threads.
 When the process dies, the batch it was running and every request still waiting on it get an
 error at once, with the reason (exit code or signal), and ``on_death`` is called: the instance
 (``_process_instance.py``) restarts it.
+
+Flow control: responses arrive on the loop, which the kernel never holds, so a streaming
+frontend's limit of unread responses (``InferenceRequest.limit_unread_responses``) is kept by
+the process: a ``windows`` message before the batch gives it each limited request's window, the
+model's sending thread waits there once that many responses are not taken, and the server
+gives ``credit`` as the frontend takes them (in steps of a quarter window), or lets it go at
+once when the request is cancelled or the model unloads. Requests without a limit cost nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 import os
@@ -153,6 +161,8 @@ class ModelProcess:
         self._keys = itertools.count(1)
         self._batches = itertools.count(1)
         self.inflight: dict[int, InferenceRequest] = {}
+        self._credits: dict[int, list[int]] = {}
+        """Flow controlled requests: [responses taken and not yet credited, credit step]."""
         self._calls = ModelCalls(self)
         self.dead: str | None = None
         self._closing = False
@@ -399,6 +409,8 @@ class ModelProcess:
         """Ask the model to finalize, then stop the process; returns finalize's error."""
         error: str | None = None
         self._closing = True
+        if self.dead is None and self._credits:
+            self._end_held_streams()
         if self.dead is None:
             try:
                 with anyio.fail_after(EXIT_TIMEOUT_SECONDS * 6):
@@ -407,6 +419,20 @@ class ModelProcess:
                 error = str(exc)
         await self._shutdown()
         return error
+
+    def _end_held_streams(self) -> None:
+        """Unloading (the drain is over): streams still open are those of clients that do
+        not read. Cancel them (the model sees ``is_cancelled()``) and end them with an
+        error, and let every held sender go, so the model can finalize; what it still
+        sends is dropped, not buffered."""
+        error = KernelError(Status.UNAVAILABLE, f"the model instance '{self.label}' is unloading")
+        for key in list(self._credits):
+            request = self.inflight.get(key)
+            if request is not None:
+                request.cancel()
+                request.fail(error)
+        self._credits.clear()
+        self.send(("credit", 0, -1))
 
     async def _shutdown(self) -> None:
         self._closing = True
@@ -448,6 +474,7 @@ class ModelProcess:
         for request in self.inflight.values():
             request.fail(error)
         self.inflight.clear()
+        self._credits.clear()
         self._calls.close()
         self._close_socket()
         self._close_rings()
@@ -542,6 +569,7 @@ class ModelProcess:
         elif kind == "reschedule":
             for key in message[1]:
                 request = self.inflight.pop(key, None)
+                self._credits.pop(key, None)
                 if request is not None:
                     request.reschedule()  # the kernel requeues it once execute returns
         elif kind == "hooks":
@@ -610,12 +638,19 @@ class ModelProcess:
         inflight = self.inflight
         keys: list[int] = []
         items: list[tuple[Any, ...]] = []
+        windows: list[tuple[int, int]] = []
         for request in requests:
             key = next(self._keys)
             keys.append(key)
             inflight[key] = request
             if self.decoupled:
                 request.response_sender()  # open until the model sends the final flag
+                window = request.watch_reading(
+                    functools.partial(self._taken, key), functools.partial(self._released, key)
+                )
+                if window:
+                    windows.append((key, window))
+                    self._credits[key] = [0, max(1, window // 4)]
             items.append(
                 (
                     key,
@@ -630,10 +665,13 @@ class ModelProcess:
             )
         batch_id = next(self._batches)
         try:
+            if windows:  # before the batch: the process holds their senders from the start
+                self.send(("windows", windows))
             self.send(("execute", batch_id, items))
         except SharedMemoryFullError as exc:
             for key in keys:
                 inflight.pop(key, None)
+                self._credits.pop(key, None)
             raise KernelError(
                 Status.UNAVAILABLE,
                 f"Failed to process the request(s) for model instance '{self.label}',"
@@ -655,6 +693,7 @@ class ModelProcess:
             failure = KernelError(Status.INTERNAL, error)
             for key in keys:
                 waiting = inflight.pop(key, None)
+                self._credits.pop(key, None)
                 if waiting is not None:
                     waiting.fail(failure)
             done(failure)
@@ -683,6 +722,8 @@ class ModelProcess:
             return
         if final:
             del self.inflight[key]
+            if self._credits:
+                self._credits.pop(key, None)
         try:
             if not self.decoupled:
                 request.respond(outputs, error=_error(error), parameters=parameters)
@@ -696,7 +737,25 @@ class ModelProcess:
         except KernelError:
             self.logger.debug("a response to an answered request of '%s' was dropped", self.label)
 
+    def _taken(self, key: int) -> None:
+        """The frontend took a response of a flow controlled request: credit the process,
+        a step at a time (the process holds at most a window plus a step unread)."""
+        credit = self._credits.get(key)
+        if credit is None:
+            return
+        credit[0] += 1
+        if credit[0] >= credit[1]:
+            self.send(("credit", key, credit[0]))
+            credit[0] = 0
+
+    def _released(self, key: int) -> None:
+        """The request was cancelled: its sender must not wait any more."""
+        if self._credits.pop(key, None) is not None:
+            self.send(("credit", key, -1))
+
     def _on_fail(self, key: int, text: str | None) -> None:
+        if self._credits:
+            self._credits.pop(key, None)
         request = self.inflight.pop(key, None)
         if request is not None:
             request.fail(

@@ -19,7 +19,10 @@ hooks. Any thread may send. When the server goes away the process exits.
 
 Messages (tuples, first item the kind). Server to model: ``init``, ``autocomplete``,
 ``execute``, ``finalize`` (commands, answered in order), ``reply`` (to an ``rpc``),
-``bls_response``, ``is_ready`` (a readiness check, answered by ``ready``). Model to server:
+``bls_response``, ``is_ready`` (a readiness check, answered by ``ready``), ``windows`` (before
+an ``execute``: the requests whose responses are flow controlled, and their windows), ``credit``
+(the server's frontend took that many of a request's responses; -1: stop holding them, the
+request was cancelled; key 0: every request, the model is unloading). Model to server:
 ``hello``, ``hooks`` (after ``init``: whether the model has ``is_ready``), ``done`` (a
 command's answer), ``send`` (a response through a response sender), ``fail`` (close a request
 with an error), ``rpc``, ``notify`` (an ``rpc`` without answer), ``bls``, ``bls_cancel``,
@@ -108,16 +111,40 @@ class _Call:
         self.error: str | None = None
 
 
+class _Flow:
+    """Credit-based flow control of one request's responses (a streaming frontend's limit of
+    unread responses, see ``InferenceRequest.limit_unread_responses`` in the kernel): a thread
+    sending a response while ``window`` sent ones are not yet taken by the server's frontend
+    waits for credit, as a bounded channel holds it in-process. So a slow client slows the
+    model down instead of growing the server's memory."""
+
+    __slots__ = ("granted", "lock", "released", "sent", "window")
+
+    def __init__(self, window: int) -> None:
+        self.window = window
+        self.sent = 0
+        """Responses sent (by the model's threads, under ``lock``)."""
+        self.granted = 0
+        """Responses the server's frontend took (written by the reading thread only)."""
+        self.released = False
+        """Cancelled, or the model is unloading: never hold a sender again."""
+        self.lock = threading.Lock()
+
+    def has_room(self) -> bool:
+        return self.released or self.sent - self.granted < self.window
+
+
 class _Channel:
     """Responses of one received request, to the server."""
 
-    __slots__ = ("_closed", "_key", "_one", "_stub")
+    __slots__ = ("_closed", "_flow", "_key", "_one", "_stub")
 
-    def __init__(self, stub: Stub, key: int, decoupled: bool) -> None:
+    def __init__(self, stub: Stub, key: int, decoupled: bool, flow: _Flow | None) -> None:
         self._stub = stub
         self._key = key
         self._one = None if decoupled else SingleResponse()
         self._closed = False
+        self._flow = flow
 
     def send(self, response: InferenceResponse | None, final: bool) -> None:
         if self._one is not None:
@@ -126,12 +153,29 @@ class _Channel:
                 return
         if final:
             self._closed = True
+        flow = self._flow
+        if flow is not None:
+            if final:
+                self._stub.end_flow(self._key)
+            else:
+                self._wait_for_credit(flow)
         try:
             self._stub.send(("send", self._key, *response_tuple(response, final)))
         except SharedMemoryFullError as exc:
             # The response cannot travel: the request gets the reason instead, and is closed.
             self._closed = True
+            self._stub.end_flow(self._key)
             self._stub.send(("fail", self._key, exc.strerror))
+
+    def _wait_for_credit(self, flow: _Flow) -> None:
+        """Hold the sending thread while ``window`` responses are unread by the server's
+        frontend, reading the server's messages meanwhile when no other thread does. The
+        model's event loop thread (``async def execute``) is never held: other requests'
+        coroutines run there (the kernel does the same for its loop)."""
+        if not flow.has_room() and asyncio._get_running_loop() is None:
+            self._stub.wait_for(flow.has_room)
+        with flow.lock:
+            flow.sent += 1
 
     def is_cancelled(self) -> bool:
         return bool(self._stub.call("is_cancelled", self._key))
@@ -140,6 +184,8 @@ class _Channel:
         # Not decoupled: execute's return (or the server) answers the request.
         if not self._closed and self._one is None:
             self._closed = True
+            if self._flow is not None:
+                self._stub.end_flow(self._key)
             self._stub.send(
                 ("fail", self._key, "the response sender was released without the final flag")
             )
@@ -207,6 +253,10 @@ class Stub:
         self._serving = False
         """Between the end of ``initialize`` and the start of ``finalize``: BLS allowed."""
         self._model_dir = ""
+        self._flows: dict[int, _Flow] = {}
+        """Flow controlled requests (``windows``), until their final response."""
+        self._unloading = False
+        """Set by ``credit`` for every request: windows that come later are ignored."""
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -235,6 +285,37 @@ class Stub:
         if pending.error is not None:
             raise pb_utils.TritonModelException(pending.error)
         return pending.value
+
+    def wait_for(self, done: Callable[[], bool]) -> None:
+        """Wait until ``done()``, reading the server's messages meanwhile if nobody else does."""
+        self._inbox.wait_for(done)
+
+    def end_flow(self, key: int) -> None:
+        """A flow controlled request is closed: forget its credit."""
+        self._flows.pop(key, None)
+
+    def _end_flows(self, requests: list[pb_utils.InferenceRequest]) -> None:
+        """A failed batch: the server fails its requests."""
+        if self._flows:
+            for request in requests:
+                self.end_flow(request._source)
+
+    def _on_credit(self, key: int, count: int) -> None:
+        if key == 0:  # unloading: nothing is held any more
+            self._unloading = True
+            flows = list(self._flows.values())
+            self._flows.clear()
+            for flow in flows:
+                flow.released = True
+            return
+        flow = self._flows.get(key)
+        if flow is None:
+            return
+        if count < 0:
+            flow.released = True
+            del self._flows[key]
+        else:
+            flow.granted += count
 
     def notify(self, op: str, *args: Any) -> None:
         """Tell the server ``op`` without waiting."""
@@ -281,6 +362,12 @@ class Stub:
             pending = self._calls.pop(call_id)
             pending.value, pending.error = value, error
             pending.done = True
+        elif kind == "credit":
+            self._on_credit(message[1], message[2])
+        elif kind == "windows":
+            if not self._unloading:
+                for key, window in message[1]:
+                    self._flows[key] = _Flow(window)
         elif kind == "is_ready":
             threading.Thread(
                 target=self._check_ready, name="triton-stub-ready", daemon=True
@@ -302,7 +389,8 @@ class Stub:
     def response_channel(self, request: pb_utils.InferenceRequest) -> ResponseChannel:
         key = request._source
         assert isinstance(key, int)
-        return _Channel(self, key, self._decoupled)
+        flow = self._flows.get(key) if self._flows else None
+        return _Channel(self, key, self._decoupled, flow)
 
     def is_cancelled(self, request: pb_utils.InferenceRequest) -> bool:
         return bool(self.call("is_cancelled", request._source))
@@ -542,10 +630,12 @@ class Stub:
                 return
             responses = runner.check(requests, self._run(runner.execute(requests)))
         except ExecuteError as exc:
+            self._end_flows(requests)
             self.send(("executed", batch_id, None, str(exc), []))
             return
         except Exception as exc:
             traceback.print_exc()
+            self._end_flows(requests)
             self.send(("executed", batch_id, None, str(runner.raised(exc)), []))
             return
         finally:
@@ -556,6 +646,10 @@ class Stub:
             else [None if r is None else response_tuple(r, True) for r in responses]
         )
         rescheduled = [r._source for r in requests if r._rescheduled()]
+        if self._flows:  # requests the model did not answer, or gave back, are closed here
+            for r in requests:
+                if r._sender is None or r._rescheduled():
+                    self.end_flow(r._source)
         if rescheduled:  # before "executed": the server hands them back to its scheduler
             self.send(("reschedule", rescheduled))
         unanswered = (
@@ -578,12 +672,14 @@ class Stub:
         except Exception as exc:
             text = str(exc) if isinstance(exc, ExecuteError) else str(runner.raised(exc))
             for request in requests:
+                self.end_flow(request._source)
                 self.send(("fail", request._source, text))
             return
         finally:
             pop_runtime(token)
         for request in requests:
             if request._sender is None:
+                self.end_flow(request._source)
                 self.send(("fail", request._source, None))
 
     def _finalize(self) -> None:
