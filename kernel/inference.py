@@ -70,6 +70,11 @@ class InferenceResponse:
 _ROOM_WAIT_SECS = 0.5
 """How long a held producer sleeps between checks (a detach also wakes it at once)."""
 
+UNHELD_FACTOR = 4
+"""A producer the kernel cannot hold (one sending on the event loop: an ``async def execute``)
+may run this many times the unread limit ahead of the frontend; past that the request is
+cancelled and ended with an error, so a client that stops reading costs bounded memory."""
+
 ResponseInterceptor = Callable[[InferenceResponse, Callable[[InferenceResponse], None]], None]
 """For the kernel's schedulers: sees each response on the event loop before the client does, and
 passes it on by calling the given ``release`` (at once, or later to keep responses in order)."""
@@ -91,7 +96,9 @@ class _ResponseChannel:
         "_loop",
         "_loop_thread",
         "_on_detached",
+        "_on_overflow",
         "_on_taken",
+        "_overflowed",
         "_room",
         "_unread",
         "_waiter",
@@ -114,6 +121,9 @@ class _ResponseChannel:
         # A producer held elsewhere (a model process) is told on the loop (see watch_reading).
         self._on_taken: Callable[[], None] | None = None
         self._on_detached: Callable[[], None] | None = None
+        # A producer that cannot be held and ran too far ahead (see UNHELD_FACTOR).
+        self._on_overflow: Callable[[], None] | None = None
+        self._overflowed = False
 
     @property
     def capacity(self) -> int:
@@ -143,10 +153,13 @@ class _ResponseChannel:
     def closed(self) -> bool:
         return self._closed
 
-    def bound(self, capacity: int) -> None:
-        """Hold a producer thread while ``capacity`` responses wait for the frontend."""
+    def bound(self, capacity: int, on_overflow: Callable[[], None] | None = None) -> None:
+        """Hold a producer thread while ``capacity`` responses wait for the frontend; a
+        producer on the loop (never held) that gets ``UNHELD_FACTOR`` times further ahead ends
+        the request (``on_overflow`` cancels it)."""
         self._capacity = capacity
         self._room = threading.Condition(self._lock)
+        self._on_overflow = on_overflow
 
     def unbound(self) -> None:
         """No flow control (before the first response): see ``intercept_responses``."""
@@ -179,8 +192,17 @@ class _ResponseChannel:
         thread, which must never block, it is buffered beyond the bound."""
         room = self._room
         with self._lock:
-            if room is not None and not final and threading.get_ident() != self._loop_thread:
-                self._wait_for_room(room)
+            if self._overflowed:
+                return  # ended for a client that stopped reading: the rest goes nowhere
+            if room is not None and not final:
+                if threading.get_ident() != self._loop_thread:
+                    self._wait_for_room(room)
+                elif self._unread >= self._capacity * UNHELD_FACTOR and not self._closed:
+                    self._overflowed = self._closed = True
+                    ahead = self._unread
+                    self._unread += 1
+                    self._overflow(ahead)
+                    return
             if self._closed:
                 raise KernelError(
                     Status.INTERNAL, "the request has already received its final response"
@@ -199,6 +221,23 @@ class _ResponseChannel:
         # A closed loop means nobody waits for this answer any more.
         with contextlib.suppress(RuntimeError):
             self._loop.call_soon_threadsafe(self._deliver, response)
+
+    def _overflow(self, ahead: int) -> None:
+        """On the loop: a producer that cannot be held ran ``ahead`` responses in front of a
+        client that stopped reading. The request ends with an error after what is already
+        buffered (delivered on the loop's next turn, outside the caller's lock), it is
+        cancelled (``on_overflow``), and what the producer sends after that is dropped."""
+        error = KernelError(
+            Status.CANCELLED,
+            f"the client did not read the request's responses ({ahead} waited unread): "
+            "the request was cancelled",
+        )
+        response = InferenceResponse(error=error)
+        response.final = True
+        loop = self._loop or asyncio.get_running_loop()
+        loop.call_soon(self._deliver, response)
+        if self._on_overflow is not None:
+            loop.call_soon(self._on_overflow)
 
     def _deliver(self, response: InferenceResponse) -> None:
         if self.interceptor is not None:
@@ -429,10 +468,11 @@ class InferenceRequest:
         unread, a backend thread sending another one blocks until the frontend takes one, or
         the request is cancelled. A slow client so slows the model down instead of growing the
         server's memory. Responses sent on the event loop (``async def execute``) are never
-        held: they are buffered past the limit. A backend whose producer runs elsewhere (a
-        Python model's process) holds it itself: see :meth:`watch_reading`."""
+        held: they are buffered past the limit, up to ``UNHELD_FACTOR`` times it, where the
+        request is cancelled and ends with a ``CANCELLED`` error. A backend whose producer runs
+        elsewhere (a Python model's process) holds it itself: see :meth:`watch_reading`."""
         if capacity > 0:
-            self._channel.bound(capacity)
+            self._channel.bound(capacity, self.cancel)
 
     @property
     def unread_limit(self) -> int:

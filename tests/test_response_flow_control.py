@@ -10,7 +10,8 @@ import time
 
 import numpy as np
 
-from kernel.inference import InferenceRequest, InferenceResponse
+from kernel.errors import Status
+from kernel.inference import UNHELD_FACTOR, InferenceRequest, InferenceResponse
 
 
 def _request(capacity: int) -> InferenceRequest:
@@ -69,13 +70,30 @@ async def test_cancel_lets_a_held_thread_go() -> None:
 
 
 async def test_the_loop_thread_is_never_held() -> None:
-    request = _request(1)
+    request = _request(2)  # 6 responses stay under UNHELD_FACTOR x 2
     sender = request.response_sender()
     for i in range(5):
         sender.send(InferenceResponse(outputs={"OUT": np.array([i])}))
     sender.send(final=True)
     got = [r async for r in request.responses()]
     assert len(got) == 6
+
+
+async def test_a_loop_producer_too_far_ahead_ends_the_request_with_bounded_buffering() -> None:
+    request = _request(2)
+    sender = request.response_sender()
+    for i in range(50):  # a model on the loop that never checks is_cancelled()
+        sender.send(InferenceResponse(outputs={"OUT": np.array([i])}))
+    sender.send(final=True)  # dropped too: the request already ended
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert request.is_cancelled()
+    got = [r async for r in request.responses()]
+    assert [int(r.outputs["OUT"][0]) for r in got if r.outputs] == list(range(2 * UNHELD_FACTOR))
+    last = got[-1]
+    assert last.final and last.error is not None
+    assert last.error.status is Status.CANCELLED
+    assert "did not read" in last.error.message
 
 
 async def test_an_interceptor_that_holds_responses_lifts_the_limit() -> None:
