@@ -10,8 +10,11 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
 from kernel.manager import ModelControlMode
@@ -204,3 +207,33 @@ def test_backends_lists_the_three_kinds_with_where_each_was_found(tmp_path: Path
     assert str(backends / "scaler" / "model.py") in rows["scaler"]
     assert "python-based (model 'own')" in rows["mine"]
     assert str(own / "impl.py") in rows["mine"]
+
+
+def test_a_pip_distribution_s_triton_python_model_serves_its_models(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # (a) of the three ways: models name the backend a distribution's entry point declares;
+    # the python plugin serves them in both execution modes (a model process finds the
+    # distribution on its path as the server does: here through PYTHONPATH).
+    site = tmp_path / "site"
+    installed_distribution(site)
+    monkeypatch.syspath_prepend(str(site))
+    path = os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH", "")) if p)
+    monkeypatch.setenv("PYTHONPATH", path)
+    repo = tmp_path / "repo"
+    for mode in ("in_process", "process"):
+        mode_config = f'parameters {{ key: "EXECUTION_MODE" value {{ string_value: "{mode}" }} }}\n'
+        python_model(repo, mode, None, CONFIG.replace('"python"', '"tinyscale"') + mode_config)
+    with ServerThread(repo) as server:
+        for mode in ("in_process", "process"):
+            for protocol, module in (("http", httpclient), ("grpc", grpcclient)):
+                client: Any = module.InferenceServerClient(
+                    server.http_url if protocol == "http" else server.grpc_url
+                )
+                try:
+                    inp = module.InferInput("IN", [2], "FP32")
+                    inp.set_data_from_numpy(np.array([1, 2], dtype=np.float32))
+                    out = client.infer(mode, [inp]).as_numpy("OUT")
+                finally:
+                    client.close()
+                np.testing.assert_allclose(out, [2, 3], err_msg=f"{mode} over {protocol}")
