@@ -112,6 +112,7 @@ def test_unload_dependents_of_the_wrong_type_is_a_client_error(repo: Path) -> No
         with pytest.raises(urllib.error.HTTPError) as caught:
             urllib.request.urlopen(request, timeout=10)
         assert caught.value.code == 400
+        caught.value.close()  # an HTTPError holds the response's socket
         channel = grpc.insecure_channel(srv.grpc_url)
         unload = channel.unary_unary(
             "/inference.GRPCInferenceService/RepositoryModelUnload",
