@@ -457,6 +457,10 @@ def test_slow_reader_holds_the_model(served: RunningServer, status_dir: Path) ->
         # reading again lets it go on
         for _ in range(50):
             sock.recv(1 << 20)
+        # the model's thread resumes when the server next gets to run: wait for it, bounded
+        resumed = time.monotonic() + 10
+        while int(_status(status_dir, tag).split()[1]) <= sent and time.monotonic() < resumed:
+            time.sleep(0.05)
         assert int(_status(status_dir, tag).split()[1]) > sent
     # closing the connection cancels it
     _wait_status(status_dir, tag, "cancelled")
