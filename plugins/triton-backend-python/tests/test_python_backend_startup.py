@@ -10,8 +10,11 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
 from kernel.manager import ModelControlMode
@@ -150,7 +153,28 @@ def test_a_failed_reload_never_stops_the_server(tmp_path: Path) -> None:
             client.close()
 
 
+def installed_distribution(site: Path) -> None:
+    """A pip distribution, as pip leaves one in site-packages, whose ``kernel.backends`` entry
+    point declares a ``TritonPythonModel``: written here so that this suite needs nothing but
+    the kernel and this plugin installed (issue 15: no docs example or other plugin)."""
+    package = site / "triton_tinyscale_backend"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "model.py").write_text(ADD_ONE)
+    info = site / "triton_tinyscale_backend-0.1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: triton-tinyscale-backend\nVersion: 0.1.0\n"
+    )
+    (info / "entry_points.txt").write_text(
+        "[kernel.backends]\ntinyscale = triton_tinyscale_backend.model:TritonPythonModel\n"
+    )
+
+
 def test_backends_lists_the_three_kinds_with_where_each_was_found(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    installed_distribution(site)
+    path = os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH", "")) if p)
     backends = tmp_path / "backends"
     (backends / "scaler").mkdir(parents=True)
     (backends / "scaler" / "model.py").write_text(ADD_ONE)
@@ -171,13 +195,45 @@ def test_backends_lists_the_three_kinds_with_where_each_was_found(tmp_path: Path
         capture_output=True,
         text=True,
         timeout=60,
+        env={**os.environ, "PYTHONPATH": path},
     )
     assert out.returncode == 0, out.stderr
     rows = {line.split("|")[1].strip(): line for line in out.stdout.splitlines() if "|" in line}
     assert "| plugin " in rows["python"]
-    assert "| python-based " in rows["textstream"]  # a pip distribution's TritonPythonModel
-    assert "triton_textstream_backend.model:TritonPythonModel" in rows["textstream"]
+    assert "| python-based " in rows["tinyscale"]  # a pip distribution's TritonPythonModel
+    assert "triton_tinyscale_backend.model:TritonPythonModel" in rows["tinyscale"]
+    assert "triton-tinyscale-backend" in rows["tinyscale"]
     assert "python-based (backend directory)" in rows["scaler"]
     assert str(backends / "scaler" / "model.py") in rows["scaler"]
     assert "python-based (model 'own')" in rows["mine"]
     assert str(own / "impl.py") in rows["mine"]
+
+
+def test_a_pip_distribution_s_triton_python_model_serves_its_models(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # (a) of the three ways: models name the backend a distribution's entry point declares;
+    # the python plugin serves them in both execution modes (a model process finds the
+    # distribution on its path as the server does: here through PYTHONPATH).
+    site = tmp_path / "site"
+    installed_distribution(site)
+    monkeypatch.syspath_prepend(str(site))
+    path = os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH", "")) if p)
+    monkeypatch.setenv("PYTHONPATH", path)
+    repo = tmp_path / "repo"
+    for mode in ("in_process", "process"):
+        mode_config = f'parameters {{ key: "EXECUTION_MODE" value {{ string_value: "{mode}" }} }}\n'
+        python_model(repo, mode, None, CONFIG.replace('"python"', '"tinyscale"') + mode_config)
+    with ServerThread(repo) as server:
+        for mode in ("in_process", "process"):
+            for protocol, module in (("http", httpclient), ("grpc", grpcclient)):
+                client: Any = module.InferenceServerClient(
+                    server.http_url if protocol == "http" else server.grpc_url
+                )
+                try:
+                    inp = module.InferInput("IN", [2], "FP32")
+                    inp.set_data_from_numpy(np.array([1, 2], dtype=np.float32))
+                    out = client.infer(mode, [inp]).as_numpy("OUT")
+                finally:
+                    client.close()
+                np.testing.assert_allclose(out, [2, 3], err_msg=f"{mode} over {protocol}")

@@ -200,3 +200,27 @@ def test_runtime_names_an_installed_backend(tmp_path: Path) -> None:
         out, where = ask(srv.http_url, "renamed")
         np.testing.assert_allclose(out, [6.0, 12.0])
         assert where["file"] == str(version / "model.py")
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_model_py_imports_its_neighbours_absolutely(tmp_path: Path, mode: str) -> None:
+    # Triton puts the version folder and the model folder on sys.path: `import x` finds a
+    # module beside model.py and one in the model's folder (names unique per mode: in-process,
+    # sys.modules is the server's).
+    repo = tmp_path / "repo"
+    version = model(repo, "absolute", config("python", mode=mode), 7.0)
+    beside, above = f"beside_{mode}", f"above_{mode}"
+    (version / f"{beside}.py").write_text(HELPERS)
+    (repo / "absolute" / f"{above}.py").write_text("SHIFT = 1.0\n")
+    source = (
+        textwrap.dedent(BACKEND)
+        .replace(
+            "from .helpers import factor_of", f"import {above}\nfrom {beside} import factor_of"
+        )
+        .replace("x * self.factor", f"x * self.factor + {above}.SHIFT")
+    )
+    (version / "model.py").write_text(source)
+    with ServerThread(repo) as srv:
+        out, where = ask(srv.http_url, "absolute")
+        np.testing.assert_allclose(out, [8.0, 15.0])
+        assert where["file"] == str(version / "model.py")
