@@ -406,6 +406,15 @@ class ModelVersion:
                 await self._execute(item, await self.scheduler.next_batch(index))
         await self._overlapping_worker(item, index, ahead)
 
+    async def _take_batch(self, slots: asyncio.Semaphore, index: int) -> list[InferenceRequest]:
+        """Wait for a free slot, then for the next batch (the slot is given back if that fails)."""
+        await slots.acquire()
+        try:
+            return await self.scheduler.next_batch(index)
+        except BaseException:
+            slots.release()
+            raise
+
     async def _submit_worker(self, item: _Instance, index: int, ahead: int) -> None:
         """Feed an instance that implements ``ModelInstance.submit``: up to ``ahead`` batches
         at once, each accounted when the instance calls its ``done`` (no task per batch).
@@ -415,12 +424,7 @@ class ModelVersion:
         numbers = itertools.count()
         try:
             while True:
-                await slots.acquire()
-                try:
-                    batch = await self.scheduler.next_batch(index)
-                except BaseException:
-                    slots.release()
-                    raise
+                batch = await self._take_batch(slots, index)
                 self._submit(item, batch, slots, pending, next(numbers))
         finally:
             unloading = KernelError(Status.UNAVAILABLE, f"model '{self.name}' is unloading")
@@ -472,12 +476,7 @@ class ModelVersion:
         loop = asyncio.get_running_loop()
         try:
             while True:
-                await slots.acquire()
-                try:
-                    batch = await self.scheduler.next_batch(index)
-                except BaseException:
-                    slots.release()
-                    raise
+                batch = await self._take_batch(slots, index)
                 task = loop.create_task(self._execute(item, batch, slots))
                 running.add(task)
                 task.add_done_callback(running.discard)
