@@ -16,6 +16,14 @@ import openvino as ov  # type: ignore[import-untyped, unused-ignore]
 
 from kernel.signature import TensorSignature
 
+# OpenVINO's Python binding makes numpy's C API table on its first dtype conversion, inside a
+# one-time guard that waits for the GIL while another thread holding the GIL waits on the guard:
+# two instances initializing in parallel (`Type.to_dtype()` in two worker threads) then hang the
+# server's loading forever (6 of 20 runs of eight threads here). Doing that first conversion
+# now, while this package is imported (one thread, under the import lock), means no later call
+# ever enters the guard.
+ov.Type.f32.to_dtype()
+
 OV_TO_CONFIG_TYPE: dict[str, str] = {
     "boolean": "TYPE_BOOL",
     "u8": "TYPE_UINT8",
