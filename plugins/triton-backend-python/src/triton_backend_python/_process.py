@@ -1,8 +1,9 @@
 """The isolated execution mode (the default), server side: one model process per instance.
 
 :class:`ModelProcess` starts ``python -m triton_backend_python._stub`` with two shared memory
-rings (``_ring.py``: messages each way) and one end of a socket pair, the rings' doorbell and
-the process's lifeline (its end of file says the process died), watched by the loop; then
+rings (``_ring.py``: messages each way) and an end of two socket pairs, one per direction: the
+doorbell of the ring to the process, and the doorbell of the ring from it, which is also the
+process's lifeline (its end of file says the process died), watched by the loop; then
 speaks the messages ``_stub.py`` describes, on the server's event loop: commands (initialize,
 execute, finalize) one at a time, and, at any moment, what the model asks of the server
 (responses through senders and batches' answers here; BLS calls, model control, logging and
@@ -11,7 +12,14 @@ metrics in ``_process_calls.py``).
 The hot path, per request: :meth:`ModelProcess.submit` (called by the kernel's worker on the
 loop, no task) copies the batch into the ring and rings the doorbell if the process sleeps; the
 doorbell callback reads the ``executed`` answer and responds (:meth:`ModelProcess._executed`)
-in the same turn. Two wake-ups cross the processes, none between threads.
+in the same turn. Two wake-ups cross the processes, none between threads; when one client
+sends one request at a time to a quick model, the loop looks at the ring for the answer for a
+moment instead of sleeping (``_quick.py``), and the answer then costs no wake-up.
+
+A doorbell per direction, not one socket for both: reading a byte from a socket wakes whoever
+sleeps in a read on the other end (the kernel announces room to write), so with one socket every
+doorbell the server read woke the model process, asleep on the same socket, for nothing (two
+sleeps per request where one is needed, measured).
 
 When the process dies, the batch it was running and every request still waiting on it get an
 error at once, with the reason (exit code or signal), and ``on_death`` is called: the instance
@@ -38,6 +46,7 @@ import signal
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -52,6 +61,7 @@ from kernel import (
 )
 from triton_backend_python._convert import STATUS_BY_CODE
 from triton_backend_python._process_calls import ModelCalls
+from triton_backend_python._quick import QuickAnswers
 from triton_backend_python._ring import Ring, RingError, new_ring_fd
 from triton_backend_python._wire import (
     Packed,
@@ -97,6 +107,13 @@ class _Batch(NamedTuple):
     done: Done
     requests: Sequence[InferenceRequest]
     keys: list[int]
+    sent: float
+    """``time.perf_counter()`` when it was sent (the round trip feeds :class:`QuickAnswers`)."""
+
+
+_BUSY: set[ModelProcess] = set()
+"""The model processes of this server that have batches out (the loop may wait for one only
+when it is the only one)."""
 
 
 def _kill_spawned(spawned: asyncio.Future[subprocess.Popen[bytes]]) -> None:
@@ -145,8 +162,13 @@ class ModelProcess:
         self._process: subprocess.Popen[bytes] | None = None
         self._watching = False
         self._socket: socket.socket | None = None
-        """The process's lifeline (its end of file says the process died) and the rings'
-        doorbell (a byte says "look at the ring"), watched by the loop."""
+        """The process's lifeline (its end of file says the process died) and the doorbell of
+        the ring from it (a byte says "look at the ring"), watched by the loop."""
+        self._bell: socket.socket | None = None
+        """The doorbell of the ring to the process (the server only writes to it)."""
+        self._quick = QuickAnswers()
+        self.quick_answers = 0
+        """Answers the loop found while it waited for them (``_quick.py``; tests, debugging)."""
         self._to: Ring | None = None
         self._from: Ring | None = None
         self._ring_fds: tuple[int, ...] = ()
@@ -180,12 +202,17 @@ class ModelProcess:
         settings = self.model.settings
         loop = self._loop = asyncio.get_running_loop()
         parent, child = socket.socketpair()
+        bell, bell_child = socket.socketpair()
+        bell.setblocking(False)
+        self._bell = bell
         try:
-            self._open_rings(parent.fileno())
+            self._open_rings(bell.fileno(), parent.fileno())
         except OSError as exc:
             self._close_rings()
+            self._close_bell()
             parent.close()
             child.close()
+            bell_child.close()
             raise KernelError(
                 Status.UNAVAILABLE, f"cannot make the shared memory rings of '{self.label}': {exc}"
             ) from exc
@@ -197,6 +224,8 @@ class ModelProcess:
             _BOOTSTRAP,
             "--fd",
             str(child.fileno()),
+            "--bell-fd",
+            str(bell_child.fileno()),
             "--shm-prefix",
             self._child_prefix,
             "--shm-dir",
@@ -206,7 +235,7 @@ class ModelProcess:
             "--rings",
             f"{ring_in},{ring_out}",
         ]
-        inherited = (child.fileno(), ring_in, ring_out)
+        inherited = (child.fileno(), bell_child.fileno(), ring_in, ring_out)
         env = self.model.child_environment()
 
         def spawn() -> subprocess.Popen[bytes]:
@@ -226,6 +255,7 @@ class ModelProcess:
             self._process = await asyncio.shield(spawned)
         except OSError as exc:
             self._close_rings()
+            self._close_bell()
             parent.close()
             raise KernelError(
                 Status.UNAVAILABLE, f"cannot start a process for '{self.label}': {exc}"
@@ -233,11 +263,13 @@ class ModelProcess:
         except BaseException:
             # Cancelled while the process was being made: stop it once it exists.
             self._close_rings()
+            self._close_bell()
             parent.close()
             spawned.add_done_callback(_kill_spawned)
             raise
         finally:
             child.close()
+            bell_child.close()
             for fd in self._ring_fds:
                 os.close(fd)
             self._ring_fds = ()
@@ -265,17 +297,19 @@ class ModelProcess:
             "model process of '%s' started: pid %s, Python %s", self.label, *greeting[1:]
         )
 
-    def _open_rings(self, doorbell: int) -> None:
-        """Two rings (to and from the process) in memfds the process inherits."""
+    def _open_rings(self, bell: int, lifeline: int) -> None:
+        """Two rings (to and from the process) in memfds the process inherits; ``bell`` wakes
+        the process, a byte on ``lifeline`` wakes the loop."""
         self._ring_fds = (new_ring_fd(),)
         self._ring_fds += (new_ring_fd(),)
         ring_in, ring_out = self._ring_fds
-        self._to = Ring(ring_in, doorbell)
-        self._from = Ring(ring_out, doorbell)
+        self._to = Ring(ring_in, bell)
+        self._from = Ring(ring_out, lifeline)
         self._from.watched()  # the loop watches the socket
 
     def _close_rings(self) -> None:
         """Stop watching and unmap the rings (idempotent)."""
+        _BUSY.discard(self)  # nothing more comes from it: no waiting for it
         for fd in self._ring_fds:
             os.close(fd)
         self._ring_fds = ()
@@ -302,9 +336,15 @@ class ModelProcess:
         """
         self._stop_watching()
         self._close_rings()
+        self._close_bell()
         sock, self._socket = self._socket, None
         if sock is not None:
             sock.close()
+
+    def _close_bell(self) -> None:
+        bell, self._bell = self._bell, None
+        if bell is not None:
+            bell.close()
 
     def _on_doorbell(self) -> None:
         """The socket is readable: doorbells (look at the ring), or its end (the process died)."""
@@ -547,6 +587,7 @@ class ModelProcess:
     def _fail_commands(self, error: KernelError) -> None:
         batches = list(self._batches_waiting.values())
         self._batches_waiting.clear()
+        _BUSY.discard(self)
         for future in (self._command, self._ready_check):
             if future is not None and not future.done():
                 future.set_exception(error)
@@ -558,6 +599,9 @@ class ModelProcess:
         if kind == "executed":
             batch = self._batches_waiting.pop(message[1], None)
             if batch is not None:
+                if not self._batches_waiting:
+                    _BUSY.discard(self)
+                self._quick.answered(time.perf_counter() - batch.sent)
                 self._executed(batch, *message[2:])
         elif kind == "done":
             if self._command is not None and not self._command.done():
@@ -677,7 +721,28 @@ class ModelProcess:
                 f"Failed to process the request(s) for model instance '{self.label}',"
                 f" message: {exc.strerror}",
             ) from exc
-        self._batches_waiting[batch_id] = _Batch(done, requests, keys)
+        waiting = self._batches_waiting
+        waiting[batch_id] = _Batch(done, requests, keys, time.perf_counter())
+        _BUSY.add(self)
+        alone = len(waiting) == 1 and len(_BUSY) == 1 and len(inflight) == len(keys)
+        budget = self._quick.budget(alone)
+        if budget and not self._rearming:
+            self._wait_for_answer(budget)
+
+    def _wait_for_answer(self, budget: float) -> None:
+        """Look at the ring for up to ``budget`` seconds for the answer (see ``_quick.py``);
+        while it looks, the process rings no doorbell. An answer found is handled at once."""
+        ring = self._from
+        if ring is None:
+            return
+        ring.awake()
+        clock = time.perf_counter
+        deadline = clock() + budget
+        while not ring.ready() and clock() < deadline:
+            pass
+        if ring.rearm() or ring.ready():
+            self.quick_answers += 1
+            self._on_wake()
 
     def _executed(
         self,
@@ -687,7 +752,7 @@ class ModelProcess:
         unanswered: list[int],
     ) -> None:
         """The process answered a batch: respond, then say the batch is done."""
-        done, requests, keys = batch
+        done, requests, keys, _ = batch
         inflight = self.inflight
         if error is not None:
             failure = KernelError(Status.INTERNAL, error)

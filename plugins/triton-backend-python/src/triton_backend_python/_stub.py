@@ -1,9 +1,10 @@
 """The isolated model process: one model instance, driven by the server through shared memory.
 
-Started by the server (see ``_process.py``) with ``--fd N --shm-prefix P --shm-dir D --name
-INSTANCE --rings IN,OUT``: messages come and go through two shared memory rings
-(``_ring.py``); the socket ``N`` carries only their doorbells, and its end of file tells that
-the server is gone. It may run another environment's interpreter: this module
+Started by the server (see ``_process.py``) with ``--fd N --bell-fd B --shm-prefix P --shm-dir
+D --name INSTANCE --rings IN,OUT``: messages come and go through two shared memory rings
+(``_ring.py``); the socket ``B`` carries the doorbells of the ring in (its end of file tells that
+the server is gone), the socket ``N`` those of the ring out (and its end tells the server this
+process is gone). It may run another environment's interpreter: this module
 and what it imports never import the kernel, only numpy and ``triton_python_backend_utils``.
 
 To the model the process looks like Triton's stub (``triton_python_backend_stub``): ``sys.argv``
@@ -225,12 +226,13 @@ class Stub:
 
     def __init__(
         self,
-        sock: socket.socket,
+        sockets: tuple[socket.socket, socket.socket],
         rings: tuple[Ring, Ring],
         shm_prefix: str,
         shm_dir: str = SHM_DIR,
     ) -> None:
-        self._sock = sock
+        self._sockets = sockets
+        """The lifeline (also the doorbell to the server) and the doorbell from it."""
         self._in, self._out = rings
         self._send_lock = threading.Lock()
         self._pool = SlabPool(shm_prefix, shm_dir)
@@ -700,26 +702,29 @@ class Stub:
         self._out.close()
         self._pool.close()
         self._reader.close()
-        self._sock.close()
+        for sock in self._sockets:
+            sock.close()
 
 
 def main(argv: list[str] | None = None) -> int:
     """Serve one model instance over the inherited socket ``--fd``."""
     parser = argparse.ArgumentParser(prog="triton_backend_python._stub")
-    parser.add_argument("--fd", type=int, required=True)
+    parser.add_argument("--fd", type=int, required=True, help="lifeline; doorbell to the server")
+    parser.add_argument("--bell-fd", type=int, required=True, help="doorbell from the server")
     parser.add_argument("--shm-prefix", required=True)
     parser.add_argument("--shm-dir", default=SHM_DIR)
     parser.add_argument("--name", default="")
     parser.add_argument("--rings", required=True, help="the rings in and out (memfds)")
     options = parser.parse_args(argv)
     ring_in, ring_out = (int(fd) for fd in options.rings.split(","))
-    rings = (Ring(ring_in, options.fd), Ring(ring_out, options.fd))
+    rings = (Ring(ring_in, options.bell_fd), Ring(ring_out, options.fd))
     os.close(ring_in)  # mapped: the descriptors are no longer needed
     os.close(ring_out)
     sys.argv[:] = [""]  # what Triton's embedded interpreter shows a model
     for number in (signal.SIGINT, signal.SIGTERM):
         signal.signal(number, signal.SIG_IGN)
-    stub = Stub(socket.socket(fileno=options.fd), rings, options.shm_prefix, options.shm_dir)
+    sockets = (socket.socket(fileno=options.fd), socket.socket(fileno=options.bell_fd))
+    stub = Stub(sockets, rings, options.shm_prefix, options.shm_dir)
     try:
         stub.serve()
     except ConnectionError:

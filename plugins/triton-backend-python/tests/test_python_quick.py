@@ -1,0 +1,92 @@
+"""When the server's loop waits a moment for a model process's answer (``_quick.py``), fed
+decisions without a process, and the same through a served model."""
+
+from __future__ import annotations
+
+import gc
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from triton_backend_python import _quick
+from triton_backend_python._process import ModelProcess
+from triton_backend_python._quick import LIMIT, STREAK, QuickAnswers
+
+from kernel.testing import ServerThread
+
+
+def _measured(average: float) -> QuickAnswers:
+    quick = QuickAnswers()
+    for _ in range(50):
+        quick.answered(average)
+    return quick
+
+
+def test_waits_only_after_a_streak_of_lone_batches() -> None:
+    quick = _measured(20e-6)
+    budgets = [quick.budget(True) for _ in range(STREAK + 2)]
+    assert budgets[:STREAK] == [0.0] * STREAK
+    assert budgets[STREAK] == pytest.approx(40e-6, rel=0.05)
+    assert budgets[STREAK + 1] == pytest.approx(40e-6, rel=0.05)
+
+
+def test_a_batch_not_alone_restarts_the_streak() -> None:
+    quick = _measured(20e-6)
+    for _ in range(STREAK):
+        quick.budget(True)
+    assert quick.budget(True) > 0
+    assert quick.budget(False) == 0.0
+    assert [quick.budget(True) for _ in range(STREAK)] == [0.0] * STREAK
+    assert quick.budget(True) > 0
+
+
+def test_a_slow_model_is_never_waited_for() -> None:
+    quick = _measured(2e-3)
+    assert all(quick.budget(True) == 0.0 for _ in range(3 * STREAK))
+
+
+def test_the_wait_is_capped() -> None:
+    quick = _measured(0.9 * LIMIT)
+    for _ in range(STREAK):
+        quick.budget(True)
+    assert quick.budget(True) == LIMIT
+
+
+def test_unknown_round_trips_count_as_slow_until_measured() -> None:
+    quick = QuickAnswers()
+    assert all(quick.budget(True) == 0.0 for _ in range(3 * STREAK))
+
+
+def test_a_model_that_became_slow_then_quick_again_is_noticed() -> None:
+    quick = _measured(20e-6)
+    for _ in range(20):
+        quick.answered(1.0)  # a slow spell: clamped, so it does not take forever to forget
+    for _ in range(STREAK + 1):
+        assert quick.budget(True) == 0.0
+    for _ in range(40):
+        quick.answered(20e-6)
+    assert quick.budget(True) > 0
+
+
+def test_one_client_in_sequence_gets_its_answers_while_the_loop_waits(
+    tmp_path: Path, helpers: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sequential requests to a model in its own process: after the streak the loop finds
+    answers while it waits (no doorbell), and every answer is right. The cap is raised so that
+    a loaded test machine, where a round trip takes longer than the real cap, still waits."""
+    monkeypatch.setattr(_quick, "LIMIT", 0.5)
+    repository = helpers.make_repository(tmp_path / "models", ["python_add_sub"])
+    with ServerThread(repository) as served:
+        for step in range(4 * STREAK):
+            a = np.full(4, step, dtype=np.float32)
+            b = np.arange(4, dtype=np.float32)
+            result = helpers.grpc_infer(served, "python_add_sub", {"INPUT0": a, "INPUT1": b})
+            assert result.as_numpy("OUTPUT0").tolist() == (a + b).tolist()
+            assert result.as_numpy("OUTPUT1").tolist() == (a - b).tolist()
+        processes = [o for o in gc.get_objects() if isinstance(o, ModelProcess)]
+        live = [p for p in processes if p.dead is None and p.label.startswith("python_add_sub")]
+        assert len(live) == 1
+        # at most once per request after the streak; at least once (twice the recent round
+        # trip is a long window for one request at a time)
+        assert 1 <= live[0].quick_answers <= 3 * STREAK
