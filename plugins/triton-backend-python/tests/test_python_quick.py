@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import gc
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pytest
-from triton_backend_python import _quick
+from triton_backend_python import PythonBackend
 from triton_backend_python._process import ModelProcess
 from triton_backend_python._quick import LIMIT, STREAK, QuickAnswers
 
+from kernel import KernelError
 from kernel.testing import ServerThread
 
 
@@ -69,24 +71,43 @@ def test_a_model_that_became_slow_then_quick_again_is_noticed() -> None:
     assert quick.budget(True) > 0
 
 
+def _served_sequentially(helpers: Any, served: Any) -> ModelProcess:
+    for step in range(4 * STREAK):
+        a = np.full(4, step, dtype=np.float32)
+        b = np.arange(4, dtype=np.float32)
+        result = helpers.grpc_infer(served, "python_add_sub", {"INPUT0": a, "INPUT1": b})
+        assert result.as_numpy("OUTPUT0").tolist() == (a + b).tolist()
+        assert result.as_numpy("OUTPUT1").tolist() == (a - b).tolist()
+    processes = [o for o in gc.get_objects() if isinstance(o, ModelProcess)]
+    live = [p for p in processes if p.dead is None and p.label.startswith("python_add_sub")]
+    assert len(live) == 1
+    return live[0]
+
+
 def test_one_client_in_sequence_gets_its_answers_while_the_loop_waits(
-    tmp_path: Path, helpers: Any, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, helpers: Any
 ) -> None:
     """Sequential requests to a model in its own process: after the streak the loop finds
     answers while it waits (no doorbell), and every answer is right. The cap is raised so that
-    a loaded test machine, where a round trip takes longer than the real cap, still waits."""
-    monkeypatch.setattr(_quick, "LIMIT", 0.5)
+    a loaded test machine, where a round trip takes longer than the default cap, still waits."""
     repository = helpers.make_repository(tmp_path / "models", ["python_add_sub"])
-    with ServerThread(repository) as served:
-        for step in range(4 * STREAK):
-            a = np.full(4, step, dtype=np.float32)
-            b = np.arange(4, dtype=np.float32)
-            result = helpers.grpc_infer(served, "python_add_sub", {"INPUT0": a, "INPUT1": b})
-            assert result.as_numpy("OUTPUT0").tolist() == (a + b).tolist()
-            assert result.as_numpy("OUTPUT1").tolist() == (a - b).tolist()
-        processes = [o for o in gc.get_objects() if isinstance(o, ModelProcess)]
-        live = [p for p in processes if p.dead is None and p.label.startswith("python_add_sub")]
-        assert len(live) == 1
+    config = {"python": {"answer-wait-us": "10000"}}
+    with ServerThread(repository, backend_config=config) as served:
+        process = _served_sequentially(helpers, served)
         # at most once per request after the streak; at least once (twice the recent round
         # trip is a long window for one request at a time)
-        assert 1 <= live[0].quick_answers <= 3 * STREAK
+        assert 1 <= process.quick_answers <= 3 * STREAK
+
+
+def test_answer_wait_zero_never_waits(tmp_path: Path, helpers: Any) -> None:
+    repository = helpers.make_repository(tmp_path / "models", ["python_add_sub"])
+    with ServerThread(repository, backend_config={"python": {"answer-wait-us": "0"}}) as served:
+        assert _served_sequentially(helpers, served).quick_answers == 0
+
+
+@pytest.mark.parametrize("value", ["-1", "10001", "1.5", "soon"])
+def test_a_bad_answer_wait_is_refused(value: str) -> None:
+    backend = PythonBackend()
+    context = SimpleNamespace(config={"answer-wait-us": value})
+    with pytest.raises(KernelError, match="answer-wait-us"):
+        backend.initialize(context)  # type: ignore[arg-type]

@@ -16,7 +16,9 @@ Per model, ``parameters { key: "EXECUTION_MODE" value { string_value: "..." } }`
 with that interpreter, which implies ``process``. ``$$TRITON_MODEL_DIRECTORY`` in it stands
 for the model folder. ``--backend-config=python,execution-mode=in_process`` changes the default
 for every Python model; ``--backend-config=python,shm-directory=DIR`` moves the shared memory
-slabs out of ``/dev/shm``.
+slabs out of ``/dev/shm``; ``--backend-config=python,answer-wait-us=N`` caps how long the loop
+looks for a quick model's answer when one client sends one request at a time (``_quick.py``;
+default 150, 0 never).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from kernel import (
     Status,
 )
 from triton_backend_python._config_json import config_from_model_json, config_to_model_json
+from triton_backend_python._quick import LIMIT
 from triton_backend_python._registry import MetricRegistry, registry_for
 from triton_backend_python._runner import ModelLoadError, run_auto_complete
 from triton_backend_python._wire import SHM_DIR
@@ -161,6 +164,8 @@ class PythonBackend(Backend):
         self.default_mode = PROCESS
         self.shm_directory = SHM_DIR
         """Where model processes' shared memory slabs live (a tmpfs: ``/dev/shm``)."""
+        self.answer_wait = LIMIT
+        """The longest the loop looks for a model process's answer (``_quick.py``), seconds."""
         self._staging: Path | None = None
         self._entry_points: Path | None = None
 
@@ -174,6 +179,18 @@ class PythonBackend(Backend):
                 f"--backend-config=python,shm-directory: '{directory}' is not a writable folder",
             )
         self.shm_directory = directory
+        wait = context.config.get("answer-wait-us", f"{LIMIT * 1e6:g}")
+        try:
+            microseconds = int(wait)
+        except ValueError:
+            microseconds = -1
+        if not 0 <= microseconds <= 10_000:
+            raise KernelError(
+                Status.INVALID_ARG,
+                f"--backend-config=python,answer-wait-us: '{wait}' is not a whole number of"
+                " microseconds from 0 to 10000",
+            )
+        self.answer_wait = microseconds / 1e6
 
     def create_model(self, context: ModelContext) -> Model:
         return PythonModel(context, self)

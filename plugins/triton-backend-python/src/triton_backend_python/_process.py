@@ -166,7 +166,7 @@ class ModelProcess:
         the ring from it (a byte says "look at the ring"), watched by the loop."""
         self._bell: socket.socket | None = None
         """The doorbell of the ring to the process (the server only writes to it)."""
-        self._quick = QuickAnswers()
+        self._quick = QuickAnswers(model.backend.answer_wait)
         self.quick_answers = 0
         """Answers the loop found while it waited for them (``_quick.py``; tests, debugging)."""
         self._to: Ring | None = None

@@ -28,7 +28,8 @@ from __future__ import annotations
 __all__ = ["LIMIT", "STREAK", "QuickAnswers"]
 
 LIMIT = 150e-6
-"""The longest the loop looks at the ring for an answer (seconds)."""
+"""The longest the loop looks at the ring for an answer by default (seconds;
+``--backend-config=python,answer-wait-us``)."""
 STREAK = 8
 """Batches in a row that must have been alone before the loop waits."""
 _WEIGHT = 0.25
@@ -38,11 +39,13 @@ _WEIGHT = 0.25
 class QuickAnswers:
     """Per model process: how long to look at the ring after sending a batch (0: do not)."""
 
-    __slots__ = ("_average", "_streak")
+    __slots__ = ("_average", "_limit", "_streak")
 
-    def __init__(self) -> None:
+    def __init__(self, limit: float = LIMIT) -> None:
+        self._limit = limit
+        """The longest wait (``--backend-config=python,answer-wait-us``; 0: never)."""
         self._streak = 0
-        self._average = LIMIT  # unknown: as slow as allowed, so it must prove quick first
+        self._average = limit  # unknown: as slow as allowed, so it must prove quick first
 
     def budget(self, alone: bool) -> float:
         """Seconds to wait for the answer of the batch just sent (``alone``: see the module)."""
@@ -52,13 +55,13 @@ class QuickAnswers:
         if self._streak < STREAK:
             self._streak += 1
             return 0.0
-        if self._average >= LIMIT:
+        if self._average >= self._limit:
             return 0.0
-        return min(LIMIT, 2.0 * self._average)
+        return min(self._limit, 2.0 * self._average)
 
     def answered(self, seconds: float) -> None:
         """A batch's round trip (sent to answer read), every batch, waited for or not."""
-        self._average += _WEIGHT * (min(seconds, 10 * LIMIT) - self._average)
+        self._average += _WEIGHT * (min(seconds, 10 * self._limit) - self._average)
 
     @property
     def average(self) -> float:
