@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -202,3 +203,48 @@ def test_frames_from_another_process_arrive_whole_and_in_order() -> None:
         assert writer.wait(timeout=60) == 0
         reader.close()
         ours.close()
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.array(2.5, dtype=np.float32),  # 0-d: a scalar output with dims []
+        np.arange(12, dtype=np.int64).reshape(3, 4).T,  # not C-contiguous
+        np.arange(6, dtype=np.float16).reshape(2, 3)[:, ::2],  # strided
+        np.zeros((0, 4), dtype=np.float32),  # empty
+    ],
+    ids=["0-d", "transposed", "strided", "empty"],
+)
+@pytest.mark.parametrize("inline", [True, False], ids=["inline", "slab"])
+def test_arrays_keep_their_shape_and_values_through_a_frame(
+    array: np.ndarray[Any, Any], inline: bool, tmp_path: Path
+) -> None:
+    pool, slabs = SlabPool("t", str(tmp_path)), SlabReader(str(tmp_path))
+    try:
+        padding = np.zeros(0 if inline else 80_000, dtype=np.uint8)  # > 64 KiB: a slab
+        parts, name, _, length = pack_frame(("reply", 1, array, padding), pool, 1 << 20)
+        assert parts is not None and not name
+        frame = bytearray(b"".join(bytes(p) for p in parts))
+        assert len(frame) == length
+        message = decode(frame, slabs)
+        assert message[2].shape == array.shape
+        assert message[2].dtype == array.dtype
+        np.testing.assert_array_equal(message[2], array)
+        assert message[3].shape == padding.shape
+    finally:
+        pool.close()
+        slabs.close()
+
+
+def test_a_message_without_arrays_round_trips(tmp_path: Path) -> None:
+    pool, slabs = SlabPool("t", str(tmp_path)), SlabReader(str(tmp_path))
+    try:
+        message = ("rpc", 3, "log", (20, "hello"))
+        parts, _, _, length = pack_frame(message, pool, 1 << 20)
+        assert parts is not None
+        frame = bytearray(b"".join(bytes(p) for p in parts))
+        assert len(frame) == length
+        assert decode(frame, slabs) == message
+    finally:
+        pool.close()
+        slabs.close()

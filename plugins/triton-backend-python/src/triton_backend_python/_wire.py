@@ -30,7 +30,7 @@ import pickle
 import struct
 import tempfile
 import threading
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -61,7 +61,6 @@ _MIN_SLAB = 1 << 20
 
 _HEAD = struct.Struct("<IBI")  # pickle length, where (0 inline / 1 shared memory), count
 _LEN = struct.Struct("<I")
-_U64 = struct.Struct("<Q")
 _U16 = struct.Struct("<H")
 
 
@@ -85,12 +84,15 @@ class _Pickler(pickle.Pickler):
     def reducer_override(self, obj: Any) -> Any:
         if type(obj) is not np.ndarray:
             return NotImplemented
-        if obj.dtype == np.object_:
+        dtype = obj.dtype
+        kind = dtype.kind
+        if kind == "O":
             return _rebuild_objects, (obj.shape, obj.reshape(-1).tolist())
-        if obj.dtype.kind == "V":  # e.g. bfloat16: let numpy pickle it
+        if kind == "V":  # e.g. bfloat16: let numpy pickle it
             return NotImplemented
-        data = np.ascontiguousarray(obj)
-        return _rebuild_array, (data.dtype.str, data.shape, pickle.PickleBuffer(cast(Any, data)))
+        if not obj.flags.c_contiguous:
+            obj = obj.copy()  # C order, same shape (ascontiguousarray would make a 0-d 1-d)
+        return _rebuild_array, (dtype.str, obj.shape, pickle.PickleBuffer(obj))
 
 
 def _align(size: int) -> int:
@@ -218,27 +220,39 @@ def unlink_slabs(prefix: str, directory: str = SHM_DIR) -> None:
                 os.unlink(os.path.join(directory, name))
 
 
-def encode(message: object, pool: SlabPool) -> list[bytes | memoryview]:
-    """The frame of ``message``, as parts to write in order."""
+def _encode(message: object, pool: SlabPool) -> tuple[list[bytes | memoryview], int]:
+    """The frame of ``message`` as parts to write in order (no length prefix), and its length."""
     buffers: list[pickle.PickleBuffer] = []
     stream = io.BytesIO()
     _Pickler(stream, protocol=5, buffer_callback=buffers.append).dump(message)
     body = stream.getbuffer()
+    count = len(buffers)
+    if not count:  # no arrays: the common "executed" of a failed batch, rpc, notify, ...
+        head = _HEAD.pack(body.nbytes, 0, 0)
+        return [head, body], len(head) + body.nbytes
     views = [b.raw() for b in buffers]
     sizes = [v.nbytes for v in views]
-    parts: list[bytes | memoryview] = []
-    head = [_HEAD.pack(body.nbytes, 0, len(views))]
-    head.extend(_U64.pack(s) for s in sizes)
-    if sum(sizes) <= INLINE_LIMIT:
-        parts = [b"".join(head), body, *views]
-    else:
-        name, offsets = pool.put(views)
-        head[0] = _HEAD.pack(body.nbytes, 1, len(views))
-        encoded = name.encode()
-        head.append(_U16.pack(len(encoded)) + encoded)
-        head.extend(_U64.pack(o) for o in offsets)
-        parts = [b"".join(head), body]
-    length = sum(len(p) if isinstance(p, bytes) else p.nbytes for p in parts)
+    total = sum(sizes)
+    if total <= INLINE_LIMIT:
+        head = _HEAD.pack(body.nbytes, 0, count) + struct.pack(f"<{count}Q", *sizes)
+        return [head, body, *views], len(head) + body.nbytes + total
+    name, offsets = pool.put(views)
+    encoded = name.encode()
+    head = b"".join(
+        (
+            _HEAD.pack(body.nbytes, 1, count),
+            struct.pack(f"<{count}Q", *sizes),
+            _U16.pack(len(encoded)),
+            encoded,
+            struct.pack(f"<{count}Q", *offsets),
+        )
+    )
+    return [head, body], len(head) + body.nbytes
+
+
+def encode(message: object, pool: SlabPool) -> list[bytes | memoryview]:
+    """The frame of ``message``, as parts to write in order (its ``u32`` length first)."""
+    parts, length = _encode(message, pool)
     return [_LEN.pack(length), *parts]
 
 
@@ -252,11 +266,10 @@ def pack_frame(message: object, pool: SlabPool, largest: int) -> Packed:
 
     :raises SharedMemoryFullError: when it needs a slab and there is no room for one.
     """
-    parts = encode(message, pool)
-    (length,) = _LEN.unpack(cast(bytes, parts[0]))
+    parts, length = _encode(message, pool)
     if length <= largest:
-        return parts[1:], "", 0, length
-    name, offsets = pool.put([memoryview(b"".join(parts[1:]))])
+        return parts, "", 0, length
+    name, offsets = pool.put([memoryview(b"".join(parts))])
     return None, name, offsets[0], length
 
 
@@ -276,7 +289,9 @@ def decode(frame: bytes | bytearray, reader: SlabReader) -> Any:
     view = memoryview(frame)
     body_len, where, count = _HEAD.unpack_from(view, 0)
     offset = _HEAD.size
-    sizes = [_U64.unpack_from(view, offset + 8 * i)[0] for i in range(count)]
+    if not count:
+        return pickle.loads(view[offset : offset + body_len])
+    sizes = struct.unpack_from(f"<{count}Q", view, offset)
     offset += 8 * count
     buffers: list[Any]
     if where == 1:
@@ -284,10 +299,10 @@ def decode(frame: bytes | bytearray, reader: SlabReader) -> Any:
         offset += 2
         name = bytes(view[offset : offset + name_len]).decode()
         offset += name_len
-        offsets = [_U64.unpack_from(view, offset + 8 * i)[0] for i in range(count)]
+        offsets = list(struct.unpack_from(f"<{count}Q", view, offset))
         offset += 8 * count
         body = view[offset : offset + body_len]
-        buffers = list(reader.take(name, offsets, sizes))
+        buffers = list(reader.take(name, offsets, list(sizes)))
     else:
         body = view[offset : offset + body_len]
         offset += body_len
