@@ -738,10 +738,14 @@ class ModelProcess:
         ring.awake()
         clock = time.perf_counter
         deadline = clock() + budget
-        while not ring.ready() and clock() < deadline:
-            pass
-        if ring.rearm() or ring.ready():
-            self.quick_answers += 1
+        found = ring.ready()
+        while not found and clock() < deadline:
+            os.sched_yield()  # whatever else this CPU has (the model process?) runs first
+            found = ring.ready()
+        self._quick.waited(found)
+        if ring.rearm() or found:
+            if found:
+                self.quick_answers += 1
             self._on_wake()
 
     def _executed(
