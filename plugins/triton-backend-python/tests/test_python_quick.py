@@ -71,11 +71,12 @@ def test_a_model_that_became_slow_then_quick_again_is_noticed() -> None:
     assert quick.budget(True) > 0
 
 
-def _served_sequentially(helpers: Any, served: Any) -> ModelProcess:
+def _served_sequentially(helpers: Any, served: Any, protocol: str = "grpc") -> ModelProcess:
+    infer = helpers.grpc_infer if protocol == "grpc" else helpers.http_infer
     for step in range(4 * STREAK):
         a = np.full(4, step, dtype=np.float32)
         b = np.arange(4, dtype=np.float32)
-        result = helpers.grpc_infer(served, "python_add_sub", {"INPUT0": a, "INPUT1": b})
+        result = infer(served, "python_add_sub", {"INPUT0": a, "INPUT1": b})
         assert result.as_numpy("OUTPUT0").tolist() == (a + b).tolist()
         assert result.as_numpy("OUTPUT1").tolist() == (a - b).tolist()
     processes = [o for o in gc.get_objects() if isinstance(o, ModelProcess)]
@@ -86,8 +87,9 @@ def _served_sequentially(helpers: Any, served: Any) -> ModelProcess:
     return live[0]
 
 
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
 def test_one_client_in_sequence_gets_its_answers_while_the_loop_waits(
-    tmp_path: Path, helpers: Any
+    tmp_path: Path, helpers: Any, protocol: str
 ) -> None:
     """Sequential requests to a model in its own process: after the streak the loop finds
     answers while it waits (no doorbell), and every answer is right. The cap is raised so that
@@ -95,7 +97,7 @@ def test_one_client_in_sequence_gets_its_answers_while_the_loop_waits(
     repository = helpers.make_repository(tmp_path / "models", ["python_add_sub"])
     config = {"python": {"answer-wait-us": "10000"}}
     with ServerThread(repository, backend_config=config) as served:
-        process = _served_sequentially(helpers, served)
+        process = _served_sequentially(helpers, served, protocol)
         # at most once per request after the streak; at least once (twice the recent round
         # trip is a long window for one request at a time)
         assert 1 <= process.quick_answers <= 3 * STREAK
