@@ -4,6 +4,7 @@ decisions without a process, and the same through a served model."""
 from __future__ import annotations
 
 import gc
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -136,3 +137,27 @@ def test_an_empty_handed_wait_pauses_waiting_longer_each_time() -> None:
     quick.waited(False)
     assert [quick.budget(True) for _ in range(8)] == [0.0] * 8
     assert quick.budget(True) > 0
+
+
+def test_concurrent_clients_after_a_sequential_one_get_every_answer_once(
+    tmp_path: Path, helpers: Any
+) -> None:
+    """A waiting loop meets requests that arrive meanwhile: each is answered, once, right."""
+    repository = helpers.make_repository(tmp_path / "models", ["python_add_sub"])
+    config = {"python": {"answer-wait-us": "10000"}}
+    with ServerThread(repository, backend_config=config) as served:
+        _served_sequentially(helpers, served)  # the loop now waits for lone batches
+
+        def client(index: int) -> list[bool]:
+            checks = []
+            for step in range(STREAK):
+                a = np.full(4, index * 100 + step, dtype=np.float32)
+                b = np.arange(4, dtype=np.float32)
+                infer = helpers.grpc_infer if index % 2 else helpers.http_infer
+                result = infer(served, "python_add_sub", {"INPUT0": a, "INPUT1": b})
+                checks.append(result.as_numpy("OUTPUT0").tolist() == (a + b).tolist())
+            return checks
+
+        with ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(client, range(4)))
+        assert all(all(checks) and len(checks) == STREAK for checks in results)
