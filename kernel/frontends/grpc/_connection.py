@@ -124,6 +124,11 @@ _U32 = struct.Struct(">L")
 _NOTHING = memoryview(b"")
 
 
+def _head(size: int, kind: int, flags: int, stream_id: int) -> bytes:
+    """A frame's 9-byte head (its payload follows apart, so it is not copied to be framed)."""
+    return FRAME.pack(size >> 16, size & 0xFFFF, kind, flags, stream_id)
+
+
 class _Stream:
     __slots__ = (
         "buffered",
@@ -162,7 +167,7 @@ class Connection:
         self.limits = limits = limits or Http2Limits()
         self._clock = clock
         now = clock()
-        self.output: list[bytes] = []
+        self.output: list[bytes | memoryview] = []
         """Frames queued for the client (non-empty: :meth:`data_to_send` has something)."""
         self._chunks: list[bytes] = []
         self._buffered = 0
@@ -219,7 +224,7 @@ class Connection:
         out = self.output
         if not out:
             return b""
-        data = out[0] if len(out) == 1 else b"".join(out)
+        data = b"".join(out)
         out.clear()
         return data
 
@@ -302,10 +307,17 @@ class Connection:
             self._strikes = self.pings_without_data = 0
             if self._table_update:
                 head = self._outgoing(head)
-            self.output.append(
-                frame(HEADERS, END_HEADERS, stream_id, head)
-                + frame(DATA, 0, stream_id, data)
-                + frame(HEADERS, END_HEADERS | END_STREAM, stream_id, tail)
+            self.output.append(  # one copy of ``data``, which may be large
+                b"".join(
+                    (
+                        _head(len(head), HEADERS, END_HEADERS, stream_id),
+                        head,
+                        _head(size, DATA, 0, stream_id),
+                        data,
+                        _head(len(tail), HEADERS, END_HEADERS | END_STREAM, stream_id),
+                        tail,
+                    )
+                )
             )
             self._end_local(stream)
             return True
@@ -765,9 +777,12 @@ class Connection:
             else:
                 stream.outbox[0] = chunk[room:]
                 stream.started = True
-            self._send_window -= len(piece)
-            stream.send_window -= len(piece)
-            out.append(frame(DATA, 0, stream.id, bytes(piece)))
+            size = len(piece)
+            self._send_window -= size
+            stream.send_window -= size
+            # the frame's head and a view of its payload: joined once, by data_to_send
+            out.append(_head(size, DATA, 0, stream.id))
+            out.append(piece)
             sent = True
         if sent:
             self._data_sent()

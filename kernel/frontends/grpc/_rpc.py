@@ -54,7 +54,7 @@ from kernel.frontends.grpc._wire import (
 if TYPE_CHECKING:
     from kernel.frontends.grpc._server import ServerConnection
 
-__all__ = ["Method", "Stream", "refusal", "trailers_only"]
+__all__ = ["Framed", "Method", "Stream", "refusal", "trailers_only"]
 
 log = logging.getLogger("kernel.frontends.grpc")
 
@@ -89,6 +89,16 @@ def refusal(fields: dict[bytes, bytes]) -> bytes | None:
         shown = "" if content_type is None else content_type.decode(errors="replace")
         return trailers_only(b"415", INTERNAL, f'invalid gRPC request content-type "{shown}"')
     return None
+
+
+class Framed:
+    """A unary reply its handler already serialized and framed (the 5-byte message prefix
+    included), so the transport copies it once more at most (see :mod:`._response_wire`)."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
 
 
 class _Compressed:
@@ -399,27 +409,30 @@ class Stream:
         else:
             if self._gone or self._answered:
                 return  # expired or reset while the handler finished: already answered
-            if self.reply is not None:
-                self._send_unary(self._method.serialize(self.reply))
+            reply = self.reply
+            if type(reply) is Framed:
+                self._send_unary(reply.data)
+            elif reply is not None:
+                data = self._method.serialize(reply)
+                self._send_unary(MESSAGE.pack(0, len(data)) + data)
             else:
                 self.finish(OK, None)
 
-    def _check_size(self, data: bytes) -> bool:
+    def _check_size(self, data: bytes, prefix: int = 0) -> bool:
         limit = self._link.max_message_bytes
-        if len(data) > limit:
-            self.finish(
-                RESOURCE_EXHAUSTED, f"Sent message larger than max ({len(data)} vs. {limit})"
-            )
+        size = len(data) - prefix
+        if size > limit:
+            self.finish(RESOURCE_EXHAUSTED, f"Sent message larger than max ({size} vs. {limit})")
             return False
         return True
 
-    def _send_unary(self, data: bytes) -> None:
-        if not self._check_size(data):
+    def _send_unary(self, framed: bytes) -> None:
+        """Send the reply (``framed``: behind its message prefix) with headers and trailers."""
+        if not self._check_size(framed, MESSAGE.size):
             return
         self._answered = True
         self.headers_sent = True
         link = self._link
-        framed = MESSAGE.pack(0, len(data)) + data
         sent = link.core.send_unary(self.id, RESPONSE_HEADERS, framed, OK_TRAILERS)
         if sent and self._deadline is not None:  # else the deadline may still cut the wait short
             self._cancel_deadline()

@@ -25,6 +25,7 @@ from kernel.errors import KernelError, Status
 from kernel.frontends._classification import classify
 from kernel.frontends._requests import EMPTY_FINAL, Kind, ParamWording, RequestControls
 from kernel.frontends.grpc._messages import InferResponsePb
+from kernel.frontends.grpc._response_wire import ResponseWire
 from kernel.inference import InferenceRequest, InferenceResponse, ParameterValue
 from kernel.server import InferenceServer, InferenceTarget
 from kernel.tensors import (
@@ -179,6 +180,7 @@ class TensorCodec:
 
     def __init__(self, server: InferenceServer) -> None:
         self._server = server
+        self._wire = ResponseWire()
 
     # -- requests ---------------------------------------------------------------------------
 
@@ -402,6 +404,21 @@ class TensorCodec:
         )
 
     # -- responses --------------------------------------------------------------------------
+
+    def encode_framed(self, decoded: DecodedRequest, response: InferenceResponse) -> bytes | None:
+        """A unary response as gRPC-framed ``ModelInferResponse`` bytes, written directly
+        (:mod:`._response_wire`), or ``None`` when it needs :meth:`encode` (response
+        parameters, outputs into shared memory or classified)."""
+        if response.parameters or decoded.outputs is not None:
+            return None
+        request = decoded.request
+        outputs = [
+            (name, datatype_of(array), array.shape, array_to_bytes(array))
+            for name, array in response.outputs.items()
+        ]
+        return self._wire.framed(
+            request.model_name, str(request.model_version), request.id, outputs
+        )
 
     def encode(
         self,
