@@ -19,7 +19,13 @@ from kernel._proto.inference import (
     ModelStreamInferResponse,
 )
 
-__all__ = ["InferRequestPb", "InferResponsePb", "StreamInferResponsePb", "StrictRequest"]
+__all__ = [
+    "InferRequestPb",
+    "InferRequestReader",
+    "InferResponsePb",
+    "StreamInferResponsePb",
+    "StrictRequest",
+]
 
 InferRequestPb: Any = message_factory.GetMessageClass(ModelInferRequest.DESCRIPTOR)
 InferResponsePb: Any = message_factory.GetMessageClass(ModelInferResponse.DESCRIPTOR)
@@ -47,3 +53,89 @@ class StrictRequest:
         message = self._upb.FromString(data)
         message.DiscardUnknownFields()
         return self._betterproto.parse(message.SerializeToString())
+
+
+LARGE_REQUEST = 64 * 1024
+"""From this size on, a request's raw input contents stay views of the received bytes."""
+
+_RAW_INPUT_CONTENTS = 7 << 3 | 2  # the tag of ``repeated bytes raw_input_contents = 7``
+
+
+class _LargeRequest:
+    """A parsed ``ModelInferRequest`` whose ``raw_input_contents`` are views of the bytes it
+    was read from (every other field is the upb message's)."""
+
+    __slots__ = ("_message", "raw_input_contents")
+
+    def __init__(self, message: Any, raw: list[memoryview]) -> None:
+        self._message = message
+        self.raw_input_contents = raw
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._message, name)
+
+
+def _varint(data: memoryview, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[pos]  # IndexError: cut short
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint too long")
+
+
+def _split(data: memoryview) -> tuple[bytes, list[memoryview]] | None:
+    """The message's bytes without its raw input contents, and those as views; ``None`` for
+    anything but well-formed top-level fields (the protobuf runtime then reads it all)."""
+    rest: list[memoryview] = []
+    raw: list[memoryview] = []
+    pos, end, kept = 0, len(data), 0
+    try:
+        while pos < end:
+            start = pos
+            tag, pos = _varint(data, pos)
+            kind = tag & 7
+            if kind == 2:
+                length, pos = _varint(data, pos)
+                pos += length
+            elif kind == 0:
+                _, pos = _varint(data, pos)
+            elif kind == 1:
+                pos += 8
+            elif kind == 5:
+                pos += 4
+            else:
+                return None  # groups: not in this message; let the runtime judge
+            if pos > end:
+                return None
+            if tag == _RAW_INPUT_CONTENTS:
+                if kept < start:
+                    rest.append(data[kept:start])
+                raw.append(data[pos - length : pos])
+                kept = pos
+    except (IndexError, ValueError):
+        return None
+    rest.append(data[kept:])
+    return b"".join(rest), raw
+
+
+class InferRequestReader:
+    """Parses ``ModelInferRequest`` messages for the inference rpcs: a small one as the upb
+    class does; a large one (:data:`LARGE_REQUEST`) with its ``raw_input_contents`` left as
+    views of the received bytes, so an input's data reaches its tensor without a copy (the
+    upb class would copy each one into a new ``bytes`` when read)."""
+
+    @staticmethod
+    def FromString(data: bytes | memoryview) -> Any:  # noqa: N802 - the protobuf runtime's name
+        if len(data) < LARGE_REQUEST:
+            return InferRequestPb.FromString(data)
+        view = memoryview(data)
+        split = _split(view)
+        if split is None or not split[1]:
+            return InferRequestPb.FromString(data)
+        rest, raw = split
+        return _LargeRequest(InferRequestPb.FromString(rest), raw)

@@ -58,6 +58,10 @@ __all__ = ["Framed", "Method", "Stream", "refusal", "trailers_only"]
 
 log = logging.getLogger("kernel.frontends.grpc")
 
+LARGE_MESSAGE = 64 * 1024
+"""A message from this size on that arrives in several frames is assembled in one buffer that
+grows as its frames come (one copy of each byte), not joined from a list of frames at the end."""
+
 
 @dataclass(frozen=True, slots=True)
 class Method:
@@ -122,6 +126,7 @@ class Stream:
         "_deadline",
         "_encoding",
         "_gone",
+        "_large",
         "_link",
         "_messages",
         "_method",
@@ -146,6 +151,7 @@ class Stream:
         self._partial: list[bytes] = []  # DATA not yet forming a whole message
         self._partial_size = 0
         self._needed = MESSAGE.size  # bytes _partial must reach before a message can complete
+        self._large: bytearray | None = None  # a large message being assembled (see _take)
         self._messages: deque[tuple[Any, int]] = deque()  # (request, bytes not yet credited)
         self._waiter: asyncio.Future[None] | None = None
         self._window_waiter: asyncio.Future[None] | None = None
@@ -236,6 +242,8 @@ class Stream:
 
     def _take(self, payload: memoryview) -> int:
         """Reassemble messages; return how many of ``payload``'s bytes wait in the queue."""
+        if self._large is not None:
+            return self._take_large(payload)
         before = 0  # bytes of the buffer that arrived earlier
         if self._partial:
             before = self._partial_size
@@ -270,6 +278,10 @@ class Stream:
                 return 0
             held += ours
         if pos < end:
+            if self._needed - MESSAGE.size >= LARGE_MESSAGE:  # its prefix is here: see below
+                self._large = bytearray(buffer[pos:])
+                self._partial_size = len(self._large)
+                return held
             rest = bytes(buffer[pos:])
             self._partial.append(rest)
             self._partial_size = len(rest)
@@ -278,6 +290,28 @@ class Stream:
         else:
             self._needed = MESSAGE.size
         return held
+
+    def _take_large(self, payload: memoryview) -> int:
+        """A large message arriving in many frames: each frame's bytes are copied once, into
+        one buffer that grows with what arrived (never sized by the prefix's claim), and the
+        message is parsed from that buffer, which its large fields may keep as views."""
+        large = self._large
+        assert large is not None
+        piece = payload[: self._needed - len(large)]
+        large += piece
+        self._partial_size = len(large)
+        if len(large) < self._needed:
+            return 0
+        self._large = None
+        self._partial_size = 0
+        self._needed = MESSAGE.size
+        ours = len(piece) if self._method.cardinality is not Cardinality.UNARY_UNARY else 0
+        self._deliver(memoryview(large).toreadonly()[MESSAGE.size :], large[0], ours)
+        if self._answered:
+            return 0
+        if len(piece) < len(payload):  # the next message begins in the same frame
+            return ours + self._take(payload[len(piece) :])
+        return ours
 
     def _deliver(self, data: memoryview, compressed: int, held: int) -> None:
         message: Any
