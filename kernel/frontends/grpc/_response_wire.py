@@ -29,6 +29,7 @@ practice: one entry per model version and per output shape)."""
 
 _MODEL_NAME, _MODEL_VERSION, _ID, _OUTPUTS, _RAW = b"\x0a", b"\x12", b"\x1a", b"\x2a", b"\x32"
 _NAME, _DATATYPE, _SHAPE = b"\x0a", b"\x12", b"\x1a"
+_RAW_HEADS = tuple(_RAW + _SMALL[size] for size in range(0x80))
 
 
 def _varint(value: int) -> bytes:
@@ -66,29 +67,33 @@ class ResponseWire:
         model: str,
         version: str,
         request_id: str,
-        outputs: list[tuple[str, str, tuple[int, ...], Any]],
+        outputs: list[tuple[str, str, tuple[int, ...], Any, int]],
     ) -> bytes:
         """The gRPC-framed ``ModelInferResponse``: ``outputs`` are ``(name, datatype, shape,
-        data)`` with ``data`` the output's wire bytes (``bytes`` or a C-contiguous
-        ``memoryview``)."""
+        data, size)`` with ``data`` the output's wire bytes as any C-contiguous buffer (``bytes``,
+        a ``memoryview``, a numpy array) of ``size`` bytes."""
         head = self._heads.get((model, version))
         if head is None:
             head = self._head(model, version)
         parts: list[Any] = [b"", head]
+        total = len(head)
         if request_id:
-            parts.append(_string(_ID, request_id))
+            field = _string(_ID, request_id)
+            parts.append(field)
+            total += len(field)
         tensors = self._tensors
-        for name, datatype, shape, _ in outputs:
+        for name, datatype, shape, _, _ in outputs:
             tensor = tensors.get((name, datatype, shape))
             if tensor is None:
                 tensor = self._tensor(name, datatype, shape)
             parts.append(tensor)
-        for _, _, _, data in outputs:
-            size = len(data) if isinstance(data, bytes) else data.nbytes
-            parts.append(_RAW + _varint(size))
+            total += len(tensor)
+        for _, _, _, data, size in outputs:
+            field = _RAW_HEADS[size] if size < 0x80 else _RAW + _varint(size)
+            parts.append(field)
             parts.append(data)
-        size = sum(len(p) if isinstance(p, bytes) else p.nbytes for p in parts)
-        parts[0] = _PREFIX.pack(0, size)
+            total += len(field) + size
+        parts[0] = _PREFIX.pack(0, total)
         return b"".join(parts)
 
     def _head(self, model: str, version: str) -> bytes:

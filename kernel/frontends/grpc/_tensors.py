@@ -412,10 +412,16 @@ class TensorCodec:
         if response.parameters or decoded.outputs is not None:
             return None
         request = decoded.request
-        outputs = [
-            (name, datatype_of(array), array.shape, array_to_bytes(array))
-            for name, array in response.outputs.items()
-        ]
+        outputs: list[tuple[str, str, tuple[int, ...], Any, int]] = []
+        for name, array in response.outputs.items():
+            datatype = datatype_of(array)
+            dtype = array.dtype
+            if dtype.kind in "OSU" or dtype.byteorder == ">" or not array.flags.c_contiguous:
+                data = array_to_bytes(array)  # serialized, little-endian or contiguous
+                size = len(data) if isinstance(data, bytes) else data.nbytes
+                outputs.append((name, datatype, array.shape, data, size))
+            else:  # its memory is the wire bytes: joined straight from the array
+                outputs.append((name, datatype, array.shape, array, array.nbytes))
         return self._wire.framed(
             request.model_name, str(request.model_version), request.id, outputs
         )
