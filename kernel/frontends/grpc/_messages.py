@@ -61,15 +61,20 @@ LARGE_REQUEST = 64 * 1024
 _RAW_INPUT_CONTENTS = 7 << 3 | 2  # the tag of ``repeated bytes raw_input_contents = 7``
 
 
-class _LargeRequest:
-    """A parsed ``ModelInferRequest`` whose ``raw_input_contents`` are views of the bytes it
-    was read from (every other field is the upb message's)."""
+class _Request:
+    """A parsed ``ModelInferRequest`` with its ``raw_input_contents`` and ``id`` read out (every
+    other field is the upb message's). ``shape_key`` is the message without those two,
+    serialized: requests with the same key differ in nothing else (``None`` when not made)."""
 
-    __slots__ = ("_message", "raw_input_contents")
+    __slots__ = ("_message", "id", "raw_input_contents", "shape_key")
 
-    def __init__(self, message: Any, raw: list[memoryview]) -> None:
+    def __init__(
+        self, message: Any, raw: list[Any], request_id: str, shape_key: bytes | None
+    ) -> None:
         self._message = message
         self.raw_input_contents = raw
+        self.id = request_id
+        self.shape_key = shape_key
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._message, name)
@@ -124,18 +129,31 @@ def _split(data: memoryview) -> tuple[bytes, list[memoryview]] | None:
 
 
 class InferRequestReader:
-    """Parses ``ModelInferRequest`` messages for the inference rpcs: a small one as the upb
-    class does; a large one (:data:`LARGE_REQUEST`) with its ``raw_input_contents`` left as
-    views of the received bytes, so an input's data reaches its tensor without a copy (the
-    upb class would copy each one into a new ``bytes`` when read)."""
+    """Parses ``ModelInferRequest`` messages for the inference rpcs.
+
+    A small one is parsed by the upb class, then its raw input contents and id are taken out
+    and the rest serialized again as its ``shape_key``: a client repeats the same request with
+    other data, and :class:`._tensors.TensorCodec` keeps what such a request decoded to by
+    that key. A large one (:data:`LARGE_REQUEST`) keeps its ``raw_input_contents`` as views
+    of the received bytes, so an input's data reaches its tensor without a copy (the upb class
+    would copy each one into a new ``bytes`` when read)."""
 
     @staticmethod
     def FromString(data: bytes | memoryview) -> Any:  # noqa: N802 - the protobuf runtime's name
         if len(data) < LARGE_REQUEST:
-            return InferRequestPb.FromString(data)
+            message = InferRequestPb.FromString(data)
+            raw = list(message.raw_input_contents)
+            request_id = message.id
+            if raw:
+                message.ClearField("raw_input_contents")
+            if request_id:
+                message.ClearField("id")
+            return _Request(message, raw, request_id, message.SerializeToString())
         view = memoryview(data)
         split = _split(view)
         if split is None or not split[1]:
-            return InferRequestPb.FromString(data)
+            message = InferRequestPb.FromString(data)
+            return _Request(message, list(message.raw_input_contents), message.id, None)
         rest, raw = split
-        return _LargeRequest(InferRequestPb.FromString(rest), raw)
+        message = InferRequestPb.FromString(rest)
+        return _Request(message, raw, message.id, None)
