@@ -3,9 +3,10 @@
 Above the sans-IO HTTP/2 core (:mod:`._connection`) and below the servicers: it checks that a
 request is gRPC (``:method`` POST, a ``content-type`` starting with ``application/grpc``:
 otherwise HTTP 405 / 415, as grpc's own servers answer; ``te`` other than ``trailers`` is already
-a malformed request for the core), reassembles length-prefixed messages (a large message's frames
-are joined once, when it is complete; its length prefix is checked against the limit before any
-of it is buffered), inflates compressed ones off the event loop (:mod:`kernel.frontends._inflate`),
+a malformed request for the core), reassembles length-prefixed messages (a message's frames
+are joined once, when it is complete, and one of :data:`LARGE_MESSAGE` or more grows in one
+buffer as they come; its length prefix is checked against the limit before any of it is
+buffered), inflates compressed ones off the event loop (:mod:`kernel.frontends._inflate`),
 runs the ``grpc-timeout`` deadline, and ends every rpc with ``grpc-status`` trailers.
 
 Flow-control credit follows the handler: a message still being assembled is credited as it
@@ -16,7 +17,8 @@ it. A streaming client therefore cannot queue more than a window of messages.
 A handler sees a :class:`Stream`: ``recv_message``, ``send_message`` and async iteration over
 requests (the part of grpclib's ``Stream`` the betterproto2-generated services use), and raises
 ``GRPCError`` to end the call with a status; anything else it raises ends the call with
-``UNKNOWN``. A unary reply leaves with its headers and trailers in one write. A deadline that
+``UNKNOWN``. A unary reply leaves with its headers and trailers in one write; a handler may
+hand it over already serialized and framed (:class:`Framed`). A deadline that
 expires ends the rpc at once with DEADLINE_EXCEEDED, even while replies wait for flow-control
 room (they are dropped; a reply already half sent resets the stream instead).
 """
