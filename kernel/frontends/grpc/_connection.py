@@ -122,6 +122,13 @@ _OPEN, _REMOTE_CLOSED, _LOCAL_CLOSED = 0, 1, 2  # stream states (idle and closed
 _ENDED, _RESET = True, False  # how a remembered closed stream closed: client END_STREAM or reset
 _U32 = struct.Struct(">L")
 _NOTHING = memoryview(b"")
+_KNOWN_BLOCKS = 32  # header blocks remembered decoded (see Connection._header_block)
+_KNOWN_BLOCK_BYTES = 512  # and only blocks this small
+
+
+def _head(size: int, kind: int, flags: int, stream_id: int) -> bytes:
+    """A frame's 9-byte head (its payload follows apart, so it is not copied to be framed)."""
+    return FRAME.pack(size >> 16, size & 0xFFFF, kind, flags, stream_id)
 
 
 class _Stream:
@@ -162,13 +169,17 @@ class Connection:
         self.limits = limits = limits or Http2Limits()
         self._clock = clock
         now = clock()
-        self.output: list[bytes] = []
+        self.output: list[bytes | memoryview] = []
         """Frames queued for the client (non-empty: :meth:`data_to_send` has something)."""
         self._chunks: list[bytes] = []
         self._buffered = 0
         self._needed = len(PREFACE)
         self._preface = True
         self._decoder = Decoder()
+        # header blocks that decoded to a valid request without changing the dynamic table,
+        # by their bytes, while the table stays as it was (a client repeats its calls' blocks)
+        self._known: dict[bytes, tuple[tuple[bytes, bytes], ...]] = {}
+        self._known_generation = 0
         self._streams: dict[int, _Stream] = {}
         self._closed_streams: dict[int, bool] = {}  # recently closed: id -> _ENDED / _RESET
         self.last_stream = 0
@@ -219,7 +230,7 @@ class Connection:
         out = self.output
         if not out:
             return b""
-        data = out[0] if len(out) == 1 else b"".join(out)
+        data = b"".join(out)
         out.clear()
         return data
 
@@ -302,10 +313,17 @@ class Connection:
             self._strikes = self.pings_without_data = 0
             if self._table_update:
                 head = self._outgoing(head)
-            self.output.append(
-                frame(HEADERS, END_HEADERS, stream_id, head)
-                + frame(DATA, 0, stream_id, data)
-                + frame(HEADERS, END_HEADERS | END_STREAM, stream_id, tail)
+            self.output.append(  # one copy of ``data``, which may be large
+                b"".join(
+                    (
+                        _head(len(head), HEADERS, END_HEADERS, stream_id),
+                        head,
+                        _head(size, DATA, 0, stream_id),
+                        data,
+                        _head(len(tail), HEADERS, END_HEADERS | END_STREAM, stream_id),
+                        tail,
+                    )
+                )
             )
             self._end_local(stream)
             return True
@@ -534,10 +552,28 @@ class Connection:
     def _header_block(self, stream_id: int, flags: int, block: memoryview) -> None:
         limits = self.limits
         decoder = self._decoder
-        try:  # always decoded, even for a stream refused or ignored: the table must follow
-            headers = decoder.decode(block, limits.max_header_list_size, limits.max_header_fields)
-        except HpackError as exc:
-            raise Http2ConnectionError(COMPRESSION_ERROR, str(exc)) from None
+        key = bytes(block) if len(block) <= _KNOWN_BLOCK_BYTES else b""
+        if self._known_generation != decoder.generation:
+            self._known.clear()
+            self._known_generation = decoder.generation
+        known = self._known.get(key) if key else None
+        if known is not None:  # the same bytes on the same table: the same valid request
+            headers = list(known)
+            malformed, too_large, valid = None, False, True
+        else:
+            try:  # always decoded, even for a stream refused or ignored: the table must follow
+                headers = decoder.decode(
+                    block, limits.max_header_list_size, limits.max_header_fields
+                )
+            except HpackError as exc:
+                raise Http2ConnectionError(COMPRESSION_ERROR, str(exc)) from None
+            malformed = decoder.malformed
+            too_large = decoder.list_size > limits.max_header_list_size  # fields were dropped
+            valid = not malformed and not too_large and request_error(headers) is None
+            if valid and key and decoder.generation == self._known_generation:
+                if len(self._known) >= _KNOWN_BLOCKS:
+                    self._known.clear()
+                self._known[key] = tuple(headers)
         end_stream = bool(flags & END_STREAM)
         stream = self._streams.get(stream_id)
         if stream is not None:  # trailers
@@ -545,7 +581,7 @@ class Connection:
                 self._stream_error(stream_id, STREAM_CLOSED)
             elif (
                 not end_stream
-                or decoder.malformed
+                or malformed
                 or self._block_error
                 or any(name[:1] == b":" for name, _ in headers)
             ):
@@ -563,8 +599,7 @@ class Connection:
         if self.going_away or len(self._streams) >= limits.max_concurrent_streams:
             self._refuse(stream_id, REFUSED_STREAM)
             return
-        too_large = decoder.list_size > limits.max_header_list_size  # its fields were dropped
-        if self._block_error or decoder.malformed or (not too_large and request_error(headers)):
+        if self._block_error or malformed or (not too_large and not valid):
             self._refuse(stream_id, PROTOCOL_ERROR)
             return
         stream = _Stream(
@@ -765,9 +800,12 @@ class Connection:
             else:
                 stream.outbox[0] = chunk[room:]
                 stream.started = True
-            self._send_window -= len(piece)
-            stream.send_window -= len(piece)
-            out.append(frame(DATA, 0, stream.id, bytes(piece)))
+            size = len(piece)
+            self._send_window -= size
+            stream.send_window -= size
+            # the frame's head and a view of its payload: joined once, by data_to_send
+            out.append(_head(size, DATA, 0, stream.id))
+            out.append(piece)
             sent = True
         if sent:
             self._data_sent()

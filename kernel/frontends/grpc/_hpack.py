@@ -48,9 +48,20 @@ class Decoder:
 
     After :meth:`decode`, ``list_size`` is the block's decoded size (RFC 7541 sizes) and
     ``malformed`` says why a field breaks RFC 9113 section 8.2.1 (``None`` when none does).
+    ``generation`` changes whenever the dynamic table does: a block that left it unchanged
+    decodes to the same fields while it stays the same (a caller may keep the result).
     """
 
-    __slots__ = ("_bad", "_dynamic", "_max_size", "_size", "_sizes", "list_size", "malformed")
+    __slots__ = (
+        "_bad",
+        "_dynamic",
+        "_max_size",
+        "_size",
+        "_sizes",
+        "generation",
+        "list_size",
+        "malformed",
+    )
 
     def __init__(self, max_size: int = DEFAULT_TABLE_SIZE) -> None:
         self._dynamic: list[tuple[bytes, bytes]] = []  # newest first
@@ -58,6 +69,7 @@ class Decoder:
         self._size = 0
         self._max_size = max_size
         self._bad: set[tuple[bytes, bytes]] = set()  # malformed entries still in the table
+        self.generation = 0
         self.list_size = 0
         self.malformed: str | None = None
 
@@ -116,6 +128,7 @@ class Decoder:
                     if new_size > DEFAULT_TABLE_SIZE:
                         raise HpackError(f"table size {new_size} above the advertised maximum")
                     self._max_size = new_size
+                    self.generation += 1
                     self._evict(0)
                     continue
                 else:  # literal without indexing / never indexed
@@ -166,6 +179,7 @@ class Decoder:
     def _add(self, field: tuple[bytes, bytes]) -> int:
         """Add ``field`` to the dynamic table; return its size."""
         size = len(field[0]) + len(field[1]) + _ENTRY_OVERHEAD
+        self.generation += 1
         self._evict(size)
         if size <= self._max_size:
             self._dynamic.insert(0, field)

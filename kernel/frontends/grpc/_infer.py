@@ -20,6 +20,7 @@ from kernel.errors import KernelError, Status
 from kernel.frontends._access import HeaderForwarding
 from kernel.frontends.grpc._in_flight import InFlight
 from kernel.frontends.grpc._messages import StreamInferResponsePb
+from kernel.frontends.grpc._rpc import Framed
 from kernel.frontends.grpc._tensors import FINAL_FLAG, DecodedRequest, TensorCodec
 from kernel.inference import InferenceResponse
 from kernel.server import InferenceServer
@@ -96,7 +97,11 @@ class InferenceRpcs:
         response = await self._server.infer_once(decoded.request, decoded.target)
         if response.error is not None:
             raise response.error
-        await stream.send_message(self._codec.encode(decoded, response))
+        framed = self._codec.encode_framed(decoded, response)
+        if framed is not None:
+            await stream.send_message(Framed(framed))
+        else:
+            await stream.send_message(self._codec.encode(decoded, response))
 
     async def model_stream_infer(self, stream: Any) -> None:
         """Any number of requests; returns once the client closed its side and all answered.

@@ -3,9 +3,10 @@
 Above the sans-IO HTTP/2 core (:mod:`._connection`) and below the servicers: it checks that a
 request is gRPC (``:method`` POST, a ``content-type`` starting with ``application/grpc``:
 otherwise HTTP 405 / 415, as grpc's own servers answer; ``te`` other than ``trailers`` is already
-a malformed request for the core), reassembles length-prefixed messages (a large message's frames
-are joined once, when it is complete; its length prefix is checked against the limit before any
-of it is buffered), inflates compressed ones off the event loop (:mod:`kernel.frontends._inflate`),
+a malformed request for the core), reassembles length-prefixed messages (a message's frames
+are joined once, when it is complete, and one of :data:`LARGE_MESSAGE` or more grows in one
+buffer as they come; its length prefix is checked against the limit before any of it is
+buffered), inflates compressed ones off the event loop (:mod:`kernel.frontends._inflate`),
 runs the ``grpc-timeout`` deadline, and ends every rpc with ``grpc-status`` trailers.
 
 Flow-control credit follows the handler: a message still being assembled is credited as it
@@ -16,7 +17,8 @@ it. A streaming client therefore cannot queue more than a window of messages.
 A handler sees a :class:`Stream`: ``recv_message``, ``send_message`` and async iteration over
 requests (the part of grpclib's ``Stream`` the betterproto2-generated services use), and raises
 ``GRPCError`` to end the call with a status; anything else it raises ends the call with
-``UNKNOWN``. A unary reply leaves with its headers and trailers in one write. A deadline that
+``UNKNOWN``. A unary reply leaves with its headers and trailers in one write; a handler may
+hand it over already serialized and framed (:class:`Framed`). A deadline that
 expires ends the rpc at once with DEADLINE_EXCEEDED, even while replies wait for flow-control
 room (they are dropped; a reply already half sent resets the stream instead).
 """
@@ -54,9 +56,13 @@ from kernel.frontends.grpc._wire import (
 if TYPE_CHECKING:
     from kernel.frontends.grpc._server import ServerConnection
 
-__all__ = ["Method", "Stream", "refusal", "trailers_only"]
+__all__ = ["Framed", "Method", "Stream", "refusal", "trailers_only"]
 
 log = logging.getLogger("kernel.frontends.grpc")
+
+LARGE_MESSAGE = 64 * 1024
+"""A message from this size on that arrives in several frames is assembled in one buffer that
+grows as its frames come (one copy of each byte), not joined from a list of frames at the end."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +97,16 @@ def refusal(fields: dict[bytes, bytes]) -> bytes | None:
     return None
 
 
+class Framed:
+    """A unary reply its handler already serialized and framed (the 5-byte message prefix
+    included), so the transport copies it once more at most (see :mod:`._response_wire`)."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
 class _Compressed:
     """A compressed request message, kept as received until the handler asks for it."""
 
@@ -112,6 +128,7 @@ class Stream:
         "_deadline",
         "_encoding",
         "_gone",
+        "_large",
         "_link",
         "_messages",
         "_method",
@@ -136,6 +153,7 @@ class Stream:
         self._partial: list[bytes] = []  # DATA not yet forming a whole message
         self._partial_size = 0
         self._needed = MESSAGE.size  # bytes _partial must reach before a message can complete
+        self._large: bytearray | None = None  # a large message being assembled (see _take)
         self._messages: deque[tuple[Any, int]] = deque()  # (request, bytes not yet credited)
         self._waiter: asyncio.Future[None] | None = None
         self._window_waiter: asyncio.Future[None] | None = None
@@ -226,6 +244,8 @@ class Stream:
 
     def _take(self, payload: memoryview) -> int:
         """Reassemble messages; return how many of ``payload``'s bytes wait in the queue."""
+        if self._large is not None:
+            return self._take_large(payload)
         before = 0  # bytes of the buffer that arrived earlier
         if self._partial:
             before = self._partial_size
@@ -260,6 +280,10 @@ class Stream:
                 return 0
             held += ours
         if pos < end:
+            if self._needed - MESSAGE.size >= LARGE_MESSAGE:  # its prefix is here: see below
+                self._large = bytearray(buffer[pos:])
+                self._partial_size = len(self._large)
+                return held
             rest = bytes(buffer[pos:])
             self._partial.append(rest)
             self._partial_size = len(rest)
@@ -268,6 +292,28 @@ class Stream:
         else:
             self._needed = MESSAGE.size
         return held
+
+    def _take_large(self, payload: memoryview) -> int:
+        """A large message arriving in many frames: each frame's bytes are copied once, into
+        one buffer that grows with what arrived (never sized by the prefix's claim), and the
+        message is parsed from that buffer, which its large fields may keep as views."""
+        large = self._large
+        assert large is not None
+        piece = payload[: self._needed - len(large)]
+        large += piece
+        self._partial_size = len(large)
+        if len(large) < self._needed:
+            return 0
+        self._large = None
+        self._partial_size = 0
+        self._needed = MESSAGE.size
+        ours = len(piece) if self._method.cardinality is not Cardinality.UNARY_UNARY else 0
+        self._deliver(memoryview(large).toreadonly()[MESSAGE.size :], large[0], ours)
+        if self._answered:
+            return 0
+        if len(piece) < len(payload):  # the next message begins in the same frame
+            return ours + self._take(payload[len(piece) :])
+        return ours
 
     def _deliver(self, data: memoryview, compressed: int, held: int) -> None:
         message: Any
@@ -399,27 +445,30 @@ class Stream:
         else:
             if self._gone or self._answered:
                 return  # expired or reset while the handler finished: already answered
-            if self.reply is not None:
-                self._send_unary(self._method.serialize(self.reply))
+            reply = self.reply
+            if type(reply) is Framed:
+                self._send_unary(reply.data)
+            elif reply is not None:
+                data = self._method.serialize(reply)
+                self._send_unary(MESSAGE.pack(0, len(data)) + data)
             else:
                 self.finish(OK, None)
 
-    def _check_size(self, data: bytes) -> bool:
+    def _check_size(self, data: bytes, prefix: int = 0) -> bool:
         limit = self._link.max_message_bytes
-        if len(data) > limit:
-            self.finish(
-                RESOURCE_EXHAUSTED, f"Sent message larger than max ({len(data)} vs. {limit})"
-            )
+        size = len(data) - prefix
+        if size > limit:
+            self.finish(RESOURCE_EXHAUSTED, f"Sent message larger than max ({size} vs. {limit})")
             return False
         return True
 
-    def _send_unary(self, data: bytes) -> None:
-        if not self._check_size(data):
+    def _send_unary(self, framed: bytes) -> None:
+        """Send the reply (``framed``: behind its message prefix) with headers and trailers."""
+        if not self._check_size(framed, MESSAGE.size):
             return
         self._answered = True
         self.headers_sent = True
         link = self._link
-        framed = MESSAGE.pack(0, len(data)) + data
         sent = link.core.send_unary(self.id, RESPONSE_HEADERS, framed, OK_TRAILERS)
         if sent and self._deadline is not None:  # else the deadline may still cut the wait short
             self._cancel_deadline()

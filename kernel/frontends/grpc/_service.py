@@ -73,7 +73,7 @@ from kernel.frontends._access import SHM_REFUSED, Restrictions
 from kernel.frontends.grpc._in_flight import InFlight
 from kernel.frontends.grpc._infer import InferenceRpcs
 from kernel.frontends.grpc._messages import (
-    InferRequestPb,
+    InferRequestReader,
     InferResponsePb,
     StreamInferResponsePb,
     StrictRequest,
@@ -218,12 +218,12 @@ class InferenceServicer(GrpcInferenceServiceBase):  # type: ignore[misc]  # gene
     def __mapping__(self) -> dict[str, Handler]:
         mapping: dict[str, Handler] = dict(super().__mapping__())
         mapping[_INFER] = Handler(
-            self._rpcs.model_infer, Cardinality.UNARY_UNARY, InferRequestPb, InferResponsePb
+            self._rpcs.model_infer, Cardinality.UNARY_UNARY, InferRequestReader, InferResponsePb
         )
         mapping[_STREAM_INFER] = Handler(
             self._rpcs.model_stream_infer,
             Cardinality.STREAM_STREAM,
-            InferRequestPb,
+            InferRequestReader,
             StreamInferResponsePb,
         )
         served: dict[str, Handler] = {}

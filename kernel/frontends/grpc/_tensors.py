@@ -25,6 +25,7 @@ from kernel.errors import KernelError, Status
 from kernel.frontends._classification import classify
 from kernel.frontends._requests import EMPTY_FINAL, Kind, ParamWording, RequestControls
 from kernel.frontends.grpc._messages import InferResponsePb
+from kernel.frontends.grpc._response_wire import ResponseWire
 from kernel.inference import InferenceRequest, InferenceResponse, ParameterValue
 from kernel.server import InferenceServer, InferenceTarget
 from kernel.tensors import (
@@ -174,19 +175,123 @@ def set_parameters(target: Any, parameters: dict[str, ParameterValue]) -> None:
             param.string_param = str(value)
 
 
+_PLANS = 256
+"""Request plans kept per server; past it the cache starts over (one per request shape)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What a request decoded to apart from its id and data, for requests that differ from it
+    in nothing else: each input is in raw contents, with a fixed-size datatype."""
+
+    model: str
+    version: str  # as requested
+    inputs: tuple[tuple[str, tuple[int, ...], np.dtype[Any], int], ...]  # name, shape, dtype, bytes
+    requested: tuple[str, ...]
+    fields: dict[str, Any] | None  # the request fields its parameters set, but "parameters"
+    parameters: tuple[tuple[str, ParameterValue], ...]
+    empty_final: bool
+
+
+def _plan_of(message: Any, decoded: DecodedRequest) -> _Plan | None:
+    """The plan of a request that decoded without error, or ``None`` when it has anything a
+    plan does not hold (shared memory, typed contents, BYTES, output parameters)."""
+    request = decoded.request
+    raw = message.raw_input_contents
+    if decoded.outputs is not None or len(raw) != len(request.inputs):
+        return None
+    inputs = []
+    for tensor, data in zip(message.inputs, raw, strict=True):
+        if tensor.parameters or tensor.HasField("contents") or tensor.datatype == "BYTES":
+            return None
+        array = request.inputs[tensor.name]
+        if array.nbytes != len(data):
+            return None
+        inputs.append((tensor.name, array.shape, array.dtype, array.nbytes))
+    fields: dict[str, Any] | None = None
+    if message.parameters:
+        fields = {
+            "correlation_id": request.correlation_id,
+            "flags": request.flags,
+            "priority": request.priority,
+            "timeout_us": request.timeout_us,
+        }
+    return _Plan(
+        request.model_name,
+        message.model_version,
+        tuple(inputs),
+        request.requested_output_names,
+        fields,
+        tuple(request.parameters.items()),
+        decoded.empty_final,
+    )
+
+
 class TensorCodec:
     """Decodes requests and encodes responses for one server."""
 
     def __init__(self, server: InferenceServer) -> None:
         self._server = server
+        self._wire = ResponseWire()
+        self._plans: dict[bytes, _Plan] = {}
 
     # -- requests ---------------------------------------------------------------------------
 
     def decode(self, message: Any, *, unary: bool) -> DecodedRequest:
         """Build the :class:`InferenceRequest` of a ``ModelInferRequest``.
 
+        A request read by :class:`._messages.InferRequestReader` carries a ``shape_key``:
+        when a request with the same key decoded before, every input in raw contents, its
+        plan (:class:`_Plan`) builds the request from the new data without reading the
+        message again.
+
         :raises KernelError: with Triton's status and message for a request it refuses.
         """
+        key = getattr(message, "shape_key", None)
+        if key is not None:
+            plan = self._plans.get(key)
+            if plan is not None:
+                decoded = self._planned(plan, message, unary)
+                if decoded is not None:
+                    return decoded
+        decoded = self._decode(message, unary)
+        if key is not None:
+            plan = _plan_of(message, decoded)
+            if plan is not None:
+                if len(self._plans) >= _PLANS:
+                    self._plans.clear()
+                self._plans[key] = plan
+        return decoded
+
+    def _planned(self, plan: _Plan, message: Any, unary: bool) -> DecodedRequest | None:
+        """The request of ``plan`` with ``message``'s data (``None`` when the data does not
+        fit: the full decode words the error)."""
+        raw = message.raw_input_contents
+        if len(raw) != len(plan.inputs):
+            return None
+        inputs: dict[str, npt.NDArray[Any]] = {}
+        for (name, shape, dtype, size), data in zip(plan.inputs, raw, strict=True):
+            if len(data) != size:
+                return None
+            inputs[name] = np.frombuffer(data, dtype=dtype).reshape(shape)
+        version = self._server.prepare(plan.model, plan.version)
+        if unary and version.decoupled:
+            raise KernelError(
+                Status.UNSUPPORTED,
+                "ModelInfer RPC doesn't support models with decoupled transaction policy",
+            )
+        fields = plan.fields
+        request = InferenceRequest(
+            plan.model,
+            inputs,
+            model_version=version.version,
+            id=message.id,
+            requested_output_names=plan.requested,
+            **(_NO_FIELDS if fields is None else {**fields, "parameters": dict(plan.parameters)}),
+        )
+        return DecodedRequest(request, version, None, plan.empty_final)
+
+    def _decode(self, message: Any, unary: bool) -> DecodedRequest:
         server = self._server
         model = message.model_name
         version = server.prepare(model, message.model_version)
@@ -402,6 +507,27 @@ class TensorCodec:
         )
 
     # -- responses --------------------------------------------------------------------------
+
+    def encode_framed(self, decoded: DecodedRequest, response: InferenceResponse) -> bytes | None:
+        """A unary response as gRPC-framed ``ModelInferResponse`` bytes, written directly
+        (:mod:`._response_wire`), or ``None`` when it needs :meth:`encode` (response
+        parameters, outputs into shared memory or classified)."""
+        if response.parameters or decoded.outputs is not None:
+            return None
+        request = decoded.request
+        outputs: list[tuple[str, str, tuple[int, ...], Any, int]] = []
+        for name, array in response.outputs.items():
+            datatype = datatype_of(array)
+            dtype = array.dtype
+            if dtype.kind in "OSU" or dtype.byteorder == ">" or not array.flags.c_contiguous:
+                data = array_to_bytes(array)  # serialized, little-endian or contiguous
+                size = len(data) if isinstance(data, bytes) else data.nbytes
+                outputs.append((name, datatype, array.shape, data, size))
+            else:  # its memory is the wire bytes: joined straight from the array
+                outputs.append((name, datatype, array.shape, array, array.nbytes))
+        return self._wire.framed(
+            request.model_name, str(request.model_version), request.id, outputs
+        )
 
     def encode(
         self,
