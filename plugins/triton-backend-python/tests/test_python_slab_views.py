@@ -10,6 +10,7 @@ client's system shared memory region, through both protocols.
 from __future__ import annotations
 
 import gc
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -121,6 +122,11 @@ def keep_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSer
         yield served
 
 
+def _model_slabs() -> int:
+    """The slabs model processes started by this process's servers have written."""
+    return len(list(Path("/dev/shm").glob(f"tkpy-{os.getpid()}-*c-*")))
+
+
 def _client(served: RunningServer, protocol: str) -> Any:
     if protocol == "grpc":
         return grpcclient.InferenceServerClient(served.grpc_url)
@@ -143,6 +149,7 @@ def test_a_model_that_keeps_and_writes_its_large_inputs(
             regions.append(shm.create_shared_memory_region("out", key + "_out", size))
             client.register_system_shared_memory("in", key + "_in", size)
             client.register_system_shared_memory("out", key + "_out", size)
+        model_slabs = _model_slabs()
         seen: list[float] = []
         for value in range(1, 6):
             data = np.full((1, LARGE), float(value + 10 * len(seen)), dtype=np.float32)
@@ -170,6 +177,10 @@ def test_a_model_that_keeps_and_writes_its_large_inputs(
             # plus the model's +1
             np.testing.assert_array_equal(kept[-len(seen) :, 0], seen)
             np.testing.assert_array_equal(kept[-len(seen) :, 1], seen)
+        # The server read each large OUTPUT0 from the model process's slab and handed the slab
+        # back once the response was sent: the model process reused one slab for all of them.
+        # (The server's own slabs grow: the model keeps every input.)
+        assert _model_slabs() <= model_slabs + 1
     finally:
         if system_shm:
             client.unregister_system_shared_memory()
