@@ -2,7 +2,8 @@
 apart, for several kernel trees at once (interleaved): what each copy of a 196 KB tensor costs.
 
 bench/perf.py's ``large`` model (FP32 [3,128,128] in, three means out, dynamic batching, the
-default Python mode: a model process per instance) is served by every tree; each row
+default Python mode: a model process per instance), or with ``--model large_echo`` the same
+model returning its input (196 KB out as well), is served by every tree; each row
 (protocol x concurrency x shared memory) gives each server in turn ``--requests`` requests from
 perf_analyzer (the flags bench/perf.py passes it), and reads before and after, from
 ``/proc/<pid>/stat``, the CPU time (utime + stime) and minor page faults of the server process
@@ -11,7 +12,7 @@ statistics. Rounds alternate the trees' order; the table gives medians.
 
     python bench/large_cpu.py --tree before=/tmp/x-before --tree after=. \\
         [--rounds 3] [--requests 3000] [--protocols grpc http] [--concurrency 1 16] \\
-        [--shared-memory none system]
+        [--shared-memory none system] [--model large|large_echo]
 """
 
 from __future__ import annotations
@@ -28,7 +29,24 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from cpu_per_request import _inference_count, _start
-from perf import _repository
+from perf import LARGE_CONFIG, MODELS, _repository
+
+ECHO_CONFIG = LARGE_CONFIG.replace('name: "large"', 'name: "large_echo"').replace(
+    "dims: [ 3 ] }", "dims: [ 3, 128, 128 ] }"
+)
+ECHO_PY = """
+import triton_python_backend_utils as pb_utils
+
+
+class TritonPythonModel:
+    def execute(self, requests):
+        responses = []
+        for request in requests:
+            x = pb_utils.get_input_tensor_by_name(request, "INPUT0").as_numpy()
+            responses.append(pb_utils.InferenceResponse([pb_utils.Tensor("OUTPUT0", x)]))
+        return responses
+"""
+MODELS["large_echo"] = (ECHO_CONFIG, ECHO_PY)
 
 _TICK = os.sysconf("SC_CLK_TCK")
 
@@ -68,13 +86,14 @@ def _sample(pid: int) -> tuple[float, int, float, int]:
     return cpu, faults, model_cpu, model_faults
 
 
-def _drive(pa: str, protocol: str, port: int, c: int, shm: str, requests: int) -> None:
+def _drive(pa: str, model: str, protocol: str, port: int, c: int, shm: str, requests: int) -> None:
     command = [
-        pa, "-m", "large", "-u", f"127.0.0.1:{port}", "-i", protocol,
+        pa, "-m", model, "-u", f"127.0.0.1:{port}", "-i", protocol,
         f"--concurrency-range={c}:{c}", f"--request-count={requests}", "--warmup-request-count=0",
     ]  # fmt: skip
     if shm != "none":
-        command += [f"--shared-memory={shm}", "--output-shared-memory-size=4096"]
+        out = 4096 if model == "large" else 196608
+        command += [f"--shared-memory={shm}", f"--output-shared-memory-size={out}"]
     subprocess.run(
         command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=900
     )
@@ -89,6 +108,7 @@ def main() -> None:
     parser.add_argument("--shared-memory", nargs="+", default=["none", "system"])
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--model", choices=["large", "large_echo"], default="large")
     args = parser.parse_args()
     if not args.tree:
         parser.error("give at least one --tree LABEL=PATH")
@@ -97,7 +117,7 @@ def main() -> None:
     # (label, shm, protocol, c) -> [(server us, server faults, model us, model faults)] per round
     rows: dict[tuple[str, str, str, int], list[tuple[float, float, float, float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        repo = _repository(Path(tmp), ["large"])
+        repo = _repository(Path(tmp), [args.model])
         servers: dict[str, tuple[subprocess.Popen[bytes], int, int]] = {}
         try:
             for spec in args.tree:
@@ -111,12 +131,12 @@ def main() -> None:
                             if n % 2:
                                 order.reverse()
                             for label, (proc, http, grpc) in order:
-                                count = _inference_count(http, "large")
+                                count = _inference_count(http, args.model)
                                 before = _sample(proc.pid)
                                 port = grpc if protocol == "grpc" else http
-                                _drive(pa, protocol, port, c, shm, args.requests)
+                                _drive(pa, args.model, protocol, port, c, shm, args.requests)
                                 after = _sample(proc.pid)
-                                count = max(_inference_count(http, "large") - count, 1)
+                                count = max(_inference_count(http, args.model) - count, 1)
                                 d = [(a - b) / count for a, b in zip(after, before, strict=True)]
                                 row = (d[0] * 1e6, d[1], d[2] * 1e6, d[3])
                                 rows.setdefault((label, shm, protocol, c), []).append(row)
@@ -133,7 +153,10 @@ def main() -> None:
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
-    print(f"per inference, medians of {args.rounds} interleaved rounds of {args.requests} requests")
+    print(
+        f"{args.model}: per inference, medians of {args.rounds} interleaved rounds"
+        f" of {args.requests} requests"
+    )
     print()
     print("| shm | protocol | c | tree | server CPU us | server faults | model CPU us |"
           " model faults | total CPU us |")  # fmt: skip

@@ -21,7 +21,14 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 import tritonclient.utils.shared_memory as shm
-from triton_backend_python._wire import INLINE_LIMIT, SlabPool, SlabReader, decode, encode
+from triton_backend_python._wire import (
+    INLINE_LIMIT,
+    MAX_LEASES,
+    SlabPool,
+    SlabReader,
+    decode,
+    encode,
+)
 
 from kernel.testing import RunningServer, ServerThread
 
@@ -68,6 +75,22 @@ def test_arrays_are_views_of_the_slab_held_until_they_go(
     assert reader.leased() == 0 and slab[0] == 0
     decode(_frame(("execute", {"X": source}), pool), reader)
     assert len(pool._slabs) == 2
+
+
+def test_a_reader_holds_a_bounded_number_of_slabs(wire: tuple[SlabPool, SlabReader]) -> None:
+    pool, reader = wire
+    kept = []
+    for n in range(MAX_LEASES + 4):  # a model that keeps every input
+        source = np.full(LARGE, n, dtype=np.float32)
+        kept.append(decode(_frame(("execute", {"X": source}), pool), reader)[1]["X"])
+    # the first MAX_LEASES are views, each holding its slab; the rest copies, which hand their
+    # slab back at once: the writer reused one slab for all of them
+    assert reader.leased() == MAX_LEASES
+    assert len(pool._slabs) == MAX_LEASES + 1
+    for n, array in enumerate(kept):
+        np.testing.assert_array_equal(array, np.full(LARGE, n, dtype=np.float32))
+    del kept, array
+    assert reader.leased() == 0
 
 
 def test_a_read_only_input_arrives_writable(wire: tuple[SlabPool, SlabReader]) -> None:

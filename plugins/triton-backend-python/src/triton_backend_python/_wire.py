@@ -20,7 +20,8 @@ its inputs straight from the slab, as Triton's stub reads its shared memory, and
 encodes a model's outputs (or writes them into a client's shared memory region) straight from
 the model process's slab. A slab goes back to its writer when the last array over it is gone:
 once the model returned (or the response was sent) in the usual case, later when a model keeps
-an input (the writer then takes another slab; the response cache keeps copies). The arrays are
+an input (the writer then takes another slab; the response cache keeps copies). A reader
+holds at most ``MAX_LEASES`` slabs so; past that it copies, as before. The arrays are
 writable: a slab holds one message, which nobody else reads, so a model writing into an input
 changes only its own copy (Triton's ``as_numpy`` hands out a private writable copy too).
 
@@ -49,6 +50,7 @@ from triton_backend_python._ring import Ring
 
 __all__ = [
     "INLINE_LIMIT",
+    "MAX_LEASES",
     "SHM_DIR",
     "Packed",
     "SharedMemoryFullError",
@@ -68,6 +70,9 @@ SHM_DIR = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
 _SLAB_HEADER = 64
 _ALIGN = 64
 _MIN_SLAB = 1 << 20
+MAX_LEASES = 8
+"""Slabs a reader holds in place at once; past that it copies what comes (a model that keeps
+every input must not hold a slab, 1 MB at least, of the other side's for each)."""
 
 _HEAD = struct.Struct("<IBI")  # pickle length, where (0 inline / 1 shared memory), count
 _LEN = struct.Struct("<I")
@@ -345,7 +350,7 @@ def decode(frame: bytes | bytearray, reader: SlabReader) -> Any:
         offsets = [_U64.unpack_from(view, offset + 8 * i)[0] for i in range(count)]
         offset += 8 * count
         body = view[offset : offset + body_len]
-        if reader.in_place:
+        if reader.in_place and reader.leased() < MAX_LEASES:
             buffers = list(reader.lease(name, offsets, sizes))
         else:
             buffers = list(reader.take(name, offsets, sizes))
