@@ -16,8 +16,7 @@ says whether it is in use: the writer sets it before sending, the reader clears 
 done with the data, and the writer then reuses the slab. Only the writer unlinks its slabs.
 
 Both readers leave a message's arrays in place (``SlabReader(in_place=True)``): a model reads
-its inputs straight from the slab, as Triton's stub reads its shared memory, and the server
-encodes a model's outputs (or writes them into a client's shared memory region) straight from
+its inputs straight from the slab, and the server encodes a model's outputs (or writes them into a client's shared memory region) straight from
 the model process's slab. A slab goes back to its writer when the last array over it is gone:
 once the model returned (or the response was sent) in the usual case, later when a model keeps
 an input (the writer then takes another slab; the response cache keeps copies). A reader
