@@ -16,13 +16,14 @@ says whether it is in use: the writer sets it before sending, the reader clears 
 done with the data, and the writer then reuses the slab. Only the writer unlinks its slabs.
 
 Both readers leave a message's arrays in place (``SlabReader(in_place=True)``): a model reads
-its inputs straight from the slab, and the server encodes a model's outputs (or writes them into a client's shared memory region) straight from
-the model process's slab. A slab goes back to its writer when the last array over it is gone:
-once the model returned (or the response was sent) in the usual case, later when a model keeps
-an input (the writer then takes another slab; the response cache keeps copies). A reader
-holds at most ``MAX_LEASES`` slabs so; past that it copies, as before. The arrays are
-writable: a slab holds one message, which nobody else reads, so a model writing into an input
-changes only its own copy (Triton's ``as_numpy`` hands out a private writable copy too).
+its inputs straight from the slab, and the server encodes a model's outputs (or writes them
+into a client's shared memory region) straight from the model process's slab. A slab goes
+back to its writer when the last array over it is gone: once the model returned (or the
+response was sent) in the usual case, later when a model keeps an input (the writer then takes
+another slab; the response cache keeps copies). A reader holds at most ``MAX_LEASES`` slabs
+so; past that it copies, as before. The arrays are writable: a slab holds one message, which
+nobody else reads, so a model writing into an input changes only its own copy (Triton's
+``as_numpy`` hands out a private writable copy too).
 
 Frame (after the ring's ``u32 length``): a header (``u32 pickle length, u8 where,
 u32 count``, ``count`` x ``u64`` sizes; for shared memory ``u16`` name length, the name and
