@@ -158,7 +158,7 @@ class ModelProcess:
         prefix = f"tkpy-{os.getpid()}-{secrets.token_hex(4)}"
         self._pool = SlabPool(prefix + "p", self._shm_dir)
         self._child_prefix = prefix + "c"
-        self._slabs = SlabReader(self._shm_dir)
+        self._slabs = SlabReader(self._shm_dir, in_place=True)  # outputs read in place
         self._process: subprocess.Popen[bytes] | None = None
         self._watching = False
         self._socket: socket.socket | None = None

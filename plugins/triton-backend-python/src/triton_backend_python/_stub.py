@@ -236,7 +236,7 @@ class Stub:
         self._in, self._out = rings
         self._send_lock = threading.Lock()
         self._pool = SlabPool(shm_prefix, shm_dir)
-        self._reader = SlabReader(shm_dir)
+        self._reader = SlabReader(shm_dir, in_place=True)  # inputs read from the slab
         self._commands: collections.deque[tuple[Any, ...]] = collections.deque()
         self._calls: dict[int, _Call] = {}
         self._streams: dict[int, Callable[[ResponseTuple], None]] = {}

@@ -5,15 +5,25 @@ goes through the pickle stream: each array is sent out-of-band, as its dtype, sh
 so the two sides need no common numpy version. When a message's array bytes are small they
 follow the pickle in the same frame, copied into the ring (``_ring.py``) that carries frames
 between the two processes; when they are large they go through a shared memory slab instead
-(one memory copy on each side), and so does a whole frame too large for the ring.
+(one memory copy on the sending side), and so does a whole frame too large for the ring.
 
 Slabs are files in a shared memory folder (``/dev/shm`` unless the backend setting
 ``shm-directory`` names another) owned by the side that writes them. A slab's space is reserved
 with ``posix_fallocate`` when it is made: a full ``/dev/shm`` (64 MB in a default container) is
 then a :class:`SharedMemoryFullError` error for the message that needed the slab, never a ``SIGBUS``
 when a page of a sparse file is first touched. The first byte of a slab
-says whether it is in use: the writer sets it before sending, the reader clears it once it has
-copied the data out, and the writer then reuses the slab. Only the writer unlinks its slabs.
+says whether it is in use: the writer sets it before sending, the reader clears it once it is
+done with the data, and the writer then reuses the slab. Only the writer unlinks its slabs.
+
+Both readers leave a message's arrays in place (``SlabReader(in_place=True)``): a model reads
+its inputs straight from the slab, and the server encodes a model's outputs (or writes them
+into a client's shared memory region) straight from the model process's slab. A slab goes
+back to its writer when the last array over it is gone: once the model returned (or the
+response was sent) in the usual case, later when a model keeps an input (the writer then takes
+another slab; the response cache keeps copies). A reader holds at most ``MAX_LEASES`` slabs
+so; past that it copies, as before. The arrays are writable: a slab holds one message, which
+nobody else reads, so a model writing into an input changes only its own copy (Triton's
+``as_numpy`` hands out a private writable copy too).
 
 Frame (after the ring's ``u32 length``): a header (``u32 pickle length, u8 where,
 u32 count``, ``count`` x ``u64`` sizes; for shared memory ``u16`` name length, the name and
@@ -30,6 +40,7 @@ import pickle
 import struct
 import tempfile
 import threading
+import weakref
 from typing import Any
 
 import numpy as np
@@ -39,6 +50,7 @@ from triton_backend_python._ring import Ring
 
 __all__ = [
     "INLINE_LIMIT",
+    "MAX_LEASES",
     "SHM_DIR",
     "Packed",
     "SharedMemoryFullError",
@@ -58,6 +70,9 @@ SHM_DIR = "/dev/shm" if os.path.isdir("/dev/shm") else tempfile.gettempdir()
 _SLAB_HEADER = 64
 _ALIGN = 64
 _MIN_SLAB = 1 << 20
+MAX_LEASES = 8
+"""Slabs a reader holds in place at once; past that it copies what comes (a model that keeps
+every input must not hold a slab, 1 MB at least, of the other side's for each)."""
 
 _HEAD = struct.Struct("<IBI")  # pickle length, where (0 inline / 1 shared memory), count
 _LEN = struct.Struct("<I")
@@ -68,7 +83,20 @@ class SharedMemoryFullError(OSError):
     """The shared memory folder has no room for a slab (the message cannot be sent)."""
 
 
+class _SlabBytes(np.ndarray):  # type: ignore[type-arg]
+    """The bytes of one message in a slab read in place (:meth:`SlabReader.lease`).
+
+    A distinct ndarray type stops numpy from collapsing a view's ``base`` chain past it: every
+    array built over a message's bytes, and every view of those, keeps the message's
+    ``_SlabBytes`` alive, so a weak reference to it says when the last of them is gone.
+    """
+
+
 def _rebuild_array(dtype: str, shape: tuple[int, ...], data: Any) -> npt.NDArray[Any]:
+    if type(data) is memoryview and type(data.obj) is _SlabBytes:
+        # The sender's array was read-only (pickle's READONLY_BUFFER); the slab's bytes are
+        # this message's own, so the model gets them writable (no copy in ``as_numpy``).
+        data = data.obj
     return np.frombuffer(data, dtype=np.dtype(dtype)).reshape(shape)
 
 
@@ -173,39 +201,73 @@ class SlabPool:
 
 
 class SlabReader:
-    """The other side's slabs, mapped on first use (thread-safe)."""
+    """The other side's slabs, mapped on first use (thread-safe).
 
-    def __init__(self, directory: str = SHM_DIR) -> None:
+    ``in_place``: :func:`decode` reads a message's arrays from the slab instead of copying
+    them out (:meth:`lease`).
+    """
+
+    def __init__(self, directory: str = SHM_DIR, *, in_place: bool = False) -> None:
         self.directory = directory
-        self._maps: dict[str, mmap.mmap] = {}
+        self.in_place = in_place
+        self._maps: dict[str, tuple[mmap.mmap, npt.NDArray[np.uint8]]] = {}
         self._lock = threading.Lock()
+        self._leases: dict[int, tuple[weakref.ref[_SlabBytes], mmap.mmap]] = {}
+        """Slabs read in place whose arrays are alive, by ``id`` of their weak reference (which
+        must live for its callback to run; an array is not hashable)."""
 
-    def take(self, name: str, offsets: list[int], sizes: list[int]) -> list[bytearray]:
-        """Copy the data out of slab ``name`` and hand the slab back to its writer."""
+    def _map(self, name: str) -> tuple[mmap.mmap, npt.NDArray[np.uint8]]:
         with self._lock:
-            mm = self._maps.get(name)
-            if mm is None:
+            mapped = self._maps.get(name)
+            if mapped is None:
                 if "/" in name or name.startswith("."):
                     raise OSError(f"bad shared memory slab name '{name}'")
                 fd = os.open(os.path.join(self.directory, name), os.O_RDWR)
                 try:
-                    mm = self._maps[name] = mmap.mmap(fd, os.fstat(fd).st_size)
+                    mm = mmap.mmap(fd, os.fstat(fd).st_size)
                 finally:
                     os.close(fd)
-        out: list[bytearray] = []
+                # over a memoryview, which holds the mapping open while an array uses it
+                mapped = self._maps[name] = (mm, np.frombuffer(memoryview(mm), dtype=np.uint8))
+        return mapped
+
+    def take(self, name: str, offsets: list[int], sizes: list[int]) -> list[bytearray]:
+        """Copy the data out of slab ``name`` and hand the slab back to its writer."""
+        mm = self._map(name)[0]
         with memoryview(mm) as source:
-            for offset, size in zip(offsets, sizes, strict=True):
-                copy = bytearray(size)
-                copy[:] = source[offset : offset + size]
-                out.append(copy)
+            # bytearray(view) copies without zero-filling first
+            out = [bytearray(source[o : o + s]) for o, s in zip(offsets, sizes, strict=True)]
         mm[0] = 0  # after the copies: the writer may reuse the slab
         return out
+
+    def lease(self, name: str, offsets: list[int], sizes: list[int]) -> list[_SlabBytes]:
+        """Views of the data in slab ``name``; the slab goes back to its writer when the last
+        array over any of them is gone."""
+        mm, whole = self._map(name)
+        message = whole.view(_SlabBytes)
+        ref = weakref.ref(message, self._return)
+        self._leases[id(ref)] = (ref, mm)
+        return [message[o : o + s] for o, s in zip(offsets, sizes, strict=True)]
+
+    def _return(self, ref: weakref.ref[_SlabBytes]) -> None:
+        """A message's arrays are all gone (any thread): its slab is the writer's again."""
+        lease = self._leases.pop(id(ref), None)
+        if lease is not None and not lease[1].closed:
+            lease[1][0] = 0
+
+    def leased(self) -> int:
+        """How many slabs read in place still have arrays alive."""
+        return len(self._leases)
 
     def close(self) -> None:
         with self._lock:
             maps, self._maps = self._maps, {}
-        for mm in maps.values():
-            mm.close()
+        mms = [mm for mm, _ in maps.values()]
+        maps.clear()  # the arrays over the mappings, and with them their buffer exports
+        for mm in mms:
+            # arrays a model still holds keep their mapping until they go
+            with contextlib.suppress(BufferError):
+                mm.close()
 
 
 def unlink_slabs(prefix: str, directory: str = SHM_DIR) -> None:
@@ -284,7 +346,8 @@ def put_frame(ring: Ring, frame: Packed) -> bool:
 def decode(frame: bytes | bytearray, reader: SlabReader) -> Any:
     """The message in ``frame`` (the bytes after the length prefix).
 
-    Inline arrays are views of ``frame`` (writable when it is a ``bytearray``).
+    Inline arrays are views of ``frame`` (writable when it is a ``bytearray``); arrays in a
+    slab are copies, or views of the slab for a reader ``in_place``.
     """
     view = memoryview(frame)
     body_len, where, count = _HEAD.unpack_from(view, 0)
@@ -302,7 +365,10 @@ def decode(frame: bytes | bytearray, reader: SlabReader) -> Any:
         offsets = list(struct.unpack_from(f"<{count}Q", view, offset))
         offset += 8 * count
         body = view[offset : offset + body_len]
-        buffers = list(reader.take(name, offsets, list(sizes)))
+        if reader.in_place and reader.leased() < MAX_LEASES:
+            buffers = list(reader.lease(name, offsets, list(sizes)))
+        else:
+            buffers = list(reader.take(name, offsets, list(sizes)))
     else:
         body = view[offset : offset + body_len]
         offset += body_len
