@@ -68,6 +68,8 @@ class InferCall:
     target: InferenceTarget
     default_kind: int = JSON
     outputs: dict[str, OutputSpec] = field(default_factory=dict)
+    plan: _Plan | None = None
+    """The plan the request was decoded from: it remembers the reply's JSON header too."""
 
 
 # -- request ------------------------------------------------------------------------------------
@@ -98,6 +100,12 @@ class _Plan:
     """Some input is BYTES: its buffer is checked on every request."""
     arrays: tuple[tuple[str, np.dtype[Any], int, int, tuple[int, ...]], ...] = ()
     """Without BYTES inputs: name, dtype, element count, offset and shape of each input."""
+    reply: list[Any] = field(default_factory=list)
+    """The last reply header made for this plan's requests, when every output went back in
+    binary, without classification, and of a fixed-size datatype: ``[(model name, version,
+    (name, dtype, shape) of each output), header bytes, whether every dtype is numpy's own
+    in native byte order]``. The header follows from those alone
+    (requests from a plan have no id), so a reply with the same outputs reuses it."""
 
     @classmethod
     def make(
@@ -255,8 +263,9 @@ def _planned(plan: _Plan, target: InferenceTarget, model_name: str, body: memory
             )
         inputs = dict(zip(plan.names, reversed(arrays), strict=True))
     else:
+        # one array object over the body each (frombuffer + reshape makes two)
         inputs = {
-            name: np.frombuffer(body, dtype, count, start).reshape(shape)
+            name: np.ndarray(shape, dtype, body, start)
             for name, dtype, count, start, shape in plan.arrays
         }
     request = InferenceRequest(
@@ -266,7 +275,7 @@ def _planned(plan: _Plan, target: InferenceTarget, model_name: str, body: memory
         requested_output_names=plan.requested,
         **plan.fields,
     )
-    return InferCall(request, target, plan.default_kind, plan.outputs)
+    return InferCall(request, target, plan.default_kind, plan.outputs, plan)
 
 
 def _uint(value: object) -> bool:
@@ -700,6 +709,41 @@ def encode_response(
     """
     if response.error is not None:
         raise response.error
+    plan = call.plan
+    if plan is not None and plan.reply and not response.parameters:
+        key, header, plain = plan.reply
+        outputs = response.outputs
+        if key == (
+            call.request.model_name,
+            call.request.model_version,
+            tuple([(name, array.dtype, array.shape) for name, array in outputs.items()]),
+        ):
+            buffers: list[bytes | memoryview] = []
+            for array in outputs.values():
+                if array.nbytes:
+                    # a native numpy dtype in C order: its memory as it is (array_to_bytes'
+                    # answer, for less)
+                    fast = plain and array.flags.c_contiguous
+                    buffers.append(array.data.cast("B") if fast else array_to_bytes(array))
+            return header, buffers
+    header, buffers, templatable = _encode(call, response, shm)
+    if plan is not None and templatable and not response.parameters:
+        request = call.request
+        outputs = response.outputs
+        signature = tuple([(n, a.dtype, a.shape) for n, a in outputs.items()])
+        plain = all(a.dtype.isbuiltin == 1 for a in outputs.values())
+        plan.reply[:] = [(request.model_name, request.model_version, signature), header, plain]
+    return header, buffers
+
+
+def _encode(
+    call: InferCall,
+    response: InferenceResponse,
+    shm: SystemSharedMemory,
+) -> tuple[bytes, list[bytes | memoryview], bool]:
+    """:func:`encode_response` in full; also says whether the header is a template (every
+    output binary, unclassified, of a fixed-size datatype)."""
+    templatable = True
     request = call.request
     specs = call.outputs
     default = _BINARY_SPEC if call.default_kind == BINARY else _JSON_SPEC
@@ -715,6 +759,8 @@ def encode_response(
         except KernelError as exc:
             raise KernelError(Status.INTERNAL, f"output '{name}': {exc.message}") from None
         entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
+        if spec.kind != BINARY or spec.classes or datatype == "BYTES":
+            templatable = False
         if spec.kind == BINARY:
             data = array_to_bytes(array)
             size = memoryview(data).nbytes
@@ -744,4 +790,4 @@ def encode_response(
     if response.parameters:
         doc["parameters"] = response.parameters
     doc["outputs"] = outputs
-    return orjson.dumps(doc, option=_NUMPY_JSON), buffers
+    return orjson.dumps(doc, option=_NUMPY_JSON), buffers, templatable
