@@ -279,3 +279,77 @@ def test_the_infer_reply_over_http_is_unchanged_when_repeated(server: RunningSer
         assert client.is_model_ready("addsub")
     finally:
         client.close()
+
+
+# -- large tensors (issue 22): one body buffer, inputs as views of it, outputs as they are -----
+
+IDENTITY = """
+backend: "kerneltest"
+max_batch_size: 0
+input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ -1 ] } ]
+output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ -1 ] } ]
+parameters { key: "behaviour" value { string_value: "identity" } }
+"""
+
+
+@pytest.fixture(scope="module")
+def identity(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    root: Path = tmp_path_factory.mktemp("identity")
+    write_model(root, "identity", IDENTITY)
+    with ServerThread(root, grpc_port=None, metrics_port=None) as running:
+        yield running
+
+
+def _large_body(values: np.ndarray) -> tuple[bytes, int]:
+    header = json.dumps(
+        {
+            "inputs": [
+                {"name": "INPUT0", "datatype": "FP32", "shape": [values.size],
+                 "parameters": {"binary_data_size": values.nbytes}}
+            ],
+            "outputs": [{"name": "OUTPUT0", "parameters": {"binary_data": True}}],
+        }
+    ).encode()  # fmt: skip
+    return header + values.tobytes(), len(header)
+
+
+@pytest.mark.parametrize("pieces", [1, 4])
+def test_a_large_binary_input_is_a_view_of_the_one_body_buffer(
+    identity: RunningServer, pieces: int
+) -> None:
+    values = np.arange(3 * 128 * 128, dtype=np.float32)  # 196 KB
+    body, length = _large_body(values)
+    head = b"POST /v2/models/identity/infer HTTP/1.1\r\nInference-Header-Content-Length: %d\r\n"
+    head += b"Content-Length: %d\r\n\r\n"
+    read = head % (length, len(body)) + body
+    reader = RequestReader(HttpLimits())
+    step = -(-len(read) // pieces)
+    events: list[Any] = []
+    for start in range(0, len(read), step):
+        events += reader.feed(read[start : start + step], 0.0)
+    [received] = events
+    request_body = received.request.body
+    assert bytes(request_body) == body
+    for plans in (None, DecodePlans(), DecodePlans()):
+        for _ in range(2):  # the second time from the plan, where there is one
+            call = decode_request(
+                identity.server, "identity", "", memoryview(request_body), length, plans
+            )
+            array = call.request.inputs["INPUT0"]
+            np.testing.assert_array_equal(array, values)
+            assert np.shares_memory(array, np.frombuffer(request_body, np.uint8))
+
+
+def test_a_large_output_arrives_whole(identity: RunningServer) -> None:
+    client = httpclient.InferenceServerClient(identity.http_url)
+    try:
+        for size in (1000, 3 * 128 * 128, 200_000):  # under and over the one-write limit
+            values = np.random.default_rng(size).random(size, dtype=np.float32)
+            tensor = httpclient.InferInput("INPUT0", [size], "FP32")
+            tensor.set_data_from_numpy(values)
+            for binary in (True, False):
+                wanted = [httpclient.InferRequestedOutput("OUTPUT0", binary_data=binary)]
+                result = client.infer("identity", [tensor], outputs=wanted)
+                np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), values)
+    finally:
+        client.close()
