@@ -217,10 +217,10 @@ class HttpConnection(asyncio.Protocol):
             parts += (name, b": ", value, b"\r\n")
         body = reply.body
         length = reply.length
-        parts.append(b"content-length: %d\r\n" % length)
         if close:
-            parts.append(b"connection: close\r\n")
-        parts.append(b"\r\n")
+            parts.append(b"content-length: %d\r\nconnection: close\r\n\r\n" % length)
+        else:
+            parts.append(b"content-length: %d\r\n\r\n" % length)
         if head:
             transport.write(b"".join(parts))
         elif length <= _JOIN_LIMIT:

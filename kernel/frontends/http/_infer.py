@@ -720,11 +720,17 @@ def encode_response(
         ):
             buffers: list[bytes | memoryview] = []
             for array in outputs.values():
-                if array.nbytes:
-                    # a native numpy dtype in C order: its memory as it is (array_to_bytes'
-                    # answer, for less)
-                    fast = plain and array.flags.c_contiguous
-                    buffers.append(array.data.cast("B") if fast else array_to_bytes(array))
+                if not array.nbytes:
+                    continue
+                if plain:
+                    # numpy's own dtype in native order: its memory as it is, when C-ordered
+                    # (array_to_bytes' answer, for less)
+                    try:
+                        buffers.append(array.data.cast("B"))
+                        continue
+                    except TypeError:  # not C-contiguous
+                        pass
+                buffers.append(array_to_bytes(array))
             return header, buffers
     header, buffers, templatable = _encode(call, response, shm)
     if plan is not None and templatable and not response.parameters:
