@@ -193,6 +193,9 @@ RESPONSES: list[dict[str, Any]] = [
     {"OUTPUT1": np.ones(4, dtype=np.float32), "OUTPUT0": np.arange(4, dtype=np.float32)},
     {"OUTPUT0": np.array(2.5, dtype=np.float32), "OUTPUT1": np.ones(4, dtype=np.float32)},
     {"OUTPUT0": np.array(2.5, dtype=np.float32), "OUTPUT1": np.ones(4, dtype=np.float32)},
+    # larger than the small-copy size: C-ordered (a view) and not (a copy)
+    {"OUTPUT0": np.arange(3000, dtype=np.float32), "OUTPUT1": np.arange(1600.0).reshape(40, 40).T},
+    {"OUTPUT0": np.arange(3000, dtype=np.float32) * 2, "OUTPUT1": np.ones((40, 40)).T},
 ]
 
 

@@ -102,10 +102,10 @@ class _Plan:
     """Without BYTES inputs: name, dtype, element count, offset and shape of each input."""
     reply: list[Any] = field(default_factory=list)
     """The last reply header made for this plan's requests, when every output went back in
-    binary, without classification, and of a fixed-size datatype: ``[(model name, version,
-    (name, dtype, shape) of each output), header bytes, whether every dtype is numpy's own
-    in native byte order]``. The header follows from those alone
-    (requests from a plan have no id), so a reply with the same outputs reuses it."""
+    binary, without classification, and of a fixed-size datatype: ``[model name, version,
+    (name, dtype, shape, byte size) of each output, header bytes, whether every dtype is
+    numpy's own in native byte order]``. The header follows from those alone (requests from a
+    plan have no id), so a reply with the same outputs reuses it."""
 
     @classmethod
     def make(
@@ -698,6 +698,10 @@ def _json_data(array: npt.NDArray[Any]) -> Any:
     return np.ascontiguousarray(flat)
 
 
+_SMALL_COPY = 2048
+"""Output buffers up to this size are copied for a template reply (a view costs more)."""
+
+
 def encode_response(
     call: InferCall,
     response: InferenceResponse,
@@ -711,34 +715,47 @@ def encode_response(
         raise response.error
     plan = call.plan
     if plan is not None and plan.reply and not response.parameters:
-        key, header, plain = plan.reply
+        name, version, signature, header, plain = plan.reply
+        request = call.request
         outputs = response.outputs
-        if key == (
-            call.request.model_name,
-            call.request.model_version,
-            tuple([(name, array.dtype, array.shape) for name, array in outputs.items()]),
+        if (
+            request.model_name == name
+            and request.model_version == version
+            and len(outputs) == len(signature)
         ):
             buffers: list[bytes | memoryview] = []
-            for array in outputs.values():
-                if not array.nbytes:
+            index = 0
+            # one loop: compare each output with the template's and take its bytes
+            for key, array in outputs.items():
+                expected, dtype, shape, size = signature[index]
+                index += 1
+                if key != expected or array.shape != shape:
+                    break
+                if array.dtype is not dtype and array.dtype != dtype:
+                    break
+                if not size:
                     continue
                 if plain:
-                    # numpy's own dtype in native order: its memory as it is, when C-ordered
-                    # (array_to_bytes' answer, for less)
+                    # numpy's own dtype in native order: a few bytes are copied (cheaper than
+                    # a view), more taken as they are when C-ordered (what array_to_bytes makes)
+                    if size <= _SMALL_COPY:
+                        buffers.append(array.tobytes())
+                        continue
                     try:
                         buffers.append(array.data.cast("B"))
                         continue
                     except TypeError:  # not C-contiguous
                         pass
                 buffers.append(array_to_bytes(array))
-            return header, buffers
+            else:
+                return header, buffers
     header, buffers, templatable = _encode(call, response, shm)
     if plan is not None and templatable and not response.parameters:
         request = call.request
         outputs = response.outputs
-        signature = tuple([(n, a.dtype, a.shape) for n, a in outputs.items()])
+        signature = tuple([(n, a.dtype, a.shape, a.nbytes) for n, a in outputs.items()])
         plain = all(a.dtype.isbuiltin == 1 for a in outputs.values())
-        plan.reply[:] = [(request.model_name, request.model_version, signature), header, plain]
+        plan.reply[:] = [request.model_name, request.model_version, signature, header, plain]
     return header, buffers
 
 
