@@ -750,7 +750,7 @@ def encode_response(
             else:
                 return header, buffers
     header, buffers, templatable = _encode(call, response, shm)
-    if plan is not None and templatable and not response.parameters:
+    if templatable and plan is not None and not response.parameters:
         request = call.request
         outputs = response.outputs
         signature = tuple([(n, a.dtype, a.shape, a.nbytes) for n, a in outputs.items()])
@@ -766,7 +766,7 @@ def _encode(
 ) -> tuple[bytes, list[bytes | memoryview], bool]:
     """:func:`encode_response` in full; also says whether the header is a template (every
     output binary, unclassified, of a fixed-size datatype)."""
-    templatable = True
+    templatable = call.plan is not None  # only a plan keeps a template
     request = call.request
     specs = call.outputs
     default = _BINARY_SPEC if call.default_kind == BINARY else _JSON_SPEC
@@ -782,7 +782,7 @@ def _encode(
         except KernelError as exc:
             raise KernelError(Status.INTERNAL, f"output '{name}': {exc.message}") from None
         entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
-        if spec.kind != BINARY or spec.classes or datatype == "BYTES":
+        if templatable and (spec.kind != BINARY or spec.classes or datatype == "BYTES"):
             templatable = False
         if spec.kind == BINARY:
             data = array_to_bytes(array)
