@@ -715,18 +715,17 @@ def encode_response(
         raise response.error
     plan = call.plan
     if plan is not None and plan.reply and not response.parameters:
-        name, version, signature, header, plain = plan.reply
-        request = call.request
-        outputs = response.outputs
+        model, version, signature, template, plain = plan.reply
+        arrays = response.outputs
         if (
-            request.model_name == name
-            and request.model_version == version
-            and len(outputs) == len(signature)
+            call.request.model_name == model
+            and call.request.model_version == version
+            and len(arrays) == len(signature)
         ):
-            buffers: list[bytes | memoryview] = []
+            views: list[bytes | memoryview] = []
             index = 0
             # one loop: compare each output with the template's and take its bytes
-            for key, array in outputs.items():
+            for key, array in arrays.items():
                 expected, dtype, shape, size = signature[index]
                 index += 1
                 if key != expected or array.shape != shape:
@@ -739,34 +738,18 @@ def encode_response(
                     # numpy's own dtype in native order: a few bytes are copied (cheaper than
                     # a view), more taken as they are when C-ordered (what array_to_bytes makes)
                     if size <= _SMALL_COPY:
-                        buffers.append(array.tobytes())
+                        views.append(array.tobytes())
                         continue
                     try:
-                        buffers.append(array.data.cast("B"))
+                        views.append(array.data.cast("B"))
                         continue
                     except TypeError:  # not C-contiguous
                         pass
-                buffers.append(array_to_bytes(array))
+                views.append(array_to_bytes(array))
             else:
-                return header, buffers
-    header, buffers, templatable = _encode(call, response, shm)
-    if templatable and plan is not None and not response.parameters:
-        request = call.request
-        outputs = response.outputs
-        signature = tuple([(n, a.dtype, a.shape, a.nbytes) for n, a in outputs.items()])
-        plain = all(a.dtype.isbuiltin == 1 for a in outputs.values())
-        plan.reply[:] = [request.model_name, request.model_version, signature, header, plain]
-    return header, buffers
-
-
-def _encode(
-    call: InferCall,
-    response: InferenceResponse,
-    shm: SystemSharedMemory,
-) -> tuple[bytes, list[bytes | memoryview], bool]:
-    """:func:`encode_response` in full; also says whether the header is a template (every
-    output binary, unclassified, of a fixed-size datatype)."""
-    templatable = call.plan is not None  # only a plan keeps a template
+                return template, views
+    # the full encoding; only a plan keeps a template
+    templatable = plan is not None
     request = call.request
     specs = call.outputs
     default = _BINARY_SPEC if call.default_kind == BINARY else _JSON_SPEC
@@ -813,4 +796,10 @@ def _encode(
     if response.parameters:
         doc["parameters"] = response.parameters
     doc["outputs"] = outputs
-    return orjson.dumps(doc, option=_NUMPY_JSON), buffers, templatable
+    header = orjson.dumps(doc, option=_NUMPY_JSON)
+    if templatable and plan is not None and not response.parameters:
+        output_arrays = response.outputs
+        signature = tuple([(n, a.dtype, a.shape, a.nbytes) for n, a in output_arrays.items()])
+        plain = all(a.dtype.isbuiltin == 1 for a in output_arrays.values())
+        plan.reply[:] = [request.model_name, request.model_version, signature, header, plain]
+    return header, buffers
