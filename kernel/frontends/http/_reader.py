@@ -90,18 +90,18 @@ _NAMES = {
 class _Repeat:
     """A read that parsed to exactly one whole request, its body aside (see ``_remember``)."""
 
-    __slots__ = ("get", "head", "request", "size")
+    __slots__ = ("head", "head_method", "request", "size")
 
     def __init__(
-        self, head: bytes, size: int, request: tuple[str, str, dict[str, str]], get: bool
+        self, head: bytes, size: int, request: tuple[str, str, dict[str, str]], head_method: bool
     ) -> None:
         self.head = head
         """The read's bytes before the body: request line, header section, blank line."""
         self.size = size
         """The whole read's length (the header section's Content-Length after ``head``)."""
         self.request = request
-        self.get = get
-        """A ``HEAD`` request (served as ``GET``)."""
+        self.head_method = head_method
+        """A ``HEAD`` request (served as ``GET``, answered without a body)."""
 
 
 class _RefusedError(Exception):
@@ -150,7 +150,8 @@ class RequestReader:
             self._begun += 1
             method, path, headers = repeat.request
             body = data[len(repeat.head) :]
-            return [Received(HttpRequest(method, path, headers.copy(), body), True, repeat.get)]
+            request = HttpRequest(method, path, headers.copy(), body)
+            return [Received(request, True, repeat.head_method)]
         self._repeat = None
         idle = not self.in_message
         self._now = now
