@@ -60,7 +60,16 @@ class Reply:
 
     @property
     def length(self) -> int:
-        return sum(memoryview(b).nbytes for b in self.body)
+        total = 0
+        for b in self.body:  # a loop, without a memoryview per bytes: once per reply
+            kind = type(b)
+            if kind is bytes:
+                total += len(b)
+            elif kind is memoryview:
+                total += b.nbytes  # type: ignore[union-attr]
+            else:
+                total += memoryview(b).nbytes
+        return total
 
 
 class StreamingReply:

@@ -52,6 +52,9 @@ def _empty(status: int = 200, content_type: tuple[bytes, bytes] = _JSON) -> Repl
     return Reply(status, [content_type], _EMPTY)
 
 
+_MAX_INFER_PATHS = 256
+"""How many infer paths an app remembers (a path names the model: a client sends few)."""
+
 _NOT_FOUND = Reply(404, [_TEXT], [b'{"error":"Not Found"}'])
 
 
@@ -179,6 +182,9 @@ class HttpApp:
         )
         self._allow_shm = options.allow_client_shm
         self._plans = DecodePlans()
+        # the paths of recent infer requests: path -> (model name, version string); only when
+        # no API is restricted (a restriction is checked on every request)
+        self._infer_paths: dict[str, tuple[str, str]] = {}
 
     def close(self) -> None:
         """Nothing to release (kept for the transport's stop)."""
@@ -186,6 +192,9 @@ class HttpApp:
     async def handle(self, request: HttpRequest) -> Reply | StreamingReply:
         """Answer one request; never raises for a client error."""
         try:
+            route = self._infer_paths.get(request.path)
+            if route is not None and request.method == "POST":
+                return await self._infer(request, route[0], route[1])
             return await self._dispatch(request)
         except KernelError as exc:
             return error_reply(exc)
@@ -250,6 +259,9 @@ class HttpApp:
         if action == "infer":
             if method != "POST":
                 return _NOT_ALLOWED_POST
+            paths = self._infer_paths
+            if self._restrictions is None and len(paths) < _MAX_INFER_PATHS:
+                paths[request.path] = (name, version)
             return await self._infer(request, name, version)
         if action in ("generate", "generate_stream"):
             if method != "POST":
@@ -333,8 +345,9 @@ class HttpApp:
         request.watch = call.request
         response = await server.infer_once(call.request, call.target)
         header, buffers = encode_response(call, response, server.shared_memory)
-        reply_headers = [_OCTETS, (b"inference-header-content-length", b"%d" % len(header))]
-        if not buffers:
+        if buffers:
+            reply_headers = [_OCTETS, (b"inference-header-content-length", b"%d" % len(header))]
+        else:
             reply_headers = [_JSON]
         accept = headers.get("accept-encoding")
         if accept:

@@ -68,6 +68,8 @@ class InferCall:
     target: InferenceTarget
     default_kind: int = JSON
     outputs: dict[str, OutputSpec] = field(default_factory=dict)
+    plan: _Plan | None = None
+    """The plan the request was decoded from: it remembers the reply's JSON header too."""
 
 
 # -- request ------------------------------------------------------------------------------------
@@ -98,6 +100,12 @@ class _Plan:
     """Some input is BYTES: its buffer is checked on every request."""
     arrays: tuple[tuple[str, np.dtype[Any], int, int, tuple[int, ...]], ...] = ()
     """Without BYTES inputs: name, dtype, element count, offset and shape of each input."""
+    reply: list[Any] = field(default_factory=list)
+    """The last reply header made for this plan's requests, when every output went back in
+    binary, without classification, and of a fixed-size datatype: ``[model name, version,
+    (name, dtype, shape, byte size) of each output, header bytes, whether every dtype is
+    numpy's own in native byte order]``. The header follows from those alone (requests from a
+    plan have no id), so a reply with the same outputs reuses it."""
 
     @classmethod
     def make(
@@ -255,8 +263,9 @@ def _planned(plan: _Plan, target: InferenceTarget, model_name: str, body: memory
             )
         inputs = dict(zip(plan.names, reversed(arrays), strict=True))
     else:
+        # one array object over the body each (frombuffer + reshape makes two)
         inputs = {
-            name: np.frombuffer(body, dtype, count, start).reshape(shape)
+            name: np.ndarray(shape, dtype, body, start)
             for name, dtype, count, start, shape in plan.arrays
         }
     request = InferenceRequest(
@@ -266,7 +275,7 @@ def _planned(plan: _Plan, target: InferenceTarget, model_name: str, body: memory
         requested_output_names=plan.requested,
         **plan.fields,
     )
-    return InferCall(request, target, plan.default_kind, plan.outputs)
+    return InferCall(request, target, plan.default_kind, plan.outputs, plan)
 
 
 def _uint(value: object) -> bool:
@@ -689,6 +698,10 @@ def _json_data(array: npt.NDArray[Any]) -> Any:
     return np.ascontiguousarray(flat)
 
 
+_SMALL_COPY = 2048
+"""Output buffers up to this size are copied for a template reply (a view costs more)."""
+
+
 def encode_response(
     call: InferCall,
     response: InferenceResponse,
@@ -700,6 +713,43 @@ def encode_response(
     """
     if response.error is not None:
         raise response.error
+    plan = call.plan
+    if plan is not None and plan.reply and not response.parameters:
+        model, version, signature, template, plain = plan.reply
+        arrays = response.outputs
+        if (
+            call.request.model_name == model
+            and call.request.model_version == version
+            and len(arrays) == len(signature)
+        ):
+            views: list[bytes | memoryview] = []
+            index = 0
+            # one loop: compare each output with the template's and take its bytes
+            for key, array in arrays.items():
+                expected, dtype, shape, size = signature[index]
+                index += 1
+                if key != expected or array.shape != shape:
+                    break
+                if array.dtype is not dtype and array.dtype != dtype:
+                    break
+                if not size:
+                    continue
+                if plain:
+                    # numpy's own dtype in native order: a few bytes are copied (cheaper than
+                    # a view), more taken as they are when C-ordered (what array_to_bytes makes)
+                    if size <= _SMALL_COPY:
+                        views.append(array.tobytes())
+                        continue
+                    try:
+                        views.append(array.data.cast("B"))
+                        continue
+                    except TypeError:  # not C-contiguous
+                        pass
+                views.append(array_to_bytes(array))
+            else:
+                return template, views
+    # the full encoding; only a plan keeps a template
+    templatable = plan is not None
     request = call.request
     specs = call.outputs
     default = _BINARY_SPEC if call.default_kind == BINARY else _JSON_SPEC
@@ -715,6 +765,8 @@ def encode_response(
         except KernelError as exc:
             raise KernelError(Status.INTERNAL, f"output '{name}': {exc.message}") from None
         entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
+        if templatable and (spec.kind != BINARY or spec.classes or datatype == "BYTES"):
+            templatable = False
         if spec.kind == BINARY:
             data = array_to_bytes(array)
             size = memoryview(data).nbytes
@@ -744,4 +796,10 @@ def encode_response(
     if response.parameters:
         doc["parameters"] = response.parameters
     doc["outputs"] = outputs
-    return orjson.dumps(doc, option=_NUMPY_JSON), buffers
+    header = orjson.dumps(doc, option=_NUMPY_JSON)
+    if templatable and plan is not None and not response.parameters:
+        output_arrays = response.outputs
+        signature = tuple([(n, a.dtype, a.shape, a.nbytes) for n, a in output_arrays.items()])
+        plain = all(a.dtype.isbuiltin == 1 for a in output_arrays.values())
+        plan.reply[:] = [request.model_name, request.model_version, signature, header, plain]
+    return header, buffers

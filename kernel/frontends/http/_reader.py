@@ -87,6 +87,23 @@ _NAMES = {
 """Common header names as clients spell them, lower-cased once (others as they come)."""
 
 
+class _Repeat:
+    """A read that parsed to exactly one whole request, its body aside (see ``_remember``)."""
+
+    __slots__ = ("head", "head_method", "request", "size")
+
+    def __init__(
+        self, head: bytes, size: int, request: tuple[str, str, dict[str, str]], head_method: bool
+    ) -> None:
+        self.head = head
+        """The read's bytes before the body: request line, header section, blank line."""
+        self.size = size
+        """The whole read's length (the header section's Content-Length after ``head``)."""
+        self.request = request
+        self.head_method = head_method
+        """A ``HEAD`` request (served as ``GET``, answered without a body)."""
+
+
 class _RefusedError(Exception):
     """Raised inside a parser callback to stop parsing at once."""
 
@@ -121,11 +138,22 @@ class RequestReader:
         self._begun = 0  # requests begun so far
         self._body: bytes | bytearray = b""
         self._body_size = 0
+        self._repeat: _Repeat | None = None
 
     def feed(self, data: bytes, now: float) -> list[Event]:
         """Parse ``data`` (arrived at ``now``) and return the events it completed, in order."""
         if self.done:
             return []
+        repeat = self._repeat
+        if repeat is not None and len(data) == repeat.size and data.startswith(repeat.head):
+            # the same bytes as a read llhttp parsed before, from the same (idle) state
+            self._begun += 1
+            method, path, headers = repeat.request
+            body = data[len(repeat.head) :]
+            request = HttpRequest(method, path, headers.copy(), body)
+            return [Received(request, True, repeat.head_method)]
+        self._repeat = None
+        idle = not self.in_message
         self._now = now
         events: list[Event] = []
         self._events = events
@@ -155,7 +183,41 @@ class RequestReader:
                 self._head_raw += len(data)
                 if self._head_raw > self._limits.max_header_bytes:
                     self.refuse(431, self._header_size_message())
+            elif idle and not self.in_message and len(events) == 1 and self._begun == begun + 1:
+                self._remember(data, events[0])
         return events
+
+    def _remember(self, data: bytes, event: Event) -> None:
+        """Keep what ``data``, one whole request read from the idle state, parsed to.
+
+        Clients repeat their requests byte for byte but for the body (perf_analyzer, a client
+        sending tensors of one shape): llhttp would parse the same header section to the same
+        request again, from the same state, under the same limits. Only a plain keep-alive
+        HTTP/1.1 request with a ``Content-Length`` is remembered (no ``Expect``, no upgrade,
+        no transfer coding), so nothing but a request can come out of it; any other read clears it.
+        """
+        if type(event) is not Received or not event.keep_alive or event.http10:
+            return
+        request = event.request
+        headers = request.headers
+        length = headers.get("content-length")
+        if (
+            length is None
+            or "transfer-encoding" in headers
+            or "expect" in headers
+            or "upgrade" in headers
+            or len(request.body) != int(length)
+        ):
+            return
+        # The header section ends at the first blank line (llhttp took the whole read as this
+        # one request, so the body is the rest; leading blank lines would leave a rest longer
+        # than the body, and are not remembered).
+        end = data.find(b"\r\n\r\n") + 4
+        if end < 4 or len(data) - end != len(request.body):
+            return
+        self._repeat = _Repeat(
+            data[:end], len(data), (request.method, request.path, headers.copy()), event.head
+        )
 
     def refuse(self, status: int, message: str) -> None:
         """End the stream with an error answer (for the connection's own timeouts too)."""
