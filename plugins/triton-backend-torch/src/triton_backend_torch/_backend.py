@@ -50,6 +50,7 @@ from kernel.signature import (
 )
 from kernel.tensors import config_type_to_datatype, datatype_to_config_type
 from triton_backend_torch._naming import OutputReader, input_positions, output_positions
+from triton_backend_torch._openmp import POLICY
 from triton_backend_torch._program import TorchProgram, is_exported, load, model_path
 from triton_backend_torch._settings import ThreadPools, TorchSettings, read_settings
 from triton_backend_torch._signature import check_input_count, check_tensors, program_signature
@@ -80,6 +81,7 @@ class PyTorchBackend(Backend):
             torch.__version__,
             f"{torch.cuda.device_count()} device(s)" if torch.cuda.is_available() else "unusable",
         )
+        context.logger.info("torch's intra-op threads: %s", POLICY.reason)
 
     def create_model(self, context: ModelContext) -> PyTorchModel:
         return PyTorchModel(context, self)
