@@ -10,7 +10,8 @@ OpenVINO it builds, at run time and from one set of seeded weights, a small conv
 a linear layer), and measures:
 
 * **raw**: the framework alone, in this process, on batches of 1, 4, 8 and 16, with the thread
-  settings the plugin gives it (the same config parameters, none here: each framework's default);
+  settings the plugin gives it (the same config parameters, none here: each framework's default;
+  for torch, the OpenMP wait policy the torch plugin loads torch with, by importing it first);
 * **served**: ``kernel serve`` with that model under dynamic batching (preferred batch 8), driven
   by perf_analyzer over gRPC and HTTP at ``--concurrency`` (16: enough to fill batches of 8);
   throughput, p50/p99, the mean batch size (from the statistics API) and the server's CPU time
@@ -509,6 +510,11 @@ def main() -> None:
     pa = args.perf_analyzer or str(reference / "run-pa")
     started = time.monotonic()
     print(f"# {machine()}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}", file=sys.stderr)
+    if any(FRAMEWORKS[fw][0] == "pytorch" for fw in frameworks):
+        # torch loaded as the plugin loads it in the server (idle OpenMP threads sleeping),
+        # before anything here imports torch: raw and served then wait alike.
+        import triton_backend_torch  # noqa: F401
+
     with tempfile.TemporaryDirectory() as tmp:
         repo = write_repository(Path(tmp), frameworks)
         raw: dict[str, Raw] = {}

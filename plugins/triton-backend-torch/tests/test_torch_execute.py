@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from kernel import InferenceRequest, InferenceResponse, ModelConfig
+from kernel import InferenceRequest, InferenceResponse, KernelError, ModelConfig, Status
 from kernel._proto.inference import DataType, ModelInput, ModelOutput, ModelParameter
 
 
@@ -167,3 +167,25 @@ def test_output_datatype_contradicting_the_config_fails_the_request(
     a = np.ones((1, 4), np.float32)
     with pytest.raises(Exception, match="expects datatype TYPE_INT32 for output 'OUTPUT__0'"):
         instance.execute([_request(a, a)])
+
+
+def test_a_missing_leading_argument_is_named_and_a_missing_trailing_one_left_out(
+    kit: Any, tmp_path: Path
+) -> None:
+    """Inputs go by position: a request without the first argument's input is refused naming
+    the argument; one without only the last leaves it to the forward (here: refused by the
+    module itself, which has no default), not to a comparison of tensors with None."""
+    instance, recorder = _recording(kit, tmp_path, kit.scripted(kit.AddSub()), _config("gaps"))
+    b = np.ones((1, 4), np.float32)
+    request = InferenceRequest("m", {"INPUT__1": b})
+    request.batch_size = 1
+    with pytest.raises(KernelError, match="no input is given for argument 'a'") as caught:
+        instance.execute([request])
+    assert caught.value.status is Status.INVALID_ARG
+    assert recorder.calls == []
+
+    request = InferenceRequest("m", {"INPUT__0": b})
+    request.batch_size = 1
+    with pytest.raises(KernelError):  # the scripted forward wants both
+        instance.execute([request])
+    assert [len(call) for call in recorder.calls] == [1]  # the trailing argument left out
