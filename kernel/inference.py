@@ -360,7 +360,7 @@ class InferenceRequest:
         self.id = id
         self.inputs: dict[str, npt.NDArray[Any]] = dict(inputs)
         self.requested_output_names: tuple[str, ...] = tuple(requested_output_names)
-        self.parameters: dict[str, ParameterValue] = dict(parameters or {})
+        self.parameters: dict[str, ParameterValue] = dict(parameters) if parameters else {}
         self.correlation_id = correlation_id
         self.flags = flags
         self.priority = priority
@@ -400,10 +400,14 @@ class InferenceRequest:
 
         :raises KernelError: ``INTERNAL`` if the request was already answered.
         """
+        ndarray = np.ndarray
         response = InferenceResponse(
-            outputs={name: np.asarray(value) for name, value in (outputs or {}).items()},
-            parameters=dict(parameters or {}),
-            error=None if error is None else KernelError.wrap(error),
+            {
+                name: value if type(value) is ndarray else np.asarray(value)
+                for name, value in (outputs or {}).items()
+            },
+            dict(parameters) if parameters else {},
+            None if error is None else KernelError.wrap(error),
         )
         self._channel.push(response, final=True, defer=True)
 
@@ -433,7 +437,7 @@ class InferenceRequest:
     @property
     def answered(self) -> bool:
         """Whether the final response was sent."""
-        return self._channel.closed
+        return self._channel._closed
 
     def fail(self, error: KernelError) -> bool:
         """Send ``error`` as the final response unless one was sent; ``True`` if this did."""

@@ -606,14 +606,22 @@ class ModelVersion:
             failure = KernelError.wrap(error)
             if not isinstance(error, KernelError):
                 log.debug("model '%s' execute raised", self.name, exc_info=error)
-        times = times or (0, end - start, 0)
+        if times is None:
+            times = (0, end - start, 0)
         if self.traced:
             _stamp_compute(batch, times, start, end)
         self._settle(batch, failure)
-        queue_ns = sum(start - r.enqueued_ns for r in batch)
-        if self.stats.latency is not None:
-            self.stats.latency.execution([start - r.enqueued_ns for r in batch], times)
-        self.stats.record_execution(sum(r.batch_size for r in batch), len(batch), times, queue_ns)
+        stats = self.stats
+        if len(batch) == 1:  # the common case, without the generators
+            request = batch[0]
+            queue_ns = start - request.enqueued_ns
+            rows = request.batch_size
+        else:
+            queue_ns = sum(start - r.enqueued_ns for r in batch)
+            rows = sum(r.batch_size for r in batch)
+        if stats.latency is not None:
+            stats.latency.execution([start - r.enqueued_ns for r in batch], times)
+        stats.record_execution(rows, len(batch), times, queue_ns)
 
     def _settle(self, batch: list[InferenceRequest], error: KernelError | None) -> None:
         """Answer every request ``execute`` left unanswered (see the contract in backend.py)."""
