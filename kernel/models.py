@@ -45,7 +45,7 @@ from kernel.backend import (
 from kernel.errors import KernelError, Status
 from kernel.inference import InferenceRequest
 from kernel.repository import normalize_config
-from kernel.scheduling import Scheduler, SequenceBatcher, scheduler_for
+from kernel.scheduling import DirectScheduler, Scheduler, SequenceBatcher, scheduler_for
 from kernel.scheduling._rate_limiter import CPU_DEVICE, Need, RateLimiter
 from kernel.statistics import MemoryUsage, ModelStatistics
 from kernel.validation import RequestValidator
@@ -419,13 +419,20 @@ class ModelVersion:
         """Feed an instance that implements ``ModelInstance.submit``: up to ``ahead`` batches
         at once, each accounted when the instance calls its ``done`` (no task per batch).
         When the worker is cancelled (unload), the batches still out fail."""
+        if isinstance(self.scheduler, DirectScheduler):
+            feeder = _Feeder(self, item, self.scheduler, ahead)
+            try:
+                feeder.feed()
+                await anyio.sleep_forever()
+            finally:
+                feeder.stop(KernelError(Status.UNAVAILABLE, f"model '{self.name}' is unloading"))
         slots = asyncio.Semaphore(ahead)
         pending: dict[int, Callable[[BaseException | None], None]] = {}
         numbers = itertools.count()
         try:
             while True:
                 batch = await self._take_batch(slots, index)
-                self._submit(item, batch, slots, pending, next(numbers))
+                self._submit(item, batch, slots.release, pending, next(numbers))
         finally:
             unloading = KernelError(Status.UNAVAILABLE, f"model '{self.name}' is unloading")
             for number in list(pending):
@@ -436,11 +443,12 @@ class ModelVersion:
         self,
         item: _Instance,
         batch: list[InferenceRequest],
-        slots: asyncio.Semaphore,
+        release: Callable[[], None],
         pending: dict[int, Callable[[BaseException | None], None]],
         number: int,
     ) -> None:
-        """Start one batch through ``submit``; account it when the instance says it is done."""
+        """Start one batch through ``submit``; account it when the instance says it is done,
+        then ``release`` its slot."""
         self.executing += 1
         start = time.monotonic_ns()
         if self.stamp_start:
@@ -450,7 +458,7 @@ class ModelVersion:
         def finish(error: BaseException | None) -> None:
             times = item.context.take_reported_times()
             self._executed(item, batch, times, error, start, time.monotonic_ns())
-            slots.release()
+            release()
 
         def done(error: BaseException | None) -> None:
             if pending.pop(number, None) is not None:  # else already failed (unload)
@@ -645,6 +653,74 @@ class ModelVersion:
                         f"model '{self.name}' returned from execute without answering the request",
                     )
                 )
+
+
+class _Feeder:
+    """Feeds an instance that implements ``ModelInstance.submit`` from a
+    :class:`DirectScheduler` by callbacks alone: a request that finds a free slot is submitted
+    from within ``enqueue``, and a slot freed by a finished batch takes the next queued request
+    at once. The worker task only waits to be cancelled (unload), then fails what is still out.
+    No future, task switch or semaphore per request (bench/RESULTS.md, issue 14)."""
+
+    __slots__ = (
+        "_feeding",
+        "_free",
+        "_item",
+        "_numbers",
+        "_scheduler",
+        "_stopped",
+        "_version",
+        "_waiting",
+        "pending",
+    )
+
+    def __init__(
+        self, version: ModelVersion, item: _Instance, scheduler: DirectScheduler, ahead: int
+    ) -> None:
+        self._version = version
+        self._item = item
+        self._scheduler = scheduler
+        self._free = ahead
+        self._numbers = itertools.count()
+        self._feeding = False  # in feed: a slot freed meanwhile is taken by its loop
+        self._waiting = False  # registered with the scheduler (free slots, empty queue)
+        self._stopped = False
+        self.pending: dict[int, Callable[[BaseException | None], None]] = {}
+
+    def feed(self) -> None:
+        """Submit queued requests while slots are free; then wait for the next request."""
+        if self._stopped or self._feeding:
+            return
+        self._feeding = True
+        self._waiting = False
+        try:
+            scheduler = self._scheduler
+            while self._free:
+                request = scheduler.take()
+                if request is None:
+                    self._waiting = True
+                    scheduler.hand_over(self.feed)
+                    return
+                self._free -= 1
+                self._version._submit(
+                    self._item, [request], self._release, self.pending, next(self._numbers)
+                )
+        finally:
+            self._feeding = False
+
+    def _release(self) -> None:
+        """A batch was accounted: its slot takes the next request (unless already waiting)."""
+        self._free += 1
+        if not self._waiting:
+            self.feed()
+
+    def stop(self, error: KernelError) -> None:
+        """Take no more requests; fail the batches still out with ``error``."""
+        self._stopped = True
+        self._scheduler.withdraw(self.feed)
+        pending = self.pending
+        for number in list(pending):
+            pending.pop(number)(error)
 
 
 async def _ask_ready(instance: ModelInstance) -> object:
