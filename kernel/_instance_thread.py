@@ -45,6 +45,9 @@ class InstanceThread(threading.Thread):
         self._idle.set()
         self.deferred: list[Callable[[], None]] | None = None
         """While a batch runs: deliveries to make on the loop when it returns (see module doc)."""
+        self.on_free: Callable[[], None] | None = None
+        """For a feeder that counts the slots itself (no :meth:`reserve`): called on the loop
+        each time a batch returned and its ``done`` ran, instead of freeing a reservation."""
 
     def run(self) -> None:
         while True:
@@ -113,7 +116,10 @@ class InstanceThread(threading.Thread):
                 deliver()
             done(result, error, start, end)
         finally:
-            self._slots.release()
             self._outstanding -= 1
             if not self._outstanding:
                 self._idle.set()
+            if self.on_free is None:
+                self._slots.release()
+            else:
+                self.on_free()

@@ -417,23 +417,29 @@ class ModelVersion:
 
     async def _submit_worker(self, item: _Instance, index: int, ahead: int) -> None:
         """Feed an instance that implements ``ModelInstance.submit``: up to ``ahead`` batches
-        at once, each accounted when the instance calls its ``done`` (no task per batch).
-        When the worker is cancelled (unload), the batches still out fail."""
-        if isinstance(self.scheduler, DirectScheduler):
-            feeder = _Feeder(self, item, self.scheduler, ahead)
-            try:
-                feeder.feed()
-                await anyio.sleep_forever()
-            finally:
-                feeder.stop(KernelError(Status.UNAVAILABLE, f"model '{self.name}' is unloading"))
-        slots = asyncio.Semaphore(ahead)
+        at once, each accounted when the instance calls its ``done`` (no task per batch);
+        behind a DirectScheduler by callbacks alone (see _Feeder). When the worker is
+        cancelled (unload), the batches still out fail."""
         pending: dict[int, Callable[[BaseException | None], None]] = {}
         numbers = itertools.count()
+        feeder: _Feeder | None = None
         try:
+            if isinstance(self.scheduler, DirectScheduler):
+
+                def start(request: InferenceRequest) -> None:
+                    assert feeder is not None
+                    self._submit(item, [request], feeder.release, pending, next(numbers))
+
+                feeder = _Feeder(self.scheduler, ahead, start)
+                feeder.feed()
+                await anyio.sleep_forever()
+            slots = asyncio.Semaphore(ahead)
             while True:
                 batch = await self._take_batch(slots, index)
                 self._submit(item, batch, slots.release, pending, next(numbers))
         finally:
+            if feeder is not None:
+                feeder.stop()
             unloading = KernelError(Status.UNAVAILABLE, f"model '{self.name}' is unloading")
             for number in list(pending):
                 finish = pending.pop(number)
@@ -550,7 +556,19 @@ class ModelVersion:
             stamp_start=self.decoupled,
         )
         thread.start()
+        feeder: _Feeder | None = None
         try:
+            if need is None and isinstance(self.scheduler, DirectScheduler):
+
+                def start(request: InferenceRequest) -> None:
+                    batch = [request]
+                    self.executing += 1
+                    thread.submit(run, batch, functools.partial(self._executed, item, batch))
+
+                feeder = _Feeder(self.scheduler, depth, start)
+                thread.on_free = feeder.release
+                feeder.feed()
+                await anyio.sleep_forever()
             while True:
                 await thread.reserve()
                 try:
@@ -565,6 +583,8 @@ class ModelVersion:
                 self.executing += 1
                 thread.submit(run, batch, done)
         finally:
+            if feeder is not None:
+                feeder.stop()
             thread.stop()
             with anyio.CancelScope(shield=True):  # a running batch cannot be interrupted
                 await thread.wait_idle()
@@ -656,39 +676,29 @@ class ModelVersion:
 
 
 class _Feeder:
-    """Feeds an instance that implements ``ModelInstance.submit`` from a
-    :class:`DirectScheduler` by callbacks alone: a request that finds a free slot is submitted
-    from within ``enqueue``, and a slot freed by a finished batch takes the next queued request
-    at once. The worker task only waits to be cancelled (unload), then fails what is still out.
-    No future, task switch or semaphore per request (bench/RESULTS.md, issue 14)."""
+    """Feeds an instance from a :class:`DirectScheduler` by callbacks alone: a request that
+    finds a free slot starts from within ``enqueue``, and a slot freed by a finished batch takes
+    the next queued request at once. The worker task only waits to be cancelled (unload). No
+    future, task switch or semaphore per request (bench/RESULTS.md, issue 14)."""
 
-    __slots__ = (
-        "_feeding",
-        "_free",
-        "_item",
-        "_numbers",
-        "_scheduler",
-        "_stopped",
-        "_version",
-        "_waiting",
-        "pending",
-    )
+    __slots__ = ("_feeding", "_free", "_scheduler", "_start", "_stopped", "_waiting")
 
     def __init__(
-        self, version: ModelVersion, item: _Instance, scheduler: DirectScheduler, ahead: int
+        self,
+        scheduler: DirectScheduler,
+        slots: int,
+        start: Callable[[InferenceRequest], None],
     ) -> None:
-        self._version = version
-        self._item = item
         self._scheduler = scheduler
-        self._free = ahead
-        self._numbers = itertools.count()
+        self._free = slots
+        self._start = start
+        """Starts a one-request batch in a slot; :meth:`release` must follow once it is done."""
         self._feeding = False  # in feed: a slot freed meanwhile is taken by its loop
         self._waiting = False  # registered with the scheduler (free slots, empty queue)
         self._stopped = False
-        self.pending: dict[int, Callable[[BaseException | None], None]] = {}
 
     def feed(self) -> None:
-        """Submit queued requests while slots are free; then wait for the next request."""
+        """Start queued requests while slots are free; then wait for the next request."""
         if self._stopped or self._feeding:
             return
         self._feeding = True
@@ -702,25 +712,20 @@ class _Feeder:
                     scheduler.hand_over(self.feed)
                     return
                 self._free -= 1
-                self._version._submit(
-                    self._item, [request], self._release, self.pending, next(self._numbers)
-                )
+                self._start(request)
         finally:
             self._feeding = False
 
-    def _release(self) -> None:
+    def release(self) -> None:
         """A batch was accounted: its slot takes the next request (unless already waiting)."""
         self._free += 1
         if not self._waiting:
             self.feed()
 
-    def stop(self, error: KernelError) -> None:
-        """Take no more requests; fail the batches still out with ``error``."""
+    def stop(self) -> None:
+        """Take no more requests."""
         self._stopped = True
         self._scheduler.withdraw(self.feed)
-        pending = self.pending
-        for number in list(pending):
-            pending.pop(number)(error)
 
 
 async def _ask_ready(instance: ModelInstance) -> object:

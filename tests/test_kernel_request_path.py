@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from kernel import InferenceRequest, KernelError, Status
+from kernel import InferenceRequest
 from kernel.models import _Feeder
 from kernel.scheduling import DirectScheduler
 from kernel.testing import run_server
@@ -21,34 +21,28 @@ from kernel.testing import run_server
 NO_ENDPOINTS: dict[str, Any] = {"http_port": None, "grpc_port": None, "metrics_port": None}
 
 
-class _Version:
-    """What the feeder needs of a ModelVersion: ``_submit``; records each batch and its slot's
-    release, and with ``sync_fail`` releases at once (an instance failing in ``submit``)."""
+class _Instance:
+    """Records each request started and the release of its slot; with ``sync_fail`` releases
+    at once (an instance failing in ``submit``)."""
 
     def __init__(self) -> None:
         self.submitted: list[tuple[InferenceRequest, Callable[[], None]]] = []
         self.sync_fail = False
+        self.feeder: _Feeder | None = None
 
-    def _submit(
-        self,
-        item: object,
-        batch: list[InferenceRequest],
-        release: Callable[[], None],
-        pending: dict[int, Any],
-        number: int,
-    ) -> None:
-        assert len(batch) == 1
-        self.submitted.append((batch[0], release))
+    def start(self, request: InferenceRequest) -> None:
+        assert self.feeder is not None
+        self.submitted.append((request, self.feeder.release))
         if self.sync_fail:
-            release()
+            self.feeder.release()
 
 
-def _feeder(ahead: int) -> tuple[DirectScheduler, _Version, _Feeder]:
+def _feeder(slots: int) -> tuple[DirectScheduler, _Instance, _Feeder]:
     scheduler = DirectScheduler()
-    version = _Version()
-    feeder = _Feeder(version, None, scheduler, ahead)  # type: ignore[arg-type]
+    instance = _Instance()
+    feeder = instance.feeder = _Feeder(scheduler, slots, instance.start)
     feeder.feed()
-    return scheduler, version, feeder
+    return scheduler, instance, feeder
 
 
 def _requests(count: int) -> list[InferenceRequest]:
@@ -56,38 +50,38 @@ def _requests(count: int) -> list[InferenceRequest]:
 
 
 def test_requests_reach_free_slots_within_enqueue_and_freed_slots_take_the_next() -> None:
-    scheduler, version, feeder = _feeder(2)
+    scheduler, instance, feeder = _feeder(2)
     requests = _requests(5)
     for request in requests:
         scheduler.enqueue(request)
-    assert [r for r, _ in version.submitted] == requests[:2]
+    assert [r for r, _ in instance.submitted] == requests[:2]
     assert scheduler.pending() == 3
-    version.submitted[0][1]()  # the first batch is done: its slot takes the next request
-    assert [r for r, _ in version.submitted] == requests[:3]
+    instance.submitted[0][1]()  # the first batch is done: its slot takes the next request
+    assert [r for r, _ in instance.submitted] == requests[:3]
     requests[3].cancel()  # cancelled while queued: failed on the way, never submitted
-    version.submitted[1][1]()
-    assert [r for r, _ in version.submitted] == [*requests[:3], requests[4]]
+    instance.submitted[1][1]()
+    assert [r for r, _ in instance.submitted] == [*requests[:3], requests[4]]
     assert requests[3].answered
     assert scheduler.pending() == 0
-    for _, release in version.submitted[2:]:
+    for _, release in instance.submitted[2:]:
         release()
     late = InferenceRequest("m", {})
     scheduler.enqueue(late)  # two slots free and waiting: submitted at once
-    assert version.submitted[-1][0] is late
-    feeder.stop(KernelError(Status.UNAVAILABLE, "unloading"))
+    assert instance.submitted[-1][0] is late
+    feeder.stop()
     scheduler.enqueue(InferenceRequest("m", {}))  # a stopped feeder takes nothing
     assert scheduler.pending() == 1
 
 
 def test_a_long_queue_failing_in_submit_is_fed_without_recursion() -> None:
-    scheduler, version, _ = _feeder(1)
+    scheduler, instance, _ = _feeder(1)
     requests = _requests(5000)
     for request in requests:
         scheduler.enqueue(request)
-    assert len(version.submitted) == 1
-    version.sync_fail = True
-    version.submitted[0][1]()
-    assert len(version.submitted) == 5000
+    assert len(instance.submitted) == 1
+    instance.sync_fail = True
+    instance.submitted[0][1]()
+    assert len(instance.submitted) == 5000
     assert scheduler.pending() == 0
 
 
