@@ -18,7 +18,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -242,8 +242,11 @@ class _ResponseChannel:
     def _deliver(self, response: InferenceResponse) -> None:
         if self.interceptor is not None:
             self.interceptor(response, self._release)
-        else:
-            self._release(response)
+            return
+        self._buffer.append(response)  # _release, inlined: once per response
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def _release(self, response: InferenceResponse) -> None:
         self._buffer.append(response)
@@ -455,9 +458,10 @@ class InferenceRequest:
             if response.final:
                 return
 
-    async def final_response(self) -> InferenceResponse:
-        """The single response of a non-decoupled request (for frontends)."""
-        return await self._channel.get()
+    def final_response(self) -> Coroutine[Any, Any, InferenceResponse]:
+        """The single response of a non-decoupled request (for frontends): a coroutine to
+        await (the channel's own, without a frame of its own on every request's path)."""
+        return self._channel.get()
 
     # -- cancellation -----------------------------------------------------------------------
 

@@ -681,7 +681,7 @@ class _Feeder:
     the next queued request at once. The worker task only waits to be cancelled (unload). No
     future, task switch or semaphore per request (bench/RESULTS.md, issue 14)."""
 
-    __slots__ = ("_feeding", "_free", "_scheduler", "_start", "_stopped", "_waiting")
+    __slots__ = ("_feeding", "_free", "_scheduler", "_start", "_stopped", "_taker", "_waiting")
 
     def __init__(
         self,
@@ -693,6 +693,7 @@ class _Feeder:
         self._free = slots
         self._start = start
         """Starts a one-request batch in a slot; :meth:`release` must follow once it is done."""
+        self._taker = self.feed  # one bound method, registered again and again
         self._feeding = False  # in feed: a slot freed meanwhile is taken by its loop
         self._waiting = False  # registered with the scheduler (free slots, empty queue)
         self._stopped = False
@@ -709,7 +710,7 @@ class _Feeder:
                 request = scheduler.take()
                 if request is None:
                     self._waiting = True
-                    scheduler.hand_over(self.feed)
+                    scheduler.hand_over(self._taker)
                     return
                 self._free -= 1
                 self._start(request)
@@ -725,7 +726,7 @@ class _Feeder:
     def stop(self) -> None:
         """Take no more requests."""
         self._stopped = True
-        self._scheduler.withdraw(self.feed)
+        self._scheduler.withdraw(self._taker)
 
 
 async def _ask_ready(instance: ModelInstance) -> object:
