@@ -441,9 +441,8 @@ class ModelVersion:
             if feeder is not None:
                 feeder.stop()
             unloading = KernelError(Status.UNAVAILABLE, f"model '{self.name}' is unloading")
-            for number in list(pending):
-                finish = pending.pop(number)
-                finish(unloading)
+            for done in list(pending.values()):
+                done(unloading)  # each takes itself out of pending
 
     def _submit(
         self,
@@ -461,16 +460,14 @@ class ModelVersion:
             for request in batch:
                 request.started_ns = start
 
-        def finish(error: BaseException | None) -> None:
+        def done(error: BaseException | None) -> None:
+            if pending.pop(number, None) is None:
+                return  # already failed (unload)
             times = item.context.take_reported_times()
             self._executed(item, batch, times, error, start, time.monotonic_ns())
             release()
 
-        def done(error: BaseException | None) -> None:
-            if pending.pop(number, None) is not None:  # else already failed (unload)
-                finish(error)
-
-        pending[number] = finish
+        pending[number] = done
         token = _log_output.REQUEST_IDS.set(_ids(batch)) if _log_output.json_lines else None
         try:
             item.instance.submit(batch, done)
