@@ -424,7 +424,7 @@ class ModelVersion:
         numbers = itertools.count()
         feeder: _Feeder | None = None
         try:
-            if isinstance(self.scheduler, DirectScheduler):
+            if isinstance(self.scheduler, DirectScheduler) and not self.scheduler.overlapping:
 
                 def start(request: InferenceRequest) -> None:
                     assert feeder is not None
@@ -555,14 +555,19 @@ class ModelVersion:
         thread.start()
         feeder: _Feeder | None = None
         try:
-            if need is None and isinstance(self.scheduler, DirectScheduler):
+            scheduler = self.scheduler
+            if (
+                need is None
+                and isinstance(scheduler, DirectScheduler)
+                and not scheduler.overlapping
+            ):
 
                 def start(request: InferenceRequest) -> None:
                     batch = [request]
                     self.executing += 1
                     thread.submit(run, batch, functools.partial(self._executed, item, batch))
 
-                feeder = _Feeder(self.scheduler, depth, start)
+                feeder = _Feeder(scheduler, depth, start)
                 thread.on_free = feeder.release
                 feeder.feed()
                 await anyio.sleep_forever()

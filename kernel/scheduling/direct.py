@@ -31,6 +31,7 @@ class DirectScheduler(Scheduler):
         self._idle: deque[asyncio.Future[None]] = deque()  # workers waiting for a request
         self._takers: deque[Callable[[], None]] = deque()  # callback workers waiting
         self._closed: KernelError | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the workers' (looked up once)
 
     def enqueue(self, request: InferenceRequest) -> None:
         if self._closed is not None:
@@ -66,7 +67,10 @@ class DirectScheduler(Scheduler):
     async def next_batch(self, worker: int = 0) -> list[InferenceRequest]:
         while True:
             while not self._queue:
-                waiter = asyncio.get_running_loop().create_future()
+                loop = self._loop
+                if loop is None:  # CPython's lookup makes a getpid() system call each time
+                    loop = self._loop = asyncio.get_running_loop()
+                waiter = loop.create_future()
                 self._idle.append(waiter)
                 try:
                     await waiter  # after close, the worker waits here to be cancelled
