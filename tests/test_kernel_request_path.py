@@ -144,3 +144,26 @@ async def test_a_request_cancelled_while_queued_never_reaches_a_submit_instance(
                 break
             await asyncio.sleep(0.01)
         assert stats.execution_count == 2
+
+
+async def test_a_plain_def_instance_fed_by_callbacks_answers_and_counts_every_request(
+    repo: Path, add_model: Callable[..., Path], kt_config: Callable[..., str]
+) -> None:
+    """The instance thread's slots are the feeder's: more requests than slots, each answered
+    with its own input, each counted once, nothing left queued or executing."""
+    add_model(repo, "slow", kt_config("sleep", parameters={"sleep_ms": "2"}))
+    async with run_server(repo, **NO_ENDPOINTS) as srv:
+        arrays = [np.full((1, 4), n, np.float32) for n in range(20)]
+        results = await asyncio.gather(
+            *(
+                srv.server.infer_once(InferenceRequest("slow", {"INPUT0": a, "INPUT1": a}))
+                for a in arrays
+            )
+        )
+        for array, result in zip(arrays, results, strict=True):
+            assert result.error is None
+            np.testing.assert_array_equal(result.outputs["OUTPUT0"], array)
+        version = srv.server.route("slow")
+        assert version.stats.execution_count == len(arrays)
+        assert version.stats.success.count == len(arrays)
+        assert (version.pending(), version.executing, version.in_flight) == (0, 0, 0)
