@@ -561,11 +561,22 @@ class ModelVersion:
                 and isinstance(scheduler, DirectScheduler)
                 and not scheduler.overlapping
             ):
+                loop = asyncio.get_running_loop()
 
-                def start(request: InferenceRequest) -> None:
+                def submit(request: InferenceRequest) -> None:
+                    if feeder is None or feeder.stopped:  # the thread takes no more batches
+                        request.fail(
+                            KernelError(Status.UNAVAILABLE, f"model '{self.name}' is unloading")
+                        )
+                        return
                     batch = [request]
                     self.executing += 1
                     thread.submit(run, batch, functools.partial(self._executed, item, batch))
+
+                def start(request: InferenceRequest) -> None:
+                    # On the loop's next turn, as from a worker task: the request's admission
+                    # (its trace, which execute may read) completes before the thread runs it.
+                    loop.call_soon(submit, request)
 
                 feeder = _Feeder(scheduler, depth, start)
                 thread.on_free = feeder.release
@@ -683,7 +694,7 @@ class _Feeder:
     the next queued request at once. The worker task only waits to be cancelled (unload). No
     future, task switch or semaphore per request (bench/RESULTS.md, issue 14)."""
 
-    __slots__ = ("_feeding", "_free", "_scheduler", "_start", "_stopped", "_taker", "_waiting")
+    __slots__ = ("_feeding", "_free", "_scheduler", "_start", "_taker", "_waiting", "stopped")
 
     def __init__(
         self,
@@ -698,11 +709,11 @@ class _Feeder:
         self._taker = self.feed  # one bound method, registered again and again
         self._feeding = False  # in feed: a slot freed meanwhile is taken by its loop
         self._waiting = False  # registered with the scheduler (free slots, empty queue)
-        self._stopped = False
+        self.stopped = False
 
     def feed(self) -> None:
         """Start queued requests while slots are free; then wait for the next request."""
-        if self._stopped or self._feeding:
+        if self.stopped or self._feeding:
             return
         self._feeding = True
         self._waiting = False
@@ -727,7 +738,7 @@ class _Feeder:
 
     def stop(self) -> None:
         """Take no more requests."""
-        self._stopped = True
+        self.stopped = True
         self._scheduler.withdraw(self._taker)
 
 
