@@ -573,10 +573,15 @@ class ModelVersion:
                     self.executing += 1
                     thread.submit(run, batch, functools.partial(self._executed, item, batch))
 
+                tracer = getattr(self.context.server, "tracer", None)
+
                 def start(request: InferenceRequest) -> None:
-                    # On the loop's next turn, as from a worker task: the request's admission
-                    # (its trace, which execute may read) completes before the thread runs it.
-                    loop.call_soon(submit, request)
+                    if tracer is not None and tracer.active:
+                        # On the loop's next turn, as from a worker task: the admission sets
+                        # the request's trace (execute may read it) before the thread runs it.
+                        loop.call_soon(submit, request)
+                    else:
+                        submit(request)
 
                 feeder = _Feeder(scheduler, depth, start)
                 thread.on_free = feeder.release
