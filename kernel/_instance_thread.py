@@ -43,8 +43,12 @@ class InstanceThread(threading.Thread):
         self._taken = 0  # written in the thread only
         self._idle = asyncio.Event()
         self._idle.set()
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop submitting (one)
         self.deferred: list[Callable[[], None]] | None = None
         """While a batch runs: deliveries to make on the loop when it returns (see module doc)."""
+        self.on_free: Callable[[], None] | None = None
+        """For a feeder that counts the slots itself (no :meth:`reserve`): called on the loop
+        each time a batch returned and its ``done`` ran, instead of freeing a reservation."""
 
     def run(self) -> None:
         while True:
@@ -84,7 +88,10 @@ class InstanceThread(threading.Thread):
         self._outstanding += 1
         self._submitted += 1
         self._idle.clear()
-        self._jobs.put((asyncio.get_running_loop(), fn, arg, done))
+        loop = self._loop
+        if loop is None:  # looked up once: CPython's lookup makes a getpid() system call
+            loop = self._loop = asyncio.get_running_loop()
+        self._jobs.put((loop, fn, arg, done))
 
     @property
     def queued(self) -> int:
@@ -113,7 +120,10 @@ class InstanceThread(threading.Thread):
                 deliver()
             done(result, error, start, end)
         finally:
-            self._slots.release()
             self._outstanding -= 1
             if not self._outstanding:
                 self._idle.set()
+            if self.on_free is None:
+                self._slots.release()
+            else:
+                self.on_free()

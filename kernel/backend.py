@@ -267,7 +267,9 @@ class ModelInstance(ABC):
         fails the batch. When an instance overrides it, the kernel calls it instead of
         ``execute`` for unbatched requests (no rate limiter): no task per batch. When the model
         unloads, the kernel fails the batches still out and ignores their later ``done``.
-        ``execute`` stays the general path (warm-up, batching schedulers).
+        ``execute`` stays the general path (warm-up, batching schedulers). Behind the default
+        scheduler a request may reach ``submit`` from within its own admission, before the
+        kernel set its ``trace``: read a request's trace later (on a BLS call), not here.
         """
         raise NotImplementedError
 

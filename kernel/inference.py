@@ -18,7 +18,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -242,8 +242,11 @@ class _ResponseChannel:
     def _deliver(self, response: InferenceResponse) -> None:
         if self.interceptor is not None:
             self.interceptor(response, self._release)
-        else:
-            self._release(response)
+            return
+        self._buffer.append(response)  # _release, inlined: once per response
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def _release(self, response: InferenceResponse) -> None:
         self._buffer.append(response)
@@ -360,7 +363,7 @@ class InferenceRequest:
         self.id = id
         self.inputs: dict[str, npt.NDArray[Any]] = dict(inputs)
         self.requested_output_names: tuple[str, ...] = tuple(requested_output_names)
-        self.parameters: dict[str, ParameterValue] = dict(parameters or {})
+        self.parameters: dict[str, ParameterValue] = dict(parameters) if parameters else {}
         self.correlation_id = correlation_id
         self.flags = flags
         self.priority = priority
@@ -400,10 +403,14 @@ class InferenceRequest:
 
         :raises KernelError: ``INTERNAL`` if the request was already answered.
         """
+        ndarray = np.ndarray
         response = InferenceResponse(
-            outputs={name: np.asarray(value) for name, value in (outputs or {}).items()},
-            parameters=dict(parameters or {}),
-            error=None if error is None else KernelError.wrap(error),
+            {
+                name: value if type(value) is ndarray else np.asarray(value)
+                for name, value in (outputs or {}).items()
+            },
+            dict(parameters) if parameters else {},
+            None if error is None else KernelError.wrap(error),
         )
         self._channel.push(response, final=True, defer=True)
 
@@ -433,7 +440,7 @@ class InferenceRequest:
     @property
     def answered(self) -> bool:
         """Whether the final response was sent."""
-        return self._channel.closed
+        return self._channel._closed
 
     def fail(self, error: KernelError) -> bool:
         """Send ``error`` as the final response unless one was sent; ``True`` if this did."""
@@ -451,9 +458,10 @@ class InferenceRequest:
             if response.final:
                 return
 
-    async def final_response(self) -> InferenceResponse:
-        """The single response of a non-decoupled request (for frontends)."""
-        return await self._channel.get()
+    def final_response(self) -> Coroutine[Any, Any, InferenceResponse]:
+        """The single response of a non-decoupled request (for frontends): a coroutine to
+        await (the channel's own, without a frame of its own on every request's path)."""
+        return self._channel.get()
 
     # -- cancellation -----------------------------------------------------------------------
 

@@ -45,7 +45,7 @@ from kernel.backend import (
 from kernel.errors import KernelError, Status
 from kernel.inference import InferenceRequest
 from kernel.repository import normalize_config
-from kernel.scheduling import Scheduler, SequenceBatcher, scheduler_for
+from kernel.scheduling import DirectScheduler, Scheduler, SequenceBatcher, scheduler_for
 from kernel.scheduling._rate_limiter import CPU_DEVICE, Need, RateLimiter
 from kernel.statistics import MemoryUsage, ModelStatistics
 from kernel.validation import RequestValidator
@@ -417,46 +417,57 @@ class ModelVersion:
 
     async def _submit_worker(self, item: _Instance, index: int, ahead: int) -> None:
         """Feed an instance that implements ``ModelInstance.submit``: up to ``ahead`` batches
-        at once, each accounted when the instance calls its ``done`` (no task per batch).
-        When the worker is cancelled (unload), the batches still out fail."""
-        slots = asyncio.Semaphore(ahead)
+        at once, each accounted when the instance calls its ``done`` (no task per batch);
+        behind a DirectScheduler by callbacks alone (see _Feeder). When the worker is
+        cancelled (unload), the batches still out fail."""
         pending: dict[int, Callable[[BaseException | None], None]] = {}
         numbers = itertools.count()
+        feeder: _Feeder | None = None
         try:
+            if isinstance(self.scheduler, DirectScheduler) and not self.scheduler.overlapping:
+
+                def start(request: InferenceRequest) -> None:
+                    assert feeder is not None
+                    self._submit(item, [request], feeder.release, pending, next(numbers))
+
+                feeder = _Feeder(self.scheduler, ahead, start)
+                feeder.feed()
+                await anyio.sleep_forever()
+            slots = asyncio.Semaphore(ahead)
             while True:
                 batch = await self._take_batch(slots, index)
-                self._submit(item, batch, slots, pending, next(numbers))
+                self._submit(item, batch, slots.release, pending, next(numbers))
         finally:
+            if feeder is not None:
+                feeder.stop()
             unloading = KernelError(Status.UNAVAILABLE, f"model '{self.name}' is unloading")
-            for number in list(pending):
-                finish = pending.pop(number)
-                finish(unloading)
+            for done in list(pending.values()):
+                done(unloading)  # each takes itself out of pending
 
     def _submit(
         self,
         item: _Instance,
         batch: list[InferenceRequest],
-        slots: asyncio.Semaphore,
+        release: Callable[[], None],
         pending: dict[int, Callable[[BaseException | None], None]],
         number: int,
     ) -> None:
-        """Start one batch through ``submit``; account it when the instance says it is done."""
+        """Start one batch through ``submit``; account it when the instance says it is done,
+        then ``release`` its slot."""
         self.executing += 1
         start = time.monotonic_ns()
         if self.stamp_start:
             for request in batch:
                 request.started_ns = start
 
-        def finish(error: BaseException | None) -> None:
+        def done(error: BaseException | None) -> None:
+            if pending.pop(number, None) is None:
+                return  # already failed (unload)
             times = item.context.take_reported_times()
             self._executed(item, batch, times, error, start, time.monotonic_ns())
-            slots.release()
+            release()
 
-        def done(error: BaseException | None) -> None:
-            if pending.pop(number, None) is not None:  # else already failed (unload)
-                finish(error)
-
-        pending[number] = finish
+        pending[number] = done
         token = _log_output.REQUEST_IDS.set(_ids(batch)) if _log_output.json_lines else None
         try:
             item.instance.submit(batch, done)
@@ -542,7 +553,40 @@ class ModelVersion:
             stamp_start=self.decoupled,
         )
         thread.start()
+        feeder: _Feeder | None = None
         try:
+            scheduler = self.scheduler
+            if (
+                need is None
+                and isinstance(scheduler, DirectScheduler)
+                and not scheduler.overlapping
+            ):
+                loop = asyncio.get_running_loop()
+
+                def submit(request: InferenceRequest) -> None:
+                    if feeder is None or feeder.stopped:  # the thread takes no more batches
+                        request.fail(
+                            KernelError(Status.UNAVAILABLE, f"model '{self.name}' is unloading")
+                        )
+                        return
+                    batch = [request]
+                    self.executing += 1
+                    thread.submit(run, batch, functools.partial(self._executed, item, batch))
+
+                tracer = getattr(self.context.server, "tracer", None)
+
+                def start(request: InferenceRequest) -> None:
+                    if tracer is not None and tracer.active:
+                        # On the loop's next turn, as from a worker task: the admission sets
+                        # the request's trace (execute may read it) before the thread runs it.
+                        loop.call_soon(submit, request)
+                    else:
+                        submit(request)
+
+                feeder = _Feeder(scheduler, depth, start)
+                thread.on_free = feeder.release
+                feeder.feed()
+                await anyio.sleep_forever()
             while True:
                 await thread.reserve()
                 try:
@@ -557,6 +601,8 @@ class ModelVersion:
                 self.executing += 1
                 thread.submit(run, batch, done)
         finally:
+            if feeder is not None:
+                feeder.stop()
             thread.stop()
             with anyio.CancelScope(shield=True):  # a running batch cannot be interrupted
                 await thread.wait_idle()
@@ -606,14 +652,22 @@ class ModelVersion:
             failure = KernelError.wrap(error)
             if not isinstance(error, KernelError):
                 log.debug("model '%s' execute raised", self.name, exc_info=error)
-        times = times or (0, end - start, 0)
+        if times is None:
+            times = (0, end - start, 0)
         if self.traced:
             _stamp_compute(batch, times, start, end)
         self._settle(batch, failure)
-        queue_ns = sum(start - r.enqueued_ns for r in batch)
-        if self.stats.latency is not None:
-            self.stats.latency.execution([start - r.enqueued_ns for r in batch], times)
-        self.stats.record_execution(sum(r.batch_size for r in batch), len(batch), times, queue_ns)
+        stats = self.stats
+        if len(batch) == 1:  # the common case, without the generators
+            request = batch[0]
+            queue_ns = start - request.enqueued_ns
+            rows = request.batch_size
+        else:
+            queue_ns = sum(start - r.enqueued_ns for r in batch)
+            rows = sum(r.batch_size for r in batch)
+        if stats.latency is not None:
+            stats.latency.execution([start - r.enqueued_ns for r in batch], times)
+        stats.record_execution(rows, len(batch), times, queue_ns)
 
     def _settle(self, batch: list[InferenceRequest], error: KernelError | None) -> None:
         """Answer every request ``execute`` left unanswered (see the contract in backend.py)."""
@@ -637,6 +691,60 @@ class ModelVersion:
                         f"model '{self.name}' returned from execute without answering the request",
                     )
                 )
+
+
+class _Feeder:
+    """Feeds an instance from a :class:`DirectScheduler` by callbacks alone: a request that
+    finds a free slot starts from within ``enqueue``, and a slot freed by a finished batch takes
+    the next queued request at once. The worker task only waits to be cancelled (unload). No
+    future, task switch or semaphore per request (bench/RESULTS.md, issue 14)."""
+
+    __slots__ = ("_feeding", "_free", "_scheduler", "_start", "_taker", "_waiting", "stopped")
+
+    def __init__(
+        self,
+        scheduler: DirectScheduler,
+        slots: int,
+        start: Callable[[InferenceRequest], None],
+    ) -> None:
+        self._scheduler = scheduler
+        self._free = slots
+        self._start = start
+        """Starts a one-request batch in a slot; :meth:`release` must follow once it is done."""
+        self._taker = self.feed  # one bound method, registered again and again
+        self._feeding = False  # in feed: a slot freed meanwhile is taken by its loop
+        self._waiting = False  # registered with the scheduler (free slots, empty queue)
+        self.stopped = False
+
+    def feed(self) -> None:
+        """Start queued requests while slots are free; then wait for the next request."""
+        if self.stopped or self._feeding:
+            return
+        self._feeding = True
+        self._waiting = False
+        try:
+            scheduler = self._scheduler
+            while self._free:
+                request = scheduler.take()
+                if request is None:
+                    self._waiting = True
+                    scheduler.hand_over(self._taker)
+                    return
+                self._free -= 1
+                self._start(request)
+        finally:
+            self._feeding = False
+
+    def release(self) -> None:
+        """A batch was accounted: its slot takes the next request (unless already waiting)."""
+        self._free += 1
+        if not self._waiting:
+            self.feed()
+
+    def stop(self) -> None:
+        """Take no more requests."""
+        self.stopped = True
+        self._scheduler.withdraw(self._taker)
 
 
 async def _ask_ready(instance: ModelInstance) -> object:

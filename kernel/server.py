@@ -591,9 +591,13 @@ class InferenceServer:
     def _finish(
         self, version: ModelVersion, request: InferenceRequest, response: InferenceResponse
     ) -> None:
-        if request.requested_output_names and response.outputs:
-            wanted = request.requested_output_names
-            response.outputs = {k: v for k, v in response.outputs.items() if k in wanted}
+        wanted = request.requested_output_names
+        if wanted:
+            outputs = response.outputs
+            for name in outputs:
+                if name not in wanted:  # only then a new dict (clients often ask for all)
+                    response.outputs = {k: v for k, v in outputs.items() if k in wanted}
+                    break
         if self.response_cache is not None:
             self.response_cache.remember(version, request, response)
         trace = request.trace

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
 
 from kernel._proto.inference import ModelConfig
 from kernel.errors import KernelError, Status
 from kernel.inference import InferenceRequest
 from kernel.signature import implicit_inputs
-from kernel.tensors import config_type_to_datatype, datatype_of
+from kernel.tensors import config_type_to_datatype, datatype_of, datatype_to_dtype
 
 __all__ = ["RequestValidator", "TensorSpec"]
 
@@ -76,6 +80,27 @@ class RequestValidator:
         self.required = [s.name for s in self.inputs.values() if not s.optional]
         # Control and state inputs of the sequence batcher are supplied by the kernel.
         self.implicit = set(implicit_inputs(config))
+        self._plan = self._fast_plan()
+
+    def _fast_plan(self) -> dict[str, tuple[np.dtype[Any], tuple[int, ...]]] | None:
+        """Per input, the numpy dtype and the dims a request that needs nothing done to it
+        has (every input given, exact dims, no reshape): :meth:`validate` accepts such a
+        request with a dict lookup, an identity and a tuple comparison per input. None when
+        the config leaves nothing to decide once (optional, ragged, reshaped, implicit or
+        BYTES inputs, variable dims): those requests take the full checks."""
+        if self.implicit or not self.inputs:
+            return None
+        plan: dict[str, tuple[np.dtype[Any], tuple[int, ...]]] = {}
+        for spec in self.inputs.values():
+            if spec.optional or spec.ragged or spec.reshape is not None or -1 in spec.dims:
+                return None
+            if spec.datatype in ("BYTES", "BF16"):
+                return None
+            try:
+                plan[spec.name] = (datatype_to_dtype(spec.datatype), spec.dims)
+            except KernelError:
+                return None
+        return plan
 
     def _error(self, request: InferenceRequest, text: str) -> KernelError:
         rid = request.id or "<id_unknown>"
@@ -89,15 +114,54 @@ class RequestValidator:
 
         :raises KernelError: ``INVALID_ARG`` with Triton's message for the first problem.
         """
-        model = self.model_name
-        given = request.inputs
         if self.outputs:
             for name in request.requested_output_names:
                 if name not in self.outputs:
                     raise KernelError(
                         Status.INVALID_ARG,
-                        f"unexpected inference output '{name}' for model '{model}'",
+                        f"unexpected inference output '{name}' for model '{self.model_name}'",
                     )
+        given = request.inputs
+        plan = self._plan
+        if plan is not None and len(given) == len(plan):
+            batch = self._fast(plan, given)
+            if batch:
+                return batch
+        return self._validate(request)
+
+    def _fast(
+        self,
+        plan: dict[str, tuple[np.dtype[Any], tuple[int, ...]]],
+        given: dict[str, npt.NDArray[Any]],
+    ) -> int:
+        """The batch size of a request the plan accepts as it is; 0 when it does not (the full
+        checks then decide, and word any problem)."""
+        if self.max_batch_size <= 0:
+            for name, array in given.items():
+                expected = plan.get(name)
+                if expected is None or array.dtype is not expected[0]:
+                    return 0
+                if array.shape != expected[1]:
+                    return 0
+            return 1
+        batch = -1
+        for name, array in given.items():
+            expected = plan.get(name)
+            if expected is None or array.dtype is not expected[0]:
+                return 0
+            shape = array.shape
+            if not shape or shape[1:] != expected[1]:
+                return 0
+            if batch < 0:
+                batch = shape[0]
+            elif shape[0] != batch:
+                return 0
+        return batch if 1 <= batch <= self.max_batch_size else 0
+
+    def _validate(self, request: InferenceRequest) -> int:
+        """Every check, in Triton's order after the requested outputs (see validate)."""
+        model = self.model_name
+        given = request.inputs
         # Triton walks a request's inputs in reverse order (its hash map's order for few
         # inputs), which decides the listing below and which input a message names first.
         present = [n for n in reversed(given) if n not in self.implicit]
