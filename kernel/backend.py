@@ -268,8 +268,9 @@ class ModelInstance(ABC):
         ``execute`` for unbatched requests (no rate limiter): no task per batch. When the model
         unloads, the kernel fails the batches still out and ignores their later ``done``.
         ``execute`` stays the general path (warm-up, batching schedulers). Behind the default
-        scheduler a request may reach ``submit`` from within its own admission, before the
-        kernel set its ``trace``: read a request's trace later (on a BLS call), not here.
+        scheduler a request may reach ``submit`` from within its own admission (tracing off;
+        with tracing on, a loop turn later, so that a batch answered within ``submit`` still
+        gets its compute timestamps): ``done`` may come before ``submit`` returns.
         """
         raise NotImplementedError
 

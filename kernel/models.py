@@ -425,10 +425,21 @@ class ModelVersion:
         feeder: _Feeder | None = None
         try:
             if isinstance(self.scheduler, DirectScheduler) and not self.scheduler.overlapping:
+                tracer = getattr(self.context.server, "tracer", None)
+                loop = asyncio.get_running_loop()
 
-                def start(request: InferenceRequest) -> None:
+                def submit(request: InferenceRequest) -> None:
                     assert feeder is not None
                     self._submit(item, [request], feeder.release, pending, next(numbers))
+
+                def start(request: InferenceRequest) -> None:
+                    if tracer is not None and tracer.active:
+                        # On the loop's next turn: an instance may answer within submit (the
+                        # Python backend's quick answers), and the batch's compute timestamps
+                        # go to the request's trace, which the admission sets after enqueue.
+                        loop.call_soon(submit, request)
+                    else:
+                        submit(request)
 
                 feeder = _Feeder(self.scheduler, ahead, start)
                 feeder.feed()

@@ -162,3 +162,20 @@ def test_concurrent_clients_after_a_sequential_one_get_every_answer_once(
         with ThreadPoolExecutor(4) as pool:
             results = list(pool.map(client, range(4)))
         assert all(all(checks) and len(checks) == STREAK for checks in results)
+
+
+def test_traced_requests_keep_their_compute_timestamps(tmp_path: Path, helpers: Any) -> None:
+    """With tracing on, a batch starts a loop turn after its admission (which sets the trace),
+    so even an answer found while the loop waits gets Triton's compute timestamps."""
+    repository = helpers.make_repository(tmp_path / "models", ["python_add_sub"])
+    trace_file = tmp_path / "trace.json"
+    settings = {"trace_level": ["TIMESTAMPS"], "trace_rate": ["1"]}
+    config = {"python": {"answer-wait-us": "10000"}}
+    with ServerThread(
+        repository, backend_config=config, trace_file=trace_file, trace_settings=settings
+    ) as served:
+        _served_sequentially(helpers, served)
+    text = trace_file.read_text()
+    assert text.count('"REQUEST_START"') == 4 * STREAK
+    assert text.count('"COMPUTE_START"') == 4 * STREAK
+    assert text.count('"COMPUTE_END"') == 4 * STREAK
