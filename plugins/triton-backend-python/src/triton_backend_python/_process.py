@@ -61,7 +61,7 @@ from kernel import (
 )
 from triton_backend_python._convert import STATUS_BY_CODE
 from triton_backend_python._process_calls import ModelCalls
-from triton_backend_python._quick import QuickAnswers
+from triton_backend_python._quick import LINGER, QuickAnswers
 from triton_backend_python._ring import Ring, RingError, new_ring_fd
 from triton_backend_python._wire import (
     Packed,
@@ -708,10 +708,20 @@ class ModelProcess:
                 )
             )
         batch_id = next(self._batches)
+        waiting = self._batches_waiting
+        alone = (
+            not waiting
+            and (not _BUSY or (len(_BUSY) == 1 and self in _BUSY))
+            and len(inflight) == len(keys)
+        )
+        budget = self._quick.budget(alone)
+        # One client in sequence to a quick model: the process looks for the next request for
+        # a moment after answering instead of sleeping (``_quick.py``, ``LINGER``).
+        linger = LINGER if budget else 0.0
         try:
             if windows:  # before the batch: the process holds their senders from the start
                 self.send(("windows", windows))
-            self.send(("execute", batch_id, items))
+            self.send(("execute", batch_id, items, linger))
         except SharedMemoryFullError as exc:
             for key in keys:
                 inflight.pop(key, None)
@@ -721,11 +731,8 @@ class ModelProcess:
                 f"Failed to process the request(s) for model instance '{self.label}',"
                 f" message: {exc.strerror}",
             ) from exc
-        waiting = self._batches_waiting
         waiting[batch_id] = _Batch(done, requests, keys, time.perf_counter())
         _BUSY.add(self)
-        alone = len(waiting) == 1 and len(_BUSY) == 1 and len(inflight) == len(keys)
-        budget = self._quick.budget(alone)
         if budget and not self._rearming:
             self._wait_for_answer(budget)
 
