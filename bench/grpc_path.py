@@ -37,10 +37,10 @@ from http_path import _callgrind, _instructions
 from http_path import _Transport as _HttpTransport
 from perf import _repository
 
-from kernel.frontends.grpc._in_flight import InFlight
-from kernel.frontends.grpc._server import GrpcServer, ServerConnection
-from kernel.frontends.grpc._service import InferenceServicer
-from kernel.frontends.grpc._transport import methods
+from kernel.frontends._grpc._in_flight import InFlight
+from kernel.frontends._grpc._method_table import methods
+from kernel.frontends._grpc._server import GrpcServer, ServerConnection
+from kernel.frontends._grpc._service import InferenceServicer
 from kernel.testing import run_server
 
 SETUP = bytes.fromhex(

@@ -38,8 +38,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from perf import _repository
 
-from kernel.frontends.http._app import HttpApp
-from kernel.frontends.http._connection import HttpConnection
+from kernel.frontends._http._app import HttpApp
+from kernel.frontends._http._connection import HttpConnection
 from kernel.testing import run_server
 
 _HEADER = (

@@ -32,11 +32,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from http_path import REQUEST, _Transport
 from perf import _repository
 
+from kernel.frontends._http import _infer
+from kernel.frontends._http._app import HttpApp
+from kernel.frontends._http._connection import HttpConnection
+from kernel.frontends._http._reader import RequestReader
 from kernel.frontends._http_types import HttpLimits
-from kernel.frontends.http import _infer
-from kernel.frontends.http._app import HttpApp
-from kernel.frontends.http._connection import HttpConnection
-from kernel.frontends.http._reader import RequestReader
 from kernel.testing import run_server
 
 JSON_BODY = json.dumps(

@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from kernel import InferenceRequest, InferenceServer, ServerOptions
-from kernel.manager import ModelControlMode
+from kernel._manager import ModelControlMode
 
 MODEL_PY = """
 import triton_python_backend_utils as pb_utils

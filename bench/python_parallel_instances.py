@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from kernel import InferenceRequest, InferenceServer, ServerOptions
-from kernel.manager import ModelControlMode
+from kernel._manager import ModelControlMode
 
 MODEL_PY = """
 import numpy as np

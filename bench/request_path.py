@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from perf import CONFIG, MODEL_PY
 
 from kernel import InferenceRequest, InferenceServer, ServerOptions
-from kernel.manager import ModelControlMode
+from kernel._manager import ModelControlMode
 
 IN_PROCESS = 'parameters { key: "EXECUTION_MODE" value { string_value: "in_process" } }\n'
 IDENTITY = """

@@ -250,7 +250,7 @@ def frontends_available() -> bool:
     try:
         import tritonclient.grpc.aio  # noqa: F401
 
-        import kernel.frontends.grpc  # noqa: F401
+        import kernel.frontends._grpc  # noqa: F401
     except ImportError:
         return False
     return True

@@ -4,7 +4,7 @@ The public surface for plugin authors and embedders. Everything not re-exported 
 private and may change without notice.
 
 The names are imported on first use (PEP 562), not when ``kernel`` is: the ``kernel`` command
-lives in ``kernel.cli``, and ``kernel --help`` or ``kernel backends`` must not pay for the
+lives in ``kernel._cli``, and ``kernel --help`` or ``kernel backends`` must not pay for the
 server stack, numpy and the generated protobuf code that importing this package would
 otherwise pull in.
 """
@@ -16,25 +16,25 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from kernel._backend import Backend as Backend
+    from kernel._backend import BackendAttributes as BackendAttributes
+    from kernel._backend import BackendContext as BackendContext
+    from kernel._backend import InstanceContext as InstanceContext
+    from kernel._backend import MemoryUsage as MemoryUsage
+    from kernel._backend import Model as Model
+    from kernel._backend import ModelContext as ModelContext
+    from kernel._backend import ModelInstance as ModelInstance
+    from kernel._backend import ServerHandle as ServerHandle
+    from kernel._errors import KernelError as KernelError
+    from kernel._errors import Status as Status
+    from kernel._inference import InferenceRequest as InferenceRequest
+    from kernel._inference import InferenceResponse as InferenceResponse
+    from kernel._inference import ParameterValue as ParameterValue
+    from kernel._inference import RequestFlags as RequestFlags
+    from kernel._inference import ResponseSender as ResponseSender
+    from kernel._options import ServerOptions as ServerOptions
     from kernel._proto.inference import ModelConfig as ModelConfig
-    from kernel.backend import Backend as Backend
-    from kernel.backend import BackendAttributes as BackendAttributes
-    from kernel.backend import BackendContext as BackendContext
-    from kernel.backend import InstanceContext as InstanceContext
-    from kernel.backend import MemoryUsage as MemoryUsage
-    from kernel.backend import Model as Model
-    from kernel.backend import ModelContext as ModelContext
-    from kernel.backend import ModelInstance as ModelInstance
-    from kernel.backend import ServerHandle as ServerHandle
-    from kernel.errors import KernelError as KernelError
-    from kernel.errors import Status as Status
-    from kernel.inference import InferenceRequest as InferenceRequest
-    from kernel.inference import InferenceResponse as InferenceResponse
-    from kernel.inference import ParameterValue as ParameterValue
-    from kernel.inference import RequestFlags as RequestFlags
-    from kernel.inference import ResponseSender as ResponseSender
-    from kernel.options import ServerOptions as ServerOptions
-    from kernel.server import InferenceServer as InferenceServer
+    from kernel._server import InferenceServer as InferenceServer
     from kernel.tensors import DATATYPES as DATATYPES
     from kernel.tensors import datatype_of as datatype_of
     from kernel.tensors import datatype_to_dtype as datatype_to_dtype
@@ -67,24 +67,24 @@ __all__ = [
 
 _LAZY = {
     "ModelConfig": "kernel._proto.inference",
-    "Backend": "kernel.backend",
-    "BackendAttributes": "kernel.backend",
-    "BackendContext": "kernel.backend",
-    "InstanceContext": "kernel.backend",
-    "MemoryUsage": "kernel.backend",
-    "Model": "kernel.backend",
-    "ModelContext": "kernel.backend",
-    "ModelInstance": "kernel.backend",
-    "ServerHandle": "kernel.backend",
-    "KernelError": "kernel.errors",
-    "Status": "kernel.errors",
-    "InferenceRequest": "kernel.inference",
-    "InferenceResponse": "kernel.inference",
-    "ParameterValue": "kernel.inference",
-    "RequestFlags": "kernel.inference",
-    "ResponseSender": "kernel.inference",
-    "ServerOptions": "kernel.options",
-    "InferenceServer": "kernel.server",
+    "Backend": "kernel._backend",
+    "BackendAttributes": "kernel._backend",
+    "BackendContext": "kernel._backend",
+    "InstanceContext": "kernel._backend",
+    "MemoryUsage": "kernel._backend",
+    "Model": "kernel._backend",
+    "ModelContext": "kernel._backend",
+    "ModelInstance": "kernel._backend",
+    "ServerHandle": "kernel._backend",
+    "KernelError": "kernel._errors",
+    "Status": "kernel._errors",
+    "InferenceRequest": "kernel._inference",
+    "InferenceResponse": "kernel._inference",
+    "ParameterValue": "kernel._inference",
+    "RequestFlags": "kernel._inference",
+    "ResponseSender": "kernel._inference",
+    "ServerOptions": "kernel._options",
+    "InferenceServer": "kernel._server",
     "DATATYPES": "kernel.tensors",
     "datatype_of": "kernel.tensors",
     "datatype_to_dtype": "kernel.tensors",

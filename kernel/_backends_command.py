@@ -84,7 +84,7 @@ def _model_runtimes(
 ) -> list[tuple[str, ...]]:
     """A row per model whose ``runtime`` is a Python file found in its own folders (a
     Python-based backend of that model only)."""
-    from kernel.repository import ModelRepository
+    from kernel._repository import ModelRepository
 
     rows: list[tuple[str, ...]] = []
     repository = ModelRepository(list(repositories))

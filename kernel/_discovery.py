@@ -1,6 +1,6 @@
 """Which backends are installed, read from package metadata without importing any of them.
 
-Kept apart from :mod:`kernel.registry` (which imports anyio and the plugin contract) so that
+Kept apart from :mod:`kernel._registry` (which imports anyio and the plugin contract) so that
 ``kernel backends`` and ``kernel --help`` stay light: nothing here imports more than the
 standard library.
 
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 
-from kernel.errors import KernelError, Status
+from kernel._errors import KernelError, Status
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -61,7 +61,7 @@ PROJECT_DISTRIBUTIONS = {
 }
 """Backends this repository ships, by the distribution that installs each."""
 
-log = logging.getLogger("kernel.registry")
+log = logging.getLogger("kernel._registry")
 
 
 @dataclass(frozen=True, slots=True)

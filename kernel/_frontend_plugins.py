@@ -20,7 +20,7 @@ from importlib.metadata import EntryPoint, entry_points
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from kernel.server import Frontend
+    from kernel._server import Frontend
 
 __all__ = [
     "BUILTIN_FRONTENDS",
@@ -61,7 +61,7 @@ class FrontendPlugin(Protocol):
         """Declare the frontend's own flags, each spelled ``--<name>-...``, on ``group``.
 
         Called by ``kernel serve`` while it builds its parser (also for ``--help``), and by the
-        server for a frontend enabled through :class:`kernel.options.FrontendConfig`.
+        server for a frontend enabled through :class:`kernel._options.FrontendConfig`.
         """
         ...
 
@@ -103,19 +103,19 @@ HTTP = _BuiltinFrontend(
     "http",
     8000,
     "KServe v2 REST with Triton's extensions, generate and generate_stream (HTTP/1.1)",
-    "kernel.frontends.http:HttpFrontend",
+    "kernel.frontends._http:HttpFrontend",
 )
 GRPC = _BuiltinFrontend(
     "grpc",
     8001,
     "inference.GRPCInferenceService and grpc.health.v1 (HTTP/2)",
-    "kernel.frontends.grpc:GrpcFrontend",
+    "kernel.frontends._grpc:GrpcFrontend",
 )
 METRICS = _BuiltinFrontend(
     "metrics",
     8002,
     "Prometheus metrics, Triton's nv_* families",
-    "kernel.frontends.metrics:MetricsFrontend",
+    "kernel.frontends._metrics:MetricsFrontend",
 )
 
 BUILTIN_FRONTENDS: dict[str, FrontendPlugin] = {"http": HTTP, "grpc": GRPC, "metrics": METRICS}

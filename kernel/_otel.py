@@ -43,7 +43,7 @@ from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags, TraceState
 
-from kernel.errors import KernelError, Status
+from kernel._errors import KernelError, Status
 
 if TYPE_CHECKING:
     from kernel._tracing import RequestTrace, Tracer

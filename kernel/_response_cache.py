@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from kernel.inference import InferenceRequest, InferenceResponse, ParameterValue
+from kernel._inference import InferenceRequest, InferenceResponse, ParameterValue
 from kernel.tensors import datatype_of
 
 if TYPE_CHECKING:
-    from kernel.models import ModelVersion
+    from kernel._models import ModelVersion
 
 __all__ = ["CacheStatistics", "ResponseCache", "ResponseCaching", "parse_cache_config"]
 

@@ -1,7 +1,7 @@
 """Triton-mode request traces: which requests are traced, their events, the JSON trace files.
 
 tritonserver's ``--trace-config triton,file=PATH`` and the trace settings (``level``, ``rate``,
-``count``, ``log_frequency``; global and per model, see :mod:`kernel.trace_settings`) decide:
+``count``, ``log_frequency``; global and per model, see :mod:`kernel._trace_settings`) decide:
 
 - every ``rate``-th request of a model is traced while ``count`` (``-1``: no limit) lasts;
 - a traced request records Triton's timestamps (``REQUEST_START``, ``QUEUE_START``,
@@ -40,8 +40,8 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from kernel.errors import KernelError, Status
-from kernel.trace_settings import TraceStore
+from kernel._errors import KernelError, Status
+from kernel._trace_settings import TraceStore
 
 __all__ = ["RequestTrace", "TraceSink", "Tracer", "tensor_json"]
 
@@ -409,7 +409,7 @@ class Tracer:
         self, traceparent: str | None, tracestate: str | None = None
     ) -> RequestTrace | None:
         """The trace a client's W3C ``traceparent`` (and ``tracestate``) asks to continue, to
-        set as the request's :attr:`~kernel.inference.InferenceRequest.trace` before it is
+        set as the request's :attr:`~kernel._inference.InferenceRequest.trace` before it is
         submitted; ``None`` for no header or a malformed one (then the rate decides)."""
         if not traceparent:
             return None

@@ -25,11 +25,11 @@ import anyio
 import numpy as np
 import numpy.typing as npt
 
+from kernel._backend import InstanceContext, ModelInstance
+from kernel._errors import KernelError, Status
 from kernel._hooks import is_async
+from kernel._inference import InferenceRequest
 from kernel._proto.inference import DataType, ModelConfig, ModelWarmup, ModelWarmupInput
-from kernel.backend import InstanceContext, ModelInstance
-from kernel.errors import KernelError, Status
-from kernel.inference import InferenceRequest
 from kernel.tensors import config_type_to_datatype, datatype_to_dtype
 
 __all__ = ["WarmupSample", "run_warmup", "warmup_samples"]

@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from kernel.backend import InstanceContext
-from kernel.errors import KernelError, Status
-from kernel.inference import InferenceRequest
+from kernel._backend import InstanceContext
+from kernel._errors import KernelError, Status
+from kernel._inference import InferenceRequest
 
 __all__ = ["gather", "run_groups", "scatter"]
 

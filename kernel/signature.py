@@ -34,6 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, TypedDict
 
+from kernel._errors import KernelError, Status
 from kernel.config import (
     DataType,
     ModelConfig,
@@ -42,7 +43,6 @@ from kernel.config import (
     ModelOutput,
     ModelTensorReshape,
 )
-from kernel.errors import KernelError, Status
 
 __all__ = [
     "DEFAULT_MAX_BATCH_SIZE",

@@ -15,7 +15,7 @@ import ml_dtypes
 import numpy as np
 import numpy.typing as npt
 
-from kernel.errors import KernelError, Status
+from kernel._errors import KernelError, Status
 
 __all__ = [
     "DATATYPES",

@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from kernel._serve import options_from_args
-from kernel.cli import _build_parser
-from kernel.registry import backend_settings
+from kernel._cli import _build_parser
+from kernel._registry import backend_settings
+from kernel._serve_command import options_from_args
 from kernel.testing import run_server
 
 NO_ENDPOINTS = {"http_port": None, "grpc_port": None, "metrics_port": None}

@@ -9,7 +9,7 @@ from typing import Any
 import betterproto2
 import pytest
 
-from kernel._config import (
+from kernel._config_text import (
     ConfigParseError,
     config_from_json,
     config_to_json,

@@ -16,7 +16,7 @@ import kernel
 
 _PROBE = """
 import json, sys
-from kernel.cli import main
+from kernel._cli import main
 try:
     main(sys.argv[1:])
 except SystemExit:
@@ -32,9 +32,9 @@ _HEAVY = (
     "httptools",
     "betterproto2",
     "google.protobuf",
-    "kernel.server",
-    "kernel.backend",
-    "kernel.registry",
+    "kernel._server",
+    "kernel._backend",
+    "kernel._registry",
     "kernel._proto",
     "kernel.frontends",
     "onnxruntime",
@@ -62,7 +62,7 @@ def _modules_after(*args: str) -> tuple[str, set[str]]:
 def test_command_imports_nothing_heavy(args: list[str]) -> None:
     stdout, modules = _modules_after(*args)
     assert stdout.strip(), "the command printed nothing"
-    heavy = sorted(m for m in modules if m.split(".")[0] in _HEAVY or m.startswith(_HEAVY))
+    heavy = sorted(m for m in modules if any(m == h or m.startswith(h + ".") for h in _HEAVY))
     assert heavy == []
 
 
@@ -77,8 +77,8 @@ def test_package_exports_load_on_first_use() -> None:
         [
             sys.executable,
             "-c",
-            "import sys, kernel; assert 'kernel.server' not in sys.modules;"
-            " s = kernel.InferenceServer; assert 'kernel.server' in sys.modules;"
+            "import sys, kernel; assert 'kernel._server' not in sys.modules;"
+            " s = kernel.InferenceServer; assert 'kernel._server' in sys.modules;"
             " print(s.__module__)",
         ],
         capture_output=True,
@@ -86,7 +86,7 @@ def test_package_exports_load_on_first_use() -> None:
         timeout=60,
     )
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "kernel.server"
+    assert out.stdout.strip() == "kernel._server"
     with pytest.raises(AttributeError, match="no attribute 'NoSuchName'"):
         _ = kernel.NoSuchName  # type: ignore[attr-defined]
     assert set(kernel.__all__) <= set(dir(kernel))

@@ -26,8 +26,8 @@ import pytest
 import referencing
 import yaml
 
-from kernel._serve import options_from_args
-from kernel.cli import _build_parser
+from kernel._cli import _build_parser
+from kernel._serve_command import options_from_args
 from kernel.testing import ServerThread
 
 ROOT = Path(__file__).resolve().parent.parent

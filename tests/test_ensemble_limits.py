@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from kernel import InferenceRequest
-from kernel.manager import ModelControlMode
+from kernel._manager import ModelControlMode
 from kernel.testing import run_server, write_model
 
 NO_ENDPOINTS = {"http_port": None, "grpc_port": None, "metrics_port": None}

@@ -1,6 +1,6 @@
-"""The one status table of kernel/errors.py, walked for both protocols.
+"""The one status table of kernel/_errors.py, walked for both protocols.
 
-Every :class:`~kernel.errors.Status` has an HTTP and a gRPC code; a client's mistakes map to
+Every :class:`~kernel._errors.Status` has an HTTP and a gRPC code; a client's mistakes map to
 client codes, only the server's own faults to 5xx / INTERNAL. Then, for every status a request
 can meet at this layer, one real request over HTTP (raw, as any client would send it) and one
 over gRPC (tritonclient's generated stub) must come back with exactly the table's codes.
@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from kernel.errors import STATUS_TABLE, KernelError, Status, grpc_status, http_status
+from kernel._errors import STATUS_TABLE, KernelError, Status, grpc_status, http_status
 from kernel.testing import RunningServer, ServerThread, write_model
 
 ADDSUB = """

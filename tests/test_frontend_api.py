@@ -1,6 +1,6 @@
 """The protocol-neutral frontend API and what it guards, through both real clients.
 
-One routing per request (``server.prepare``); neither frontend imports ``kernel.models``;
+One routing per request (``server.prepare``); neither frontend imports ``kernel._models``;
 classification labels follow a reload; model names are validated on every route that takes
 one; a load's files stay in their folder; shared-memory keys name only shared-memory objects;
 request parameters and settings follow one set of rules on both protocols.
@@ -27,7 +27,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 import kernel.frontends
-from kernel.manager import ModelControlMode
+from kernel._manager import ModelControlMode
 from kernel.testing import RunningServer, ServerThread, write_model
 
 CLASSIFIER = """
@@ -116,9 +116,9 @@ def test_no_frontend_imports_the_model_internals() -> None:
                 names = [alias.name for alias in node.names]
             else:
                 continue
-            assert not any(n == "kernel.models" or n.startswith("kernel.models.") for n in names), (
-                path
-            )
+            assert not any(
+                n == "kernel._models" or n.startswith("kernel._models.") for n in names
+            ), path
 
 
 def test_each_request_is_routed_once(

@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 
 import kernel.frontends
+from kernel._cli import _build_parser
+from kernel._errors import KernelError
 from kernel._frontend_plugins import load_frontend_plugins, plugin_arguments
-from kernel.cli import _build_parser
-from kernel.errors import KernelError
+from kernel._server import InferenceServer
 from kernel.frontends import (
     FrontendConfig,
     HttpLimits,
@@ -26,7 +27,6 @@ from kernel.frontends import (
     Reply,
     StreamingReply,
 )
-from kernel.server import InferenceServer
 from kernel.testing import ServerThread
 
 
@@ -202,7 +202,7 @@ def test_kernel_serve_declares_a_plugins_flags() -> None:
     assert (args.echo_port, args.echo_address, args.echo_greeting) == (0, None, "hi")
     assert parser.parse_args(["serve"]).echo_port is None  # default_port None: off
     assert parser.parse_args(["serve"]).exit_on_frontend_error is False
-    from kernel._serve import options_from_args
+    from kernel._serve_command import options_from_args
 
     plugins = {"echo": EchoPlugin()}
     options = options_from_args(parser.parse_args(["serve", "--echo-port", "0"]), plugins)
@@ -220,7 +220,7 @@ def test_plugin_arguments_prefix() -> None:
 
 def test_kernel_frontends_lists_the_installed_ones() -> None:
     out = subprocess.run(
-        [sys.executable, "-c", "from kernel.cli import main; main(['frontends'])"],
+        [sys.executable, "-c", "from kernel._cli import main; main(['frontends'])"],
         capture_output=True,
         text=True,
         timeout=60,

@@ -18,11 +18,11 @@ from hyperframe.frame import Frame
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kernel.frontends.grpc._connection import Connection
-from kernel.frontends.grpc._hpack import Decoder, HpackError
-from kernel.frontends.grpc._limits import Http2Limits
-from kernel.frontends.grpc._rpc import Method, Stream
-from kernel.frontends.grpc._wire import PREFACE, frame
+from kernel.frontends._grpc._connection import Connection
+from kernel.frontends._grpc._hpack import Decoder, HpackError
+from kernel.frontends._grpc._limits import Http2Limits
+from kernel.frontends._grpc._rpc import Method, Stream
+from kernel.frontends._grpc._wire import PREFACE, frame
 
 EXAMPLES = int(os.environ.get("KERNEL_FUZZ_EXAMPLES", "60"))
 FUZZ = settings(

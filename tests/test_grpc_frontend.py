@@ -29,15 +29,15 @@ import tritonclient.utils.shared_memory as shm
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
+from kernel._inference import RequestFlags
+from kernel._manager import ModelControlMode
 from kernel._proto.grpc.health.v1 import (
     HealthCheckRequest,
     HealthCheckResponse,
     HealthCheckResponseServingStatus,
 )
-from kernel.frontends.grpc._messages import InferRequestPb
-from kernel.frontends.grpc._tensors import TensorCodec
-from kernel.inference import RequestFlags
-from kernel.manager import ModelControlMode
+from kernel.frontends._grpc._messages import InferRequestPb
+from kernel.frontends._grpc._tensors import TensorCodec
 from kernel.testing import RunningServer, ServerThread, run_server, write_model
 
 

@@ -19,8 +19,8 @@ import pytest
 import tritonclient.grpc as grpcclient
 from grpclib.const import Cardinality
 
-from kernel.frontends.grpc._messages import InferRequestPb, InferRequestReader
-from kernel.frontends.grpc._rpc import Method, Stream
+from kernel.frontends._grpc._messages import InferRequestPb, InferRequestReader
+from kernel.frontends._grpc._rpc import Method, Stream
 from kernel.testing import RunningServer, ServerThread, write_model
 
 IMAGE = np.arange(3 * 128 * 128, dtype=np.float32).reshape(1, 3, 128, 128) / 7

@@ -1,4 +1,4 @@
-"""Requests that repeat a shape (``kernel.frontends.grpc._tensors``' plans): a request equal to
+"""Requests that repeat a shape (``kernel.frontends._grpc._tensors``' plans): a request equal to
 an earlier one but for its id and data is built from what that one decoded to. These tests send
 such requests with tritonclient, and raw stubs for what it would not build, and check every
 answer is the one a first request gets: the data and id of each request, its parameters, and
@@ -16,8 +16,8 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from kernel.frontends.grpc._messages import InferRequestReader
-from kernel.frontends.grpc._tensors import TensorCodec
+from kernel.frontends._grpc._messages import InferRequestReader
+from kernel.frontends._grpc._tensors import TensorCodec
 from kernel.testing import RunningServer, ServerThread, run_server, write_model
 
 

@@ -1,4 +1,4 @@
-"""The hand-written ``ModelInferResponse`` (``kernel.frontends.grpc._response_wire``) is byte for
+"""The hand-written ``ModelInferResponse`` (``kernel.frontends._grpc._response_wire``) is byte for
 byte what the protobuf runtime serializes for the same message, behind gRPC's message prefix."""
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from kernel.frontends.grpc._messages import InferResponsePb
-from kernel.frontends.grpc._response_wire import ResponseWire
-from kernel.frontends.grpc._tensors import DecodedRequest, TensorCodec
-from kernel.inference import InferenceRequest, InferenceResponse
+from kernel._inference import InferenceRequest, InferenceResponse
+from kernel.frontends._grpc._messages import InferResponsePb
+from kernel.frontends._grpc._response_wire import ResponseWire
+from kernel.frontends._grpc._tensors import DecodedRequest, TensorCodec
 from kernel.tensors import array_to_bytes, datatype_of
 
 _CASES: list[tuple[str, str, str, dict[str, Any]]] = [

@@ -1,4 +1,4 @@
-"""The kernel's HTTP/2 transport for gRPC (``kernel.frontends.grpc._server`` and the layers under
+"""The kernel's HTTP/2 transport for gRPC (``kernel.frontends._grpc._server`` and the layers under
 it), seen by real clients.
 
 The rpcs themselves are covered by ``test_grpc_frontend.py`` and ``test_grpc_errors.py``; these
@@ -29,8 +29,8 @@ from hypothesis import strategies as st
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
-from kernel.frontends.grpc._hpack import Decoder, HpackError, encode
-from kernel.manager import ModelControlMode
+from kernel._manager import ModelControlMode
+from kernel.frontends._grpc._hpack import Decoder, HpackError, encode
 from kernel.testing import RunningServer, ServerThread, write_model
 
 IDENTITY = """

@@ -1,4 +1,4 @@
-"""The sans-IO HTTP/2 core (``kernel.frontends.grpc._connection``), fed bytes, no sockets.
+"""The sans-IO HTTP/2 core (``kernel.frontends._grpc._connection``), fed bytes, no sockets.
 
 Frames are built with ``hyperframe`` (valid ones) or by hand (those no library would build), header
 blocks with the ``hpack`` package's encoder, and the core's output is parsed back with
@@ -26,9 +26,9 @@ from hyperframe.frame import (
     WindowUpdateFrame,
 )
 
-from kernel.frontends.grpc._connection import Connection
-from kernel.frontends.grpc._limits import Http2Limits
-from kernel.frontends.grpc._wire import PREFACE, frame
+from kernel.frontends._grpc._connection import Connection
+from kernel.frontends._grpc._limits import Http2Limits
+from kernel.frontends._grpc._wire import PREFACE, frame
 
 NO_ERROR, PROTOCOL_ERROR, FLOW_CONTROL_ERROR, STREAM_CLOSED, FRAME_SIZE_ERROR = 0, 1, 3, 5, 6
 REFUSED_STREAM, CANCEL, COMPRESSION_ERROR, ENHANCE_YOUR_CALM = 7, 8, 9, 11

@@ -10,8 +10,8 @@ from typing import Any
 
 from hyperframe.frame import HeadersFrame, RstStreamFrame, SettingsFrame
 
-from kernel.frontends.grpc._connection import Connection
-from kernel.frontends.grpc._wire import PREFACE
+from kernel.frontends._grpc._connection import Connection
+from kernel.frontends._grpc._wire import PREFACE
 
 _BASE = b"\x83\x86\x04\x02/a"  # :method POST, :scheme http, :path /a (static name, no indexing)
 _BASE_FIELDS = [(b":method", b"POST"), (b":scheme", b"http"), (b":path", b"/a")]

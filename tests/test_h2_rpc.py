@@ -1,4 +1,4 @@
-"""The gRPC layer (``kernel.frontends.grpc._rpc``) on a recording stand-in for the HTTP/2 core.
+"""The gRPC layer (``kernel.frontends._grpc._rpc``) on a recording stand-in for the HTTP/2 core.
 
 Flow-control credit follows the handler (a queued streaming message is credited when read, a
 message being assembled as it arrives), the length prefix is checked before anything is
@@ -14,8 +14,8 @@ from typing import Any
 import hpack
 from grpclib.const import Cardinality
 
-from kernel.frontends.grpc._rpc import Method, Stream, refusal
-from kernel.frontends.grpc._wire import timeout_seconds
+from kernel.frontends._grpc._rpc import Method, Stream, refusal
+from kernel.frontends._grpc._wire import timeout_seconds
 
 
 class _Core:

@@ -22,10 +22,10 @@ import h2.events
 import h2.settings
 import pytest
 
-from kernel._serve import options_from_args
-from kernel.cli import _build_parser
-from kernel.frontends.grpc._limits import Http2Limits
-from kernel.frontends.grpc._server import GrpcServer, ServerConnection
+from kernel._cli import _build_parser
+from kernel._serve_command import options_from_args
+from kernel.frontends._grpc._limits import Http2Limits
+from kernel.frontends._grpc._server import GrpcServer, ServerConnection
 from kernel.testing import RunningServer, ServerThread
 
 LIVE = b"/inference.GRPCInferenceService/ServerLive"

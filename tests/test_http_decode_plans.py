@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import tritonclient.http as httpclient
 
-from kernel.errors import KernelError
-from kernel.frontends.http._infer import BINARY, DecodePlans, InferCall, decode_request
-from kernel.inference import RequestFlags
+from kernel._errors import KernelError
+from kernel._inference import RequestFlags
+from kernel.frontends._http._infer import BINARY, DecodePlans, InferCall, decode_request
 from kernel.testing import RunningServer, ServerThread, write_model
 
 ADDSUB = """

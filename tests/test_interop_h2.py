@@ -37,7 +37,7 @@ from h2.events import (
 from h2.settings import SettingCodes
 from tritonclient.grpc import service_pb2
 
-from kernel.options import TlsSettings
+from kernel._options import TlsSettings
 from kernel.testing import RunningServer, ServerThread, write_model
 
 SERVICE = "/inference.GRPCInferenceService/"

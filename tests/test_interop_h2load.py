@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from kernel.options import TlsSettings
+from kernel._options import TlsSettings
 from kernel.testing import RunningServer, ServerThread, write_model
 
 IDENTITY = """

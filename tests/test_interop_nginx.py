@@ -29,7 +29,7 @@ import tritonclient.grpc.aio as aioclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from kernel.options import TlsSettings
+from kernel._options import TlsSettings
 from kernel.testing import RunningServer, ServerThread, write_model
 
 TEMPLATE = Path(__file__).parent / "interop" / "nginx.conf.template"
@@ -336,7 +336,7 @@ def test_deadlines_and_cancellation_through_nginx(proxy: Proxy, kernel: RunningS
         np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), a + a)
     finally:
         client.close()
-    slow_version = kernel.server.route("slow")
+    slow_version = kernel._server.route("slow")
     for _ in range(400):  # bounded: the two slow requests end (answered or cancelled)
         if not slow_version.in_flight:
             break

@@ -12,7 +12,7 @@ import pytest
 
 import kernel
 from kernel import InferenceRequest, KernelError, Status
-from kernel.inference import InferenceResponse
+from kernel._inference import InferenceResponse
 from kernel.testing import run_server
 
 NO_ENDPOINTS = {"http_port": None, "grpc_port": None, "metrics_port": None}

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from kernel import InferenceRequest
-from kernel.registry import PROJECT_DISTRIBUTIONS, BackendRegistry
+from kernel._registry import PROJECT_DISTRIBUTIONS, BackendRegistry
 from kernel.testing import run_server
 
 NO_ENDPOINTS = {"http_port": None, "grpc_port": None, "metrics_port": None}
@@ -34,7 +34,7 @@ def test_backends_are_imported_only_when_a_model_needs_them(tmp_path: Path) -> N
     code = """
 import sys, anyio
 from kernel import InferenceServer, ServerOptions
-from kernel.registry import PROJECT_DISTRIBUTIONS, BackendRegistry
+from kernel._registry import PROJECT_DISTRIBUTIONS, BackendRegistry
 assert "kerneltest" in BackendRegistry.installed()
 async def main():
     options = ServerOptions(model_repositories=[sys.argv[1]], http_port=None, grpc_port=None,

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from kernel import InferenceRequest, Status
-from kernel.statistics import ModelStatistics
+from kernel._statistics import ModelStatistics
 from kernel.testing import RunningServer, run_server
 
 NO_ENDPOINTS = {"http_port": None, "grpc_port": None, "metrics_port": None}

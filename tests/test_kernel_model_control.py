@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from kernel import InferenceRequest, KernelError, Status
-from kernel.manager import ModelControlMode
+from kernel._manager import ModelControlMode
 from kernel.testing import run_server
 
 NO_ENDPOINTS = {"http_port": None, "grpc_port": None, "metrics_port": None}

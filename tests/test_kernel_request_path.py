@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from kernel import InferenceRequest
-from kernel.models import _Feeder
-from kernel.scheduling import DirectScheduler
+from kernel._models import _Feeder
+from kernel._scheduling import DirectScheduler
 from kernel.testing import run_server
 
 NO_ENDPOINTS: dict[str, Any] = {"http_port": None, "grpc_port": None, "metrics_port": None}

@@ -10,7 +10,7 @@ import pytest
 
 import kernel.signature
 from kernel import KernelError, ModelConfig, Status
-from kernel._config import parse_model_config
+from kernel._config_text import parse_model_config
 from kernel.config import ModelInput, ModelOutput, ModelTensorReshape
 from kernel.signature import (
     DEFAULT_MAX_BATCH_SIZE,

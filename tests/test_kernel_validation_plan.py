@@ -12,8 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kernel import InferenceRequest, KernelError
-from kernel._config import parse_model_config
-from kernel.validation import RequestValidator
+from kernel._config_text import parse_model_config
+from kernel._validation import RequestValidator
 
 UNBATCHED = """
 name: "m"

@@ -13,8 +13,8 @@ import pytest
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from kernel.frontends.metrics import _CpuSampler, _memory, render_metrics
-from kernel.statistics import FailureReason, ModelStatistics
+from kernel._statistics import FailureReason, ModelStatistics
+from kernel.frontends._metrics import _CpuSampler, _memory, render_metrics
 from kernel.testing import RunningServer, ServerThread, write_model
 
 CONFIG = """

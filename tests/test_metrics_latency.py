@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from kernel._inference import InferenceRequest
 from kernel._latency import Histogram, SlidingSummary, parse_metrics_config
-from kernel.inference import InferenceRequest
 from kernel.testing import run_server, write_model
 
 SUMMARIES = [
@@ -121,8 +121,8 @@ async def test_latency_families_parse_and_count(
 
 
 def test_latency_families_off_by_default() -> None:
-    from kernel.frontends.metrics import render_metrics
-    from kernel.statistics import ModelStatistics
+    from kernel._statistics import ModelStatistics
+    from kernel.frontends._metrics import render_metrics
 
     text = render_metrics([(ModelStatistics("m", 1), 0)], 0.0, (1, 1))
     assert "summary" not in text and "histogram" not in text
@@ -155,9 +155,9 @@ def test_grafana_dashboard_uses_only_families_the_server_exposes() -> None:
     import re
 
     from kernel._latency import LatencyConfig, LatencyRecorder
+    from kernel._statistics import ModelStatistics
     from kernel.frontends._gpu import GpuMetrics
-    from kernel.frontends.metrics import render_metrics
-    from kernel.statistics import ModelStatistics
+    from kernel.frontends._metrics import render_metrics
 
     path = (
         Path(__file__).resolve().parents[1] / "deploy" / "grafana" / "triton-kernel-dashboard.json"

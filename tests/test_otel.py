@@ -25,12 +25,12 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from kernel._serve import options_from_args
+from kernel._cli import _build_parser
+from kernel._errors import KernelError
+from kernel._serve_command import options_from_args
+from kernel._trace_settings import TraceStore
 from kernel._tracing import Tracer
-from kernel.cli import _build_parser
-from kernel.errors import KernelError
 from kernel.testing import ServerThread, write_model
-from kernel.trace_settings import TraceStore
 
 from .test_scheduling_ensemble import add_models, pair
 

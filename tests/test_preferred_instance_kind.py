@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from kernel._config import parse_model_config
+from kernel._config_text import parse_model_config
 from kernel._proto.inference import ModelInstanceGroupKind
-from kernel.repository import normalize_config
+from kernel._repository import normalize_config
 from kernel.testing import run_server
 
 NO_ENDPOINTS = {"http_port": None, "grpc_port": None, "metrics_port": None}
@@ -42,7 +42,7 @@ async def test_a_backend_without_preference_gets_the_visible_gpu(
     kt_config: Callable[..., str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    for module in ("kernel.manager", "kernel.models"):
+    for module in ("kernel._manager", "kernel._models"):
         monkeypatch.setattr(f"{module}.visible_gpus", lambda: [0])
     text = kt_config("identity").replace("instance_group [ { count: 1 kind: KIND_CPU } ]", "")
     add_model(repo, "m", text)

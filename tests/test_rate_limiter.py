@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from kernel import InferenceRequest
+from kernel._cli import _build_parser
 from kernel._proto.inference import ModelRateLimiter, ModelRateLimiterResource
-from kernel._serve import options_from_args
-from kernel.cli import _build_parser
-from kernel.scheduling._rate_limiter import RateLimiter, parse_rate_limit_resource
+from kernel._scheduling._rate_limiter import RateLimiter, parse_rate_limit_resource
+from kernel._serve_command import options_from_args
 from kernel.testing import run_server
 
 NO_ENDPOINTS = {"http_port": None, "grpc_port": None, "metrics_port": None}

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from kernel import InferenceRequest, InferenceResponse
+from kernel._cli import _build_parser
 from kernel._response_cache import ENTRY_OVERHEAD_BYTES, ResponseCache, parse_cache_config
-from kernel._serve import options_from_args
-from kernel.cli import _build_parser
+from kernel._serve_command import options_from_args
 from kernel.testing import run_server
 
 NO_ENDPOINTS = {"http_port": None, "grpc_port": None, "metrics_port": None}

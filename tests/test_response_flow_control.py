@@ -10,8 +10,8 @@ import time
 
 import numpy as np
 
-from kernel.errors import Status
-from kernel.inference import UNHELD_FACTOR, InferenceRequest, InferenceResponse
+from kernel._errors import Status
+from kernel._inference import UNHELD_FACTOR, InferenceRequest, InferenceResponse
 
 
 def _request(capacity: int) -> InferenceRequest:

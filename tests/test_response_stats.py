@@ -10,7 +10,7 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
-from kernel.inference import InferenceRequest
+from kernel._inference import InferenceRequest
 from kernel.testing import run_server, write_model
 
 

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 from kernel import InferenceRequest, KernelError, Status
-from kernel.inference import InferenceResponse
-from kernel.scheduling import DynamicBatcher
+from kernel._inference import InferenceResponse
+from kernel._scheduling import DynamicBatcher
 from kernel.testing import RunningServer, ServerThread, run_server, write_model
 
 NO_ENDPOINTS = {"http_port": None, "grpc_port": None, "metrics_port": None}
@@ -355,8 +355,8 @@ async def test_invalid_priority_settings_fail_the_load(
 
 
 def test_batcher_is_selected_by_the_config(repo: Path) -> None:
-    from kernel._config import parse_model_config
-    from kernel.scheduling import scheduler_for
+    from kernel._config_text import parse_model_config
+    from kernel._scheduling import scheduler_for
 
     config = parse_model_config('name: "m" max_batch_size: 4 dynamic_batching { }', "x")
     assert isinstance(scheduler_for(config), DynamicBatcher)

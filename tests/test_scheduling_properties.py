@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kernel import InferenceRequest, KernelError, RequestFlags
-from kernel.inference import InferenceResponse
+from kernel._inference import InferenceResponse
 from kernel.testing import RunningServer, ServerThread, write_model
 
 SETTINGS = settings(
@@ -383,8 +383,8 @@ def test_fixture_serves_every_model(served: tuple[ServerThread, RunningServer]) 
 def test_batch_policy_cuts_valid_batches(
     sizes: list[tuple[int, int]], preferred: set[int], delay_us: int, waited_us: int
 ) -> None:
-    from kernel._config import parse_model_config
-    from kernel.scheduling._batching import BatchPolicy
+    from kernel._config_text import parse_model_config
+    from kernel._scheduling._batch_rule import BatchPolicy
 
     config = parse_model_config(f'name: "m" max_batch_size: 8 {ECHO_IO}', "x")
     policy = BatchPolicy.from_config(config, preferred, delay_us)

@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 
 from kernel import InferenceRequest, KernelError, RequestFlags, Status
-from kernel._config import parse_model_config
-from kernel.inference import InferenceResponse
-from kernel.scheduling import SequenceBatcher, scheduler_for
-from kernel.scheduling._sequence_tensors import SequenceTensors
+from kernel._config_text import parse_model_config
+from kernel._inference import InferenceResponse
+from kernel._scheduling import SequenceBatcher, scheduler_for
+from kernel._scheduling._sequence_tensors import SequenceTensors
 from kernel.testing import RunningServer, ServerThread, run_server, write_model
 
 NO_ENDPOINTS = {"http_port": None, "grpc_port": None, "metrics_port": None}

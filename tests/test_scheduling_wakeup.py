@@ -12,7 +12,7 @@ import anyio
 import pytest
 import uvloop
 
-from kernel.scheduling._wakeup import Wakeup, now_ns, wait_for
+from kernel._scheduling._wakeup import Wakeup, now_ns, wait_for
 
 ROUNDS = 40
 DELAY_NS = 300_000  # below uvloop's millisecond tick, like a 300 us max_queue_delay

@@ -30,11 +30,11 @@ import tritonclient.http as httpclient
 from geventhttpclient.response import HTTPConnectionClosed
 from tritonclient.utils import InferenceServerException
 
-from kernel._serve import options_from_args
-from kernel.cli import _build_parser
-from kernel.errors import KernelError, Status
+from kernel._cli import _build_parser
+from kernel._errors import KernelError, Status
+from kernel._options import TlsSettings
+from kernel._serve_command import options_from_args
 from kernel.frontends._tls import server_context
-from kernel.options import TlsSettings
 from kernel.testing import RunningServer, ServerThread, run_server, write_model
 
 ADDSUB = """

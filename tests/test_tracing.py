@@ -13,11 +13,11 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
-from kernel._serve import options_from_args
+from kernel._cli import _build_parser
+from kernel._serve_command import options_from_args
+from kernel._trace_settings import TRACE_DEFAULTS
 from kernel._tracing import _Sampler, tensor_json
-from kernel.cli import _build_parser
 from kernel.testing import ServerThread, write_model
-from kernel.trace_settings import TRACE_DEFAULTS
 
 from .test_scheduling_ensemble import add_models, pair
 

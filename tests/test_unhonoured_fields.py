@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from kernel._config import parse_model_config
-from kernel._serve import check
+from kernel._config_text import parse_model_config
+from kernel._serve_command import check
 from kernel._unhonoured import unhonoured_fields
 from kernel.testing import run_server
 
@@ -79,7 +79,7 @@ async def test_load_warns_or_fails_by_name(
 ) -> None:
     add_model(repo, "tagged", kt_config("identity", extra=METRIC_TAGS))
     add_model(repo, "batched", kt_config("identity", extra=BATCH_INPUT))
-    with caplog.at_level(logging.WARNING, logger="kernel.manager"):
+    with caplog.at_level(logging.WARNING, logger="kernel._manager"):
         async with run_server(repo, **NO_ENDPOINTS) as srv:
             assert srv.server.is_model_ready("tagged")
             assert not srv.server.is_model_ready("batched")

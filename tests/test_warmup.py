@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from kernel import InferenceRequest, KernelError
-from kernel._config import parse_model_config
+from kernel._config_text import parse_model_config
 from kernel.testing import run_server
 
 NO_ENDPOINTS = {"http_port": None, "grpc_port": None, "metrics_port": None}

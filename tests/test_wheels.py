@@ -111,8 +111,8 @@ def test_kernel_wheel_ships_the_example_repository_and_commands(wheels: dict[str
     with zipfile.ZipFile(wheels["triton-kernel"]) as archive:
         (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
         text = archive.read(entry_points).decode()
-    assert "kernel = kernel.cli:main" in text
-    assert "tritonserver = kernel.cli:tritonserver" in text
+    assert "kernel = kernel._cli:main" in text
+    assert "tritonserver = kernel._cli:tritonserver" in text
 
 
 @pytest.mark.parametrize("plugin", list(PLUGINS))

@@ -8,7 +8,7 @@ docs/frontend-plugins.md). An HTTP/1.1 frontend needs no transport of its own: h
 transfer encoding, with flow control).
 
 The names are imported on first use (PEP 562), so importing a submodule stays light and free of
-import cycles (the endpoints import :mod:`kernel.server`, which knows nothing of them).
+import cycles (the endpoints import :mod:`kernel._server`, which knows nothing of them).
 """
 
 from __future__ import annotations
@@ -18,14 +18,14 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from kernel._frontend_plugins import FrontendPlugin as FrontendPlugin
+    from kernel._options import FrontendConfig as FrontendConfig
+    from kernel._server import Frontend as Frontend
+    from kernel.frontends._http._frontend import HttpListener as HttpListener
     from kernel.frontends._http_types import HttpLimits as HttpLimits
     from kernel.frontends._http_types import HttpRequest as HttpRequest
     from kernel.frontends._http_types import Reply as Reply
     from kernel.frontends._http_types import RequestHandler as RequestHandler
     from kernel.frontends._http_types import StreamingReply as StreamingReply
-    from kernel.frontends.http._frontend import HttpListener as HttpListener
-    from kernel.options import FrontendConfig as FrontendConfig
-    from kernel.server import Frontend as Frontend
 
 __all__ = [
     "Frontend",
@@ -40,11 +40,11 @@ __all__ = [
 ]
 
 _WHERE = {
-    "Frontend": "kernel.server",
-    "FrontendConfig": "kernel.options",
+    "Frontend": "kernel._server",
+    "FrontendConfig": "kernel._options",
     "FrontendPlugin": "kernel._frontend_plugins",
     "HttpLimits": "kernel.frontends._http_types",
-    "HttpListener": "kernel.frontends.http._frontend",
+    "HttpListener": "kernel.frontends._http._frontend",
     "HttpRequest": "kernel.frontends._http_types",
     "Reply": "kernel.frontends._http_types",
     "RequestHandler": "kernel.frontends._http_types",

@@ -13,8 +13,8 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from kernel.errors import KernelError, Status
-from kernel.inference import ParameterValue
+from kernel._errors import KernelError, Status
+from kernel._inference import ParameterValue
 
 __all__ = [
     "API_GROUPS",

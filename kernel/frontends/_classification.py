@@ -1,6 +1,6 @@
 """Triton's classification extension, for both frontends: an output's top-k entries as
 ``"value:index[:label]"`` BYTES items, labelled from the output's ``label_filename`` (read by
-the request's :class:`~kernel.target.InferenceTarget`, so labels follow a reload)."""
+the request's :class:`~kernel._target.InferenceTarget`, so labels follow a reload)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import ml_dtypes
 import numpy as np
 import numpy.typing as npt
 
-from kernel.errors import KernelError, Status
+from kernel._errors import KernelError, Status
 from kernel.tensors import datatype_of
 
 __all__ = ["classify"]

@@ -1,7 +1,7 @@
 """What HTTP/1.1 endpoints exchange with their transport: requests in, replies out, and limits.
 
-These live below both the REST app (:mod:`kernel.frontends.http`) and the metrics endpoint
-(:mod:`kernel.frontends.metrics`), so the transport that moves the bytes depends on neither.
+These live below both the REST app (:mod:`kernel.frontends._http`) and the metrics endpoint
+(:mod:`kernel.frontends._metrics`), so the transport that moves the bytes depends on neither.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from kernel.options import ServerOptions
+    from kernel._options import ServerOptions
 
 __all__ = ["Cancellable", "HttpLimits", "HttpRequest", "Reply", "RequestHandler", "StreamingReply"]
 

@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from kernel.errors import KernelError
-from kernel.inference import ParameterValue, RequestFlags
+from kernel._errors import KernelError
+from kernel._inference import ParameterValue, RequestFlags
 
 __all__ = ["EMPTY_FINAL", "Kind", "ParamWording", "RequestControls", "json_kind"]
 
@@ -125,7 +125,7 @@ class RequestControls:
                 raise wording.bad_custom(key)
 
     def request_fields(self) -> dict[str, Any]:
-        """The :class:`~kernel.inference.InferenceRequest` keyword arguments they set."""
+        """The :class:`~kernel._inference.InferenceRequest` keyword arguments they set."""
         return {
             "parameters": self.parameters,
             "correlation_id": self.correlation_id,

@@ -20,8 +20,8 @@ import ssl
 from pathlib import Path
 from typing import Literal
 
-from kernel.errors import KernelError, Status
-from kernel.options import TlsSettings
+from kernel._errors import KernelError, Status
+from kernel._options import TlsSettings
 
 __all__ = ["listener_context", "server_context"]
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import anyio
 
-from kernel.options import ServerOptions
-from kernel.server import InferenceServer
+from kernel._options import ServerOptions
+from kernel._server import InferenceServer
 
 
 def test_options(repository: Path | str | list[Path | str], **overrides: Any) -> ServerOptions:

@@ -11,9 +11,9 @@ from typing import Any, TypeVar, cast
 
 import numpy.typing as npt
 
+from kernel._backend import InstanceContext, Model, ModelContext, ModelInstance
+from kernel._inference import InferenceRequest, InferenceResponse
 from kernel._proto.inference import ModelConfig
-from kernel.backend import InstanceContext, Model, ModelContext, ModelInstance
-from kernel.inference import InferenceRequest, InferenceResponse
 
 ModelT = TypeVar("ModelT", bound=Model)
 T = TypeVar("T")

@@ -26,7 +26,7 @@ import numpy.typing as npt
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
-from kernel.server import InferenceServer
+from kernel._server import InferenceServer
 from kernel.tensors import datatype_of
 from kernel.testing._server import RunningServer, ServerThread
 

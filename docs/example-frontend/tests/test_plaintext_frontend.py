@@ -93,7 +93,7 @@ def _free_port() -> int:
 def test_kernel_serve_takes_its_flags(repository: Path) -> None:
     port = _free_port()
     command = [
-        *(sys.executable, "-c", "from kernel.cli import main; main()"),
+        *(sys.executable, "-c", "from kernel._cli import main; main()"),
         *("serve", "--model-repository", str(repository), "--host", "127.0.0.1"),
         *("--allow-grpc", "false", "--allow-metrics", "false", "--http-port", "0"),
         *("--plaintext-port", str(port), *FLAGS),

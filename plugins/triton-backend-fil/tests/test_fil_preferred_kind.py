@@ -17,7 +17,7 @@ NO_ENDPOINTS = {"http_port": None, "grpc_port": None, "metrics_port": None}
 async def test_auto_and_default_groups_load_on_the_cpu_with_a_gpu_visible(
     kit: Any, trained: Any, repo: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for module in ("kernel.manager", "kernel.models"):
+    for module in ("kernel._manager", "kernel._models"):
         monkeypatch.setattr(f"{module}.visible_gpus", lambda: [0])
     content = kit.model_bytes(trained.xgb_regressor, "xgboost_json")
     config = kit.fil_config(model_type="xgboost_json")

@@ -11,12 +11,12 @@ import pytest
 from tritonclient.utils import InferenceServerException
 
 from kernel import KernelError, ModelConfig, Status
+from kernel._manager import ModelControlMode
 from kernel._proto.inference import (
     ModelOptimizationPolicy,
     ModelOptimizationPolicyExecutionAccelerators,
     ModelOptimizationPolicyExecutionAcceleratorsAccelerator,
 )
-from kernel.manager import ModelControlMode
 
 
 def test_kind_gpu_model_fails_its_load_clearly_without_a_gpu(

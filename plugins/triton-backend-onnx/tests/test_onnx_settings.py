@@ -13,6 +13,7 @@ from triton_backend_onnx._settings import read_settings
 from tritonclient.utils import InferenceServerException
 
 from kernel import KernelError, ModelConfig, Status
+from kernel._manager import ModelControlMode
 from kernel._proto.inference import (
     ModelOptimizationPolicy,
     ModelOptimizationPolicyExecutionAccelerators,
@@ -20,7 +21,6 @@ from kernel._proto.inference import (
     ModelOptimizationPolicyGraph,
     ModelParameter,
 )
-from kernel.manager import ModelControlMode
 
 Level = ort.GraphOptimizationLevel
 

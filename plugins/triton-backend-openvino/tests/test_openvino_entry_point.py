@@ -10,7 +10,7 @@ from pathlib import Path
 import triton_backend_openvino
 
 from kernel import Backend, ModelConfig
-from kernel.repository import DEFAULT_MODEL_FILE_BACKENDS
+from kernel._repository import DEFAULT_MODEL_FILE_BACKENDS
 
 
 def test_entry_point_is_installed() -> None:
@@ -30,7 +30,7 @@ def test_distribution_pulls_the_kernel_and_openvino() -> None:
 
 def test_kernel_backends_lists_it() -> None:
     listed = subprocess.run(
-        [sys.executable, "-c", "from kernel.cli import main; main(['backends', '--import'])"],
+        [sys.executable, "-c", "from kernel._cli import main; main(['backends', '--import'])"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -42,7 +42,7 @@ def test_kernel_backends_lists_it() -> None:
 
 
 def test_a_folder_with_only_model_xml_is_an_openvino_model(tmp_path: Path) -> None:
-    from kernel.repository import _autofill_platform
+    from kernel._repository import _autofill_platform
 
     (tmp_path / "1").mkdir()
     (tmp_path / "1" / "model.xml").write_text("<net/>")

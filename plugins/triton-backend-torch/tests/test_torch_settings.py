@@ -15,8 +15,8 @@ from triton_backend_torch._settings import ThreadPools, TorchSettings, read_sett
 from tritonclient.utils import InferenceServerException
 
 from kernel import BackendContext, KernelError, ModelConfig, Status
+from kernel._manager import ModelControlMode
 from kernel._proto.inference import DataType, ModelInput, ModelOutput, ModelParameter
-from kernel.manager import ModelControlMode
 
 
 def _config(name: str = "m", **parameters: str) -> ModelConfig:

@@ -175,8 +175,8 @@ def test_entry_point_is_installed() -> None:
 def test_kernel_serve_flags(monkeypatch: pytest.MonkeyPatch) -> None:
     from triton_frontend_openai import OpenAIFrontend, OpenAIFrontendPlugin
 
-    from kernel._serve import options_from_args
-    from kernel.cli import _build_parser
+    from kernel._cli import _build_parser
+    from kernel._serve_command import options_from_args
 
     plugin = OpenAIFrontendPlugin()
     parser = _build_parser({"openai": plugin})

@@ -9,7 +9,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 import numpy as np
 
 from kernel import InferenceRequest, InferenceResponse, InferenceServer, KernelError
-from kernel.errors import http_status
+from kernel._errors import http_status
 from kernel.frontends import (
     HttpLimits,
     HttpListener,

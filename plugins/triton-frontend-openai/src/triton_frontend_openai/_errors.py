@@ -49,7 +49,7 @@ class OpenAIError(Exception):
         }
 
 
-# The kernel's table (kernel.errors.STATUS_TABLE) for the statuses a request can meet, with
+# The kernel's table (kernel._errors.STATUS_TABLE) for the statuses a request can meet, with
 # OpenAI's error types: 4xx are the client's ("invalid_request_error"), 5xx the server's.
 _STATUSES: dict[Status, tuple[int, str]] = {
     Status.NOT_FOUND: (404, "invalid_request_error"),

@@ -1,0 +1,102 @@
+"""Triton's default scheduler: every request is its own batch, first come first served."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Callable
+
+from kernel._errors import KernelError, Status
+from kernel._inference import InferenceRequest
+from kernel._scheduling._base import Scheduler
+
+
+class DirectScheduler(Scheduler):
+    """A FIFO queue; each worker takes the oldest request that is not cancelled.
+
+    This is every unbatched model's hot path, so it is a deque and one future per idle worker
+    rather than a general-purpose channel. A worker driven by callbacks (see
+    ``kernel._models``) waits with :meth:`hand_over` instead of :meth:`next_batch`: a request
+    that finds it waiting reaches its instance within ``enqueue``, without a task switch.
+    """
+
+    # Every request is its own batch, so handing an instance several at once costs no batching;
+    # it lets the instance run them back to back and report them together, which on the
+    # benchmark machine nearly doubles what one instance serves (bench/RESULTS.md).
+    batches_ahead = 8
+
+    def __init__(self) -> None:
+        self._queue: deque[InferenceRequest] = deque()
+        self._idle: deque[asyncio.Future[None]] = deque()  # workers waiting for a request
+        self._takers: deque[Callable[[], None]] = deque()  # callback workers waiting
+        self._closed: KernelError | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the workers' (looked up once)
+
+    def enqueue(self, request: InferenceRequest) -> None:
+        if self._closed is not None:
+            raise self._closed
+        self._queue.append(request)
+        if self._takers:
+            self._takers.popleft()()
+        else:
+            self._wake_one()
+
+    def hand_over(self, taker: Callable[[], None]) -> None:
+        """Call ``taker`` (on the loop, from within :meth:`enqueue`) when the next request
+        arrives; it then calls :meth:`take`. Once: a taker that wants more registers again.
+        Only while the queue is empty (call :meth:`take` first)."""
+        self._takers.append(taker)
+
+    def withdraw(self, taker: Callable[[], None]) -> None:
+        """Forget a taker registered with :meth:`hand_over` (its worker stops)."""
+        with contextlib.suppress(ValueError):
+            self._takers.remove(taker)
+
+    def take(self) -> InferenceRequest | None:
+        """The oldest queued request that is not cancelled (cancelled ones fail on the way),
+        or None when the queue is empty: :meth:`next_batch` without the wait."""
+        queue = self._queue
+        while queue:
+            request = queue.popleft()
+            if not request.is_cancelled():
+                return request
+            request.fail(KernelError(Status.CANCELLED, "request cancelled"))
+        return None
+
+    async def next_batch(self, worker: int = 0) -> list[InferenceRequest]:
+        while True:
+            while not self._queue:
+                loop = self._loop
+                if loop is None:  # CPython's lookup makes a getpid() system call each time
+                    loop = self._loop = asyncio.get_running_loop()
+                waiter = loop.create_future()
+                self._idle.append(waiter)
+                try:
+                    await waiter  # after close, the worker waits here to be cancelled
+                except BaseException:
+                    # Woken and cancelled at once: pass the wake-up on to another worker.
+                    if waiter.done() and not waiter.cancelled() and self._queue:
+                        self._wake_one()
+                    raise
+            request = self._queue.popleft()
+            if request.is_cancelled():
+                request.fail(KernelError(Status.CANCELLED, "request cancelled"))
+                continue
+            return [request]
+
+    def _wake_one(self) -> None:
+        while self._idle:
+            waiter = self._idle.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    def pending(self) -> int:
+        return len(self._queue)
+
+    def close(self, error: KernelError) -> list[InferenceRequest]:
+        self._closed = error
+        queued = list(self._queue)
+        self._queue.clear()
+        return queued

@@ -1,5 +1,0 @@
-"""The gRPC endpoint: Triton's ``inference.GRPCInferenceService`` and ``grpc.health.v1``."""
-
-from kernel.frontends.grpc._frontend import GrpcFrontend as GrpcFrontend
-
-__all__ = ["GrpcFrontend"]

@@ -1,6 +1,0 @@
-"""The HTTP/REST endpoint: KServe v2 with Triton's extensions (binary tensors, statistics,
-model repository, shared memory, trace and logging settings)."""
-
-from kernel.frontends.http._frontend import HttpFrontend as HttpFrontend
-
-__all__ = ["HttpFrontend"]
