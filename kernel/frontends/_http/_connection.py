@@ -36,7 +36,7 @@ from ._reader import CONTINUE, Received, Refusal, RequestReader, error_reply
 
 __all__ = ["HttpConnection", "RequestHandler"]
 
-log = logging.getLogger("kernel.frontends._http")
+log = logging.getLogger("kernel.frontends.http")
 
 
 _STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in HTTPStatus}

@@ -16,7 +16,7 @@ from ._connection import HttpConnection
 
 __all__ = ["HttpFrontend", "HttpListener"]
 
-log = logging.getLogger("kernel.frontends._http")
+log = logging.getLogger("kernel.frontends.http")
 
 
 class HttpListener:
