@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import statistics
 import subprocess
@@ -36,25 +35,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from perf import _free_port, _repository, _wait_ready
-
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def _cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) of ``pid`` and its live descendants, in seconds."""
-    total, pending = 0, [pid]
-    while pending:
-        current = pending.pop()
-        try:
-            stat = Path(f"/proc/{current}/stat").read_text()
-            fields = stat[stat.rindex(")") + 2 :].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
-            for task in Path(f"/proc/{current}/task").iterdir():
-                pending.extend(int(c) for c in (task / "children").read_text().split())
-        except (OSError, ValueError):
-            continue
-    return total / _TICK
+from _proc import tree_cpu_seconds
+from _trees import interleaved, start_kernel, trees
+from perf import _repository, reference_tools, stop
 
 
 def _inference_count(http_port: int, model: str) -> int:
@@ -64,33 +47,14 @@ def _inference_count(http_port: int, model: str) -> int:
     return sum(int(s["inference_count"]) for s in stats["model_stats"])
 
 
-def _start(
-    label: str, tree: Path, repo: Path, extra: list[str], profile: Path | None
-) -> tuple[subprocess.Popen[bytes], int, int]:
-    http, grpc, metrics = _free_port(), _free_port(), _free_port()
-    env = dict(os.environ)
-    paths = [str(tree), str(tree / "plugins" / "triton-backend-python" / "src")]
-    env["PYTHONPATH"] = os.pathsep.join([*paths, env.get("PYTHONPATH", "")])
-    runner = [sys.executable]
-    if profile is not None:
-        runner += ["-m", "cProfile", "-o", str(profile / f"{label}.prof")]
-    command = [
-        *runner, "-m", "kernel", "serve", f"--model-repository={repo}",
-        f"--http-port={http}", f"--grpc-port={grpc}", f"--metrics-port={metrics}", *extra,
-    ]  # fmt: skip
-    # cwd is the tree: ``-m`` puts the working directory first on sys.path, before PYTHONPATH
-    proc = subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=tree
-    )
-    _wait_ready(http)
-    return proc, http, grpc
-
-
-def _drive(pa: str, model: str, protocol: str, port: int, concurrency: int, requests: int) -> None:
+def _drive(
+    pa: str, model: str, protocol: str, port: int, concurrency: int, requests: int, *extra: str
+) -> None:
+    """perf_analyzer: ``requests`` requests at ``concurrency``, no warm-up of its own."""
     command = [
         pa, "-m", model, "-u", f"127.0.0.1:{port}", "-i", protocol,
         f"--concurrency-range={concurrency}:{concurrency}", f"--request-count={requests}",
-        "--warmup-request-count=0",
+        "--warmup-request-count=0", *extra,
     ]  # fmt: skip
     subprocess.run(
         command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=900
@@ -112,8 +76,7 @@ def main() -> None:
     args = parser.parse_args()
     if not args.tree:
         parser.error("give at least one --tree LABEL=PATH")
-    reference = args.reference or Path(os.environ.get("TRITON_REFERENCE", "/work/triton-reference"))
-    pa = str(reference / "run-pa")
+    _, pa = reference_tools(args.reference)
     if args.profile is not None:
         args.profile.mkdir(parents=True, exist_ok=True)
     # (label, protocol, c) -> microseconds of CPU per request, one per round
@@ -122,38 +85,28 @@ def main() -> None:
         repo = args.repository or _repository(Path(tmp), ["add_sub"])
         servers: dict[str, tuple[subprocess.Popen[bytes], int, int]] = {}
         try:
-            for spec in args.tree:
-                label, _, path = spec.partition("=")
-                servers[label] = _start(
-                    label, Path(path).resolve(), repo, args.kernel_arg, args.profile
-                )
+            for label, tree in trees(args.tree):
+                profile = args.profile / f"{label}.prof" if args.profile is not None else None
+                servers[label] = start_kernel(tree, repo, args.kernel_arg, profile)
             for n in range(args.rounds):
                 for protocol in args.protocols:
                     for c in args.concurrency:
-                        # alternate the order, so no tree always runs first
-                        order = list(servers.items())
-                        if n % 2:
-                            order.reverse()
-                        for label, (proc, http, grpc) in order:
+                        for label, (proc, http, grpc) in interleaved(list(servers.items()), n):
                             count = _inference_count(http, args.model)
-                            cpu = _cpu_seconds(proc.pid)
+                            cpu = tree_cpu_seconds(proc.pid)
                             port = grpc if protocol == "grpc" else http
                             _drive(pa, args.model, protocol, port, c, args.requests)
-                            cpu = _cpu_seconds(proc.pid) - cpu
+                            cpu = tree_cpu_seconds(proc.pid) - cpu
                             count = _inference_count(http, args.model) - count
                             us = cpu / max(count, 1) * 1e6
                             rows.setdefault((label, protocol, c), []).append(us)
                             print(f"round {n + 1} {label} {protocol} c={c}: {count} requests,"
                                   f" {us:.1f} us CPU each", file=sys.stderr)  # fmt: skip
         finally:
-            for proc, _, _ in servers.values():
-                proc.send_signal(signal.SIGINT if args.profile else signal.SIGTERM)
-            for proc, _, _ in servers.values():
-                try:
-                    proc.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            stop(
+                (p for p, _, _ in servers.values()),
+                signal.SIGINT if args.profile else signal.SIGTERM,
+            )
     names = list(servers)
     first = names[0]
     print(f"server CPU per request (us), medians of {args.rounds} interleaved rounds of"

@@ -54,6 +54,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _harness import free_port, machine
+from _proc import cpu_seconds
 
 SHAPE = (3, 128, 128)
 CLASSES = 10
@@ -326,11 +327,6 @@ class Served:
     """False: perf_analyzer found no stable window; throughput is the run's average."""
 
 
-def _server_cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _stats(http: int, model: str) -> tuple[int, int]:
     url = f"http://127.0.0.1:{http}/v2/models/{model}/stats"
     with urllib.request.urlopen(url, timeout=30) as r:
@@ -388,7 +384,7 @@ def perf(
 ) -> Served:
     http, grpc = ports
     port = grpc if protocol == "grpc" else http
-    before_stats, before_cpu = _stats(http, model), _server_cpu_s(proc.pid)
+    before_stats, before_cpu = _stats(http, model), cpu_seconds(proc.pid)
     began = time.monotonic()
     out.unlink(missing_ok=True)
     command = [
@@ -398,7 +394,7 @@ def perf(
         "-f", str(out),
     ]  # fmt: skip
     subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
-    cpu = _server_cpu_s(proc.pid) - before_cpu
+    cpu = cpu_seconds(proc.pid) - before_cpu
     elapsed = time.monotonic() - began
     after_stats = _stats(http, model)
     inferences = after_stats[0] - before_stats[0]

@@ -17,23 +17,15 @@ whole process (see bench/http_path.py, whose tree and callgrind driving this reu
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import cProfile
-import os
-import statistics
 import struct
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
-
-import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from http_path import _callgrind, _instructions
+from _measure import main, measure
 from http_path import _Transport as _HttpTransport
 from perf import _repository
 
@@ -108,7 +100,6 @@ async def _run(
     requests: int, rounds: int, profile: Path | None, callgrind: Path | None = None
 ) -> list[tuple[float, float]]:
     loop = asyncio.get_running_loop()
-    results: list[tuple[float, float]] = []
     with tempfile.TemporaryDirectory() as tmp:
         repo = _repository(Path(tmp), ["add_sub"])
         config = {"python": {"execution-mode": "in_process"}}
@@ -133,96 +124,13 @@ async def _run(
             reply = await one()
             if not reply.endswith(b"grpc-status\x010") or b"OUTPUT1" not in reply:
                 raise RuntimeError(f"unexpected reply: {reply[:200]!r}")
-            for _ in range(min(2000, requests)):  # warm up
-                await one()
-            profiler = cProfile.Profile() if profile is not None else None
-            for _ in range(rounds):
-                if profiler is not None:
-                    profiler.enable()
-                if callgrind is not None:
-                    _callgrind("--zero")
-                    _callgrind("--instr=on")
-                start = time.thread_time()
-                for _ in range(requests):
-                    await one()
-                cpu = (time.thread_time() - start) / requests * 1e6
-                count = 0.0
-                if callgrind is not None:
-                    _callgrind("--dump")
-                    _callgrind("--instr=off")
-                    count = _instructions(callgrind) / requests
-                results.append((cpu, count))
-                if profiler is not None:
-                    profiler.disable()
-            if profiler is not None and profile is not None:
-                profiler.dump_stats(profile)
+            warmup = min(2000, requests)
+            results = await measure(
+                one, requests, rounds, warmup=warmup, profile=profile, callgrind=callgrind
+            )
             connection.connection_lost(None)
     return results
 
 
-def _trees(args: argparse.Namespace) -> None:
-    """Run this script once per tree and round, interleaved; print the medians."""
-    specs = [spec.partition("=")[::2] for spec in args.tree]
-    counts: dict[str, list[float]] = {label: [] for label, _ in specs}
-    cpus: dict[str, list[float]] = {label: [] for label, _ in specs}
-    with tempfile.TemporaryDirectory() as tmp:
-        for n in range(args.rounds):
-            for label, path in specs if n % 2 == 0 else specs[::-1]:
-                tree = Path(path).resolve()
-                env = dict(os.environ)
-                paths = [str(tree), str(tree / "plugins" / "triton-backend-python" / "src")]
-                env["PYTHONPATH"] = os.pathsep.join([*paths, env.get("PYTHONPATH", "")])
-                command = [sys.executable, str(Path(__file__).resolve())]
-                command += ["--requests", str(args.requests), "--rounds", "1"]
-                if args.callgrind:
-                    command = [
-                        "valgrind", "--tool=callgrind", "--instr-atstart=no",
-                        f"--callgrind-out-file={tmp}/callgrind.out.%p", *command,
-                        "--callgrind-dir", tmp,
-                    ]  # fmt: skip
-                out = subprocess.run(
-                    command, env=env, cwd=tree, check=True, capture_output=True, text=True
-                ).stdout
-                cpu, count = (float(x) for x in out.split("RESULT")[1].split()[:2])
-                cpus[label].append(cpu)
-                counts[label].append(count)
-                print(f"round {n + 1} {label}: {cpu:.2f} us, {count:,.0f} instructions",
-                      file=sys.stderr)  # fmt: skip
-    first = specs[0][0]
-    what = "instructions" if args.callgrind else "event-loop CPU us"
-    print(
-        f"per gRPC ModelInfer request, medians of {args.rounds} interleaved rounds"
-        f" of {args.requests}"
-    )
-    print()
-    print(f"| tree | {what} | ratio to {first} |")
-    print("|---|---|---|")
-    values = counts if args.callgrind else cpus
-    base = statistics.median(values[first])
-    for label, _ in specs:
-        value = statistics.median(values[label])
-        print(f"| {label} | {value:,.1f} | {value / base:.3f} |")
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=20000)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--profile", type=Path, default=None)
-    parser.add_argument("--tree", action="append", default=[], metavar="LABEL=PATH")
-    parser.add_argument("--callgrind", action="store_true", help="count instructions (--tree)")
-    parser.add_argument("--callgrind-dir", type=Path, default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.tree:
-        _trees(args)
-        return
-    results = uvloop.run(_run(args.requests, args.rounds, args.profile, args.callgrind_dir))
-    cpus = [cpu for cpu, _ in results]
-    print(" ".join(f"{r:.2f}" for r in cpus))
-    print(f"event-loop CPU per request: median {statistics.median(cpus):.2f} us"
-          f" (min {min(cpus):.2f}) over {args.rounds} rounds of {args.requests}")  # fmt: skip
-    print("RESULT", statistics.median(cpus), statistics.median(c for _, c in results))
-
-
 if __name__ == "__main__":
-    main()
+    main(__doc__.splitlines()[0], "per gRPC ModelInfer request", _run)

@@ -18,8 +18,6 @@ statistics. Rounds alternate the trees' order; the table gives medians.
 from __future__ import annotations
 
 import argparse
-import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -28,8 +26,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from cpu_per_request import _inference_count, _start
-from perf import LARGE_CONFIG, MODELS, _repository
+from _proc import descendants, stat
+from _trees import interleaved, start_kernel, trees
+from cpu_per_request import _drive, _inference_count
+from perf import LARGE_CONFIG, MODELS, _repository, reference_tools, stop
 
 ECHO_CONFIG = LARGE_CONFIG.replace('name: "large"', 'name: "large_echo"').replace(
     "dims: [ 3 ] }", "dims: [ 3, 128, 128 ] }"
@@ -48,37 +48,14 @@ class TritonPythonModel:
 """
 MODELS["large_echo"] = (ECHO_CONFIG, ECHO_PY)
 
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def _stat(pid: int) -> tuple[float, int]:
-    """(CPU seconds, minor page faults) of one process, its threads included."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / _TICK, int(fields[7])
-
-
-def _descendants(pid: int) -> list[int]:
-    found, pending = [], [pid]
-    while pending:
-        current = pending.pop()
-        try:
-            for task in Path(f"/proc/{current}/task").iterdir():
-                children = [int(c) for c in (task / "children").read_text().split()]
-                found.extend(children)
-                pending.extend(children)
-        except OSError:
-            continue
-    return found
-
 
 def _sample(pid: int) -> tuple[float, int, float, int]:
     """Server CPU, server faults, model processes' CPU, their faults."""
-    cpu, faults = _stat(pid)
+    cpu, faults = stat(pid)
     model_cpu, model_faults = 0.0, 0
-    for child in _descendants(pid):
+    for child in descendants(pid):
         try:
-            c, f = _stat(child)
+            c, f = stat(child)
         except (OSError, ValueError):
             continue
         model_cpu += c
@@ -86,17 +63,12 @@ def _sample(pid: int) -> tuple[float, int, float, int]:
     return cpu, faults, model_cpu, model_faults
 
 
-def _drive(pa: str, model: str, protocol: str, port: int, c: int, shm: str, requests: int) -> None:
-    command = [
-        pa, "-m", model, "-u", f"127.0.0.1:{port}", "-i", protocol,
-        f"--concurrency-range={c}:{c}", f"--request-count={requests}", "--warmup-request-count=0",
-    ]  # fmt: skip
-    if shm != "none":
-        out = 4096 if model == "large" else 196608
-        command += [f"--shared-memory={shm}", f"--output-shared-memory-size={out}"]
-    subprocess.run(
-        command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=900
-    )
+def _shared_memory(model: str, shm: str) -> list[str]:
+    """perf_analyzer's flags for ``shm`` (its output regions sized for ``model``)."""
+    if shm == "none":
+        return []
+    out = 4096 if model == "large" else 196608
+    return [f"--shared-memory={shm}", f"--output-shared-memory-size={out}"]
 
 
 def main() -> None:
@@ -112,29 +84,32 @@ def main() -> None:
     args = parser.parse_args()
     if not args.tree:
         parser.error("give at least one --tree LABEL=PATH")
-    reference = args.reference or Path(os.environ.get("TRITON_REFERENCE", "/work/triton-reference"))
-    pa = str(reference / "run-pa")
+    _, pa = reference_tools(args.reference)
     # (label, shm, protocol, c) -> [(server us, server faults, model us, model faults)] per round
     rows: dict[tuple[str, str, str, int], list[tuple[float, float, float, float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         repo = _repository(Path(tmp), [args.model])
         servers: dict[str, tuple[subprocess.Popen[bytes], int, int]] = {}
         try:
-            for spec in args.tree:
-                label, _, path = spec.partition("=")
-                servers[label] = _start(label, Path(path).resolve(), repo, [], None)
+            for label, tree in trees(args.tree):
+                servers[label] = start_kernel(tree, repo, [])
             for n in range(args.rounds):
                 for shm in args.shared_memory:
                     for protocol in args.protocols:
                         for c in args.concurrency:
-                            order = list(servers.items())
-                            if n % 2:
-                                order.reverse()
-                            for label, (proc, http, grpc) in order:
+                            for label, (proc, http, grpc) in interleaved(list(servers.items()), n):
                                 count = _inference_count(http, args.model)
                                 before = _sample(proc.pid)
                                 port = grpc if protocol == "grpc" else http
-                                _drive(pa, args.model, protocol, port, c, shm, args.requests)
+                                _drive(
+                                    pa,
+                                    args.model,
+                                    protocol,
+                                    port,
+                                    c,
+                                    args.requests,
+                                    *_shared_memory(args.model, shm),
+                                )
                                 after = _sample(proc.pid)
                                 count = max(_inference_count(http, args.model) - count, 1)
                                 d = [(a - b) / count for a, b in zip(after, before, strict=True)]
@@ -145,14 +120,7 @@ def main() -> None:
                                       " %.2f faults per inference" % row,
                                       file=sys.stderr)  # fmt: skip
         finally:
-            for proc, _, _ in servers.values():
-                proc.send_signal(signal.SIGTERM)
-            for proc, _, _ in servers.values():
-                try:
-                    proc.wait(timeout=60)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            stop(p for p, _, _ in servers.values())
     print(
         f"{args.model}: per inference, medians of {args.rounds} interleaved rounds"
         f" of {args.requests} requests"

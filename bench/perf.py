@@ -45,7 +45,7 @@ import json
 import os
 import shlex
 import shutil
-import socket
+import signal
 import statistics
 import subprocess
 import sys
@@ -53,9 +53,13 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+from _harness import free_port
+from _proc import rss_mb, split_cpu_seconds
 
 MODEL_PY = """
 import json
@@ -140,27 +144,6 @@ class Row:
     """The same for the server's whole process tree (model processes included)."""
 
 
-def _tree_rss_mb(pid: int) -> float:
-    """Resident memory of a process and all its descendants (Triton's Python stubs count)."""
-    total, pending = 0, [pid]
-    while pending:
-        current = pending.pop()
-        try:
-            status = Path(f"/proc/{current}/status").read_text()
-            total += int(next(x for x in status.splitlines() if x.startswith("VmRSS:")).split()[1])
-            for task in Path(f"/proc/{current}/task").iterdir():
-                pending.extend(int(c) for c in (task / "children").read_text().split())
-        except (OSError, StopIteration):
-            continue
-    return total / 1024
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _wait_ready(http_port: int, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -187,7 +170,7 @@ def _repository(root: Path, models: list[str]) -> Path:
 def _start(
     server: str, repo: Path, reference: Path | None, extra: list[str]
 ) -> tuple[subprocess.Popen[bytes], int, int]:
-    http, grpc, metrics = _free_port(), _free_port(), _free_port()
+    http, grpc, metrics = free_port(), free_port(), free_port()
     ports = [f"--http-port={http}", f"--grpc-port={grpc}", f"--metrics-port={metrics}"]
     if server == "kernel":
         kernel = shutil.which("kernel") or str(Path(sys.executable).parent / "kernel")
@@ -198,6 +181,19 @@ def _start(
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _wait_ready(http)
     return proc, http, grpc
+
+
+def stop(processes: Iterable[subprocess.Popen[bytes]], sig: int = signal.SIGTERM) -> None:
+    """Signal every process, then wait for each (a minute, then SIGKILL)."""
+    processes = list(processes)
+    for proc in processes:
+        proc.send_signal(sig)
+    for proc in processes:
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def _perf(
@@ -240,34 +236,50 @@ def _perf(
     )
 
 
-def _tree_pids(pid: int) -> list[int]:
-    pids, pending = [], [pid]
-    while pending:
-        current = pending.pop()
-        pids.append(current)
-        try:
-            for task in Path(f"/proc/{current}/task").iterdir():
-                pending.extend(int(c) for c in (task / "children").read_text().split())
-        except OSError:
-            continue
-    return pids
+def side_by_side_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of the benches that run perf_analyzer's add_sub rows on servers running side
+    by side (bench/perf_trees.py, python_side_by_side.py, python_cpu_per_request.py)."""
+    parser.add_argument("--reference", type=Path, default=None)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8])
+    parser.add_argument("--protocols", nargs="+", default=["grpc", "http"])
+    parser.add_argument("--seconds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--kernel-arg", action="append", default=[])
 
 
-_TICK = os.sysconf("SC_CLK_TCK")
+def reference_tools(option: Path | None) -> tuple[Path, str]:
+    """Triton's tools folder (``--reference``, else ``$TRITON_REFERENCE``, else
+    /work/triton-reference) and its perf_analyzer command."""
+    reference = option or Path(os.environ.get("TRITON_REFERENCE", "/work/triton-reference"))
+    return reference, str(reference / "run-pa")
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time of one process (its threads included)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime (fields 14 and 15)
+def interleaved_rows(
+    pa: str,
+    servers: dict[str, tuple[subprocess.Popen[bytes], int, int]],
+    args: argparse.Namespace,
+    out: Path,
+    extra: list[str],
+) -> dict[tuple[str, str, int], list[Row]]:
+    """``args.rounds`` rounds of every add_sub row (``args.protocols`` x ``args.concurrency``),
+    each row measured on every server in turn, so a change of the machine's load between
+    minutes moves all servers alike: (server, protocol, concurrency) -> a Row per round."""
+    rows: dict[tuple[str, str, int], list[Row]] = {}
+    for _ in range(args.rounds):
+        for protocol in args.protocols:
+            for c in args.concurrency:
+                for name, (_, http, grpc) in servers.items():
+                    port = grpc if protocol == "grpc" else http
+                    row = _perf(pa, "add_sub", protocol, port, c, "none", out, args.seconds, extra)
+                    rows.setdefault((name, protocol, c), []).append(row)
+                    print(name, row, file=sys.stderr)
+    return rows
 
 
 def _cpu(pid: int) -> tuple[float, float]:
     """CPU seconds of the server process and of its whole process tree."""
-    return _cpu_seconds(pid), sum(_cpu_seconds(p) for p in _tree_pids(pid))
+    own, descendants = split_cpu_seconds(pid)
+    return own, own + descendants
 
 
 def _served(http_port: int, model: str) -> int:
@@ -393,10 +405,9 @@ def main() -> None:
                                         )
                                     )
                                     print(rows[-1], file=sys.stderr)
-                    memory[label] = _tree_rss_mb(proc.pid)
+                    memory[label] = rss_mb(proc.pid)
                 finally:
-                    proc.terminate()
-                    proc.wait(timeout=60)
+                    stop([proc])
     for server, mb in memory.items():
         print(f"{server}: {mb:.0f} MB resident after the runs (process tree)")
     print()

@@ -35,7 +35,6 @@ import importlib.util
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -45,6 +44,7 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+from _harness import free_port
 
 from kernel import InferenceRequest, InferenceServer, ServerOptions
 from kernel._manager import ModelControlMode
@@ -183,12 +183,6 @@ async def main(requests: int, rounds: int) -> None:
         )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _get(url: str) -> bytes:
     with urllib.request.urlopen(url, timeout=10) as reply:
         return bytes(reply.read())
@@ -222,8 +216,8 @@ def wire_rows(
     """(label, client us/request median, backend us/request) per model, over HTTP."""
     import tritonclient.http as httpclient
 
-    http = _free_port()
-    ports = [f"--http-port={http}", f"--grpc-port={_free_port()}", f"--metrics-port={_free_port()}"]
+    http = free_port()
+    ports = [f"--http-port={http}", f"--grpc-port={free_port()}", f"--metrics-port={free_port()}"]
     process = subprocess.Popen(
         [*command, *ports], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )

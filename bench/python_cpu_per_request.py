@@ -29,36 +29,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from perf import _perf, _repository, _start
-
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def _cpu_seconds(pid: int) -> float:
-    """utime + stime of one process (all its threads), in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICK
-
-
-def _children(pid: int) -> list[int]:
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        found.extend(int(c) for c in (task / "children").read_text().split())
-    return found
-
-
-def _tree_cpu(pid: int) -> tuple[float, float]:
-    """(the process's CPU seconds, its descendants' CPU seconds)."""
-    own = _cpu_seconds(pid)
-    rest, pending = 0.0, _children(pid)
-    while pending:
-        child = pending.pop()
-        try:
-            rest += _cpu_seconds(child)
-            pending.extend(_children(child))
-        except OSError:
-            continue
-    return own, rest
+from _proc import split_cpu_seconds
+from perf import _perf, _repository, _start, reference_tools, side_by_side_arguments, stop
 
 
 def _inferences(http_port: int) -> int:
@@ -70,21 +42,15 @@ def _inferences(http_port: int) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reference", type=Path, default=None)
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8])
-    parser.add_argument("--protocols", nargs="+", default=["grpc", "http"])
-    parser.add_argument("--seconds", type=int, default=3)
-    parser.add_argument("--rounds", type=int, default=3)
+    side_by_side_arguments(parser)
     parser.add_argument("--servers", nargs="+", default=["kernel", "triton"])
-    parser.add_argument("--kernel-arg", action="append", default=[])
     parser.add_argument("--baseline", type=Path, default=None)
     args = parser.parse_args()
-    reference = args.reference or Path(os.environ.get("TRITON_REFERENCE", "/work/triton-reference"))
-    pa = str(reference / "run-pa")
+    reference, pa = reference_tools(args.reference)
     extra = ["--stability-percentage=999"]
     rows: dict[tuple[str, str, int], list[tuple[float, float, float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        repo = _repository(Path(tmp))
+        repo = _repository(Path(tmp), ["add_sub"])
         servers = {
             name: _start(name, repo, reference, args.kernel_arg if name == "kernel" else [])
             for name in args.servers
@@ -102,11 +68,19 @@ def main() -> None:
                         for name, (process, http, grpc) in servers.items():
                             port = grpc if protocol == "grpc" else http
                             before_count = _inferences(http)
-                            before = _tree_cpu(process.pid)
+                            before = split_cpu_seconds(process.pid)
                             row = _perf(
-                                pa, protocol, port, c, Path(tmp) / "o.csv", args.seconds, extra
+                                pa,
+                                "add_sub",
+                                protocol,
+                                port,
+                                c,
+                                "none",
+                                Path(tmp) / "o.csv",
+                                args.seconds,
+                                extra,
                             )
-                            after = _tree_cpu(process.pid)
+                            after = split_cpu_seconds(process.pid)
                             count = max(1, _inferences(http) - before_count)
                             server_us = (after[0] - before[0]) / count * 1e6
                             model_us = (after[1] - before[1]) / count * 1e6
@@ -119,9 +93,7 @@ def main() -> None:
                                 file=sys.stderr,
                             )
         finally:
-            for process, _, _ in servers.values():
-                process.terminate()
-                process.wait(timeout=60)
+            stop(p for p, _, _ in servers.values())
     print(f"medians of {args.rounds} interleaved rounds, {args.seconds} s windows")
     print()
     print("| server | protocol | c | infer/s | server CPU us/req | model process CPU us/req |")

@@ -13,7 +13,6 @@ ratio of the medians. Same model, repository and perf_analyzer settings as ``per
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile
@@ -21,23 +20,23 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from perf import Row, _perf, _repository, _start
+from perf import (
+    _repository,
+    _start,
+    interleaved_rows,
+    reference_tools,
+    side_by_side_arguments,
+    stop,
+)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reference", type=Path, default=None)
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8])
-    parser.add_argument("--protocols", nargs="+", default=["grpc", "http"])
-    parser.add_argument("--seconds", type=int, default=3)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--kernel-arg", action="append", default=[])
+    side_by_side_arguments(parser)
     args = parser.parse_args()
-    reference = args.reference or Path(os.environ.get("TRITON_REFERENCE", "/work/triton-reference"))
-    pa = str(reference / "run-pa")
+    reference, pa = reference_tools(args.reference)
     # A loaded machine never looks "stable" to perf_analyzer: take its windows as they come.
     extra = ["--stability-percentage=999"]
-    rows: dict[tuple[str, str, int], list[Row]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         repo = _repository(Path(tmp), ["add_sub"])
         servers = {
@@ -45,21 +44,9 @@ def main() -> None:
             "triton": _start("triton", repo, reference, []),
         }
         try:
-            for _ in range(args.rounds):
-                for protocol in args.protocols:
-                    for c in args.concurrency:
-                        for name, (_, http, grpc) in servers.items():
-                            port = grpc if protocol == "grpc" else http
-                            out = Path(tmp) / "out.csv"
-                            row = _perf(
-                                pa, "add_sub", protocol, port, c, "none", out, args.seconds, extra
-                            )
-                            rows.setdefault((name, protocol, c), []).append(row)
-                            print(name, row, file=sys.stderr)
+            rows = interleaved_rows(pa, servers, args, Path(tmp) / "out.csv", extra)
         finally:
-            for process, _, _ in servers.values():
-                process.terminate()
-                process.wait(timeout=60)
+            stop(p for p, _, _ in servers.values())
     print(f"medians of {args.rounds} interleaved rounds, {args.seconds} s windows")
     print()
     print(

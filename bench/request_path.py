@@ -25,14 +25,9 @@ interleaved, and the table gives medians and ratios to the first tree, per model
 from __future__ import annotations
 
 import argparse
-import cProfile
-import os
-import re
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +35,8 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from _measure import add_arguments, measure
+from _trees import compare
 from perf import CONFIG, MODEL_PY
 
 from kernel import InferenceRequest, InferenceServer, ServerOptions
@@ -72,24 +69,10 @@ def _repository(root: Path, models: list[str]) -> Path:
     return root
 
 
-def _callgrind(*args: str) -> None:
-    subprocess.run(["callgrind_control", *args, str(os.getpid())], check=True, capture_output=True)
-
-
-def _instructions(dump_dir: Path) -> int:
-    """The instruction count of the last callgrind dump of this process."""
-    dumps = sorted(dump_dir.glob(f"callgrind.out.{os.getpid()}.*"), key=os.path.getmtime)
-    text = dumps[-1].read_text()
-    match = re.search(r"^(?:summary|totals): (\d+)", text, re.MULTILINE)
-    if match is None:
-        raise RuntimeError(f"no instruction count in {dumps[-1]}")
-    return int(match.group(1))
-
-
 async def _run(
     models: list[str], requests: int, rounds: int, profile: Path | None, callgrind: Path | None
 ) -> dict[str, list[tuple[float, float]]]:
-    results: dict[str, list[tuple[float, float]]] = {name: [] for name in models}
+    results: dict[str, list[tuple[float, float]]] = {}
     a = np.arange(4, dtype=np.float32)
     b = np.ones(4, dtype=np.float32)
     with tempfile.TemporaryDirectory() as tmp:
@@ -111,88 +94,27 @@ async def _run(
                     response = await server.infer_once(request, target)  # type: ignore[arg-type]
                     assert response.error is None, response.error
 
-                for _ in range(200):  # warm up
-                    await one()
-                for _ in range(rounds):
-                    profiler = cProfile.Profile() if profile is not None else None
-                    if profiler is not None:
-                        profiler.enable()
-                    if callgrind is not None:
-                        _callgrind("--zero")
-                        _callgrind("--instr=on")
-                    start = time.thread_time()
-                    for _ in range(requests):
-                        await one()
-                    cpu = (time.thread_time() - start) / requests * 1e6
-                    count = 0.0
-                    if callgrind is not None:
-                        _callgrind("--dump")
-                        _callgrind("--instr=off")
-                        count = _instructions(callgrind) / requests
-                    results[name].append((cpu, count))
-                    if profiler is not None and profile is not None:
-                        profiler.disable()
-                        profiler.dump_stats(profile / f"{name}.prof")
+                results[name] = await measure(
+                    one,
+                    requests,
+                    rounds,
+                    warmup=200,
+                    profile=profile / f"{name}.prof" if profile is not None else None,
+                    callgrind=callgrind,
+                )
     return results
-
-
-def _trees(args: argparse.Namespace) -> None:
-    """Run this script once per tree and round, interleaved; print the medians."""
-    specs = [spec.partition("=")[::2] for spec in args.tree]
-    values: dict[tuple[str, str], list[float]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for n in range(args.rounds):
-            for label, path in specs if n % 2 == 0 else specs[::-1]:
-                tree = Path(path).resolve()
-                env = dict(os.environ)
-                paths = [str(tree), str(tree / "plugins" / "triton-backend-python" / "src")]
-                env["PYTHONPATH"] = os.pathsep.join([*paths, env.get("PYTHONPATH", "")])
-                command = [sys.executable, str(Path(__file__).resolve())]
-                command += ["--requests", str(args.requests), "--rounds", "1"]
-                command += ["--models", *args.models]
-                if args.callgrind:
-                    command = [
-                        "valgrind", "--tool=callgrind", "--instr-atstart=no",
-                        f"--callgrind-out-file={tmp}/callgrind.out.%p", *command,
-                        "--callgrind-dir", tmp,
-                    ]  # fmt: skip
-                out = subprocess.run(
-                    command, env=env, cwd=tree, check=True, capture_output=True, text=True
-                ).stdout
-                for line in out.splitlines():
-                    if line.startswith("RESULT"):
-                        _, model, cpu, count = line.split()
-                        value = float(count) if args.callgrind else float(cpu)
-                        values.setdefault((label, model), []).append(value)
-                        print(f"round {n + 1} {label} {model}: {cpu} us, {float(count):,.0f}"
-                              " instructions", file=sys.stderr)  # fmt: skip
-    first = specs[0][0]
-    what = "instructions" if args.callgrind else "event-loop CPU us"
-    print(f"per infer_once, medians of {args.rounds} interleaved rounds of {args.requests}")
-    print()
-    print(f"| model | tree | {what} | ratio to {first} |")
-    print("|---|---|---|---|")
-    for model in args.models:
-        base = statistics.median(values[(first, model)])
-        for label, _ in specs:
-            value = statistics.median(values[(label, model)])
-            print(f"| {model} | {label} | {value:,.1f} | {value / base:.3f} |")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=5000)
-    parser.add_argument("--rounds", type=int, default=3)
+    add_arguments(parser, requests=5000, rounds=3)
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
     parser.add_argument("--profile", type=Path, default=None, help="a folder for <model>.prof")
-    parser.add_argument("--tree", action="append", default=[], metavar="LABEL=PATH")
-    parser.add_argument("--callgrind", action="store_true", help="count instructions (--tree)")
-    parser.add_argument("--callgrind-dir", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.profile is not None:
         args.profile.mkdir(parents=True, exist_ok=True)
     if args.tree:
-        _trees(args)
+        compare(args, "per infer_once", args.models, ["--models", *args.models])
         return
     results = uvloop.run(
         _run(args.models, args.requests, args.rounds, args.profile, args.callgrind_dir)

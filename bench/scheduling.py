@@ -25,7 +25,6 @@ import asyncio
 import contextlib
 import itertools
 import os
-import socket
 import statistics
 import sys
 import tempfile
@@ -36,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _harness import free_port
 
 FEATURES, HIDDEN, CLASSES = 64, 256, 16
 CONFIG = """
@@ -159,13 +159,6 @@ async def in_process(repo: Path, concurrency: int, duration: float) -> list[Resu
             batch = (stats.inference_count - before[0]) / max(1, stats.execution_count - before[1])
             results.append(Result("in-process", name, throughput, batch, p50))
     return results
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def over_grpc(repo: Path, concurrency: int, duration: float) -> list[Result]:

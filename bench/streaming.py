@@ -34,7 +34,6 @@ import asyncio
 import contextlib
 import json
 import math
-import os
 import shutil
 import statistics
 import subprocess
@@ -51,27 +50,12 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _harness import free_port, machine
+from _proc import tree_cpu_seconds
 
 MODEL = (
     Path(__file__).resolve().parents[1] / "plugins/triton-frontend-openai/tests/models/openai_echo"
 )
 PROMPT = "the quick brown fox jumps over the lazy dog"
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of ``pid`` and its live descendants (the model processes)."""
-    total, pending = 0.0, [pid]
-    while pending:
-        current = pending.pop()
-        try:
-            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / TICKS
-            for task in Path(f"/proc/{current}/task").iterdir():
-                pending.extend(int(c) for c in (task / "children").read_text().split())
-        except OSError:
-            continue
-    return total
 
 
 class Server:
@@ -305,11 +289,11 @@ async def run(
             for _ in range(requests):
                 results.append(await client.stream(body))
 
-        cpu = cpu_seconds(server.proc.pid)
+        cpu = tree_cpu_seconds(server.proc.pid)
         started = time.perf_counter()
         await asyncio.wait_for(asyncio.gather(*(worker(c) for c in clients)), 600)
         wall = time.perf_counter() - started
-        cpu = cpu_seconds(server.proc.pid) - cpu
+        cpu = tree_cpu_seconds(server.proc.pid) - cpu
     finally:
         for client in clients:
             await client.close()
