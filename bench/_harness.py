@@ -17,50 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from _proc import rss_mb
+from kernel_test_backends.configs import ADDSUB, REPEAT, STRINGS
+from kernel_test_backends.configs import BATCHED as BATCHED_IDENTITY
 
-ADDSUB = """
-backend: "kerneltest"
-max_batch_size: 0
-input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ 4 ] },
-        { name: "INPUT1" data_type: TYPE_FP32 dims: [ 4 ] } ]
-output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 4 ] },
-         { name: "OUTPUT1" data_type: TYPE_FP32 dims: [ 4 ] } ]
-parameters { key: "behaviour" value { string_value: "addsub" } }
-"""
-BATCHED = """
-backend: "kerneltest"
-max_batch_size: 8
-input [ { name: "INPUT0" data_type: TYPE_INT32 dims: [ -1 ] } ]
-output [ { name: "OUTPUT0" data_type: TYPE_INT32 dims: [ -1 ] } ]
-parameters { key: "behaviour" value { string_value: "identity" } }
-dynamic_batching { max_queue_delay_microseconds: 500 }
-"""
-STRINGS = """
-backend: "kerneltest"
-max_batch_size: 0
-input [ { name: "INPUT0" data_type: TYPE_STRING dims: [ -1 ] } ]
-output [ { name: "OUTPUT0" data_type: TYPE_STRING dims: [ -1 ] } ]
-parameters { key: "behaviour" value { string_value: "identity" } }
-"""
-REPEAT = """
-backend: "kerneltest"
-max_batch_size: 0
-model_transaction_policy { decoupled: true }
-input [ { name: "IN" data_type: TYPE_INT32 dims: [ -1 ] } ]
-output [ { name: "OUT" data_type: TYPE_INT32 dims: [ 1 ] } ]
-parameters { key: "behaviour" value { string_value: "repeat" } }
-"""
-SLEEPY = """
-backend: "kerneltest"
-max_batch_size: 0
-input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ 4 ] },
-        { name: "INPUT1" data_type: TYPE_FP32 dims: [ 4 ] } ]
-output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 4 ] },
-         { name: "OUTPUT1" data_type: TYPE_FP32 dims: [ 4 ] } ]
-instance_group [ { count: 2 kind: KIND_CPU } ]
-parameters { key: "behaviour" value { string_value: "sleep" } }
-parameters { key: "sleep_ms" value { string_value: "200" } }
-"""
+BATCHED = BATCHED_IDENTITY + "dynamic_batching { max_queue_delay_microseconds: 500 }\n"
+SLEEPY = ADDSUB.replace('"addsub"', '"sleep"') + (
+    "instance_group [ { count: 2 kind: KIND_CPU } ]\n"
+    'parameters { key: "sleep_ms" value { string_value: "200" } }\n'
+)
 MODELS = {
     "addsub": ADDSUB,
     "batched": BATCHED,

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import uvloop
+from kernel_test_backends.configs import ADDSUB
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -43,15 +44,7 @@ from kernel import InferenceRequest, InferenceServer, ServerOptions
 from kernel._manager import ModelControlMode
 
 IN_PROCESS = 'parameters { key: "EXECUTION_MODE" value { string_value: "in_process" } }\n'
-IDENTITY = """
-backend: "kerneltest"
-max_batch_size: 0
-input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ 4 ] },
-        { name: "INPUT1" data_type: TYPE_FP32 dims: [ 4 ] } ]
-output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 4 ] },
-         { name: "OUTPUT1" data_type: TYPE_FP32 dims: [ 4 ] } ]
-parameters { key: "behaviour" value { string_value: "identity" } }
-"""
+IDENTITY = ADDSUB.replace('"addsub"', '"identity"')  # two FP32[4] inputs, as add/sub
 MODELS = ("add_sub_in_process", "add_sub", "identity")
 
 

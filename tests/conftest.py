@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from kernel_test_backends.configs import REPEAT
 
 from kernel.testing import write_model
 
@@ -44,16 +51,6 @@ instance_group [ {{ count: {count} kind: {kind} }} ]
 """
 
 
-REPEAT_CONFIG = """
-backend: "kerneltest"
-max_batch_size: 0
-model_transaction_policy { decoupled: true }
-input [ { name: "IN" data_type: TYPE_INT32 dims: [ -1 ] } ]
-output [ { name: "OUT" data_type: TYPE_INT32 dims: [ 1 ] } ]
-parameters { key: "behaviour" value { string_value: "repeat" } }
-"""
-
-
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
     """An empty model repository folder."""
@@ -77,7 +74,7 @@ def kt_config() -> Callable[..., str]:
 @pytest.fixture
 def repeat_config() -> str:
     """A decoupled ``kerneltest`` model: one response per element of IN, then final."""
-    return REPEAT_CONFIG
+    return REPEAT
 
 
 @pytest.fixture(scope="session")
@@ -106,3 +103,113 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         paths[name] = folder / f"{name}.pem"
         blob.write_to_path(str(paths[name]))
     return paths
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct ports free on 127.0.0.1 now, for a process that takes its ports on the
+    command line (another process may take one before it binds: retry on that)."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+@pytest.fixture(name="free_ports", scope="session")
+def free_ports_fixture() -> Callable[[int], list[int]]:
+    """The :func:`free_ports` function."""
+    return free_ports
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    """SIGTERM, then SIGKILL after ``timeout`` seconds."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@dataclass
+class Nginx:
+    """A real nginx, a child process of the test, with its own configuration, logs and pid file in
+    ``prefix`` (``prefix / "error.log"``: what it logged)."""
+
+    process: subprocess.Popen[bytes]
+    prefix: Path
+    ports: dict[str, int]
+    """The port of each listener the test named."""
+
+    def address(self, listener: str) -> str:
+        """``127.0.0.1:port`` of ``listener``."""
+        return f"127.0.0.1:{self.ports[listener]}"
+
+    def stop(self) -> None:
+        stop_process(self.process)
+
+
+class NginxStarter:
+    """``start_nginx(template, prefix, values, listeners)``: nginx with ``values`` and a free port
+    for each of ``listeners`` filled into the template's ``@NAME@`` placeholders, once it listens
+    on every one of them (tried three times: a free port may be taken by another process before
+    nginx binds it).
+
+    :raises RuntimeError: with nginx's error log, when it exits or does not listen in 20 s.
+    """
+
+    def __init__(self, binary: str) -> None:
+        self.binary = binary
+
+    def __call__(
+        self, template: Path, prefix: Path, values: dict[str, str], listeners: Sequence[str]
+    ) -> Nginx:
+        for attempt in range(3):
+            ports = dict(zip(listeners, free_ports(len(listeners)), strict=True))
+            try:
+                return self._start(template, prefix, values, ports)
+            except RuntimeError as exc:
+                if "Address already in use" not in str(exc) or attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _start(
+        self, template: Path, prefix: Path, values: dict[str, str], ports: dict[str, int]
+    ) -> Nginx:
+        config = template.read_text()
+        for name, value in (values | {k: str(v) for k, v in ports.items()}).items():
+            config = config.replace(f"@{name}@", value)
+        assert re.search(r"@[A-Z_]+@", config) is None, "a placeholder without a value"
+        (prefix / "nginx.conf").write_text(config)
+        error_log = prefix / "error.log"
+        error_log.unlink(missing_ok=True)  # only this attempt's lines are judged
+        command = [self.binary, "-p", str(prefix), "-c", str(prefix / "nginx.conf")]
+        process = subprocess.Popen(
+            [*command, "-e", str(error_log)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + 20
+        waiting = list(ports.values())
+        while waiting:  # bounded: until nginx listens on every port, or it exited, or 20 s passed
+            if process.poll() is not None or time.monotonic() > deadline:
+                stop_process(process)
+                raise RuntimeError(f"nginx did not start: {error_log.read_text()}")
+            try:
+                socket.create_connection(("127.0.0.1", waiting[0]), timeout=1).close()
+                waiting.pop(0)
+            except OSError:
+                time.sleep(0.05)
+        return Nginx(process, prefix, ports)
+
+
+@pytest.fixture(scope="session")
+def start_nginx() -> NginxStarter:
+    """A :class:`NginxStarter` for the Debian package's nginx (the test command installs it)."""
+    path = shutil.which("nginx") or shutil.which("/usr/sbin/nginx")
+    if path is None:
+        pytest.fail(
+            "nginx is not installed: the test command installs it (apt-get install -y nginx)"
+        )
+    return NginxStarter(path)

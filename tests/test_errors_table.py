@@ -20,20 +20,12 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
+from kernel_test_backends.configs import ADDSUB
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from kernel._errors import STATUS_TABLE, KernelError, Status, grpc_status, http_status
 from kernel.testing import RunningServer, ServerThread, write_model
 
-ADDSUB = """
-backend: "kerneltest"
-max_batch_size: 0
-input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ 4 ] },
-        { name: "INPUT1" data_type: TYPE_FP32 dims: [ 4 ] } ]
-output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 4 ] },
-         { name: "OUTPUT1" data_type: TYPE_FP32 dims: [ 4 ] } ]
-parameters { key: "behaviour" value { string_value: "addsub" } }
-"""
 RAISER = ADDSUB.replace('"addsub"', '"raise"')
 LIMIT = 8192
 

@@ -25,42 +25,12 @@ import pytest
 from google.protobuf.message import DecodeError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from kernel_test_backends.configs import ADDSUB, BATCHED, REPEAT, STRINGS
 from tritonclient.grpc import service_pb2 as pb
 
 from kernel._manager import ModelControlMode
 from kernel.testing import ServerThread, write_model
 
-ADDSUB = """
-backend: "kerneltest"
-max_batch_size: 0
-input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ 4 ] },
-        { name: "INPUT1" data_type: TYPE_FP32 dims: [ 4 ] } ]
-output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 4 ] },
-         { name: "OUTPUT1" data_type: TYPE_FP32 dims: [ 4 ] } ]
-parameters { key: "behaviour" value { string_value: "addsub" } }
-"""
-BATCHED = """
-backend: "kerneltest"
-max_batch_size: 8
-input [ { name: "INPUT0" data_type: TYPE_INT32 dims: [ -1 ] } ]
-output [ { name: "OUTPUT0" data_type: TYPE_INT32 dims: [ -1 ] } ]
-parameters { key: "behaviour" value { string_value: "identity" } }
-"""
-STRINGS = """
-backend: "kerneltest"
-max_batch_size: 0
-input [ { name: "INPUT0" data_type: TYPE_STRING dims: [ -1 ] } ]
-output [ { name: "OUTPUT0" data_type: TYPE_STRING dims: [ -1 ] } ]
-parameters { key: "behaviour" value { string_value: "identity" } }
-"""
-REPEAT = """
-backend: "kerneltest"
-max_batch_size: 0
-model_transaction_policy { decoupled: true }
-input [ { name: "IN" data_type: TYPE_INT32 dims: [ -1 ] } ]
-output [ { name: "OUT" data_type: TYPE_INT32 dims: [ 1 ] } ]
-parameters { key: "behaviour" value { string_value: "repeat" } }
-"""
 VICTIM = "victim"  # the only model load/unload fuzzing may change
 SERVICE = "/inference.GRPCInferenceService/"
 TIMEOUT = 20.0

@@ -30,33 +30,11 @@ from urllib.parse import quote
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from kernel_test_backends.configs import ADDSUB, BATCHED, STRINGS
 
 from kernel._manager import ModelControlMode
 from kernel.testing import RunningServer, ServerThread, write_model
 
-ADDSUB = """
-backend: "kerneltest"
-max_batch_size: 0
-input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ 4 ] },
-        { name: "INPUT1" data_type: TYPE_FP32 dims: [ 4 ] } ]
-output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 4 ] },
-         { name: "OUTPUT1" data_type: TYPE_FP32 dims: [ 4 ] } ]
-parameters { key: "behaviour" value { string_value: "addsub" } }
-"""
-BATCHED = """
-backend: "kerneltest"
-max_batch_size: 8
-input [ { name: "INPUT0" data_type: TYPE_INT32 dims: [ -1 ] } ]
-output [ { name: "OUTPUT0" data_type: TYPE_INT32 dims: [ -1 ] } ]
-parameters { key: "behaviour" value { string_value: "identity" } }
-"""
-STRINGS = """
-backend: "kerneltest"
-max_batch_size: 0
-input [ { name: "INPUT0" data_type: TYPE_STRING dims: [ -1 ] } ]
-output [ { name: "OUTPUT0" data_type: TYPE_STRING dims: [ -1 ] } ]
-parameters { key: "behaviour" value { string_value: "identity" } }
-"""
 VICTIM = "victim"  # the only model load/unload fuzzing may change
 MAX_BODY = 64 * 1024
 TIMEOUT = 20.0

@@ -26,6 +26,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from kernel_test_backends.configs import IDENTITY
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
@@ -33,13 +34,6 @@ from kernel._manager import ModelControlMode
 from kernel.frontends._grpc._hpack import Decoder, HpackError, encode
 from kernel.testing import RunningServer, ServerThread, write_model
 
-IDENTITY = """
-backend: "kerneltest"
-max_batch_size: 0
-input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ -1 ] } ]
-output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ -1 ] } ]
-parameters { key: "behaviour" value { string_value: "identity" } }
-"""
 SLEEPY = IDENTITY.replace('"identity"', '"sleep"') + (
     'parameters { key: "sleep_ms" value { string_value: "500" } }'
 )

@@ -16,18 +16,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from kernel_test_backends.configs import ADDSUB
 
 from kernel.testing import RunningServer, ServerThread, write_model
 
-ADDSUB = """
-backend: "kerneltest"
-max_batch_size: 0
-input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ 4 ] },
-        { name: "INPUT1" data_type: TYPE_FP32 dims: [ 4 ] } ]
-output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 4 ] },
-         { name: "OUTPUT1" data_type: TYPE_FP32 dims: [ 4 ] } ]
-parameters { key: "behaviour" value { string_value: "addsub" } }
-"""
 INFER_BODY = json.dumps(
     {
         "inputs": [

@@ -13,28 +13,12 @@ from typing import Any
 import numpy as np
 import pytest
 import tritonclient.http as httpclient
+from kernel_test_backends.configs import ADDSUB, STRINGS
 
 from kernel._errors import KernelError
 from kernel._inference import RequestFlags
 from kernel.frontends._http._infer import BINARY, DecodePlans, InferCall, decode_request
 from kernel.testing import RunningServer, ServerThread, write_model
-
-ADDSUB = """
-backend: "kerneltest"
-max_batch_size: 0
-input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ 4 ] },
-        { name: "INPUT1" data_type: TYPE_FP32 dims: [ 4 ] } ]
-output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 4 ] },
-         { name: "OUTPUT1" data_type: TYPE_FP32 dims: [ 4 ] } ]
-parameters { key: "behaviour" value { string_value: "addsub" } }
-"""
-STRINGS = """
-backend: "kerneltest"
-max_batch_size: 0
-input [ { name: "INPUT0" data_type: TYPE_STRING dims: [ -1 ] } ]
-output [ { name: "OUTPUT0" data_type: TYPE_STRING dims: [ -1 ] } ]
-parameters { key: "behaviour" value { string_value: "identity" } }
-"""
 
 
 @pytest.fixture(scope="module")

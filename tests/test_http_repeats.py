@@ -17,6 +17,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 import tritonclient.http as httpclient
+from kernel_test_backends.configs import ADDSUB, IDENTITY
 
 from kernel._inference import InferenceResponse
 from kernel.frontends._http._infer import DecodePlans, decode_request, encode_response
@@ -139,16 +140,6 @@ def test_a_refused_read_is_refused_again() -> None:
 
 
 # -- reply headers made once per plan -----------------------------------------------------------
-
-ADDSUB = """
-backend: "kerneltest"
-max_batch_size: 0
-input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ 4 ] },
-        { name: "INPUT1" data_type: TYPE_FP32 dims: [ 4 ] } ]
-output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 4 ] },
-         { name: "OUTPUT1" data_type: TYPE_FP32 dims: [ 4 ] } ]
-parameters { key: "behaviour" value { string_value: "addsub" } }
-"""
 
 
 @pytest.fixture(scope="module")
@@ -285,14 +276,6 @@ def test_the_infer_reply_over_http_is_unchanged_when_repeated(server: RunningSer
 
 
 # -- large tensors (issue 22): one body buffer, inputs as views of it, outputs as they are -----
-
-IDENTITY = """
-backend: "kerneltest"
-max_batch_size: 0
-input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ -1 ] } ]
-output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ -1 ] } ]
-parameters { key: "behaviour" value { string_value: "identity" } }
-"""
 
 
 @pytest.fixture(scope="module")

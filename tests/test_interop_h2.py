@@ -35,27 +35,13 @@ from h2.events import (
     WindowUpdated,
 )
 from h2.settings import SettingCodes
+from kernel_test_backends.configs import IDENTITY, REPEAT
 from tritonclient.grpc import service_pb2
 
 from kernel._options import TlsSettings
 from kernel.testing import RunningServer, ServerThread, write_model
 
 SERVICE = "/inference.GRPCInferenceService/"
-IDENTITY = """
-backend: "kerneltest"
-max_batch_size: 0
-input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ -1 ] } ]
-output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ -1 ] } ]
-parameters { key: "behaviour" value { string_value: "identity" } }
-"""
-REPEAT = """
-backend: "kerneltest"
-max_batch_size: 0
-model_transaction_policy { decoupled: true }
-input [ { name: "IN" data_type: TYPE_INT32 dims: [ -1 ] } ]
-output [ { name: "OUT" data_type: TYPE_INT32 dims: [ 1 ] } ]
-parameters { key: "behaviour" value { string_value: "repeat" } }
-"""
 SLOW_REPEAT = REPEAT + 'parameters { key: "sleep_ms" value { string_value: "20" } }'
 
 

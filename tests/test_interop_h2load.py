@@ -20,18 +20,12 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+from kernel_test_backends.configs import IDENTITY
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from kernel._options import TlsSettings
 from kernel.testing import RunningServer, ServerThread, write_model
 
-IDENTITY = """
-backend: "kerneltest"
-max_batch_size: 0
-input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ -1 ] } ]
-output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ -1 ] } ]
-parameters { key: "behaviour" value { string_value: "identity" } }
-"""
 SERVICE = "/inference.GRPCInferenceService/"
 
 

@@ -12,10 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import queue
-import re
-import shutil
-import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,6 +23,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aioclient
 import tritonclient.http as httpclient
+from kernel_test_backends.configs import ADDSUB_ANY_LENGTH, REPEAT
 from tritonclient.utils import InferenceServerException
 
 from kernel._options import TlsSettings
@@ -34,15 +31,6 @@ from kernel.testing import RunningServer, ServerThread, write_model
 
 TEMPLATE = Path(__file__).parent / "interop" / "nginx.conf.template"
 _LISTENERS = ("GRPC", "GRPC_TLS", "GRPC_TO_TLS", "HTTP", "HTTP_TO_TLS")
-ADDSUB = """
-backend: "kerneltest"
-max_batch_size: 0
-input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ -1 ] },
-        { name: "INPUT1" data_type: TYPE_FP32 dims: [ -1 ] } ]
-output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ -1 ] },
-         { name: "OUTPUT1" data_type: TYPE_FP32 dims: [ -1 ] } ]
-parameters { key: "behaviour" value { string_value: "addsub" } }
-"""
 SLOW = """
 backend: "kerneltest"
 max_batch_size: 0
@@ -50,14 +38,6 @@ input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ -1 ] } ]
 output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ -1 ] } ]
 parameters { key: "behaviour" value { string_value: "sleep" } }
 parameters { key: "sleep_ms" value { string_value: "1500" } }
-"""
-REPEAT = """
-backend: "kerneltest"
-max_batch_size: 0
-model_transaction_policy { decoupled: true }
-input [ { name: "IN" data_type: TYPE_INT32 dims: [ -1 ] } ]
-output [ { name: "OUT" data_type: TYPE_INT32 dims: [ 1 ] } ]
-parameters { key: "behaviour" value { string_value: "repeat" } }
 """
 
 
@@ -72,35 +52,14 @@ class Proxy:
     http_to_tls: str
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
 def _port(url: str) -> str:
     return url.rsplit(":", 1)[1]
 
 
 @pytest.fixture(scope="module")
-def nginx_binary() -> str:
-    path = shutil.which("nginx") or shutil.which("/usr/sbin/nginx")
-    if path is None:
-        pytest.fail(
-            "nginx is not installed: the test command installs it (apt-get install -y nginx)"
-        )
-    return path
-
-
-@pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     repo = tmp_path_factory.mktemp("nginx_models")
-    write_model(repo, "addsub", ADDSUB)
+    write_model(repo, "addsub", ADDSUB_ANY_LENGTH)
     write_model(repo, "repeat", REPEAT)
     write_model(repo, "slow", SLOW)
     return repo
@@ -121,46 +80,9 @@ def mutual_kernel(models: Path, tls_files: dict[str, Path]) -> Iterator[RunningS
         yield served
 
 
-def _start_nginx(binary: str, prefix: Path, values: dict[str, str]) -> subprocess.Popen[bytes]:
-    """nginx with ``values`` filled into the template, once it listens on every port.
-
-    :raises RuntimeError: with nginx's error log, when it exits or does not listen in time.
-    """
-    config = TEMPLATE.read_text()
-    for name, value in values.items():
-        config = config.replace(f"@{name}@", value)
-    assert re.search(r"@[A-Z_]+@", config) is None, "a placeholder without a value"
-    (prefix / "nginx.conf").write_text(config)
-    error_log = prefix / "error.log"
-    error_log.unlink(missing_ok=True)  # only this attempt's lines are judged
-    command = [binary, "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-e", str(error_log)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 20
-    ports = [int(values[name]) for name in _LISTENERS]
-    while ports:  # bounded: until nginx listens on every port, or it exited, or 20 s passed
-        if process.poll() is not None or time.monotonic() > deadline:
-            _stop(process)
-            raise RuntimeError(f"nginx did not start: {error_log.read_text()}")
-        try:
-            socket.create_connection(("127.0.0.1", ports[0]), timeout=1).close()
-            ports.pop(0)
-        except OSError:
-            time.sleep(0.05)
-    return process
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 @pytest.fixture(scope="module")
 def proxy(
-    nginx_binary: str,
+    start_nginx: Any,
     kernel: RunningServer,
     mutual_kernel: RunningServer,
     tls_files: dict[str, Path],
@@ -179,19 +101,11 @@ def proxy(
         "CLIENT_CERT": str(tls_files["client_cert"]),
         "CLIENT_KEY": str(tls_files["client_key"]),
     }
-    for attempt in range(3):  # a free port may be taken by another process before nginx binds
-        ports = dict(zip(_LISTENERS, _free_ports(len(_LISTENERS)), strict=True))
-        values |= {name: str(port) for name, port in ports.items()}
-        try:
-            process = _start_nginx(nginx_binary, prefix, values)
-            break
-        except RuntimeError as exc:
-            if "Address already in use" not in str(exc) or attempt == 2:
-                raise
+    nginx = start_nginx(TEMPLATE, prefix, values, _LISTENERS)
     try:
-        yield Proxy(**{name.lower(): f"127.0.0.1:{port}" for name, port in ports.items()})
+        yield Proxy(**{name.lower(): nginx.address(name) for name in _LISTENERS})
     finally:
-        _stop(process)
+        nginx.stop()
     # nginx logs an upstream that misbehaved (reset, closed early, bad framing) at [error]
     levels = ("[error]", "[crit]", "[alert]", "[emerg]")
     lines = (prefix / "error.log").read_text().splitlines()

@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import queue
 import re
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -37,20 +35,12 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
+from kernel_test_backends.configs import ADDSUB_ANY_LENGTH, REPEAT
 from tritonclient.utils import InferenceServerException
 
 from kernel.testing import write_model
 
 TEMPLATE = Path(__file__).parent / "interop" / "nginx-replicas.conf.template"
-ADDSUB = """
-backend: "kerneltest"
-max_batch_size: 0
-input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ -1 ] },
-        { name: "INPUT1" data_type: TYPE_FP32 dims: [ -1 ] } ]
-output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ -1 ] },
-         { name: "OUTPUT1" data_type: TYPE_FP32 dims: [ -1 ] } ]
-parameters { key: "behaviour" value { string_value: "addsub" } }
-"""
 # identity after 200 ms, so requests are in flight whenever a replica gets SIGTERM
 SLOW = """
 backend: "kerneltest"
@@ -61,27 +51,8 @@ instance_group [ { count: 4 kind: KIND_CPU } ]
 parameters { key: "behaviour" value { string_value: "sleep" } }
 parameters { key: "sleep_ms" value { string_value: "200" } }
 """
-REPEAT = """
-backend: "kerneltest"
-max_batch_size: 0
-model_transaction_policy { decoupled: true }
-input [ { name: "IN" data_type: TYPE_INT32 dims: [ -1 ] } ]
-output [ { name: "OUT" data_type: TYPE_INT32 dims: [ 1 ] } ]
-parameters { key: "behaviour" value { string_value: "repeat" } }
-"""
 REPLICAS = ("A", "B", "C")
 SHUTTING_DOWN = "the server is shutting down"
-
-
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 def _wait_for(condition: Callable[[], bool], what: str, seconds: float) -> None:
@@ -148,59 +119,32 @@ class Cluster:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    nginx = shutil.which("nginx") or shutil.which("/usr/sbin/nginx")
-    if nginx is None:
-        pytest.fail("nginx is not installed: the test command installs it (apt-get install nginx)")
+def cluster(
+    tmp_path_factory: pytest.TempPathFactory, start_nginx: Any, free_ports: Any
+) -> Iterator[Cluster]:
     repo = tmp_path_factory.mktemp("replica_models")
-    write_model(repo, "addsub", ADDSUB)
+    write_model(repo, "addsub", ADDSUB_ANY_LENGTH)
     write_model(repo, "slow", SLOW)
     write_model(repo, "repeat", REPEAT)
     prefix = tmp_path_factory.mktemp("nginx_replicas")
-    ports = _free_ports(8)
+    ports = free_ports(6)
     replicas = [
         Replica(repo, ports[2 * i], ports[2 * i + 1], prefix / f"replica-{name}.log")
         for i, name in enumerate(REPLICAS)
     ]
-    values = {"PREFIX": str(prefix), "HTTP": str(ports[6]), "GRPC": str(ports[7])}
+    values = {"PREFIX": str(prefix)}
     for name, replica in zip(REPLICAS, replicas, strict=True):
         values[f"HTTP_{name}"] = str(replica.http_port)
         values[f"GRPC_{name}"] = str(replica.grpc_port)
-    config = TEMPLATE.read_text()
-    for key, value in values.items():
-        config = config.replace(f"@{key}@", value)
-    assert re.search(r"@[A-Z_]+@", config) is None, "a placeholder without a value"
-    (prefix / "nginx.conf").write_text(config)
-    error_log = prefix / "error.log"
-    proxy: subprocess.Popen[bytes] | None = None
+    nginx = None
     try:
         for replica in replicas:
             replica.start()
-        proxy = subprocess.Popen(
-            [nginx, "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-e", str(error_log)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-
-        def listening() -> bool:
-            assert proxy is not None and proxy.poll() is None, error_log.read_text()
-            try:
-                for port in (ports[6], ports[7]):
-                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            except OSError:
-                return False
-            return True
-
-        _wait_for(listening, "nginx to listen", 20)
-        yield Cluster(replicas, f"127.0.0.1:{ports[6]}", f"127.0.0.1:{ports[7]}", prefix)
+        nginx = start_nginx(TEMPLATE, prefix, values, ["HTTP", "GRPC"])
+        yield Cluster(replicas, nginx.address("HTTP"), nginx.address("GRPC"), prefix)
     finally:
-        if proxy is not None:
-            proxy.terminate()
-            try:
-                proxy.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proxy.kill()
-                proxy.wait()
+        if nginx is not None:
+            nginx.stop()
         for replica in replicas:
             replica.kill()
 
@@ -430,15 +374,17 @@ def test_rolling_restart_behind_nginx_loses_nothing(cluster: Cluster) -> None:
             assert last.get(str(port), -1) > len(served) // 2, f"no answer from {port} lately"
 
 
-def test_a_starting_replica_refuses_connections_until_its_models_loaded(tmp_path: Path) -> None:
+def test_a_starting_replica_refuses_connections_until_its_models_loaded(
+    tmp_path: Path, free_ports: Any
+) -> None:
     """As tritonserver: the ports listen once the startup models settled, so a proxy never
     reaches a replica that would answer "unknown model" (a 404 it does not retry)."""
     write_model(
         tmp_path,
         "slow_init",
-        ADDSUB + 'parameters { key: "init_sleep_ms" value { string_value: "1500" } }',
+        ADDSUB_ANY_LENGTH + 'parameters { key: "init_sleep_ms" value { string_value: "1500" } }',
     )
-    http_port, grpc_port = _free_ports(2)
+    http_port, grpc_port = free_ports(2)
     replica = Replica(tmp_path, http_port, grpc_port, tmp_path / "replica.log")
     replica.proc = subprocess.Popen(
         [

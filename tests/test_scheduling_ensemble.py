@@ -8,6 +8,7 @@ from pathlib import Path
 import anyio
 import numpy as np
 import pytest
+from kernel_test_backends.configs import REPEAT
 
 from kernel import InferenceRequest, KernelError
 from kernel._manager import ModelControlMode
@@ -39,15 +40,6 @@ backend: "kerneltest"
 max_batch_size: 0
 input [ { name: "INPUT0" data_type: TYPE_INT32 dims: [ 1 ] } ]
 output [ { name: "OUTPUT0" data_type: TYPE_INT32 dims: [ 1 ] } ]
-"""
-
-REPEAT = """
-backend: "kerneltest"
-max_batch_size: 0
-model_transaction_policy { decoupled: true }
-input [ { name: "IN" data_type: TYPE_INT32 dims: [ -1 ] } ]
-output [ { name: "OUT" data_type: TYPE_INT32 dims: [ 1 ] } ]
-parameters { key: "behaviour" value { string_value: "repeat" } }
 """
 
 

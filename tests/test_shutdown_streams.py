@@ -22,6 +22,7 @@ import hpack
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
+from kernel_test_backends.configs import ADDSUB_ANY_LENGTH
 from tritonclient.grpc import service_pb2
 
 from kernel.testing import ServerThread, write_model
@@ -94,15 +95,6 @@ def test_open_stream_ends_with_unavailable_after_its_work(tmp_path: Path, idle: 
         client.close()
 
 
-ADDSUB = """
-backend: "kerneltest"
-max_batch_size: 0
-input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ -1 ] },
-        { name: "INPUT1" data_type: TYPE_FP32 dims: [ -1 ] } ]
-output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ -1 ] },
-         { name: "OUTPUT1" data_type: TYPE_FP32 dims: [ -1 ] } ]
-parameters { key: "behaviour" value { string_value: "addsub" } }
-"""
 _HEADERS, _DATA, _RST_STREAM, _SETTINGS, _PING, _GOAWAY = 1, 0, 3, 4, 6, 7
 
 
@@ -184,7 +176,7 @@ def test_a_stream_opened_before_the_client_read_goaway_is_served(tmp_path: Path)
     """Graceful GOAWAY in two steps (RFC 9113 section 6.8): a stream a proxy opened while the
     stop's first GOAWAY was on its way is served, not refused (nginx cannot retry a request
     whose body it already sent)."""
-    write_model(tmp_path, "addsub", ADDSUB)
+    write_model(tmp_path, "addsub", ADDSUB_ANY_LENGTH)
     write_model(tmp_path, "slower", SLOW.replace('"800"', '"3000"'))
     serving = ServerThread(tmp_path, metrics_port=None, http_port=None)
     with serving as running:

@@ -28,6 +28,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aioclient
 import tritonclient.http as httpclient
 from geventhttpclient.response import HTTPConnectionClosed
+from kernel_test_backends.configs import ADDSUB, REPEAT
 from tritonclient.utils import InferenceServerException
 
 from kernel._cli import _build_parser
@@ -37,23 +38,6 @@ from kernel._serve_command import options_from_args
 from kernel.frontends._tls import server_context
 from kernel.testing import RunningServer, ServerThread, run_server, write_model
 
-ADDSUB = """
-backend: "kerneltest"
-max_batch_size: 0
-input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ 4 ] },
-        { name: "INPUT1" data_type: TYPE_FP32 dims: [ 4 ] } ]
-output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 4 ] },
-         { name: "OUTPUT1" data_type: TYPE_FP32 dims: [ 4 ] } ]
-parameters { key: "behaviour" value { string_value: "addsub" } }
-"""
-REPEAT = """
-backend: "kerneltest"
-max_batch_size: 0
-model_transaction_policy { decoupled: true }
-input [ { name: "IN" data_type: TYPE_INT32 dims: [ -1 ] } ]
-output [ { name: "OUT" data_type: TYPE_INT32 dims: [ 1 ] } ]
-parameters { key: "behaviour" value { string_value: "repeat" } }
-"""
 A = np.array([1.0, 2.0, 3.0, 4.0], dtype=np.float32)
 B = np.array([0.5, 0.5, 0.5, 0.5], dtype=np.float32)
 
