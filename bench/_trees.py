@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from _harness import free_port
-from perf import _wait_ready
+from perf import _wait_ready, stop
 
 T = TypeVar("T")
 
@@ -62,7 +62,11 @@ def start_kernel(
         env=tree_env(tree) if tree is not None else dict(os.environ),
         cwd=tree,
     )
-    _wait_ready(http)
+    try:
+        _wait_ready(http)
+    except BaseException:
+        stop([proc])  # not left running behind a failed bench
+        raise
     return proc, http, grpc
 
 

@@ -8,7 +8,7 @@ proxy: its connection preface, the metadata rpcs it makes first, then one ModelI
 another, whose header blocks are 8 bytes of dynamic-table references), one request at a time.
 Measured around ``--requests`` of them: the event loop thread's CPU time (``time.thread_time``;
 the model's thread is not counted), and under ``--callgrind`` the user-space instructions of the
-whole process (see bench/http_path.py, whose tree and callgrind driving this reuses).
+whole process (bench/_measure.py and _trees.py: the same driving as bench/http_path.py).
 
     python bench/grpc_path.py [--requests 20000] [--rounds 5] [--profile out.prof]
     python bench/grpc_path.py --tree before=/path/to/old/checkout --tree after=. \

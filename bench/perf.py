@@ -179,7 +179,11 @@ def _start(
         assert reference is not None
         command = [str(reference / "run-triton"), f"--model-repository={repo}", *ports]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _wait_ready(http)
+    try:
+        _wait_ready(http)
+    except BaseException:
+        stop([proc])  # not left running behind a failed bench
+        raise
     return proc, http, grpc
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -39,11 +40,10 @@ def main() -> None:
     extra = ["--stability-percentage=999"]
     with tempfile.TemporaryDirectory() as tmp:
         repo = _repository(Path(tmp), ["add_sub"])
-        servers = {
-            "kernel": _start("kernel", repo, reference, args.kernel_arg),
-            "triton": _start("triton", repo, reference, []),
-        }
+        servers: dict[str, tuple[subprocess.Popen[bytes], int, int]] = {}
         try:
+            servers["kernel"] = _start("kernel", repo, reference, args.kernel_arg)
+            servers["triton"] = _start("triton", repo, reference, [])
             rows = interleaved_rows(pa, servers, args, Path(tmp) / "out.csv", extra)
         finally:
             stop(p for p, _, _ in servers.values())

@@ -23,7 +23,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aioclient
 import tritonclient.http as httpclient
-from kernel_test_backends.configs import ADDSUB_ANY_LENGTH, REPEAT
+from kernel_test_backends.configs import ADDSUB_ANY_LENGTH, REPEAT, sleeping
 from tritonclient.utils import InferenceServerException
 
 from kernel._options import TlsSettings
@@ -31,14 +31,7 @@ from kernel.testing import RunningServer, ServerThread, write_model
 
 TEMPLATE = Path(__file__).parent / "interop" / "nginx.conf.template"
 _LISTENERS = ("GRPC", "GRPC_TLS", "GRPC_TO_TLS", "HTTP", "HTTP_TO_TLS")
-SLOW = """
-backend: "kerneltest"
-max_batch_size: 0
-input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ -1 ] } ]
-output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ -1 ] } ]
-parameters { key: "behaviour" value { string_value: "sleep" } }
-parameters { key: "sleep_ms" value { string_value: "1500" } }
-"""
+SLOW = sleeping(1500)
 
 
 @dataclass(frozen=True)

@@ -35,22 +35,14 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
-from kernel_test_backends.configs import ADDSUB_ANY_LENGTH, REPEAT
+from kernel_test_backends.configs import ADDSUB_ANY_LENGTH, REPEAT, sleeping
 from tritonclient.utils import InferenceServerException
 
 from kernel.testing import write_model
 
 TEMPLATE = Path(__file__).parent / "interop" / "nginx-replicas.conf.template"
 # identity after 200 ms, so requests are in flight whenever a replica gets SIGTERM
-SLOW = """
-backend: "kerneltest"
-max_batch_size: 0
-input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ -1 ] } ]
-output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ -1 ] } ]
-instance_group [ { count: 4 kind: KIND_CPU } ]
-parameters { key: "behaviour" value { string_value: "sleep" } }
-parameters { key: "sleep_ms" value { string_value: "200" } }
-"""
+SLOW = sleeping(200, instances=4)
 REPLICAS = ("A", "B", "C")
 SHUTTING_DOWN = "the server is shutting down"
 

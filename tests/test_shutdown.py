@@ -26,20 +26,13 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
+from kernel_test_backends.configs import sleeping
 
 from kernel.testing import write_model
 
 KERNEL = [sys.executable, "-m", "kernel"]
 SLEEP_MS = 1500
-CONFIG = f"""
-backend: "kerneltest"
-max_batch_size: 0
-input [ {{ name: "INPUT0" data_type: TYPE_FP32 dims: [ -1 ] }} ]
-output [ {{ name: "OUTPUT0" data_type: TYPE_FP32 dims: [ -1 ] }} ]
-instance_group [ {{ count: 1 kind: KIND_CPU }} ]
-parameters {{ key: "behaviour" value {{ string_value: "sleep" }} }}
-parameters {{ key: "sleep_ms" value {{ string_value: "{SLEEP_MS}" }} }}
-"""
+CONFIG = sleeping(SLEEP_MS, instances=1)
 GOAWAY = 7
 
 

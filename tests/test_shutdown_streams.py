@@ -22,19 +22,12 @@ import hpack
 import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
-from kernel_test_backends.configs import ADDSUB_ANY_LENGTH
+from kernel_test_backends.configs import ADDSUB_ANY_LENGTH, sleeping
 from tritonclient.grpc import service_pb2
 
 from kernel.testing import ServerThread, write_model
 
-SLOW = """
-backend: "kerneltest"
-max_batch_size: 0
-input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ -1 ] } ]
-output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ -1 ] } ]
-parameters { key: "behaviour" value { string_value: "sleep" } }
-parameters { key: "sleep_ms" value { string_value: "800" } }
-"""
+SLOW = sleeping(800)
 
 
 def _refused(port: int) -> bool:

@@ -61,3 +61,12 @@ output [ { name: "OUT" data_type: TYPE_INT32 dims: [ 1 ] } ]
 parameters { key: "behaviour" value { string_value: "repeat" } }
 """
 """Decoupled: one response per element of IN (OUT = that element), then the final flag."""
+
+
+def sleeping(ms: int, instances: int | None = None) -> str:
+    """``IDENTITY`` answered after ``ms`` milliseconds, each request holding its instance that
+    long (``instances``: that many CPU instances; else the backend's default)."""
+    config = IDENTITY.replace('"identity"', '"sleep"')
+    if instances is not None:
+        config += f"instance_group [ {{ count: {instances} kind: KIND_CPU }} ]\n"
+    return config + f'parameters {{ key: "sleep_ms" value {{ string_value: "{ms}" }} }}\n'
