@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from _harness import free_port
-from perf import _wait_ready, stop
+from perf import _serving
 
 T = TypeVar("T")
 
@@ -62,12 +62,7 @@ def start_kernel(
         env=tree_env(tree) if tree is not None else dict(os.environ),
         cwd=tree,
     )
-    try:
-        _wait_ready(http)
-    except BaseException:
-        stop([proc])  # not left running behind a failed bench
-        raise
-    return proc, http, grpc
+    return _serving(proc, http, grpc)
 
 
 def interleaved(items: list[T], round_: int) -> list[T]:

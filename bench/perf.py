@@ -157,6 +157,19 @@ def _wait_ready(http_port: int, timeout: float = 120) -> None:
     raise RuntimeError("the server did not become ready")
 
 
+def _serving(
+    proc: subprocess.Popen[bytes], http: int, grpc: int
+) -> tuple[subprocess.Popen[bytes], int, int]:
+    """(``proc``, its HTTP port, its gRPC port) once it is ready; stopped when it does not get
+    ready, so a failed bench leaves no server behind."""
+    try:
+        _wait_ready(http)
+    except BaseException:
+        stop([proc])
+        raise
+    return proc, http, grpc
+
+
 def _repository(root: Path, models: list[str]) -> Path:
     repo = root / "models"
     for name in models:
@@ -179,12 +192,7 @@ def _start(
         assert reference is not None
         command = [str(reference / "run-triton"), f"--model-repository={repo}", *ports]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        _wait_ready(http)
-    except BaseException:
-        stop([proc])  # not left running behind a failed bench
-        raise
-    return proc, http, grpc
+    return _serving(proc, http, grpc)
 
 
 def stop(processes: Iterable[subprocess.Popen[bytes]], sig: int = signal.SIGTERM) -> None:
@@ -240,15 +248,20 @@ def _perf(
     )
 
 
-def side_by_side_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of the benches that run perf_analyzer's add_sub rows on servers running side
-    by side (bench/perf_trees.py, python_side_by_side.py, python_cpu_per_request.py)."""
+def parse_side_by_side(
+    parser: argparse.ArgumentParser,
+) -> tuple[argparse.Namespace, Path, str]:
+    """The command line of the benches that run perf_analyzer's add_sub rows on servers running
+    side by side (bench/perf_trees.py, python_side_by_side.py, python_cpu_per_request.py), with
+    the options each adds to ``parser``: (arguments, Triton's tools folder, perf_analyzer)."""
     parser.add_argument("--reference", type=Path, default=None)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8])
     parser.add_argument("--protocols", nargs="+", default=["grpc", "http"])
     parser.add_argument("--seconds", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--kernel-arg", action="append", default=[])
+    args = parser.parse_args()
+    return args, *reference_tools(args.reference)
 
 
 def reference_tools(option: Path | None) -> tuple[Path, str]:

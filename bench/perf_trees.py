@@ -24,23 +24,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _trees import start_kernel, trees
-from perf import (
-    _repository,
-    _start,
-    interleaved_rows,
-    reference_tools,
-    side_by_side_arguments,
-    stop,
-)
+from perf import _repository, _start, interleaved_rows, parse_side_by_side, stop
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tree", action="append", default=[], metavar="LABEL=PATH")
     parser.add_argument("--no-triton", action="store_true")
-    side_by_side_arguments(parser)
-    args = parser.parse_args()
-    reference, pa = reference_tools(args.reference)
+    args, reference, pa = parse_side_by_side(parser)
     extra = ["--stability-percentage=999"]  # take perf_analyzer's windows as they come
     with tempfile.TemporaryDirectory() as tmp:
         repo = _repository(Path(tmp), ["add_sub"])

@@ -30,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _proc import split_cpu_seconds
-from perf import _perf, _repository, _start, reference_tools, side_by_side_arguments, stop
+from perf import _perf, _repository, _start, parse_side_by_side, stop
 
 
 def _inferences(http_port: int) -> int:
@@ -42,11 +42,9 @@ def _inferences(http_port: int) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    side_by_side_arguments(parser)
     parser.add_argument("--servers", nargs="+", default=["kernel", "triton"])
     parser.add_argument("--baseline", type=Path, default=None)
-    args = parser.parse_args()
-    reference, pa = reference_tools(args.reference)
+    args, reference, pa = parse_side_by_side(parser)
     extra = ["--stability-percentage=999"]
     rows: dict[tuple[str, str, int], list[tuple[float, float, float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -21,21 +21,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from perf import (
-    _repository,
-    _start,
-    interleaved_rows,
-    reference_tools,
-    side_by_side_arguments,
-    stop,
-)
+from perf import _repository, _start, interleaved_rows, parse_side_by_side, stop
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    side_by_side_arguments(parser)
-    args = parser.parse_args()
-    reference, pa = reference_tools(args.reference)
+    args, reference, pa = parse_side_by_side(parser)
     # A loaded machine never looks "stable" to perf_analyzer: take its windows as they come.
     extra = ["--stability-percentage=999"]
     with tempfile.TemporaryDirectory() as tmp:

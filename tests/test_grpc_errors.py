@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aioclient
+from kernel_test_backends.configs import REPEAT, addsub
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
@@ -24,15 +25,7 @@ from kernel.testing import RunningServer, ServerThread, run_server, write_model
 Request = service_pb2.ModelInferRequest
 Message = Any  # protobuf messages are untyped
 
-ADDSUB = """
-backend: "kerneltest"
-max_batch_size: 0
-input [ { name: "INPUT0" data_type: TYPE_FP32 dims: [ 16 ] },
-        { name: "INPUT1" data_type: TYPE_FP32 dims: [ 16 ] } ]
-output [ { name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 16 ] },
-         { name: "OUTPUT1" data_type: TYPE_FP32 dims: [ 16 ] } ]
-parameters { key: "behaviour" value { string_value: "addsub" } }
-"""
+ADDSUB = addsub(16)
 
 
 def _identity(config_type: str, dims: str, batch: int = 0, behaviour: str = "identity") -> str:
@@ -51,14 +44,7 @@ MODELS = {
     "dyn": _identity("TYPE_FP32", "[ -1, -1 ]"),
     "strings": _identity("TYPE_STRING", "[ -1 ]"),
     "raiser": _identity("TYPE_FP32", "[ -1 ]", behaviour="raise"),
-    "repeat": """
-backend: "kerneltest"
-max_batch_size: 0
-model_transaction_policy { decoupled: true }
-input [ { name: "IN" data_type: TYPE_INT32 dims: [ -1 ] } ]
-output [ { name: "OUT" data_type: TYPE_INT32 dims: [ 1 ] } ]
-parameters { key: "behaviour" value { string_value: "repeat" } }
-""",
+    "repeat": REPEAT,
     "sleepy": _identity("TYPE_FP32", "[ -1 ]", behaviour="sleep")
     + 'parameters { key: "sleep_ms" value { string_value: "300" } }',
 }
