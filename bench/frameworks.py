@@ -3,6 +3,7 @@ batching, against the raw framework and the server's transport floor, in one run
 
     python bench/frameworks.py                              # every framework, gRPC and HTTP
     python bench/frameworks.py --seconds 2 --frameworks onnx openvino --protocols grpc
+    python bench/frameworks.py --frameworks torchscript torch_export --threads 1
 
 For ONNX Runtime, torch (a TorchScript ``model.pt`` and an exported program ``model.pt2``) and
 OpenVINO it builds, at run time and from one set of seeded weights, a small conv net (FP32
@@ -10,8 +11,11 @@ OpenVINO it builds, at run time and from one set of seeded weights, a small conv
 a linear layer), and measures:
 
 * **raw**: the framework alone, in this process, on batches of 1, 4, 8 and 16, with the thread
-  settings the plugin gives it (the same config parameters, none here: each framework's default;
-  for torch, the OpenMP wait policy the torch plugin loads torch with, by importing it first);
+  settings the plugin gives it (the same config parameters: none, each framework's default,
+  unless ``--threads N`` gives every model the framework's intra-op thread count parameter,
+  applied to the raw runs the same way; for torch, the OpenMP wait policy the torch plugin loads
+  torch with, by importing it first, so ``GOMP_SPINCOUNT`` or ``OMP_WAIT_POLICY`` in the
+  environment apply to both);
 * **served**: ``kernel serve`` with that model under dynamic batching (preferred batch 8), driven
   by perf_analyzer over gRPC and HTTP at ``--concurrency`` (16: enough to fill batches of 8);
   throughput, p50/p99, the mean batch size (from the statistics API) and the server's CPU time
@@ -64,6 +68,13 @@ BATCHES = (1, 4, 8, 16)
 PREFERRED = 8
 MAX_BATCH = 16
 
+THREAD_PARAMETER = {
+    # backend -> its config parameter for the intra-op thread count (Triton's names)
+    "onnxruntime": "intra_op_thread_count",
+    "pytorch": "INTRA_OP_THREAD_COUNT",
+    "openvino": "INFERENCE_NUM_THREADS",
+}
+
 FRAMEWORKS = {
     # name -> (backend, model file)
     "onnx": ("onnxruntime", "model.onnx"),
@@ -81,7 +92,7 @@ input [ {{ name: "INPUT__0" data_type: TYPE_FP32 dims: [ {dims} ] }} ]
 output [ {{ name: "OUTPUT__0" data_type: TYPE_FP32 dims: [ {out} ] }} ]
 instance_group [ {{ count: 1 kind: KIND_CPU }} ]
 dynamic_batching {{ preferred_batch_size: [ {preferred} ] max_queue_delay_microseconds: 500 }}
-"""
+{parameters}"""
 TINY_CONFIG = """
 name: "{name}"
 backend: "{backend}"
@@ -90,7 +101,7 @@ max_batch_size: {max_batch}
 input [ {{ name: "INPUT__0" data_type: TYPE_FP32 dims: [ {tiny} ] }} ]
 output [ {{ name: "OUTPUT__0" data_type: TYPE_FP32 dims: [ {tiny} ] }} ]
 instance_group [ {{ count: 1 kind: KIND_CPU }} ]
-"""
+{parameters}"""
 
 
 # --- the models, one set of weights for every framework -------------------------------------
@@ -210,10 +221,18 @@ def _save_torch(kind: str, path: Path, exported: bool) -> None:
             torch.jit.save(torch.jit.trace(module, example), str(path))
 
 
-def write_repository(root: Path, frameworks: list[str]) -> Path:
+def write_repository(root: Path, frameworks: list[str], threads: int | None = None) -> Path:
+    """Every framework's conv, floor and tiny models; ``threads``: each model's intra-op thread
+    count parameter (else none: the framework's default)."""
     repo = root / "models"
     for fw in frameworks:
         backend, filename = FRAMEWORKS[fw]
+        parameters = (
+            ""
+            if threads is None
+            else f'parameters {{ key: "{THREAD_PARAMETER[backend]}"'
+            f' value {{ string_value: "{threads}" }} }}\n'
+        )
         for kind in ("conv", "floor", "tiny"):
             name = f"{kind}_{fw}"
             folder = repo / name / "1"
@@ -234,6 +253,7 @@ def write_repository(root: Path, frameworks: list[str]) -> Path:
                     out=CLASSES if kind == "conv" else SHAPE[0],
                     preferred=PREFERRED,
                     tiny=TINY,
+                    parameters=parameters,
                 )
             )
     return repo
@@ -242,12 +262,15 @@ def write_repository(root: Path, frameworks: list[str]) -> Path:
 # --- the raw framework -------------------------------------------------------------------------
 
 
-def _runner(fw: str, model_file: Path) -> Callable[[np.ndarray], Any]:
-    """One batch through the framework as the plugin runs it (its settings, no server)."""
+def _runner(fw: str, model_file: Path, threads: int | None = None) -> Callable[[np.ndarray], Any]:
+    """One batch through the framework as the plugin runs it (its settings, no server);
+    ``threads``: the intra-op thread count the config's parameter gives the plugin."""
     if fw == "onnx":
         import onnxruntime as ort
 
-        options = ort.SessionOptions()  # the plugin's: no thread parameters in the config
+        options = ort.SessionOptions()  # the plugin's, with the config's thread parameter
+        if threads is not None:
+            options.intra_op_num_threads = threads
         session = ort.InferenceSession(
             str(model_file), sess_options=options, providers=["CPUExecutionProvider"]
         )
@@ -255,6 +278,8 @@ def _runner(fw: str, model_file: Path) -> Callable[[np.ndarray], Any]:
     if fw in ("torchscript", "torch_export"):
         import torch
 
+        if threads is not None:
+            torch.set_num_threads(threads)  # process-wide, as the plugin sets it
         if fw == "torchscript":
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -269,9 +294,10 @@ def _runner(fw: str, model_file: Path) -> Callable[[np.ndarray], Any]:
         return run
     import openvino as ov
 
-    compiled = ov.Core().compile_model(
-        str(model_file), "CPU", {"ALLOW_AUTO_BATCHING": True}
-    )  # the plugin's properties for a batching model without parameters
+    properties: dict[str, Any] = {"ALLOW_AUTO_BATCHING": True}  # the plugin's, batching model
+    if threads is not None:
+        properties["INFERENCE_NUM_THREADS"] = str(threads)
+    compiled = ov.Core().compile_model(str(model_file), "CPU", properties)
     request = compiled.create_infer_request()
     return lambda x: request.infer({0: x}, share_inputs=True)
 
@@ -284,9 +310,9 @@ class Raw:
     """This process's CPU time per row (all threads), median of the rounds: survives load."""
 
 
-def raw_throughput(fw: str, model_file: Path, seconds: float) -> Raw:
+def raw_throughput(fw: str, model_file: Path, seconds: float, threads: int | None = None) -> Raw:
     """The framework alone on each batch size: rows per second and CPU time per row."""
-    run = _runner(fw, model_file)
+    run = _runner(fw, model_file, threads)
     result = Raw({}, {})
     for batch in BATCHES:
         x = _example("conv", batch)
@@ -493,6 +519,11 @@ def main() -> None:
         "--stability", type=int, default=40, help="perf_analyzer -s: stability percentage"
     )
     parser.add_argument("--raw-seconds", type=float, default=1.0, help="per raw batch size")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="every model's intra-op thread count parameter, raw runs alike (default: none)",
+    )
     parser.add_argument("--reference", type=Path, help="folder of setup-reference.sh's tools")
     parser.add_argument("--perf-analyzer", help="perf_analyzer command (default: run-pa)")
     parser.add_argument("--json", type=Path, help="also write every figure here")
@@ -512,11 +543,11 @@ def main() -> None:
         import triton_backend_torch  # noqa: F401
 
     with tempfile.TemporaryDirectory() as tmp:
-        repo = write_repository(Path(tmp), frameworks)
+        repo = write_repository(Path(tmp), frameworks, args.threads)
         raw: dict[str, Raw] = {}
         for fw in frameworks:
             raw[fw] = raw_throughput(
-                fw, repo / f"conv_{fw}" / "1" / FRAMEWORKS[fw][1], args.raw_seconds
+                fw, repo / f"conv_{fw}" / "1" / FRAMEWORKS[fw][1], args.raw_seconds, args.threads
             )
             print(f"raw {fw}: {raw[fw]}", file=sys.stderr)
         proc, http, grpc = start_server(repo, Path(tmp) / "server.log", args.kernel_arg)
