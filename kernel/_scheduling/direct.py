@@ -16,9 +16,9 @@ class DirectScheduler(Scheduler):
     """A FIFO queue; each worker takes the oldest request that is not cancelled.
 
     This is every unbatched model's hot path, so it is a deque and one future per idle worker
-    rather than a general-purpose channel. A worker driven by callbacks (see
-    ``kernel._models``) waits with :meth:`hand_over` instead of :meth:`next_batch`: a request
-    that finds it waiting reaches its instance within ``enqueue``, without a task switch.
+    rather than a general-purpose channel. A worker driven by callbacks (the ``Feeder`` of
+    ``kernel._instance_worker``) waits with :meth:`hand_over` instead of :meth:`next_batch`: a
+    request that finds it waiting reaches its instance within ``enqueue``, without a task switch.
     """
 
     # Every request is its own batch, so handing an instance several at once costs no batching;
