@@ -26,8 +26,9 @@ from typing import Any
 
 __all__ = ["BatchDone", "InstanceThread", "defer"]
 
-BatchDone = Callable[[Any, BaseException | None, int, int], None]
-"""Called on the event loop when a batch returned: ``(result, error, start_ns, end_ns)``."""
+BatchDone = Callable[[Any, Any, BaseException | None, int, int], None]
+"""Called on the event loop when a batch returned: ``(arg, result, error, start_ns, end_ns)``,
+``arg`` being what was submitted (no closure per batch to remember it)."""
 
 _Job = tuple[asyncio.AbstractEventLoop, Callable[[Any], Any], Any, BatchDone]
 _Deferred = list[tuple[Callable[[Any], object], Any]]
@@ -93,7 +94,9 @@ class InstanceThread(threading.Thread):
             end = time.monotonic_ns()
             # A closed loop means nobody waits for this batch any more.
             with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(self._finish, deferred, done, result, error, start, end)
+                loop.call_soon_threadsafe(
+                    self._finish, deferred, done, arg, result, error, start, end
+                )
 
     async def reserve(self) -> None:
         """Wait until the thread can take another batch; :meth:`submit` or :meth:`release`
@@ -106,7 +109,7 @@ class InstanceThread(threading.Thread):
 
     def submit(self, fn: Callable[[Any], Any], arg: Any, done: BatchDone) -> None:
         """Queue ``fn(arg)`` under a reservation; ``done`` runs on this event loop afterwards,
-        with what ``fn`` returned or raised."""
+        with ``arg`` and what ``fn`` returned or raised."""
         self._outstanding += 1
         self._submitted += 1
         self._idle.clear()
@@ -132,15 +135,16 @@ class InstanceThread(threading.Thread):
         self,
         deferred: _Deferred,
         done: BatchDone,
+        arg: Any,
         result: Any,
         error: BaseException | None,
         start: int,
         end: int,
     ) -> None:
         try:
-            for deliver, arg in deferred:
-                deliver(arg)
-            done(result, error, start, end)
+            for deliver, value in deferred:
+                deliver(value)
+            done(arg, result, error, start, end)
         finally:
             self._outstanding -= 1
             if not self._outstanding:

@@ -180,7 +180,10 @@ class InstanceWorker(ABC):
             times = (0, end - start, 0)
         if self.version.traced:
             _stamp_compute(batch, times, start, end)
-        self._settle(batch, failure)
+        for request in batch:  # usually each was answered: nothing to settle, no call
+            if request.rescheduled or not request.answered:
+                self._settle(batch, failure)
+                break
         stats = self._stats
         if len(batch) == 1:  # the common case, without the generators
             request = batch[0]
@@ -239,13 +242,13 @@ class ThreadWorker(InstanceWorker):
     async def run(self) -> None:
         item, depth = self.item, self.depth
         thread = self.thread = InstanceThread(item.context.name, depth=depth)
-        run = functools.partial(
-            _run_batch,
+        run = _batch_runner(
             item.instance.execute,
             item.context,
             skip_cancelled=depth > 1,
             stamp_start=self.decoupled,
         )
+        executed = self._executed
         thread.start()
         feeder: Feeder | None = None
         try:
@@ -256,16 +259,14 @@ class ThreadWorker(InstanceWorker):
                 and not scheduler.overlapping
             ):
                 loop = asyncio.get_running_loop()
-                executed = self._executed
                 batch_started = self.admissions.batch_started
 
                 def submit(request: InferenceRequest) -> None:
                     if feeder is None or feeder.stopped:  # the thread takes no more batches
                         request.fail(self._unloading())
                         return
-                    batch = [request]
                     batch_started()
-                    thread.submit(run, batch, functools.partial(executed, batch))
+                    thread.submit(run, [request], executed)
 
                 tracer = getattr(self.version.context.server, "tracer", None)
 
@@ -281,7 +282,10 @@ class ThreadWorker(InstanceWorker):
                 thread.on_free = feeder.release
                 feeder.feed()
                 await anyio.sleep_forever()
-            limiter = item.limiter
+            limiter, need = item.limiter, item.need
+            done: Callable[..., None] = executed
+            if limiter is not None and need is not None:
+                done = functools.partial(_executed_limited, limiter, need, executed)
             while True:
                 await thread.reserve()
                 try:
@@ -289,10 +293,8 @@ class ThreadWorker(InstanceWorker):
                 except BaseException:
                     thread.release()
                     raise
-                done = functools.partial(self._executed, batch)
-                if limiter is not None and item.need is not None:
+                if limiter is not None:
                     await self._acquire(batch, thread)
-                    done = functools.partial(_executed_limited, limiter, item.need, done)
                 self.admissions.batch_started()
                 thread.submit(run, batch, done)
         finally:
@@ -546,44 +548,50 @@ def _stamp_compute(
             trace.stamp("COMPUTE_END", end)
 
 
-def _run_batch(
+def _batch_runner(
     execute: Callable[[list[InferenceRequest]], object],
     context: InstanceContext,
-    batch: list[InferenceRequest],
     *,
     skip_cancelled: bool,
-    stamp_start: bool = False,
-) -> tuple[int, int, int] | None:
-    """Run one batch in the instance thread; return the time split it reported, taken here
-    because the thread may start the next batch before the loop has accounted this one.
+    stamp_start: bool,
+) -> Callable[[list[InferenceRequest]], tuple[int, int, int] | None]:
+    """What the instance thread runs per batch (one closure: no partial's keyword merge per
+    batch).
 
-    With ``skip_cancelled`` (a batch handed over ahead of time), requests cancelled while it
-    waited fail ``CANCELLED`` and the rest run; only for batches of independent requests, as a
-    sequence batch keeps its slot positions.
+    With ``skip_cancelled`` (batches handed over ahead of time), requests cancelled while their
+    batch waited fail ``CANCELLED`` and the rest run; only for batches of independent requests,
+    as a sequence batch keeps its slot positions. With ``stamp_start`` (a decoupled model), each
+    request notes when it started: its response stats count from there.
     """
-    if skip_cancelled:
-        live = []
-        for request in batch:
-            if request.is_cancelled():
-                request.fail(KernelError(Status.CANCELLED, "request cancelled"))
-            else:
-                live.append(request)
-        batch = live
-    if stamp_start:  # a decoupled model: its response stats count from here
-        start = time.monotonic_ns()
-        for request in batch:
-            request.started_ns = start
-    token = _log_output.REQUEST_IDS.set(_ids(batch)) if _log_output.json_lines else None
-    try:
-        if batch:
-            execute(batch)
-    except BaseException:
-        context.take_reported_times()  # a failed batch's split counts for nothing
-        raise
-    finally:
-        if token is not None:
-            _log_output.REQUEST_IDS.reset(token)
-    return context.take_reported_times()
+
+    def run(batch: list[InferenceRequest]) -> tuple[int, int, int] | None:
+        """Run one batch; return the time split it reported, taken here because the thread
+        may start the next batch before the loop has accounted this one."""
+        if skip_cancelled:
+            live = []
+            for request in batch:
+                if request.is_cancelled():
+                    request.fail(KernelError(Status.CANCELLED, "request cancelled"))
+                else:
+                    live.append(request)
+            batch = live
+        if stamp_start:
+            start = time.monotonic_ns()
+            for request in batch:
+                request.started_ns = start
+        token = _log_output.REQUEST_IDS.set(_ids(batch)) if _log_output.json_lines else None
+        try:
+            if batch:
+                execute(batch)
+        except BaseException:
+            context.take_reported_times()  # a failed batch's split counts for nothing
+            raise
+        finally:
+            if token is not None:
+                _log_output.REQUEST_IDS.reset(token)
+        return context.take_reported_times()
+
+    return run
 
 
 def _ids(batch: list[InferenceRequest]) -> str:
