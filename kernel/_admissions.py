@@ -3,9 +3,10 @@ settled, and the batches its instances execute. An unload waits on it before it 
 
 The server admits a request once the version's scheduler took it and settles it once its client
 is done with it: the final response was handed out, or the client went away first. Instance
-workers count the batches they hand an instance. Settling is once per request whatever the path
-(a second :meth:`Admissions.settle` is a no-op), so the count cannot drift; :meth:`drained`
-waits on an event set by the change that leaves nothing admitted and nothing executing.
+workers (``kernel._instance_worker``) count the batches they hand an instance. Settling is once
+per request whatever the path (a second :meth:`Admissions.settle` is a no-op), so the count
+cannot drift; :meth:`Admissions.drained` waits on an event set by the change that leaves nothing
+admitted and nothing executing.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ class Admissions:
         self.requests = 0
         """Requests admitted and not settled yet."""
         self.executing = 0
-        """Batches handed to an instance that have not returned yet."""
+        """Batches handed to an instance that have not returned yet: a worker adds one as it
+        hands a batch over (a plain increment, once per batch on the hot path: nothing waits
+        for a count going up) and calls :meth:`batch_ended` once the batch returned."""
         self._idle: anyio.Event | None = None
         """Only while :meth:`drained` waits: set when the counts reach zero."""
 
@@ -45,10 +48,6 @@ class Admissions:
         if self._idle is not None and not self.requests and not self.executing:
             self._idle.set()
         return True
-
-    def batch_started(self) -> None:
-        """A batch was handed to an instance; :meth:`batch_ended` follows once it returned."""
-        self.executing += 1
 
     def batch_ended(self) -> None:
         """A batch handed to an instance returned (or failed)."""

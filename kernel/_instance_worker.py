@@ -259,13 +259,13 @@ class ThreadWorker(InstanceWorker):
                 and not scheduler.overlapping
             ):
                 loop = asyncio.get_running_loop()
-                batch_started = self.admissions.batch_started
+                admissions = self.admissions
 
                 def submit(request: InferenceRequest) -> None:
                     if feeder is None or feeder.stopped:  # the thread takes no more batches
                         request.fail(self._unloading())
                         return
-                    batch_started()
+                    admissions.executing += 1
                     thread.submit(run, [request], executed)
 
                 tracer = getattr(self.version.context.server, "tracer", None)
@@ -275,8 +275,9 @@ class ThreadWorker(InstanceWorker):
                         # On the loop's next turn, as from a worker task: the admission sets
                         # the request's trace (execute may read it) before the thread runs it.
                         loop.call_soon(submit, request)
-                    else:
-                        submit(request)
+                    else:  # submit, inlined: once per request
+                        admissions.executing += 1
+                        thread.submit(run, [request], executed)
 
                 feeder = Feeder(scheduler, depth, start)
                 thread.on_free = feeder.release
@@ -295,7 +296,7 @@ class ThreadWorker(InstanceWorker):
                     raise
                 if limiter is not None:
                     await self._acquire(batch, thread)
-                self.admissions.batch_started()
+                self.admissions.executing += 1
                 thread.submit(run, batch, done)
         finally:
             if feeder is not None:
@@ -328,20 +329,19 @@ class SubmitWorker(InstanceWorker):
                 tracer = getattr(self.version.context.server, "tracer", None)
                 loop = asyncio.get_running_loop()
 
-                def submit(request: InferenceRequest) -> None:
-                    assert feeder is not None
-                    self._submit([request], feeder.release)
+                submit = self._submit
 
                 def start(request: InferenceRequest) -> None:
                     if tracer is not None and tracer.active:
                         # On the loop's next turn: an instance may answer within submit (the
                         # Python backend's quick answers), and the batch's compute timestamps
                         # go to the request's trace, which the admission sets after enqueue.
-                        loop.call_soon(submit, request)
+                        loop.call_soon(submit, [request], release)
                     else:
-                        submit(request)
+                        submit([request], release)
 
                 feeder = Feeder(scheduler, self.ahead, start)
+                release = feeder.release
                 feeder.feed()
                 await anyio.sleep_forever()
             slots = asyncio.Semaphore(self.ahead)
@@ -361,7 +361,7 @@ class SubmitWorker(InstanceWorker):
         pending = self._pending
         number = next(self._numbers)
         item = self.item
-        self.admissions.batch_started()
+        self.admissions.executing += 1
         start = time.monotonic_ns()
         if self.decoupled:  # its response stats count from here
             for request in batch:
@@ -437,7 +437,7 @@ class AsyncWorker(InstanceWorker):
         limiter = item.limiter
         if limiter is not None:
             await self._acquire(batch)
-        self.admissions.batch_started()
+        self.admissions.executing += 1
         start = time.monotonic_ns()
         error: BaseException | None = None
         if self.decoupled:  # its response stats count from here

@@ -46,7 +46,7 @@ async def test_drained_waits_for_the_last_settlement_and_the_last_batch() -> Non
     first, second = _request(), _request()
     admissions.admit(first)
     admissions.admit(second)
-    admissions.batch_started()
+    admissions.executing += 1
     waiting = asyncio.ensure_future(admissions.drained())
     assert not await _finishes(waiting)
     admissions.settle(first)
@@ -60,7 +60,7 @@ async def test_drained_waits_for_the_last_settlement_and_the_last_batch() -> Non
 
 async def test_drained_waits_for_requests_admitted_while_it_waits() -> None:
     admissions = Admissions()
-    admissions.batch_started()
+    admissions.executing += 1
     waiting = asyncio.ensure_future(admissions.drained())
     assert not await _finishes(waiting)
     late = _request()
