@@ -492,12 +492,11 @@ class Feeder:
         self._feeding = True
         self._waiting = False
         try:
-            scheduler = self._scheduler
+            scheduler, taker = self._scheduler, self._taker
             while self._free:
-                request = scheduler.take()
-                if request is None:
+                request = scheduler.take_or_wait(taker)
+                if request is None:  # called back when the next request arrives
                     self._waiting = True
-                    scheduler.hand_over(self._taker)
                     return
                 self._free -= 1
                 self._start(request)
