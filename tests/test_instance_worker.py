@@ -315,3 +315,21 @@ async def test_the_variant_is_picked_once_from_the_initialized_instance(tmp_path
         assert type(worker) is AsyncWorker
         assert isinstance(worker, InstanceWorker)
         await _answers_each_request(version, 4)
+
+
+async def test_an_unload_waits_for_the_requests_admitted(tmp_path: Path) -> None:
+    """The drain waits (on the admissions' event) for a request still executing: it gets its
+    answer, where a worker cancelled at once would fail it as unloading."""
+    AsyncInstance.delay = 0.3
+    try:
+        async with _serving(tmp_path, AsyncInstance) as version:
+            task = asyncio.ensure_future(_infer(version, 7))
+            with anyio.fail_after(10):
+                while not version.executing:  # noqa: ASYNC110 - bounded, a test's wait
+                    await asyncio.sleep(0.01)
+            version.stop()
+        response = await task
+        assert response.error is None
+        assert float(response.outputs["OUTPUT0"].reshape(-1)[0]) == 7
+    finally:
+        AsyncInstance.delay = 0.01
