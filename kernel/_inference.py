@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import functools
 import itertools
 import threading
 import time
@@ -26,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from kernel._errors import KernelError, Status
+from kernel._instance_thread import defer as defer_to_batch_end
 
 if TYPE_CHECKING:
     from kernel._tracing import RequestTrace
@@ -185,7 +185,8 @@ class _ResponseChannel:
 
     def push(self, response: InferenceResponse, *, final: bool, defer: bool = False) -> None:
         """Hand ``response`` to the loop. With ``defer``, from an instance thread running a
-        batch, it travels with the batch's completion instead of waking the loop itself.
+        batch, it travels with the batch's completion instead of waking the loop itself
+        (:func:`kernel._instance_thread.defer` decides).
 
         With a :meth:`bound`, a non-final response pushed from a thread other than the loop's
         waits for room first (backpressure from a slow client up to the model); on the loop's
@@ -214,9 +215,7 @@ class _ResponseChannel:
         if threading.get_ident() == self._loop_thread or self._loop is None:
             self._deliver(response)
             return
-        deferred = getattr(threading.current_thread(), "deferred", None) if defer else None
-        if deferred is not None:
-            deferred.append(functools.partial(self._deliver, response))
+        if defer and defer_to_batch_end(self._deliver, response):
             return
         # A closed loop means nobody waits for this answer any more.
         with contextlib.suppress(RuntimeError):
@@ -323,6 +322,7 @@ class InferenceRequest:
 
     __slots__ = (
         "__weakref__",
+        "_admitted",
         "_cancelled",
         "_channel",
         "_sender",
@@ -378,6 +378,7 @@ class InferenceRequest:
         """Set by :meth:`reschedule`; the kernel clears it when it requeues the request."""
         """When ``execute`` took the request (decoupled models only: their response stats)."""
         self._cancelled = False
+        self._admitted = False  # counted by its model version's Admissions (kernel._admissions)
         self.trace: RequestTrace | None = None
         """Set by the kernel when the request is traced (``--trace-config``)."""
         self._sender: ResponseSender | None = None

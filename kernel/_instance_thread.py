@@ -4,7 +4,8 @@ An instance executes one batch at a time, so one long-lived thread per instance 
 it is cheaper than a pool: a batch goes over a ``SimpleQueue`` and its completion comes back with
 one ``call_soon_threadsafe``. Final answers given with ``request.respond`` during the batch ride
 on that same wake-up instead of waking the event loop once per request (decoupled senders still
-deliver at once, so streams keep streaming).
+deliver at once, so streams keep streaming): the request asks :func:`defer`, which knows whether
+the calling thread is an instance thread running a batch.
 
 The thread may hold more than one batch (``depth``): with batches already queued, it starts
 the next as soon as one returns instead of idling until the event loop has noticed the
@@ -23,12 +24,35 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["BatchDone", "InstanceThread"]
+__all__ = ["BatchDone", "InstanceThread", "defer"]
 
-BatchDone = Callable[[Any, BaseException | None, int, int], None]
-"""Called on the event loop when a batch returned: ``(result, error, start_ns, end_ns)``."""
+BatchDone = Callable[[Any, Any, BaseException | None, int, int], None]
+"""Called on the event loop when a batch returned: ``(arg, result, error, start_ns, end_ns)``,
+``arg`` being what was submitted (no closure per batch to remember it)."""
 
 _Job = tuple[asyncio.AbstractEventLoop, Callable[[Any], Any], Any, BatchDone]
+_Deferred = list[tuple[Callable[[Any], object], Any]]
+
+
+class _Running(threading.local):
+    """Per thread: the deliveries deferred by the batch the thread is running, if it is an
+    instance thread running one (a thread-local's class default costs no exception to read)."""
+
+    deferred: _Deferred | None = None
+
+
+_running = _Running()
+
+
+def defer(deliver: Callable[[Any], object], arg: Any) -> bool:
+    """From an instance thread running a batch: queue ``deliver(arg)`` to run on the event loop
+    with the batch's completion (one wake-up for the batch) and return ``True``. From any other
+    thread: do nothing and return ``False`` (the caller delivers itself)."""
+    deferred = _running.deferred
+    if deferred is None:
+        return False
+    deferred.append((deliver, arg))
+    return True
 
 
 class InstanceThread(threading.Thread):
@@ -44,21 +68,20 @@ class InstanceThread(threading.Thread):
         self._idle = asyncio.Event()
         self._idle.set()
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop submitting (one)
-        self.deferred: list[Callable[[], None]] | None = None
-        """While a batch runs: deliveries to make on the loop when it returns (see module doc)."""
         self.on_free: Callable[[], None] | None = None
         """For a feeder that counts the slots itself (no :meth:`reserve`): called on the loop
         each time a batch returned and its ``done`` ran, instead of freeing a reservation."""
 
     def run(self) -> None:
+        running = _running
         while True:
             job = self._jobs.get()
             if job is None:
                 return
             loop, fn, arg, done = job
             self._taken += 1
-            deferred: list[Callable[[], None]] = []
-            self.deferred = deferred
+            deferred: _Deferred = []
+            running.deferred = deferred  # what :func:`defer` appends to while the batch runs
             result: Any = None
             error: BaseException | None = None
             start = time.monotonic_ns()
@@ -67,11 +90,13 @@ class InstanceThread(threading.Thread):
             except BaseException as exc:  # handed to ``done``, which decides
                 error = exc
             finally:
-                self.deferred = None
+                running.deferred = None
             end = time.monotonic_ns()
             # A closed loop means nobody waits for this batch any more.
             with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(self._finish, deferred, done, result, error, start, end)
+                loop.call_soon_threadsafe(
+                    self._finish, deferred, done, arg, result, error, start, end
+                )
 
     async def reserve(self) -> None:
         """Wait until the thread can take another batch; :meth:`submit` or :meth:`release`
@@ -84,7 +109,7 @@ class InstanceThread(threading.Thread):
 
     def submit(self, fn: Callable[[Any], Any], arg: Any, done: BatchDone) -> None:
         """Queue ``fn(arg)`` under a reservation; ``done`` runs on this event loop afterwards,
-        with what ``fn`` returned or raised."""
+        with ``arg`` and what ``fn`` returned or raised."""
         self._outstanding += 1
         self._submitted += 1
         self._idle.clear()
@@ -108,17 +133,18 @@ class InstanceThread(threading.Thread):
 
     def _finish(
         self,
-        deferred: list[Callable[[], None]],
+        deferred: _Deferred,
         done: BatchDone,
+        arg: Any,
         result: Any,
         error: BaseException | None,
         start: int,
         end: int,
     ) -> None:
         try:
-            for deliver in deferred:
-                deliver()
-            done(result, error, start, end)
+            for deliver, value in deferred:
+                deliver(value)
+            done(arg, result, error, start, end)
         finally:
             self._outstanding -= 1
             if not self._outstanding:

@@ -567,7 +567,7 @@ class InferenceServer:
             raise
         if self.tracer.active:
             self._trace(version, request)
-        version.in_flight += 1
+        version.admissions.admit(request)
         return version
 
     def _trace(self, version: ModelVersion, request: InferenceRequest) -> None:
@@ -609,7 +609,7 @@ class InferenceServer:
                 trace.finish()
                 request.trace = None
         if response.final:
-            version.in_flight -= 1
+            version.admissions.settle(request)
             failed = None
             if response.error is not None:
                 failed = _FAILURE_REASONS.get(response.error.status, FailureReason.BACKEND)
@@ -628,12 +628,12 @@ class InferenceServer:
         version = self._admit(request, target)
         try:
             response = await request.final_response()
-        except BaseException:
+            self._finish(version, request, response)
+        except BaseException:  # the client went away (or finishing failed): settled here
             request.cancel()
-            version.in_flight -= 1
+            version.admissions.settle(request)
             self._end_trace(version, request)
             raise
-        self._finish(version, request, response)
         return response
 
     async def infer(
@@ -670,7 +670,7 @@ class InferenceServer:
                 version.stats.record_response(index, 0, 0, kind="cancel")
             if not final:
                 request.cancel()
-                version.in_flight -= 1
+                version.admissions.settle(request)
                 self._end_trace(version, request)
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from kernel import InferenceRequest
-from kernel._models import _Feeder
+from kernel._instance_worker import Feeder
 from kernel._scheduling import DirectScheduler
 from kernel.testing import run_server
 
@@ -28,7 +28,7 @@ class _Instance:
     def __init__(self) -> None:
         self.submitted: list[tuple[InferenceRequest, Callable[[], None]]] = []
         self.sync_fail = False
-        self.feeder: _Feeder | None = None
+        self.feeder: Feeder | None = None
 
     def start(self, request: InferenceRequest) -> None:
         assert self.feeder is not None
@@ -37,10 +37,10 @@ class _Instance:
             self.feeder.release()
 
 
-def _feeder(slots: int) -> tuple[DirectScheduler, _Instance, _Feeder]:
+def _feeder(slots: int) -> tuple[DirectScheduler, _Instance, Feeder]:
     scheduler = DirectScheduler()
     instance = _Instance()
-    feeder = instance.feeder = _Feeder(scheduler, slots, instance.start)
+    feeder = instance.feeder = Feeder(scheduler, slots, instance.start)
     feeder.feed()
     return scheduler, instance, feeder
 

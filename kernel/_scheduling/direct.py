@@ -16,9 +16,10 @@ class DirectScheduler(Scheduler):
     """A FIFO queue; each worker takes the oldest request that is not cancelled.
 
     This is every unbatched model's hot path, so it is a deque and one future per idle worker
-    rather than a general-purpose channel. A worker driven by callbacks (see
-    ``kernel._models``) waits with :meth:`hand_over` instead of :meth:`next_batch`: a request
-    that finds it waiting reaches its instance within ``enqueue``, without a task switch.
+    rather than a general-purpose channel. A worker driven by callbacks (the ``Feeder`` of
+    ``kernel._instance_worker``) takes with :meth:`take_or_wait` instead of :meth:`next_batch`:
+    a request that finds it waiting reaches its instance within ``enqueue``, without a task
+    switch.
     """
 
     # Every request is its own batch, so handing an instance several at once costs no batching;
@@ -42,27 +43,24 @@ class DirectScheduler(Scheduler):
         else:
             self._wake_one()
 
-    def hand_over(self, taker: Callable[[], None]) -> None:
-        """Call ``taker`` (on the loop, from within :meth:`enqueue`) when the next request
-        arrives; it then calls :meth:`take`. Once: a taker that wants more registers again.
-        Only while the queue is empty (call :meth:`take` first)."""
-        self._takers.append(taker)
-
-    def withdraw(self, taker: Callable[[], None]) -> None:
-        """Forget a taker registered with :meth:`hand_over` (its worker stops)."""
-        with contextlib.suppress(ValueError):
-            self._takers.remove(taker)
-
-    def take(self) -> InferenceRequest | None:
-        """The oldest queued request that is not cancelled (cancelled ones fail on the way),
-        or None when the queue is empty: :meth:`next_batch` without the wait."""
+    def take_or_wait(self, taker: Callable[[], None]) -> InferenceRequest | None:
+        """The oldest queued request that is not cancelled (cancelled ones fail on the way):
+        :meth:`next_batch` without the wait. With the queue empty, None, and ``taker`` is called
+        (on the loop, from within :meth:`enqueue`) when the next request arrives, to take it.
+        Once: a taker that wants more takes again."""
         queue = self._queue
         while queue:
             request = queue.popleft()
             if not request.is_cancelled():
                 return request
             request.fail(KernelError(Status.CANCELLED, "request cancelled"))
+        self._takers.append(taker)
         return None
+
+    def withdraw(self, taker: Callable[[], None]) -> None:
+        """Forget a taker waiting after :meth:`take_or_wait` (its worker stops)."""
+        with contextlib.suppress(ValueError):
+            self._takers.remove(taker)
 
     async def next_batch(self, worker: int = 0) -> list[InferenceRequest]:
         while True:
