@@ -52,7 +52,7 @@ __all__ = [
     "batches_ahead",
 ]
 
-log = logging.getLogger("kernel._instance_worker")
+log = logging.getLogger("kernel.models")
 
 
 @dataclass(slots=True)
