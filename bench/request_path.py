@@ -42,8 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from perf import CONFIG, MODEL_PY
 
-from kernel import InferenceRequest, InferenceServer, ServerOptions
-from kernel._manager import ModelControlMode
+from kernel import InferenceRequest, InferenceServer, ModelControlMode, ServerOptions
 
 IN_PROCESS = 'parameters { key: "EXECUTION_MODE" value { string_value: "in_process" } }\n'
 IDENTITY = """

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from kernel._inference import ParameterValue as ParameterValue
     from kernel._inference import RequestFlags as RequestFlags
     from kernel._inference import ResponseSender as ResponseSender
+    from kernel._options import ModelControlMode as ModelControlMode
     from kernel._options import ServerOptions as ServerOptions
     from kernel._proto.inference import ModelConfig as ModelConfig
     from kernel._server import InferenceServer as InferenceServer
@@ -53,6 +54,7 @@ __all__ = [
     "Model",
     "ModelConfig",
     "ModelContext",
+    "ModelControlMode",
     "ModelInstance",
     "ParameterValue",
     "RequestFlags",
@@ -83,6 +85,7 @@ _LAZY = {
     "ParameterValue": "kernel._inference",
     "RequestFlags": "kernel._inference",
     "ResponseSender": "kernel._inference",
+    "ModelControlMode": "kernel._options",
     "ServerOptions": "kernel._options",
     "InferenceServer": "kernel._server",
     "DATATYPES": "kernel.tensors",

@@ -6,14 +6,13 @@ import argparse
 import logging
 import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anyio
 
 from kernel._backends_command import format_table
-from kernel._cli import NO_OP_FLAGS, trace_opentelemetry, trace_settings
 from kernel._discovery import (
     BackendInfo,
     directory_backends,
@@ -21,10 +20,17 @@ from kernel._discovery import (
     runtime_backend_name,
 )
 from kernel._errors import KernelError
+from kernel._ignored_flags import report_ignored_flags
 from kernel._log_output import configure_logging
 from kernel._malloc import tune_malloc
-from kernel._manager import ModelControlMode, ModelIndexEntry
-from kernel._options import FrontendConfig, ServerOptions, TlsSettings, example_repository
+from kernel._manager import ModelIndexEntry
+from kernel._options import (
+    FrontendConfig,
+    ModelControlMode,
+    ServerOptions,
+    TlsSettings,
+    example_repository,
+)
 from kernel._registry import BackendRegistry
 from kernel._repository import (
     ModelRepository,
@@ -34,12 +40,56 @@ from kernel._repository import (
     select_versions,
 )
 from kernel._server import InferenceServer
+from kernel._trace_settings import check_trace_update
 from kernel._unhonoured import unhonoured_fields
 
 if TYPE_CHECKING:
     from kernel._frontend_plugins import FrontendPlugin
 
 log = logging.getLogger("kernel.serve")
+
+
+def trace_settings(
+    triples: Sequence[tuple[str, str, str]],
+) -> tuple[dict[str, list[str]], Path | None]:
+    """``--trace-config`` flags as the trace settings API's global settings, and the file.
+
+    :raises ValueError: a value the setting cannot take, in the settings API's words.
+    """
+    names = {"rate": "trace_rate", "count": "trace_count", "log-frequency": "log_frequency"}
+    changes: dict[str, list[str] | None] = {}
+    levels: list[str] = []
+    file: Path | None = None
+    trace_mode = "triton"
+    for mode, key, value in triples:
+        if mode == "opentelemetry":
+            continue
+        if key == "level":
+            levels.append(value.upper())
+        elif key == "file":
+            file = Path(value) if value else None
+        elif key == "mode":
+            trace_mode = value
+        elif key in names:
+            changes[names[key]] = [value]
+    if levels:
+        changes["trace_level"] = levels
+    try:
+        settings = {k: v for k, v in check_trace_update(changes).items() if v}
+    except KernelError as exc:
+        raise ValueError(f"--trace-config: {exc.message}") from None
+    if trace_mode != "triton":
+        settings["trace_mode"] = [trace_mode]
+    if file is not None:
+        if not file.parent.is_dir():
+            raise ValueError(f"--trace-config triton,file={file}: no such directory")
+        settings["trace_file"] = [str(file)]
+    return settings, file
+
+
+def trace_opentelemetry(triples: Sequence[tuple[str, str, str]]) -> list[tuple[str, str]]:
+    """The ``--trace-config opentelemetry,<key>=<value>`` flags, in order."""
+    return [(key, value) for mode, key, value in triples if mode == "opentelemetry"]
 
 
 def _tls_from_args(args: argparse.Namespace, endpoint: str) -> TlsSettings | None:
@@ -207,20 +257,6 @@ def check_tls(options: ServerOptions) -> None:
         server_context(options.grpc_tls, "grpc")
     if options.http_port is not None:
         server_context(options.http_tls, "http")
-
-
-def report_ignored_flags(args: argparse.Namespace) -> None:
-    """One log line for each accepted tritonserver flag that changes nothing here, and why."""
-    for flag, reason in NO_OP_FLAGS.items():
-        value = getattr(args, flag.removeprefix("--").replace("-", "_"))
-        if value is not None:
-            log.info("%s=%s accepted and ignored: %s", flag, value, reason)
-    if args.grpc_infer_response_compression_level != "none":
-        log.warning(
-            "--grpc-infer-response-compression-level=%s accepted, but gRPC responses are sent"
-            " uncompressed (clients read them unchanged)",
-            args.grpc_infer_response_compression_level,
-        )
 
 
 def serve(

@@ -34,9 +34,9 @@ from kernel._errors import KernelError, Status
 from kernel._inference import InferenceRequest, InferenceResponse
 from kernel._latency import parse_metrics_config
 from kernel._log_settings import LogSettings
-from kernel._manager import ModelControlMode, ModelIndexEntry, ModelManager
+from kernel._manager import ModelIndexEntry, ModelManager
 from kernel._models import ModelVersion
-from kernel._options import FrontendConfig, ServerOptions
+from kernel._options import FrontendConfig, ModelControlMode, ServerOptions
 from kernel._proto.inference import ModelConfig
 from kernel._registry import BackendRegistry
 from kernel._repository import ModelRepository, check_model_name

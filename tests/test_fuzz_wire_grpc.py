@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tritonclient.grpc import service_pb2 as pb
 
-from kernel._manager import ModelControlMode
+from kernel import ModelControlMode
 from kernel.testing import ServerThread, write_model
 
 ADDSUB = """

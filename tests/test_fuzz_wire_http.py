@@ -31,7 +31,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kernel._manager import ModelControlMode
+from kernel import ModelControlMode
 from kernel.testing import RunningServer, ServerThread, write_model
 
 ADDSUB = """

@@ -34,6 +34,7 @@ def test_public_surface() -> None:
             "Model",
             "ModelConfig",
             "ModelContext",
+            "ModelControlMode",
             "ModelInstance",
             "ParameterValue",
             "RequestFlags",

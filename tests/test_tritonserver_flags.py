@@ -17,10 +17,11 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from kernel._cli import NO_OP_FLAGS, _build_parser
+from kernel._cli import _build_parser
 from kernel._errors import KernelError
+from kernel._ignored_flags import NO_OP_FLAGS, report_ignored_flags
 from kernel._options import ServerOptions
-from kernel._serve_command import options_from_args, report_ignored_flags
+from kernel._serve_command import options_from_args
 from kernel.frontends._access import HeaderForwarding, merge_restrictions, parse_restriction
 from kernel.testing import ServerThread, run_server
 

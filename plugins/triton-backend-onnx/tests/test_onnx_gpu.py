@@ -10,8 +10,7 @@ import onnxruntime as ort
 import pytest
 from tritonclient.utils import InferenceServerException
 
-from kernel import KernelError, ModelConfig, Status
-from kernel._manager import ModelControlMode
+from kernel import KernelError, ModelConfig, ModelControlMode, Status
 from kernel._proto.inference import (
     ModelOptimizationPolicy,
     ModelOptimizationPolicyExecutionAccelerators,

@@ -12,8 +12,7 @@ import pytest
 from triton_backend_onnx._settings import read_settings
 from tritonclient.utils import InferenceServerException
 
-from kernel import KernelError, ModelConfig, Status
-from kernel._manager import ModelControlMode
+from kernel import KernelError, ModelConfig, ModelControlMode, Status
 from kernel._proto.inference import (
     ModelOptimizationPolicy,
     ModelOptimizationPolicyExecutionAccelerators,
