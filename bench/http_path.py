@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from perf import _repository
 
 from kernel.frontends._http._app import HttpApp
-from kernel.frontends._http._connection import HttpConnection
+from kernel.frontends._http_server._connection import HttpConnection
 from kernel.testing import run_server
 
 _HEADER = (
@@ -107,7 +107,7 @@ async def _run(
         async with run_server(repo, backend_config=config) as running:
             app = HttpApp(running.server)
             if "limits" in inspect.signature(HttpConnection).parameters:
-                from kernel.frontends._http_types import HttpLimits
+                from kernel.frontends._http_server._types import HttpLimits
 
                 connection = HttpConnection(app, HttpLimits(), set())
             else:  # a tree from before the HTTP/1.1 limits

@@ -1,7 +1,9 @@
 """triton-kernel: a small asyncio inference server for Triton model repositories.
 
-The public surface for plugin authors and embedders. Everything not re-exported here is
-private and may change without notice.
+The public surface for plugin authors and embedders: the names re-exported here and the
+modules in :data:`PUBLIC_MODULES` (docs/plugin-authoring.md lists the same, a test pins both).
+Every other module has a ``_`` name somewhere in its path, is private and may change without
+notice; a test fails when a plugin, or a plugin's tests, imports one.
 
 The names are imported on first use (PEP 562), not when ``kernel`` is: the ``kernel`` command
 lives in ``kernel._cli``, and ``kernel --help`` or ``kernel backends`` must not pay for the
@@ -14,6 +16,19 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+PUBLIC_MODULES = (
+    "kernel",
+    "kernel.batching",
+    "kernel.config",
+    "kernel.frontends",
+    "kernel.signature",
+    "kernel.tensors",
+    "kernel.testing",
+    "kernel.testing.clients",
+    "kernel.testing.pytest_plugin",
+)
+"""The modules plugins and embedders may import; each one's ``__all__`` is its public names."""
 
 if TYPE_CHECKING:
     from kernel._backend import Backend as Backend
@@ -42,6 +57,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DATATYPES",
+    "PUBLIC_MODULES",
     "Backend",
     "BackendAttributes",
     "BackendContext",

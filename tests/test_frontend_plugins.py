@@ -116,6 +116,9 @@ def test_public_surface() -> None:
         "Reply",
         "RequestHandler",
         "StreamingReply",
+        "grpc_status",
+        "http_status",
+        "load_frontend_plugins",
     ]
     for name in kernel.frontends.__all__:
         assert getattr(kernel.frontends, name).__name__ == name

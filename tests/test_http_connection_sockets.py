@@ -188,7 +188,7 @@ def test_idle_connection_is_closed_by_the_server(tmp_path: Path) -> None:
 def test_limit_flags_reach_the_limits() -> None:
     from kernel._cli import _build_parser
     from kernel._serve_command import options_from_args
-    from kernel.frontends._http_types import HttpLimits
+    from kernel.frontends._http_server._types import HttpLimits
 
     args = _build_parser().parse_args(
         [

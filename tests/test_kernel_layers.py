@@ -63,7 +63,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         (
             "kernel._scheduling",
             "kernel._scheduling._base",
-            "kernel._scheduling._batch_rule",
+            "kernel._scheduling._batch_policy",
             "kernel._scheduling._ensemble_plan",
             "kernel._scheduling._ordering",
             "kernel._scheduling._rate_limiter",

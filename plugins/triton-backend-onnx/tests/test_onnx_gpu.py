@@ -11,7 +11,7 @@ import pytest
 from tritonclient.utils import InferenceServerException
 
 from kernel import KernelError, ModelConfig, ModelControlMode, Status
-from kernel._proto.inference import (
+from kernel.config import (
     ModelOptimizationPolicy,
     ModelOptimizationPolicyExecutionAccelerators,
     ModelOptimizationPolicyExecutionAcceleratorsAccelerator,

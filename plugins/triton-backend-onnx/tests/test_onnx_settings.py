@@ -13,7 +13,7 @@ from triton_backend_onnx._settings import read_settings
 from tritonclient.utils import InferenceServerException
 
 from kernel import KernelError, ModelConfig, ModelControlMode, Status
-from kernel._proto.inference import (
+from kernel.config import (
     ModelOptimizationPolicy,
     ModelOptimizationPolicyExecutionAccelerators,
     ModelOptimizationPolicyExecutionAcceleratorsAccelerator,

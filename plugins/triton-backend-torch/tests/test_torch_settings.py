@@ -15,7 +15,7 @@ from triton_backend_torch._settings import ThreadPools, TorchSettings, read_sett
 from tritonclient.utils import InferenceServerException
 
 from kernel import BackendContext, KernelError, ModelConfig, ModelControlMode, Status
-from kernel._proto.inference import DataType, ModelInput, ModelOutput, ModelParameter
+from kernel.config import DataType, ModelInput, ModelOutput, ModelParameter
 
 
 def _config(name: str = "m", **parameters: str) -> ModelConfig:
