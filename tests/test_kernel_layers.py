@@ -9,6 +9,7 @@ the same table; a new module goes into it on purpose.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import kernel
@@ -46,6 +47,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "kernel._inference",
             "kernel.batching",
             "kernel._frontend_plugins",
+            "kernel._instance_thread",
             "kernel._validation",
         ),
     ),
@@ -58,28 +60,11 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "kernel._unhonoured",
         ),
     ),
-    (
-        "scheduling",
-        (
-            "kernel._scheduling",
-            "kernel._scheduling._base",
-            "kernel._scheduling._batch_policy",
-            "kernel._scheduling._ensemble_plan",
-            "kernel._scheduling._ordering",
-            "kernel._scheduling._rate_limiter",
-            "kernel._scheduling._sequence_tensors",
-            "kernel._scheduling._wakeup",
-            "kernel._scheduling.direct",
-            "kernel._scheduling.dynamic",
-            "kernel._scheduling.ensemble",
-            "kernel._scheduling.sequence",
-        ),
-    ),
+    ("scheduling", ("kernel._scheduling", "kernel._scheduling.*")),
     (
         "models, manager",
         (
-            "kernel._instance_thread",
-            "kernel._instance_worker",
+            "kernel._instance_worker",  # InstanceWorker (issue 20), when it lands
             "kernel._warmup",
             "kernel._response_cache",
             "kernel._models",
@@ -246,3 +231,16 @@ def test_the_graph_sees_lazy_imports_and_skips_type_checking_ones() -> None:
     assert "kernel._serve_command" in graph["kernel._cli"]  # imported inside main()
     assert "kernel._frontend_plugins" not in graph["kernel._options"]  # TYPE_CHECKING only
     assert "kernel._options" in graph["kernel._server"]
+
+
+def test_docs_architecture_shows_the_same_layers() -> None:
+    text = (ROOT.parent / "docs" / "architecture.md").read_text()
+    table = re.search(r"<!-- layers:.*?-->\n(.*?)<!-- /layers -->", text, re.S)
+    assert table is not None, "docs/architecture.md lost its <!-- layers --> table"
+    rows = [line for line in table.group(1).splitlines() if line.startswith("| ")][1:]
+    shown = []
+    for row in rows:
+        layer, modules = (cell.strip() for cell in row.strip("|").split("|")[:2])
+        names = re.findall(r"`([\w.*]+)`", modules)
+        shown.append((layer, [n if n == "kernel" else f"kernel.{n}" for n in names]))
+    assert shown == [(layer, list(members)) for layer, members in LAYERS]
