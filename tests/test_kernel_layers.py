@@ -244,3 +244,22 @@ def test_docs_architecture_shows_the_same_layers() -> None:
         names = re.findall(r"`([\w.*]+)`", modules)
         shown.append((layer, [n if n == "kernel" else f"kernel.{n}" for n in names]))
     assert shown == [(layer, list(members)) for layer, members in LAYERS]
+
+
+def test_kernel_modules_import_from_where_names_are_defined() -> None:
+    """Not through the lazy facades (``kernel``, ``kernel.frontends``): an import through one
+    hides the real edge from this graph, and loads the facade's map on the way."""
+    modules = set(_modules())
+    through = []
+    for path in sorted(ROOT.rglob("*.py")):
+        if "_proto" in path.parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.module in ("kernel", "kernel.frontends"):
+                through.extend(
+                    f"{path.relative_to(ROOT)}: {node.module}.{alias.name}"
+                    for alias in node.names
+                    if alias.name != "__version__"
+                    and f"{node.module}.{alias.name}" not in modules  # a submodule is fine
+                )
+    assert not through, through

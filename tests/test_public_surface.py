@@ -101,6 +101,20 @@ def _is_module(name: str) -> bool:
         return False
 
 
+_PRIVATE_PATH = re.compile(r"\bkernel(?:\.\w+)*\._\w+")
+
+
+def _private_paths_in_strings(path: Path) -> list[tuple[int, str]]:
+    """Private kernel paths written in strings: code run with ``python -c``, a monkeypatch
+    target, an ``import_module`` argument. Each reaches past the surface as an import would."""
+    return [
+        (node.lineno, match)
+        for node in ast.walk(ast.parse(path.read_text(), str(path)))
+        if isinstance(node, ast.Constant) and isinstance(node.value, str)
+        for match in _PRIVATE_PATH.findall(node.value)
+    ]
+
+
 def test_plugins_import_only_the_public_surface() -> None:
     assert len(PLUGIN_TREES) >= 10, PLUGIN_TREES  # the walk sees the plugins at all
     crossings = []
@@ -110,7 +124,22 @@ def test_plugins_import_only_the_public_surface() -> None:
                 why = _refusal(module, name)
                 if why is not None:
                     crossings.append(f"{path.relative_to(REPO)}:{line}: {why}")
+            for line, private in _private_paths_in_strings(path):
+                crossings.append(f"{path.relative_to(REPO)}:{line}: '{private}' in a string")
     assert not crossings, "imports past kernel's public surface:\n" + "\n".join(crossings)
+
+
+def test_private_paths_in_strings_are_found(tmp_path: Path) -> None:
+    source = tmp_path / "t.py"
+    source.write_text(
+        'CODE = "from kernel._cli import main; main()"\n'
+        'TARGET = "kernel._models.visible_gpus"\n'
+        'FINE = "kernel.testing.run_server, kernel_server, kernel.config"\n'
+    )
+    assert [p for _, p in _private_paths_in_strings(source)] == [
+        "kernel._cli",
+        "kernel._models",
+    ]
 
 
 @pytest.mark.parametrize(
