@@ -18,7 +18,7 @@ from kernel._ignored_flags import NO_OP_FLAGS
 if TYPE_CHECKING:
     from kernel._frontend_plugins import FrontendPlugin
 
-__all__ = ["main", "tritonserver"]
+__all__ = ["build_parser", "main", "tritonserver"]
 
 # tritonserver flags that have no meaning here, with the reason given to the user.
 _UNSUPPORTED = {
@@ -145,7 +145,7 @@ def _rate_limit_resource(text: str) -> tuple[str, int, int | str]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _build_parser(frontends: Mapping[str, FrontendPlugin] | None = None) -> _Parser:
+def build_parser(frontends: Mapping[str, FrontendPlugin] | None = None) -> _Parser:
     """The parser; ``frontends``: the plugin frontends whose flags ``kernel serve`` takes."""
     parser = _Parser(prog="kernel", description="A Triton-compatible inference server.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -465,7 +465,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         plugins, failed = load_frontend_plugins()
         plugins = {n: p for n, p in plugins.items() if n not in BUILTIN_FRONTENDS}
-    parser = _build_parser(plugins)
+    parser = build_parser(plugins)
     args, unknown = parser.parse_known_args(words)
     if args.command == "serve":
         _refuse_unknown(unknown)

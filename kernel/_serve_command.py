@@ -46,6 +46,16 @@ from kernel._unhonoured import unhonoured_fields
 if TYPE_CHECKING:
     from kernel._frontend_plugins import FrontendPlugin
 
+__all__ = [
+    "check",
+    "check_tls",
+    "model_table",
+    "options_from_args",
+    "serve",
+    "trace_opentelemetry",
+    "trace_settings",
+]
+
 log = logging.getLogger("kernel.serve")
 
 

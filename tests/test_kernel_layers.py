@@ -263,3 +263,37 @@ def test_kernel_modules_import_from_where_names_are_defined() -> None:
                     and f"{node.module}.{alias.name}" not in modules  # a submodule is fine
                 )
     assert not through, through
+
+
+def _declared_all(path: Path) -> list[str] | None:
+    for node in ast.parse(path.read_text(), str(path)).body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets
+        ):
+            return list(ast.literal_eval(node.value))
+    return None
+
+
+def test_what_a_module_offers_the_others_is_in_its_all() -> None:
+    """A private module's ``__all__`` says what the rest of the kernel takes from it: every
+    name another kernel module imports from it is listed (its other names are its own)."""
+    modules = _modules()
+    declared = {
+        name: _declared_all(paths[0]) for name, paths in modules.items() if name != "kernel._proto"
+    }
+    unlisted = []
+    for path in sorted(ROOT.rglob("*.py")):
+        if "_proto" in path.parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not (isinstance(node, ast.ImportFrom) and node.level == 0 and node.module):
+                continue
+            offered = declared.get(node.module)
+            if offered is None:
+                continue
+            unlisted.extend(
+                f"{path.relative_to(ROOT)}: {node.module}.{alias.name}"
+                for alias in node.names
+                if alias.name not in offered and f"{node.module}.{alias.name}" not in modules
+            )
+    assert not unlisted, "\n".join(unlisted)

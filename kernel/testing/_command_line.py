@@ -26,8 +26,8 @@ def serve_command_line(
     :raises SystemExit: a flag the parser refuses, as ``kernel serve`` exits on it.
     :raises ValueError: flags no server can start with, in ``kernel serve``'s words.
     """
-    from kernel._cli import _build_parser
+    from kernel._cli import build_parser
     from kernel._serve_command import options_from_args
 
-    args = _build_parser(frontends).parse_args(["serve", *flags])
+    args = build_parser(frontends).parse_args(["serve", *flags])
     return args, options_from_args(args, frontends)
