@@ -489,7 +489,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         sys.exit(list_frontends())
     if args.command == "check":
-        from kernel._serve_command import check
+        from kernel._check_command import check
 
         sys.exit(check(args.repositories, args.backend_directory))
 

@@ -89,6 +89,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "kernel._cli",
             "kernel._ignored_flags",
             "kernel._backends_command",
+            "kernel._check_command",
             "kernel._serve_command",
         ),
     ),
