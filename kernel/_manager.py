@@ -20,6 +20,7 @@ from kernel._backend import Backend, ModelContext, ServerHandle
 from kernel._devices import visible_gpus
 from kernel._discovery import PYTHON_BACKEND, runtime_backend_name
 from kernel._errors import KernelError, Status
+from kernel._inference_target import InferenceTarget
 from kernel._models import ModelState, ModelVersion, SchedulerFactory
 from kernel._options import ModelControlMode
 from kernel._proto.inference import ModelConfig
@@ -33,7 +34,6 @@ from kernel._repository import (
     select_versions,
 )
 from kernel._scheduling import EnsembleBackend
-from kernel._target import InferenceTarget
 from kernel._unhonoured import unhonoured_fields
 
 __all__ = ["ModelIndexEntry", "ModelManager"]

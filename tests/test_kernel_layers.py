@@ -68,7 +68,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "kernel._warmup",
             "kernel._response_cache",
             "kernel._models",
-            "kernel._target",
+            "kernel._inference_target",
             "kernel._manager",
         ),
     ),
