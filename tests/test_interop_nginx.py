@@ -336,7 +336,7 @@ def test_deadlines_and_cancellation_through_nginx(proxy: Proxy, kernel: RunningS
         np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), a + a)
     finally:
         client.close()
-    slow_version = kernel._server.route("slow")
+    slow_version = kernel.server.route("slow")
     for _ in range(400):  # bounded: the two slow requests end (answered or cancelled)
         if not slow_version.in_flight:
             break
