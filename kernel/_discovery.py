@@ -61,7 +61,7 @@ PROJECT_DISTRIBUTIONS = {
 }
 """Backends this repository ships, by the distribution that installs each."""
 
-log = logging.getLogger("kernel._registry")
+log = logging.getLogger("kernel.registry")
 
 
 @dataclass(frozen=True, slots=True)

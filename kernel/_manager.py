@@ -38,7 +38,7 @@ from kernel._unhonoured import unhonoured_fields
 
 __all__ = ["ModelIndexEntry", "ModelManager"]
 
-log = logging.getLogger("kernel._manager")
+log = logging.getLogger("kernel.manager")
 
 LOAD_PROGRESS_SECS = 10.0
 """How often a model version that is still loading says so in the log."""

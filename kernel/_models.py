@@ -52,7 +52,7 @@ from kernel._warmup import WarmupSample, run_warmup, warmup_samples
 
 __all__ = ["ModelState", "ModelVersion", "SchedulerFactory"]
 
-log = logging.getLogger("kernel._models")
+log = logging.getLogger("kernel.models")
 
 SchedulerFactory = Callable[[ModelConfig], Scheduler]
 

@@ -60,7 +60,7 @@ PLATFORM_BACKENDS = {
 }
 """Triton ``platform`` values served by a backend (``ensemble`` is the kernel's own)."""
 
-log = logging.getLogger("kernel._registry")
+log = logging.getLogger("kernel.registry")
 
 
 def backend_settings(backend_config: dict[str, dict[str, str]], name: str) -> dict[str, str]:
@@ -281,7 +281,7 @@ class BackendRegistry:
             context = BackendContext(
                 name=name,
                 config=backend_settings(self._backend_config, name),
-                logger=logging.getLogger(f"kernel._backend.{name}"),
+                logger=logging.getLogger(f"kernel.backend.{name}"),
             )
             await call_hook(backend.initialize, context, default=Backend.initialize)
         except Exception as exc:

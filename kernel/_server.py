@@ -62,7 +62,7 @@ __all__ = [
     "TensorMetadata",
 ]
 
-log = logging.getLogger("kernel._server")
+log = logging.getLogger("kernel.server")
 
 
 class Frontend(Protocol):

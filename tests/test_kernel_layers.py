@@ -16,8 +16,8 @@ import kernel
 
 ROOT = Path(kernel.__file__).resolve().parent
 
-# From the bottom. A module may import modules of its own layer and of the layers above it in
-# this list, never one further down. Generated code (kernel._proto.*) counts as one module.
+# From the bottom: a module may import modules of its own layer and of earlier layers in this
+# list, never of a later one. Generated code (kernel._proto.*) counts as one module.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     (
         "errors, tensors, config, settings",

@@ -64,7 +64,7 @@ def test_default_and_iso8601_lines_are_tritonservers_shape() -> None:
     line = handler.format(_record("kernel.model.m", logging.WARNING, "slow"))
     assert re.fullmatch(r"W\d{4} \d\d:\d\d:\d\d\.\d{6} \d+ kernel\.model\.m\] slow", line)
     handler.apply({"log_format": "ISO8601"})
-    line = handler.format(_record("kernel._manager", logging.ERROR, "bad"))
+    line = handler.format(_record("kernel.manager", logging.ERROR, "bad"))
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ E \d+ kernel\.manager\] bad", line)
 
 
@@ -79,10 +79,10 @@ def test_json_lines_carry_model_and_request_id() -> None:
     assert line["message"] == "hi"
     assert line["request_id"] == "r-1"
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", line["time"])
-    plain = json.loads(handler.format(_record("kernel._server", logging.DEBUG, "x")))
+    plain = json.loads(handler.format(_record("kernel.server", logging.DEBUG, "x")))
     assert plain["model"] is None and "request_id" not in plain
     assert plain["level"] == "VERBOSE"
-    assert model_of(_record("kernel._manager", logging.INFO, "x", model="other")) == "other"
+    assert model_of(_record("kernel.manager", logging.INFO, "x", model="other")) == "other"
 
 
 def test_json_line_keeps_a_traceback_inside_the_one_object() -> None:
@@ -275,7 +275,7 @@ async def test_a_slow_load_says_so_while_it_runs(
             raise RuntimeError("no weights")
 
     monkeypatch.setattr(manager_module, "LOAD_PROGRESS_SECS", 0.1)
-    with caplog.at_level(logging.INFO, logger="kernel._manager"):
+    with caplog.at_level(logging.INFO, logger="kernel.manager"):
         async with anyio.create_task_group() as tg:
             with anyio.fail_after(10):
                 await manager_module._start_with_progress(tg, SlowVersion(), "slow", 3)  # type: ignore[arg-type]

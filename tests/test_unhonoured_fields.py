@@ -79,7 +79,7 @@ async def test_load_warns_or_fails_by_name(
 ) -> None:
     add_model(repo, "tagged", kt_config("identity", extra=METRIC_TAGS))
     add_model(repo, "batched", kt_config("identity", extra=BATCH_INPUT))
-    with caplog.at_level(logging.WARNING, logger="kernel._manager"):
+    with caplog.at_level(logging.WARNING, logger="kernel.manager"):
         async with run_server(repo, **NO_ENDPOINTS) as srv:
             assert srv.server.is_model_ready("tagged")
             assert not srv.server.is_model_ready("batched")

@@ -28,7 +28,7 @@ from typing import Any
 
 __all__ = ["GpuMetrics"]
 
-log = logging.getLogger("kernel.frontends._metrics")
+log = logging.getLogger("kernel.frontends.metrics")
 
 _FAMILIES = (
     ("nv_gpu_utilization", "gauge", "GPU utilization rate [0.0 - 1.0)"),

@@ -30,7 +30,7 @@ from kernel.frontends._http_server import HttpLimits, HttpListener, HttpRequest,
 
 __all__ = ["MetricsFrontend", "render_metrics"]
 
-log = logging.getLogger("kernel.frontends._metrics")
+log = logging.getLogger("kernel.frontends.metrics")
 
 _CONTENT_TYPE = (b"content-type", b"text/plain; charset=utf-8")
 _REASONS = (

@@ -58,7 +58,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Framed", "Method", "Stream", "refusal", "trailers_only"]
 
-log = logging.getLogger("kernel.frontends._grpc")
+log = logging.getLogger("kernel.frontends.grpc")
 
 LARGE_MESSAGE = 64 * 1024
 """A message from this size on that arrives in several frames is assembled in one buffer that

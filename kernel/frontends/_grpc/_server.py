@@ -38,7 +38,7 @@ from kernel.frontends._grpc._wire import INTERNAL_ERROR, RESOURCE_EXHAUSTED, UNI
 
 __all__ = ["GOAWAY_ACK_SECS", "GrpcServer", "ServerConnection"]
 
-log = logging.getLogger("kernel.frontends._grpc")
+log = logging.getLogger("kernel.frontends.grpc")
 
 GOAWAY_ACK_SECS = 1.0
 """How long a stop waits for the PING after its first GOAWAY before the final GOAWAY."""

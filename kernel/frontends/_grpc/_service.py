@@ -87,7 +87,7 @@ from kernel.frontends._grpc._tensors import TensorCodec
 __all__ = ["InferenceServicer", "grpc_error"]
 
 
-log = logging.getLogger("kernel.frontends._grpc")
+log = logging.getLogger("kernel.frontends.grpc")
 
 _SERVICE = "/inference.GRPCInferenceService/"
 _INFER = _SERVICE + "ModelInfer"

@@ -31,7 +31,7 @@ from ._infer import DecodePlans, decode_request, encode_response
 
 __all__ = ["HttpApp", "HttpRequest", "Reply"]
 
-log = logging.getLogger("kernel.frontends._http")
+log = logging.getLogger("kernel.frontends.http")
 
 
 _JSON = (b"content-type", b"application/json")

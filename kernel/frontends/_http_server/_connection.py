@@ -35,7 +35,7 @@ from ._types import (
 
 __all__ = ["HttpConnection", "RequestHandler"]
 
-log = logging.getLogger("kernel.frontends._http")
+log = logging.getLogger("kernel.frontends.http")
 
 
 _STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in HTTPStatus}

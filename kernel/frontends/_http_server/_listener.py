@@ -12,7 +12,7 @@ from ._types import HttpLimits, RequestHandler
 
 __all__ = ["HttpListener"]
 
-log = logging.getLogger("kernel.frontends._http")
+log = logging.getLogger("kernel.frontends.http")
 
 
 class HttpListener:

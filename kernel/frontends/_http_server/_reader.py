@@ -29,7 +29,7 @@ from ._types import HttpLimits, HttpRequest, Reply
 
 __all__ = ["CONTINUE", "Continue", "Received", "Refusal", "RequestReader", "error_reply"]
 
-log = logging.getLogger("kernel.frontends._http")
+log = logging.getLogger("kernel.frontends.http")
 
 
 def error_reply(status: int, message: str) -> Reply:
