@@ -31,7 +31,7 @@ from _measure import main, measure
 from perf import _repository
 
 from kernel.frontends._http._app import HttpApp
-from kernel.frontends._http._connection import HttpConnection
+from kernel.frontends._http_server._connection import HttpConnection
 from kernel.testing import run_server
 
 _HEADER = (
@@ -84,7 +84,7 @@ async def _run(
         async with run_server(repo, backend_config=config) as running:
             app = HttpApp(running.server)
             if "limits" in inspect.signature(HttpConnection).parameters:
-                from kernel.frontends._http_types import HttpLimits
+                from kernel.frontends._http_server._types import HttpLimits
 
                 connection = HttpConnection(app, HttpLimits(), set())
             else:  # a tree from before the HTTP/1.1 limits

@@ -34,9 +34,9 @@ from perf import _repository
 
 from kernel.frontends._http import _infer
 from kernel.frontends._http._app import HttpApp
-from kernel.frontends._http._connection import HttpConnection
-from kernel.frontends._http._reader import RequestReader
-from kernel.frontends._http_types import HttpLimits
+from kernel.frontends._http_server._connection import HttpConnection
+from kernel.frontends._http_server._reader import RequestReader
+from kernel.frontends._http_server._types import HttpLimits
 from kernel.testing import run_server
 
 JSON_BODY = json.dumps(

@@ -46,8 +46,7 @@ from pathlib import Path
 import numpy as np
 from _harness import free_port
 
-from kernel import InferenceRequest, InferenceServer, ServerOptions
-from kernel._manager import ModelControlMode
+from kernel import InferenceRequest, InferenceServer, ModelControlMode, ServerOptions
 
 MODEL_PY = """
 import triton_python_backend_utils as pb_utils

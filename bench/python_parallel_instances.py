@@ -23,8 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kernel import InferenceRequest, InferenceServer, ServerOptions
-from kernel._manager import ModelControlMode
+from kernel import InferenceRequest, InferenceServer, ModelControlMode, ServerOptions
 
 MODEL_PY = """
 import numpy as np

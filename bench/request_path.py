@@ -40,8 +40,7 @@ from _measure import add_arguments, measure
 from _trees import compare
 from perf import CONFIG, MODEL_PY
 
-from kernel import InferenceRequest, InferenceServer, ServerOptions
-from kernel._manager import ModelControlMode
+from kernel import InferenceRequest, InferenceServer, ModelControlMode, ServerOptions
 
 IN_PROCESS = 'parameters { key: "EXECUTION_MODE" value { string_value: "in_process" } }\n'
 IDENTITY = ADDSUB.replace('"addsub"', '"identity"')  # two FP32[4] inputs, as add/sub

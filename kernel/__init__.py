@@ -1,7 +1,9 @@
 """triton-kernel: a small asyncio inference server for Triton model repositories.
 
-The public surface for plugin authors and embedders. Everything not re-exported here is
-private and may change without notice.
+The public surface for plugin authors and embedders: the names re-exported here and the
+modules in :data:`PUBLIC_MODULES` (docs/plugin-authoring.md lists the same, a test pins both).
+Every other module has a ``_`` name somewhere in its path, is private and may change without
+notice; a test fails when a plugin, or a plugin's tests, imports one.
 
 The names are imported on first use (PEP 562), not when ``kernel`` is: the ``kernel`` command
 lives in ``kernel._cli``, and ``kernel --help`` or ``kernel backends`` must not pay for the
@@ -14,6 +16,19 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+PUBLIC_MODULES = (
+    "kernel",
+    "kernel.batching",
+    "kernel.config",
+    "kernel.frontends",
+    "kernel.signature",
+    "kernel.tensors",
+    "kernel.testing",
+    "kernel.testing.clients",
+    "kernel.testing.pytest_plugin",
+)
+"""The modules plugins and embedders may import; each one's ``__all__`` is its public names."""
 
 if TYPE_CHECKING:
     from kernel._backend import Backend as Backend
@@ -32,6 +47,7 @@ if TYPE_CHECKING:
     from kernel._inference import ParameterValue as ParameterValue
     from kernel._inference import RequestFlags as RequestFlags
     from kernel._inference import ResponseSender as ResponseSender
+    from kernel._options import ModelControlMode as ModelControlMode
     from kernel._options import ServerOptions as ServerOptions
     from kernel._proto.inference import ModelConfig as ModelConfig
     from kernel._server import InferenceServer as InferenceServer
@@ -41,6 +57,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DATATYPES",
+    "PUBLIC_MODULES",
     "Backend",
     "BackendAttributes",
     "BackendContext",
@@ -53,6 +70,7 @@ __all__ = [
     "Model",
     "ModelConfig",
     "ModelContext",
+    "ModelControlMode",
     "ModelInstance",
     "ParameterValue",
     "RequestFlags",
@@ -83,6 +101,7 @@ _LAZY = {
     "ParameterValue": "kernel._inference",
     "RequestFlags": "kernel._inference",
     "ResponseSender": "kernel._inference",
+    "ModelControlMode": "kernel._options",
     "ServerOptions": "kernel._options",
     "InferenceServer": "kernel._server",
     "DATATYPES": "kernel.tensors",

@@ -45,6 +45,7 @@ from kernel._proto.inference import ModelConfig
 from kernel._statistics import MemoryUsage
 
 __all__ = [
+    "INSTANCE_READY_TIMEOUT_SECONDS",
     "Backend",
     "BackendAttributes",
     "BackendContext",

@@ -13,10 +13,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
+from kernel._ignored_flags import NO_OP_FLAGS
+
 if TYPE_CHECKING:
     from kernel._frontend_plugins import FrontendPlugin
 
-__all__ = ["main", "tritonserver"]
+__all__ = ["build_parser", "main", "tritonserver"]
 
 # tritonserver flags that have no meaning here, with the reason given to the user.
 _UNSUPPORTED = {
@@ -32,19 +34,6 @@ _UNSUPPORTED = {
     "--allow-vertex-ai": "the Vertex AI endpoint is not implemented",
     "--grpc-max-connection-age": "gRPC connection ageing is not implemented",
     "--grpc-max-connection-age-grace": "gRPC connection ageing is not implemented",
-}
-
-# tritonserver tuning flags accepted and ignored (with a log line saying why): each tunes a
-# pool or thread count this server does not have, so ignoring it changes no answer.
-NO_OP_FLAGS = {
-    "--http-thread-count": "HTTP requests are served on the event loop",
-    "--model-load-thread-count": "models load concurrently on the event loop",
-    "--buffer-manager-thread-count": "there is no buffer manager",
-    "--grpc-infer-allocation-pool-size": "request and response objects are not pooled",
-    "--pinned-memory-pool-byte-size": "there is no pinned memory pool (tensors are in CPU memory)",
-    "--cuda-memory-pool-byte-size": "there is no CUDA memory pool (backends own GPU memory)",
-    "--enable-peer-access": "there is no CUDA memory pool (backends own GPU memory)",
-    "--cache-directory": "the response cache is built in (--cache-config local,size=N)",
 }
 
 
@@ -122,7 +111,10 @@ _TRACE_KEYS = {
 
 
 def _trace_config(text: str) -> tuple[str, str, str]:
-    """``[<mode>,]<setting>=<value>`` as ``(mode, setting, value)``; see :func:`trace_settings`."""
+    """``[<mode>,]<setting>=<value>`` as ``(mode, setting, value)``.
+
+    See :func:`kernel._serve_command.trace_settings`.
+    """
     mode, sep, setting = text.partition(",")
     if not sep or "=" in mode:
         mode, setting = "", text
@@ -144,52 +136,6 @@ def _trace_config(text: str) -> tuple[str, str, str]:
     return mode, key, value
 
 
-def trace_settings(
-    triples: Sequence[tuple[str, str, str]],
-) -> tuple[dict[str, list[str]], Path | None]:
-    """``--trace-config`` flags as the trace settings API's global settings, and the file.
-
-    :raises ValueError: a value the setting cannot take, in the settings API's words.
-    """
-    from kernel._errors import KernelError
-    from kernel._trace_settings import check_trace_update
-
-    names = {"rate": "trace_rate", "count": "trace_count", "log-frequency": "log_frequency"}
-    changes: dict[str, list[str] | None] = {}
-    levels: list[str] = []
-    file: Path | None = None
-    trace_mode = "triton"
-    for mode, key, value in triples:
-        if mode == "opentelemetry":
-            continue
-        if key == "level":
-            levels.append(value.upper())
-        elif key == "file":
-            file = Path(value) if value else None
-        elif key == "mode":
-            trace_mode = value
-        elif key in names:
-            changes[names[key]] = [value]
-    if levels:
-        changes["trace_level"] = levels
-    try:
-        settings = {k: v for k, v in check_trace_update(changes).items() if v}
-    except KernelError as exc:
-        raise ValueError(f"--trace-config: {exc.message}") from None
-    if trace_mode != "triton":
-        settings["trace_mode"] = [trace_mode]
-    if file is not None:
-        if not file.parent.is_dir():
-            raise ValueError(f"--trace-config triton,file={file}: no such directory")
-        settings["trace_file"] = [str(file)]
-    return settings, file
-
-
-def trace_opentelemetry(triples: Sequence[tuple[str, str, str]]) -> list[tuple[str, str]]:
-    """The ``--trace-config opentelemetry,<key>=<value>`` flags, in order."""
-    return [(key, value) for mode, key, value in triples if mode == "opentelemetry"]
-
-
 def _rate_limit_resource(text: str) -> tuple[str, int, int | str]:
     from kernel._scheduling._rate_limiter import parse_rate_limit_resource
 
@@ -199,7 +145,7 @@ def _rate_limit_resource(text: str) -> tuple[str, int, int | str]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def _build_parser(frontends: Mapping[str, FrontendPlugin] | None = None) -> _Parser:
+def build_parser(frontends: Mapping[str, FrontendPlugin] | None = None) -> _Parser:
     """The parser; ``frontends``: the plugin frontends whose flags ``kernel serve`` takes."""
     parser = _Parser(prog="kernel", description="A Triton-compatible inference server.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -519,7 +465,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         plugins, failed = load_frontend_plugins()
         plugins = {n: p for n, p in plugins.items() if n not in BUILTIN_FRONTENDS}
-    parser = _build_parser(plugins)
+    parser = build_parser(plugins)
     args, unknown = parser.parse_known_args(words)
     if args.command == "serve":
         _refuse_unknown(unknown)
@@ -543,7 +489,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         sys.exit(list_frontends())
     if args.command == "check":
-        from kernel._serve_command import check
+        from kernel._check_command import check
 
         sys.exit(check(args.repositories, args.backend_directory))
 

@@ -6,6 +6,8 @@ import functools
 import os
 from pathlib import Path
 
+__all__ = ["visible_gpus"]
+
 _DRIVER_GPUS = Path("/proc/driver/nvidia/gpus")
 
 

@@ -8,6 +8,8 @@ from typing import Any, TypeVar, cast
 
 import anyio
 
+__all__ = ["call_hook", "is_async", "is_default"]
+
 T = TypeVar("T")
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import itertools
 import threading
 import time
 import weakref
@@ -78,9 +77,6 @@ cancelled and ended with an error, so a client that stops reading costs bounded 
 ResponseInterceptor = Callable[[InferenceResponse, Callable[[InferenceResponse], None]], None]
 """For the kernel's schedulers: sees each response on the event loop before the client does, and
 passes it on by calling the given ``release`` (at once, or later to keep responses in order)."""
-
-
-_ids = itertools.count(1)
 
 
 class _ResponseChannel:

@@ -9,7 +9,6 @@ the versions they replace then drain the requests they accepted before finalizin
 from __future__ import annotations
 
 import contextlib
-import enum
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,7 +20,9 @@ from kernel._backend import Backend, ModelContext, ServerHandle
 from kernel._devices import visible_gpus
 from kernel._discovery import PYTHON_BACKEND, runtime_backend_name
 from kernel._errors import KernelError, Status
+from kernel._inference_target import InferenceTarget
 from kernel._models import ModelState, ModelVersion, SchedulerFactory
+from kernel._options import ModelControlMode
 from kernel._proto.inference import ModelConfig
 from kernel._registry import BackendRegistry, backend_settings
 from kernel._repository import (
@@ -33,10 +34,9 @@ from kernel._repository import (
     select_versions,
 )
 from kernel._scheduling import EnsembleBackend
-from kernel._target import InferenceTarget
 from kernel._unhonoured import unhonoured_fields
 
-__all__ = ["ModelControlMode", "ModelIndexEntry", "ModelManager"]
+__all__ = ["ModelIndexEntry", "ModelManager"]
 
 log = logging.getLogger("kernel.manager")
 
@@ -88,14 +88,6 @@ async def _start_with_progress(
         )
         raise failure
     log.info("READY: %s:%d loaded in %.2fs", name, number, elapsed, extra={"model": name})
-
-
-class ModelControlMode(enum.Enum):
-    """tritonserver's ``--model-control-mode``."""
-
-    NONE = "none"
-    POLL = "poll"
-    EXPLICIT = "explicit"
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,17 +3,30 @@
 from __future__ import annotations
 
 import argparse
+import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from kernel._manager import ModelControlMode
-
 if TYPE_CHECKING:
     from kernel._frontend_plugins import FrontendPlugin
 
-__all__ = ["FrontendConfig", "ServerOptions", "TlsSettings", "example_repository"]
+__all__ = [
+    "FrontendConfig",
+    "ModelControlMode",
+    "ServerOptions",
+    "TlsSettings",
+    "example_repository",
+]
+
+
+class ModelControlMode(enum.Enum):
+    """tritonserver's ``--model-control-mode``."""
+
+    NONE = "none"
+    POLL = "poll"
+    EXPLICIT = "explicit"
 
 
 def example_repository() -> Path:

@@ -25,6 +25,7 @@ from kernel.tensors import DATATYPES, config_type_to_datatype
 __all__ = [
     "ModelRepository",
     "ModelSource",
+    "backend_name",
     "check_model_name",
     "normalize_config",
     "select_versions",

@@ -1,4 +1,7 @@
-"""What the ``kernel`` subcommands do (kept apart from the parser so ``--help`` stays light)."""
+"""What ``kernel serve`` does: its flags as :class:`ServerOptions`, then the server until a signal.
+
+Kept apart from the parser (:mod:`kernel._cli`) so ``kernel --help`` stays light.
+"""
 
 from __future__ import annotations
 
@@ -6,40 +9,84 @@ import argparse
 import logging
 import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import anyio
 
 from kernel._backends_command import format_table
-from kernel._cli import NO_OP_FLAGS, trace_opentelemetry, trace_settings
-from kernel._discovery import (
-    BackendInfo,
-    directory_backends,
-    find_runtime_file,
-    runtime_backend_name,
-)
 from kernel._errors import KernelError
+from kernel._ignored_flags import report_ignored_flags
 from kernel._log_output import configure_logging
 from kernel._malloc import tune_malloc
-from kernel._manager import ModelControlMode, ModelIndexEntry
-from kernel._options import FrontendConfig, ServerOptions, TlsSettings, example_repository
-from kernel._registry import BackendRegistry
-from kernel._repository import (
-    ModelRepository,
-    ModelSource,
-    backend_name,
-    normalize_config,
-    select_versions,
+from kernel._manager import ModelIndexEntry
+from kernel._options import (
+    FrontendConfig,
+    ModelControlMode,
+    ServerOptions,
+    TlsSettings,
+    example_repository,
 )
 from kernel._server import InferenceServer
-from kernel._unhonoured import unhonoured_fields
+from kernel._trace_settings import check_trace_update
 
 if TYPE_CHECKING:
     from kernel._frontend_plugins import FrontendPlugin
 
+__all__ = [
+    "check_tls",
+    "model_table",
+    "options_from_args",
+    "serve",
+    "trace_opentelemetry",
+    "trace_settings",
+]
+
 log = logging.getLogger("kernel.serve")
+
+
+def trace_settings(
+    triples: Sequence[tuple[str, str, str]],
+) -> tuple[dict[str, list[str]], Path | None]:
+    """``--trace-config`` flags as the trace settings API's global settings, and the file.
+
+    :raises ValueError: a value the setting cannot take, in the settings API's words.
+    """
+    names = {"rate": "trace_rate", "count": "trace_count", "log-frequency": "log_frequency"}
+    changes: dict[str, list[str] | None] = {}
+    levels: list[str] = []
+    file: Path | None = None
+    trace_mode = "triton"
+    for mode, key, value in triples:
+        if mode == "opentelemetry":
+            continue
+        if key == "level":
+            levels.append(value.upper())
+        elif key == "file":
+            file = Path(value) if value else None
+        elif key == "mode":
+            trace_mode = value
+        elif key in names:
+            changes[names[key]] = [value]
+    if levels:
+        changes["trace_level"] = levels
+    try:
+        settings = {k: v for k, v in check_trace_update(changes).items() if v}
+    except KernelError as exc:
+        raise ValueError(f"--trace-config: {exc.message}") from None
+    if trace_mode != "triton":
+        settings["trace_mode"] = [trace_mode]
+    if file is not None:
+        if not file.parent.is_dir():
+            raise ValueError(f"--trace-config triton,file={file}: no such directory")
+        settings["trace_file"] = [str(file)]
+    return settings, file
+
+
+def trace_opentelemetry(triples: Sequence[tuple[str, str, str]]) -> list[tuple[str, str]]:
+    """The ``--trace-config opentelemetry,<key>=<value>`` flags, in order."""
+    return [(key, value) for mode, key, value in triples if mode == "opentelemetry"]
 
 
 def _tls_from_args(args: argparse.Namespace, endpoint: str) -> TlsSettings | None:
@@ -209,20 +256,6 @@ def check_tls(options: ServerOptions) -> None:
         server_context(options.http_tls, "http")
 
 
-def report_ignored_flags(args: argparse.Namespace) -> None:
-    """One log line for each accepted tritonserver flag that changes nothing here, and why."""
-    for flag, reason in NO_OP_FLAGS.items():
-        value = getattr(args, flag.removeprefix("--").replace("-", "_"))
-        if value is not None:
-            log.info("%s=%s accepted and ignored: %s", flag, value, reason)
-    if args.grpc_infer_response_compression_level != "none":
-        log.warning(
-            "--grpc-infer-response-compression-level=%s accepted, but gRPC responses are sent"
-            " uncompressed (clients read them unchanged)",
-            args.grpc_infer_response_compression_level,
-        )
-
-
 def serve(
     args: argparse.Namespace,
     plugins: Mapping[str, FrontendPlugin] | None = None,
@@ -290,73 +323,3 @@ def serve(
     except ImportError:  # uvloop is optional
         anyio.run(main)
     return status
-
-
-def _backend_problem(
-    source: ModelSource, backend: str, installed: dict[str, BackendInfo], directories: list[Path]
-) -> str | None:
-    """Why the backend a model names would not be found (as the registry resolves it), or
-    None; nothing is imported."""
-    runtime = str(source.config.runtime or "")
-    if runtime.endswith(".py"):
-        versions = sorted(int(p.name) for p in source.model_dir.iterdir() if p.name.isdigit())
-        for number in versions or [1]:
-            found = find_runtime_file(
-                runtime,
-                version_dir=source.model_dir / str(number),
-                model_dir=source.model_dir,
-                backend=backend,
-                directories=directories,
-            )
-            if found.path is None:
-                looked = ", ".join(f"'{p}'" for p in found.searched)
-                return f"runtime '{runtime}' names no Python file; looked for {looked}"
-        return None
-    name = runtime_backend_name(runtime) if runtime else backend
-    if name in installed or name in directory_backends(directories):
-        return None
-    return BackendRegistry.missing_backend_message(name, installed)
-
-
-def check(repositories: list[Path], backend_directories: list[Path] | None = None) -> int:
-    """``kernel check``: parse and validate every model; print each problem; 1 if any."""
-    problems: list[str] = []
-    warnings: list[str] = []
-    repository = ModelRepository(repositories)
-    try:
-        found, duplicates = repository.scan()
-    except KernelError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return 1
-    problems.extend(f"{name}: {reason}" for name, reason in duplicates.items())
-    installed = BackendRegistry.installed()
-    checked = 0
-    for name in sorted(found):
-        if name in duplicates:
-            continue
-        checked += 1
-        try:
-            source = repository.read(name)
-            normalize_config(source.config, source.config_path, gpus=0)
-            backend = backend_name(source.config, source.config_path)
-            for item in unhonoured_fields(source.config):
-                if item.severity == "error":
-                    problems.append(f"{name}: {source.config_path}: {item}")
-                else:
-                    warnings.append(f"{name}: {source.config_path}: {item}")
-            problem = (
-                None
-                if backend == "ensemble"
-                else _backend_problem(source, backend, installed, backend_directories or [])
-            )
-            if problem is not None:
-                problems.append(f"{name}: {problem}")
-            select_versions(source)
-        except KernelError as exc:
-            problems.append(f"{name}: {exc.message}")
-    for warning in warnings:
-        print(f"warning: {warning}", file=sys.stderr)
-    for problem in problems:
-        print(f"error: {problem}", file=sys.stderr)
-    print(f"checked {checked} models: {len(problems)} problem(s), {len(warnings)} warning(s)")
-    return 1 if problems else 0

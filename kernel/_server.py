@@ -32,11 +32,12 @@ from kernel import __version__
 from kernel._backend import MetricSource
 from kernel._errors import KernelError, Status
 from kernel._inference import InferenceRequest, InferenceResponse
+from kernel._inference_target import InferenceTarget
 from kernel._latency import parse_metrics_config
 from kernel._log_settings import LogSettings
-from kernel._manager import ModelControlMode, ModelIndexEntry, ModelManager
+from kernel._manager import ModelIndexEntry, ModelManager
 from kernel._models import ModelVersion
-from kernel._options import FrontendConfig, ServerOptions
+from kernel._options import FrontendConfig, ModelControlMode, ServerOptions
 from kernel._proto.inference import ModelConfig
 from kernel._registry import BackendRegistry
 from kernel._repository import ModelRepository, check_model_name
@@ -44,7 +45,6 @@ from kernel._response_cache import ResponseCache, ResponseCaching, parse_cache_c
 from kernel._scheduling._rate_limiter import RateLimiter
 from kernel._shared_memory import SystemSharedMemory
 from kernel._statistics import FailureReason, ModelStatistics
-from kernel._target import InferenceTarget
 from kernel._trace_settings import TraceStore
 from kernel._tracing import Tracer
 from kernel.tensors import config_type_to_datatype

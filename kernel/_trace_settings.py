@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 from kernel._errors import KernelError, Status
 
-__all__ = ["FILE_NOT_SETTABLE", "TRACE_DEFAULTS", "TraceStore"]
+__all__ = ["FILE_NOT_SETTABLE", "TRACE_DEFAULTS", "TraceStore", "check_trace_update"]
 
 TRACE_DEFAULTS: dict[str, list[str]] = {
     "trace_rate": ["1000"],

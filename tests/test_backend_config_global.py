@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from kernel._cli import _build_parser
+from kernel._cli import build_parser
 from kernel._registry import backend_settings
 from kernel._serve_command import options_from_args
 from kernel.testing import run_server
@@ -22,7 +22,7 @@ def test_global_and_specific_settings_merge() -> None:
 
 
 def test_the_command_line_keeps_global_settings_apart() -> None:
-    args, _ = _build_parser().parse_known_args(
+    args, _ = build_parser().parse_known_args(
         [
             "serve",
             "--backend-config=default-max-batch-size=2",

@@ -16,7 +16,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.grpc import service_pb2
 
-from kernel._manager import ModelControlMode
+from kernel import ModelControlMode
 from kernel.testing import ServerThread, write_model
 
 CACHE = {"cache_config": {"local": {"size": str(1 << 20)}}}

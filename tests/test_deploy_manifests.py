@@ -26,7 +26,7 @@ import pytest
 import referencing
 import yaml
 
-from kernel._cli import _build_parser
+from kernel._cli import build_parser
 from kernel._serve_command import options_from_args
 from kernel.testing import ServerThread
 
@@ -60,7 +60,7 @@ def _core_validator(definition: str) -> jsonschema.Draft202012Validator:
 def _serve_options(args: list[str]) -> Any:
     """What ``kernel serve`` makes of a manifest's arguments (they must all be accepted)."""
     assert args[:2] == ["kernel", "serve"], args
-    parsed, unknown = _build_parser().parse_known_args(args[1:])
+    parsed, unknown = build_parser().parse_known_args(args[1:])
     assert unknown == [], unknown
     return options_from_args(parsed)
 

@@ -8,8 +8,7 @@ import anyio
 import numpy as np
 import pytest
 
-from kernel import InferenceRequest
-from kernel._manager import ModelControlMode
+from kernel import InferenceRequest, ModelControlMode
 from kernel.testing import run_server, write_model
 
 NO_ENDPOINTS = {"http_port": None, "grpc_port": None, "metrics_port": None}

@@ -27,7 +27,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 import kernel.frontends
-from kernel._manager import ModelControlMode
+from kernel import ModelControlMode
 from kernel.testing import RunningServer, ServerThread, write_model
 
 CLASSIFIER = """

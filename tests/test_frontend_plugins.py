@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import kernel.frontends
-from kernel._cli import _build_parser
+from kernel._cli import build_parser
 from kernel._errors import KernelError
 from kernel._frontend_plugins import load_frontend_plugins, plugin_arguments
 from kernel._server import InferenceServer
@@ -116,6 +116,9 @@ def test_public_surface() -> None:
         "Reply",
         "RequestHandler",
         "StreamingReply",
+        "grpc_status",
+        "http_status",
+        "load_frontend_plugins",
     ]
     for name in kernel.frontends.__all__:
         assert getattr(kernel.frontends, name).__name__ == name
@@ -197,7 +200,7 @@ def test_unknown_frontend_and_bad_flags(repo: Path) -> None:
 
 
 def test_kernel_serve_declares_a_plugins_flags() -> None:
-    parser = _build_parser({"echo": EchoPlugin()})
+    parser = build_parser({"echo": EchoPlugin()})
     args = parser.parse_args(["serve", "--echo-port", "0", "--echo-greeting", "hi"])
     assert (args.echo_port, args.echo_address, args.echo_greeting) == (0, None, "hi")
     assert parser.parse_args(["serve"]).echo_port is None  # default_port None: off

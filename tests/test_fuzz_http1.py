@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kernel.frontends._http._connection import _QUEUE_HIGH, HttpConnection
-from kernel.frontends._http_types import HttpLimits, HttpRequest, Reply
+from kernel.frontends._http_server._connection import _QUEUE_HIGH, HttpConnection
+from kernel.frontends._http_server._types import HttpLimits, HttpRequest, Reply
 
 EXAMPLES = int(os.environ.get("KERNEL_FUZZ_EXAMPLES", "120"))
 FUZZ = settings(

@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from kernel_test_backends.configs import ADDSUB, BATCHED, REPEAT, STRINGS
 from tritonclient.grpc import service_pb2 as pb
 
-from kernel._manager import ModelControlMode
+from kernel import ModelControlMode
 from kernel.testing import ServerThread, write_model
 
 VICTIM = "victim"  # the only model load/unload fuzzing may change

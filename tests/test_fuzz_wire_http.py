@@ -32,7 +32,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kernel_test_backends.configs import ADDSUB, BATCHED, STRINGS
 
-from kernel._manager import ModelControlMode
+from kernel import ModelControlMode
 from kernel.testing import RunningServer, ServerThread, write_model
 
 VICTIM = "victim"  # the only model load/unload fuzzing may change

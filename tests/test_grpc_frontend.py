@@ -29,8 +29,8 @@ import tritonclient.utils.shared_memory as shm
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
+from kernel import ModelControlMode
 from kernel._inference import RequestFlags
-from kernel._manager import ModelControlMode
 from kernel._proto.grpc.health.v1 import (
     HealthCheckRequest,
     HealthCheckResponse,

@@ -30,7 +30,7 @@ from kernel_test_backends.configs import IDENTITY
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
-from kernel._manager import ModelControlMode
+from kernel import ModelControlMode
 from kernel.frontends._grpc._hpack import Decoder, HpackError, encode
 from kernel.testing import RunningServer, ServerThread, write_model
 

@@ -22,7 +22,7 @@ import h2.events
 import h2.settings
 import pytest
 
-from kernel._cli import _build_parser
+from kernel._cli import build_parser
 from kernel._serve_command import options_from_args
 from kernel.frontends._grpc._limits import Http2Limits
 from kernel.frontends._grpc._server import GrpcServer, ServerConnection
@@ -322,7 +322,7 @@ async def test_reading_pauses_while_the_write_buffer_is_high() -> None:
 
 
 def test_keepalive_and_limit_flags() -> None:
-    args = _build_parser().parse_args(
+    args = build_parser().parse_args(
         [
             "serve",
             "--grpc-keepalive-time=1000",

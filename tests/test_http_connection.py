@@ -12,9 +12,9 @@ from dataclasses import dataclass, field, replace
 
 import pytest
 
-from kernel.frontends._http._connection import HttpConnection
-from kernel.frontends._http._reader import Received, Refusal, RequestReader
-from kernel.frontends._http_types import HttpLimits, HttpRequest, Reply
+from kernel.frontends._http_server._connection import HttpConnection
+from kernel.frontends._http_server._reader import Received, Refusal, RequestReader
+from kernel.frontends._http_server._types import HttpLimits, HttpRequest, Reply
 
 LIMITS = HttpLimits(
     max_body=1024 * 1024,

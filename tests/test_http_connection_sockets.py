@@ -178,11 +178,11 @@ def test_idle_connection_is_closed_by_the_server(tmp_path: Path) -> None:
 
 
 def test_limit_flags_reach_the_limits() -> None:
-    from kernel._cli import _build_parser
+    from kernel._cli import build_parser
     from kernel._serve_command import options_from_args
-    from kernel.frontends._http_types import HttpLimits
+    from kernel.frontends._http_server._types import HttpLimits
 
-    args = _build_parser().parse_args(
+    args = build_parser().parse_args(
         [
             "serve",
             "--http-max-input-size=1000",
@@ -195,5 +195,5 @@ def test_limit_flags_reach_the_limits() -> None:
     )
     limits = HttpLimits.from_options(options_from_args(args))
     assert limits == HttpLimits(1000, 100, 2000, 7, 1.5, 9.0)
-    defaults = HttpLimits.from_options(options_from_args(_build_parser().parse_args(["serve"])))
+    defaults = HttpLimits.from_options(options_from_args(build_parser().parse_args(["serve"])))
     assert defaults == HttpLimits()

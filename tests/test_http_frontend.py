@@ -27,8 +27,8 @@ import tritonclient.http.aio as aiohttpclient
 import tritonclient.utils.shared_memory as shm
 from tritonclient.utils import InferenceServerException
 
+from kernel import ModelControlMode
 from kernel._inference import RequestFlags
-from kernel._manager import ModelControlMode
 from kernel._server import EXTENSIONS
 from kernel.frontends._http._infer import BINARY, JSON, decode_request
 from kernel.testing import RunningServer, ServerThread, run_server, write_model

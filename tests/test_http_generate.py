@@ -19,7 +19,7 @@ import httpx
 import pytest
 from httpx_sse import connect_sse
 
-from kernel._manager import ModelControlMode
+from kernel import ModelControlMode
 from kernel.testing import RunningServer, ServerThread, write_model
 
 TOKENS_MODEL = b'''

@@ -21,8 +21,8 @@ from kernel_test_backends.configs import ADDSUB, IDENTITY
 
 from kernel._inference import InferenceResponse
 from kernel.frontends._http._infer import DecodePlans, decode_request, encode_response
-from kernel.frontends._http._reader import Received, Refusal, RequestReader
-from kernel.frontends._http_types import HttpLimits
+from kernel.frontends._http_server._reader import Received, Refusal, RequestReader
+from kernel.frontends._http_server._types import HttpLimits
 from kernel.testing import RunningServer, ServerThread, write_model
 
 LIMITS = HttpLimits(max_body=4096, max_url=256, max_header_bytes=1024, max_headers=8)

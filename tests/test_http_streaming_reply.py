@@ -8,7 +8,7 @@ import asyncio
 from collections.abc import AsyncIterator
 
 from kernel.frontends import HttpLimits, HttpRequest, Reply, StreamingReply
-from kernel.frontends._http._connection import HttpConnection
+from kernel.frontends._http_server._connection import HttpConnection
 
 LIMITS = HttpLimits(header_timeout=5.0, idle_timeout=5.0)
 

@@ -22,6 +22,7 @@ def test_public_surface() -> None:
     assert sorted(kernel.__all__) == sorted(
         [
             "DATATYPES",
+            "PUBLIC_MODULES",
             "Backend",
             "BackendAttributes",
             "BackendContext",
@@ -34,6 +35,7 @@ def test_public_surface() -> None:
             "Model",
             "ModelConfig",
             "ModelContext",
+            "ModelControlMode",
             "ModelInstance",
             "ParameterValue",
             "RequestFlags",

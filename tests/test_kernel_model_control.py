@@ -11,8 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kernel import InferenceRequest, KernelError, Status
-from kernel._manager import ModelControlMode
+from kernel import InferenceRequest, KernelError, ModelControlMode, Status
 from kernel.testing import run_server
 
 NO_ENDPOINTS = {"http_port": None, "grpc_port": None, "metrics_port": None}

@@ -33,6 +33,8 @@ def test_public_surface() -> None:
         "model_context",
         "run_instance",
         "run_server",
+        "serve_command_line",
+        "simulated_gpus",
         "test_options",
         "unit_instance",
         "unit_model",

@@ -25,7 +25,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 )
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from kernel._cli import _build_parser
+from kernel._cli import build_parser
 from kernel._errors import KernelError
 from kernel._serve_command import options_from_args
 from kernel._trace_settings import TraceStore
@@ -386,7 +386,7 @@ def test_traceparent_parts_are_kept() -> None:
 
 
 def test_trace_config_opentelemetry_flags() -> None:
-    args = _build_parser().parse_args(
+    args = build_parser().parse_args(
         [
             "serve",
             "--trace-config",
@@ -428,7 +428,7 @@ def test_trace_config_opentelemetry_flags() -> None:
 )
 def test_bad_opentelemetry_flags_are_refused(flag: str, message: str) -> None:
     with pytest.raises(SystemExit):
-        _build_parser().parse_args(["serve", "--trace-config", flag])
+        build_parser().parse_args(["serve", "--trace-config", flag])
 
 
 def test_batch_bigger_than_queue_is_refused() -> None:

@@ -6,12 +6,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-
 from kernel._config_text import parse_model_config
 from kernel._proto.inference import ModelInstanceGroupKind
 from kernel._repository import normalize_config
-from kernel.testing import run_server
+from kernel.testing import run_server, simulated_gpus
 
 NO_ENDPOINTS = {"http_port": None, "grpc_port": None, "metrics_port": None}
 PLAIN = 'backend: "b"\nmax_batch_size: 0\n'
@@ -40,12 +38,10 @@ async def test_a_backend_without_preference_gets_the_visible_gpu(
     repo: Path,
     add_model: Callable[..., Path],
     kt_config: Callable[..., str],
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    for module in ("kernel._manager", "kernel._models"):
-        monkeypatch.setattr(f"{module}.visible_gpus", lambda: [0])
     text = kt_config("identity").replace("instance_group [ { count: 1 kind: KIND_CPU } ]", "")
     add_model(repo, "m", text)
-    async with run_server(repo, **NO_ENDPOINTS) as srv:
-        [group] = srv.server.model_config("m").instance_group
-        assert group.kind == ModelInstanceGroupKind.GPU
+    with simulated_gpus([0]):
+        async with run_server(repo, **NO_ENDPOINTS) as srv:
+            [group] = srv.server.model_config("m").instance_group
+            assert group.kind == ModelInstanceGroupKind.GPU

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from kernel import InferenceRequest
-from kernel._cli import _build_parser
+from kernel._cli import build_parser
 from kernel._proto.inference import ModelRateLimiter, ModelRateLimiterResource
 from kernel._scheduling._rate_limiter import RateLimiter, parse_rate_limit_resource
 from kernel._serve_command import options_from_args
@@ -128,7 +128,7 @@ async def test_models_sharing_a_resource_take_turns(
 
 
 def test_rate_limit_flags() -> None:
-    args, _ = _build_parser().parse_known_args(
+    args, _ = build_parser().parse_known_args(
         [
             "serve",
             "--rate-limit=execution_count",

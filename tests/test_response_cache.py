@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from kernel import InferenceRequest, InferenceResponse
-from kernel._cli import _build_parser
+from kernel._cli import build_parser
 from kernel._response_cache import ENTRY_OVERHEAD_BYTES, ResponseCache, parse_cache_config
 from kernel._serve_command import options_from_args
 from kernel.testing import run_server
@@ -129,7 +129,7 @@ async def test_a_decoupled_model_with_the_cache_fails_to_load(
 
 def test_cache_flags() -> None:
     def options(*flags: str) -> dict[str, dict[str, str]]:
-        args, _ = _build_parser().parse_known_args(["serve", *flags])
+        args, _ = build_parser().parse_known_args(["serve", *flags])
         return options_from_args(args).cache_config
 
     assert options("--cache-config", "local,size=1048576") == {"local": {"size": "1048576"}}

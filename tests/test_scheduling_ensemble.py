@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 from kernel_test_backends.configs import REPEAT
 
-from kernel import InferenceRequest, KernelError
-from kernel._manager import ModelControlMode
+from kernel import InferenceRequest, KernelError, ModelControlMode
 from kernel.testing import ServerThread, run_server, write_model
 
 NO_ENDPOINTS = {"http_port": None, "grpc_port": None, "metrics_port": None}

@@ -384,7 +384,7 @@ def test_batch_policy_cuts_valid_batches(
     sizes: list[tuple[int, int]], preferred: set[int], delay_us: int, waited_us: int
 ) -> None:
     from kernel._config_text import parse_model_config
-    from kernel._scheduling._batch_rule import BatchPolicy
+    from kernel._scheduling._batch_policy import BatchPolicy
 
     config = parse_model_config(f'name: "m" max_batch_size: 8 {ECHO_IO}', "x")
     policy = BatchPolicy.from_config(config, preferred, delay_us)

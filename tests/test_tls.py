@@ -31,7 +31,7 @@ from geventhttpclient.response import HTTPConnectionClosed
 from kernel_test_backends.configs import ADDSUB, REPEAT
 from tritonclient.utils import InferenceServerException
 
-from kernel._cli import _build_parser
+from kernel._cli import build_parser
 from kernel._errors import KernelError, Status
 from kernel._options import TlsSettings
 from kernel._serve_command import options_from_args
@@ -203,7 +203,7 @@ def test_bad_files_are_named_with_their_flag(
 def test_flags_become_settings(
     tls_files: dict[str, Path], caplog: pytest.LogCaptureFixture
 ) -> None:
-    parse = _build_parser().parse_args
+    parse = build_parser().parse_args
     args = parse(
         [
             "serve",
@@ -243,7 +243,7 @@ def test_flags_become_settings(
 def test_mutual_flag_turns_tls_on_as_in_tritonserver(
     flags: list[str], tls: bool, mutual: bool | None
 ) -> None:
-    options = options_from_args(_build_parser().parse_args(["serve", *flags]))
+    options = options_from_args(build_parser().parse_args(["serve", *flags]))
     assert (options.grpc_tls is not None) is tls
     assert (options.grpc_tls.mutual if options.grpc_tls else None) is mutual
     assert options.http_tls is None

@@ -13,7 +13,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
-from kernel._cli import _build_parser
+from kernel._cli import build_parser
 from kernel._serve_command import options_from_args
 from kernel._trace_settings import TRACE_DEFAULTS
 from kernel._tracing import _Sampler, tensor_json
@@ -79,7 +79,7 @@ def test_sampler_takes_every_rate_th_request_until_count_runs_out() -> None:
 
 
 def test_trace_config_flags_become_the_global_settings(tmp_path: Path) -> None:
-    parser = _build_parser()
+    parser = build_parser()
     args = parser.parse_args(
         [
             "serve",

@@ -17,10 +17,11 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from kernel._cli import NO_OP_FLAGS, _build_parser
+from kernel._cli import build_parser
 from kernel._errors import KernelError
+from kernel._ignored_flags import NO_OP_FLAGS, report_ignored_flags
 from kernel._options import ServerOptions
-from kernel._serve_command import options_from_args, report_ignored_flags
+from kernel._serve_command import options_from_args
 from kernel.frontends._access import HeaderForwarding, merge_restrictions, parse_restriction
 from kernel.testing import ServerThread, run_server
 
@@ -28,7 +29,7 @@ NO_ENDPOINTS = {"http_port": None, "grpc_port": None, "metrics_port": None}
 
 
 def _options(*flags: str) -> ServerOptions:
-    return options_from_args(_build_parser().parse_args(["serve", *flags]))
+    return options_from_args(build_parser().parse_args(["serve", *flags]))
 
 
 def _http(url: str, method: str, path: str, headers: dict[str, str] | None = None) -> tuple:
@@ -146,7 +147,7 @@ def test_metrics_interval_is_kept() -> None:
 
 def test_tuning_flags_are_accepted_with_a_log_line(caplog: pytest.LogCaptureFixture) -> None:
     flags = [f"{flag}=4" for flag in NO_OP_FLAGS]
-    args = _build_parser().parse_args(
+    args = build_parser().parse_args(
         ["serve", *flags, "--grpc-infer-response-compression-level=high"]
     )
     with caplog.at_level(logging.INFO, logger="kernel.serve"):

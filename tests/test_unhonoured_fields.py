@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from kernel._check_command import check
 from kernel._config_text import parse_model_config
-from kernel._serve_command import check
 from kernel._unhonoured import unhonoured_fields
 from kernel.testing import run_server
 

@@ -8,6 +8,8 @@ from typing import ClassVar
 from kernel._errors import KernelError, Status
 from kernel._inference import InferenceRequest
 
+__all__ = ["Scheduler"]
+
 NOT_ITERATIVE = (
     "Request is released with TRITONSERVER_REQUEST_RELEASE_RESCHEDULE while the model is not"
     " configured with iterative sequence batching"

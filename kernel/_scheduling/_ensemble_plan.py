@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from kernel._errors import KernelError, Status
 from kernel._proto.inference import ModelConfig
 
+__all__ = ["EnsemblePlan", "Step", "StepModel"]
+
 
 @dataclass(frozen=True, slots=True)
 class Step:

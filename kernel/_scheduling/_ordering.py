@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 from kernel._inference import InferenceRequest, InferenceResponse
 
+__all__ = ["Release", "ResponseOrder"]
+
 Release = Callable[[InferenceResponse], None]
 
 

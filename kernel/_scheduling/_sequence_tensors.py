@@ -32,6 +32,8 @@ from kernel._proto.inference import (
 from kernel._proto.inference import ModelSequenceBatchingControlKind as Kind
 from kernel.tensors import config_type_to_datatype, datatype_to_dtype
 
+__all__ = ["SequenceTensors"]
+
 Array = npt.NDArray[Any]
 _CORRID_TYPES = {
     DataType.TYPE_INT32,

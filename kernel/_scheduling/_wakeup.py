@@ -9,6 +9,8 @@ import time
 import anyio
 import anyio.lowlevel
 
+__all__ = ["Wakeup", "now_ns", "wait_for"]
+
 
 def now_ns() -> int:
     """The clock every scheduler deadline uses (the event loop's clock, in nanoseconds)."""

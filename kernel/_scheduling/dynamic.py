@@ -2,7 +2,7 @@
 
 Requests wait in one queue per priority level, each under its queue policy (timeout, what a
 timeout does, size limit). Workers cut batches from the front of the highest priority queues
-with Triton's rule (:class:`~kernel._scheduling._batch_rule.BatchPolicy`): a batch goes once it
+with Triton's rule (:class:`~kernel._scheduling._batch_policy.BatchPolicy`): a batch goes once it
 reaches a preferred size, cannot grow, or its oldest request waited the maximum queue delay.
 Timeouts and cancellations are applied whenever a worker looks at the queues, as Triton does.
 """
@@ -19,7 +19,7 @@ from kernel._errors import KernelError, Status
 from kernel._inference import InferenceRequest
 from kernel._proto.inference import ModelConfig, ModelQueuePolicy, ModelQueuePolicyTimeoutAction
 from kernel._scheduling._base import Scheduler
-from kernel._scheduling._batch_rule import BatchPolicy
+from kernel._scheduling._batch_policy import BatchPolicy
 from kernel._scheduling._ordering import ResponseOrder
 from kernel._scheduling._wakeup import Wakeup, now_ns, wait_for
 

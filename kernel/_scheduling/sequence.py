@@ -34,7 +34,7 @@ from kernel._errors import KernelError, Status
 from kernel._inference import InferenceRequest, InferenceResponse, RequestFlags
 from kernel._proto.inference import ModelConfig
 from kernel._scheduling._base import Scheduler
-from kernel._scheduling._batch_rule import BatchPolicy
+from kernel._scheduling._batch_policy import BatchPolicy
 from kernel._scheduling._ordering import Release, ResponseOrder
 from kernel._scheduling._sequence_tensors import SequenceTensors
 from kernel._scheduling._wakeup import Wakeup, now_ns, wait_for

@@ -1,6 +1,6 @@
 """Triton's classification extension, for both frontends: an output's top-k entries as
 ``"value:index[:label]"`` BYTES items, labelled from the output's ``label_filename`` (read by
-the request's :class:`~kernel._target.InferenceTarget`, so labels follow a reload)."""
+the request's :class:`~kernel._inference_target.InferenceTarget`, so labels follow a reload)."""
 
 from __future__ import annotations
 

@@ -26,8 +26,7 @@ from kernel._backend import MetricSource
 from kernel._server import InferenceServer
 from kernel._statistics import FailureReason, ModelStatistics
 from kernel.frontends._gpu import GpuMetrics
-from kernel.frontends._http._frontend import HttpListener
-from kernel.frontends._http_types import HttpLimits, HttpRequest, Reply
+from kernel.frontends._http_server import HttpLimits, HttpListener, HttpRequest, Reply
 
 __all__ = ["MetricsFrontend", "render_metrics"]
 

@@ -10,10 +10,17 @@ factory.
 makes them, without a server, for tests that call ``execute`` directly (``unit_request``,
 ``final_response`` and ``run_instance`` drive it).
 
+``serve_command_line`` parses ``kernel serve``'s flags as the command does (a frontend
+plugin's flags among them) and returns the settings the server would start with.
+
+``simulated_gpus`` makes the kernel place instances as if GPUs were visible.
+
 The real ``tritonclient`` over both protocols lives in :mod:`kernel.testing.clients`
 (``TritonClients``, ``serving``), imported on its own: it needs the kernel's ``test`` extra.
 """
 
+from kernel.testing._command_line import serve_command_line as serve_command_line
+from kernel.testing._devices import simulated_gpus as simulated_gpus
 from kernel.testing._server import RunningServer as RunningServer
 from kernel.testing._server import ServerThread as ServerThread
 from kernel.testing._server import run_server as run_server
@@ -33,6 +40,8 @@ __all__ = [
     "model_context",
     "run_instance",
     "run_server",
+    "serve_command_line",
+    "simulated_gpus",
     "test_options",
     "unit_instance",
     "unit_model",

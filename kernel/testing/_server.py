@@ -16,6 +16,8 @@ import anyio
 from kernel._options import ServerOptions
 from kernel._server import InferenceServer
 
+__all__ = ["RunningServer", "ServerThread", "run_server", "test_options", "write_model"]
+
 
 def test_options(repository: Path | str | list[Path | str], **overrides: Any) -> ServerOptions:
     """Options for a test server: the given repositories, every endpoint on a free port.

@@ -15,6 +15,15 @@ from kernel._backend import InstanceContext, Model, ModelContext, ModelInstance
 from kernel._inference import InferenceRequest, InferenceResponse
 from kernel._proto.inference import ModelConfig
 
+__all__ = [
+    "final_response",
+    "model_context",
+    "run_instance",
+    "unit_instance",
+    "unit_model",
+    "unit_request",
+]
+
 ModelT = TypeVar("ModelT", bound=Model)
 T = TypeVar("T")
 

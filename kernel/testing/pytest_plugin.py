@@ -20,6 +20,8 @@ import pytest
 
 from kernel.testing._server import RunningServer, ServerThread
 
+__all__ = ["kernel_server"]
+
 
 @pytest.fixture
 def kernel_server() -> Iterator[Callable[..., RunningServer]]:

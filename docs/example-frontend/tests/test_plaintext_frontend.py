@@ -65,7 +65,7 @@ def _post(url: str, path: str, body: bytes) -> tuple[int, dict[str, str], bytes]
 
 
 def test_entry_point_is_installed() -> None:
-    from kernel._frontend_plugins import load_frontend_plugins
+    from kernel.frontends import load_frontend_plugins
 
     plugins, failed = load_frontend_plugins({"plaintext"})
     assert failed == {}
@@ -93,7 +93,7 @@ def _free_port() -> int:
 def test_kernel_serve_takes_its_flags(repository: Path) -> None:
     port = _free_port()
     command = [
-        *(sys.executable, "-c", "from kernel._cli import main; main()"),
+        *(sys.executable, "-m", "kernel"),
         *("serve", "--model-repository", str(repository), "--host", "127.0.0.1"),
         *("--allow-grpc", "false", "--allow-metrics", "false", "--http-port", "0"),
         *("--plaintext-port", str(port), *FLAGS),

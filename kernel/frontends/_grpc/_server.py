@@ -36,7 +36,7 @@ from kernel.frontends._grpc._limits import Http2Limits
 from kernel.frontends._grpc._rpc import Method, Stream, refusal, trailers_only
 from kernel.frontends._grpc._wire import INTERNAL_ERROR, RESOURCE_EXHAUSTED, UNIMPLEMENTED
 
-__all__ = ["GrpcServer", "ServerConnection"]
+__all__ = ["GOAWAY_ACK_SECS", "GrpcServer", "ServerConnection"]
 
 log = logging.getLogger("kernel.frontends.grpc")
 

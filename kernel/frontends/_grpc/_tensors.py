@@ -37,7 +37,7 @@ from kernel.tensors import (
     deserialize_bytes_tensor,
 )
 
-__all__ = ["DecodedRequest", "OutputTarget", "TensorCodec"]
+__all__ = ["FINAL_FLAG", "DecodedRequest", "OutputTarget", "TensorCodec"]
 
 FINAL_FLAG = "triton_final_response"
 

@@ -23,7 +23,7 @@ from kernel._errors import KernelError, Status, http_status
 from kernel._server import EXTENSIONS, InferenceServer
 from kernel._statistics import Duration, ModelStatistics
 from kernel.frontends._access import SHM_REFUSED, HeaderForwarding, Restrictions
-from kernel.frontends._http_types import HttpRequest, Reply, StreamingReply
+from kernel.frontends._http_server._types import HttpRequest, Reply, StreamingReply
 
 from ._compression import compress, decompress, response_encoding
 from ._generate import decode_generate, generate, generate_stream

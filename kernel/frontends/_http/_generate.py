@@ -29,7 +29,7 @@ import orjson
 from kernel._errors import KernelError, Status, http_status
 from kernel._inference import InferenceRequest, InferenceResponse, ParameterValue
 from kernel._server import InferenceServer, InferenceTarget
-from kernel.frontends._http_types import Reply, StreamingReply
+from kernel.frontends._http_server._types import Reply, StreamingReply
 from kernel.tensors import config_type_to_datatype, datatype_to_dtype
 
 from ._infer import _json_data

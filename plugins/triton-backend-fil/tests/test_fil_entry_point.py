@@ -40,7 +40,7 @@ def test_importing_the_plugin_imports_no_framework() -> None:
 
 def test_kernel_backends_lists_it() -> None:
     listed = subprocess.run(
-        [sys.executable, "-c", "from kernel._cli import main; main(['backends', '--import'])"],
+        [sys.executable, "-m", "kernel", "backends", "--import"],
         capture_output=True,
         text=True,
         timeout=60,

@@ -13,7 +13,7 @@ import numpy.typing as npt
 import pytest
 
 from kernel import InferenceRequest, InferenceResponse, ModelConfig
-from kernel._config_text import parse_model_config
+from kernel.config import parse_model_config
 
 
 class RecordingPredictor:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from tritonclient.utils import InferenceServerException
 
-from kernel._manager import ModelControlMode
+from kernel import ModelControlMode
 
 
 @pytest.fixture(scope="module")

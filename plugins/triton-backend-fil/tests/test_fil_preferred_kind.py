@@ -6,19 +6,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from kernel._proto.inference import ModelInstanceGroupKind
-from kernel.testing import run_server
+from kernel.config import ModelInstanceGroupKind
+from kernel.testing import run_server, simulated_gpus
 
 NO_ENDPOINTS = {"http_port": None, "grpc_port": None, "metrics_port": None}
 
 
 async def test_auto_and_default_groups_load_on_the_cpu_with_a_gpu_visible(
-    kit: Any, trained: Any, repo: Path, monkeypatch: pytest.MonkeyPatch
+    kit: Any, trained: Any, repo: Path
 ) -> None:
-    for module in ("kernel._manager", "kernel._models"):
-        monkeypatch.setattr(f"{module}.visible_gpus", lambda: [0])
     content = kit.model_bytes(trained.xgb_regressor, "xgboost_json")
     config = kit.fil_config(model_type="xgboost_json")
     auto = config.replace("kind: KIND_CPU count: 1", "kind: KIND_AUTO count: 2")
@@ -26,8 +22,9 @@ async def test_auto_and_default_groups_load_on_the_cpu_with_a_gpu_visible(
     assert auto != config and default != config
     kit.write_fil(repo, "auto", auto, content, file="xgboost.json")
     kit.write_fil(repo, "default", default, content, file="xgboost.json")
-    async with run_server(repo, **NO_ENDPOINTS) as srv:
-        for name in ("auto", "default"):
-            assert srv.server.is_model_ready(name), srv.server.repository_index()
-            kinds = {g.kind for g in srv.server.model_config(name).instance_group}
-            assert kinds == {ModelInstanceGroupKind.CPU}
+    with simulated_gpus([0]):
+        async with run_server(repo, **NO_ENDPOINTS) as srv:
+            for name in ("auto", "default"):
+                assert srv.server.is_model_ready(name), srv.server.repository_index()
+                kinds = {g.kind for g in srv.server.model_config(name).instance_group}
+                assert kinds == {ModelInstanceGroupKind.CPU}

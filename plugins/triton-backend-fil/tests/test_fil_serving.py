@@ -14,7 +14,7 @@ import numpy.typing as npt
 import pytest
 import xgboost
 
-from kernel._manager import ModelControlMode
+from kernel import ModelControlMode
 
 XGBOOST_TYPES = ("xgboost", "xgboost_json", "xgboost_ubj", "treelite_checkpoint")
 LIGHTGBM_TYPES = ("lightgbm", "treelite_checkpoint")

@@ -11,7 +11,7 @@ from triton_backend_fil._predictors import xgboost_format
 from triton_backend_fil._settings import FilSettings, read_settings
 
 from kernel import KernelError, ModelConfig
-from kernel._proto.inference import ModelParameter
+from kernel.config import ModelParameter
 
 FOLDER = Path("/models/forest/1")
 

@@ -11,7 +11,7 @@ import pytest
 from onnx import TensorProto, helper
 from tritonclient.utils import InferenceServerException
 
-from kernel._manager import ModelControlMode
+from kernel import ModelControlMode
 
 
 def _tensors(config: dict[str, Any], key: str) -> dict[str, tuple[str, list[int]]]:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from kernel import InferenceRequest, InferenceResponse, ModelConfig
-from kernel._proto.inference import DataType, ModelInput, ModelOutput, ModelTensorReshape
+from kernel.config import DataType, ModelInput, ModelOutput, ModelTensorReshape
 
 
 class RecordingSession:

@@ -10,9 +10,8 @@ import onnxruntime as ort
 import pytest
 from tritonclient.utils import InferenceServerException
 
-from kernel import KernelError, ModelConfig, Status
-from kernel._manager import ModelControlMode
-from kernel._proto.inference import (
+from kernel import KernelError, ModelConfig, ModelControlMode, Status
+from kernel.config import (
     ModelOptimizationPolicy,
     ModelOptimizationPolicyExecutionAccelerators,
     ModelOptimizationPolicyExecutionAcceleratorsAccelerator,

@@ -139,6 +139,6 @@ def test_example_repository_models(serve: Callable[..., Any], protocol: str, kit
 
 
 def _explicit() -> Any:
-    from kernel._manager import ModelControlMode
+    from kernel import ModelControlMode
 
     return ModelControlMode.EXPLICIT

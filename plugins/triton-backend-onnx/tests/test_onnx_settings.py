@@ -12,9 +12,8 @@ import pytest
 from triton_backend_onnx._settings import read_settings
 from tritonclient.utils import InferenceServerException
 
-from kernel import KernelError, ModelConfig, Status
-from kernel._manager import ModelControlMode
-from kernel._proto.inference import (
+from kernel import KernelError, ModelConfig, ModelControlMode, Status
+from kernel.config import (
     ModelOptimizationPolicy,
     ModelOptimizationPolicyExecutionAccelerators,
     ModelOptimizationPolicyExecutionAcceleratorsAccelerator,

@@ -20,7 +20,7 @@ from onnx import TensorProto, helper, numpy_helper
 from triton_backend_openvino import OpenVinoBackend, OpenVinoInstance, OpenVinoModel
 
 from kernel import ModelConfig, testing
-from kernel._config_text import parse_model_config
+from kernel.config import parse_model_config
 from kernel.testing import write_model
 from kernel.testing.clients import PROTOCOLS, TritonClients, serving
 

@@ -6,11 +6,12 @@ import subprocess
 import sys
 from importlib.metadata import distribution, entry_points
 from pathlib import Path
+from typing import Any
 
 import triton_backend_openvino
 
-from kernel import Backend, ModelConfig
-from kernel._repository import DEFAULT_MODEL_FILE_BACKENDS
+from kernel import Backend
+from kernel.testing import run_server
 
 
 def test_entry_point_is_installed() -> None:
@@ -30,7 +31,7 @@ def test_distribution_pulls_the_kernel_and_openvino() -> None:
 
 def test_kernel_backends_lists_it() -> None:
     listed = subprocess.run(
-        [sys.executable, "-c", "from kernel._cli import main; main(['backends', '--import'])"],
+        [sys.executable, "-m", "kernel", "backends", "--import"],
         capture_output=True,
         text=True,
         timeout=60,
@@ -41,15 +42,12 @@ def test_kernel_backends_lists_it() -> None:
     assert "triton-backend-openvino" in line and "parallel_instance_loading=True" in line
 
 
-def test_a_folder_with_only_model_xml_is_an_openvino_model(tmp_path: Path) -> None:
-    from kernel._repository import _autofill_platform
-
-    (tmp_path / "1").mkdir()
-    (tmp_path / "1" / "model.xml").write_text("<net/>")
-    config = ModelConfig(name="ir")
-    _autofill_platform(config, tmp_path)
-    assert config.backend == "openvino" and not config.platform
-    assert DEFAULT_MODEL_FILE_BACKENDS[".xml"] == "openvino"
+async def test_a_folder_with_only_model_xml_is_an_openvino_model(kit: Any, repo: Path) -> None:
+    kit.write_ir(repo, "ir", kit.mlp_model(), None)  # 1/model.xml, no config.pbtxt
+    async with run_server(repo, http_port=None, grpc_port=None, metrics_port=None) as srv:
+        assert srv.server.is_model_ready("ir"), srv.server.repository_index()
+        config = srv.server.model_config("ir")
+        assert config.backend == "openvino" and not config.platform
 
 
 def test_public_surface() -> None:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from tritonclient.utils import InferenceServerException
 
-from kernel._manager import ModelControlMode
+from kernel import ModelControlMode
 from kernel.testing.clients import serving
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "model_repository"

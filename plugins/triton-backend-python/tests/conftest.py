@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from kernel._manager import ModelControlMode
+from kernel import ModelControlMode
 from kernel.testing import RunningServer, ServerThread
 from kernel.testing.clients import TritonClients
 

@@ -24,7 +24,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from kernel._manager import ModelControlMode
+from kernel import ModelControlMode
 from kernel.testing import RunningServer, ServerThread
 from kernel.testing.clients import TritonClients
 

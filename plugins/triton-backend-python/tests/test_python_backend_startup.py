@@ -17,7 +17,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
-from kernel._manager import ModelControlMode
+from kernel import ModelControlMode
 from kernel.testing import ServerThread, write_model
 
 KERNEL = [sys.executable, "-m", "kernel"]

@@ -29,7 +29,7 @@ def test_distribution_pulls_the_kernel_and_a_torch_range() -> None:
 
 def test_kernel_backends_lists_it() -> None:
     listed = subprocess.run(
-        [sys.executable, "-c", "from kernel._cli import main; main(['backends', '--import'])"],
+        [sys.executable, "-m", "kernel", "backends", "--import"],
         capture_output=True,
         text=True,
         timeout=60,

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from kernel import InferenceRequest, InferenceResponse, KernelError, ModelConfig, Status
-from kernel._proto.inference import DataType, ModelInput, ModelOutput, ModelParameter
+from kernel.config import DataType, ModelInput, ModelOutput, ModelParameter
 
 
 class Recorder:

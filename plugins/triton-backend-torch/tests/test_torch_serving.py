@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from kernel._manager import ModelControlMode
+from kernel import ModelControlMode
 from kernel.testing.clients import serving
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples" / "model_repository"

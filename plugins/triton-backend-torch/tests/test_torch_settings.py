@@ -14,9 +14,8 @@ from triton_backend_torch import PyTorchBackend
 from triton_backend_torch._settings import ThreadPools, TorchSettings, read_settings
 from tritonclient.utils import InferenceServerException
 
-from kernel import BackendContext, KernelError, ModelConfig, Status
-from kernel._manager import ModelControlMode
-from kernel._proto.inference import DataType, ModelInput, ModelOutput, ModelParameter
+from kernel import BackendContext, KernelError, ModelConfig, ModelControlMode, Status
+from kernel.config import DataType, ModelInput, ModelOutput, ModelParameter
 
 
 def _config(name: str = "m", **parameters: str) -> ModelConfig:

@@ -18,7 +18,7 @@ from triton_backend_torch._naming import (
 from triton_backend_torch._program import model_path
 
 from kernel import KernelError, ModelConfig, ModelContext, Status
-from kernel._proto.inference import DataType, ModelInput, ModelOutput
+from kernel.config import DataType, ModelInput, ModelOutput
 
 LOGGER = logging.getLogger("test.torch.naming")
 

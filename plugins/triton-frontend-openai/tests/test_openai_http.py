@@ -175,18 +175,17 @@ def test_entry_point_is_installed() -> None:
 def test_kernel_serve_flags(monkeypatch: pytest.MonkeyPatch) -> None:
     from triton_frontend_openai import OpenAIFrontend, OpenAIFrontendPlugin
 
-    from kernel._cli import _build_parser
-    from kernel._serve_command import options_from_args
+    from kernel.testing import serve_command_line
 
     plugin = OpenAIFrontendPlugin()
-    parser = _build_parser({"openai": plugin})
-    args = parser.parse_args(["serve", "--openai-port", "9000", "--openai-api-key", "k"])
-    options = options_from_args(args, {"openai": plugin})
+    args, options = serve_command_line(
+        ["--openai-port", "9000", "--openai-api-key", "k"], {"openai": plugin}
+    )
     assert options.frontends["openai"].port == 9000
     frontend = plugin.create(args)
     assert isinstance(frontend, OpenAIFrontend) and frontend._api_key == "k"
-    off = parser.parse_args(["serve"])
-    assert "openai" not in options_from_args(off, {"openai": plugin}).frontends
+    _, off = serve_command_line([], {"openai": plugin})
+    assert "openai" not in off.frontends
     monkeypatch.setenv("OPENAI_FRONTEND_API_KEY", "from-env")
-    keyed = plugin.create(parser.parse_args(["serve", "--openai-port", "0"]))
+    keyed = plugin.create(serve_command_line(["--openai-port", "0"], {"openai": plugin})[0])
     assert isinstance(keyed, OpenAIFrontend) and keyed._api_key == "from-env"

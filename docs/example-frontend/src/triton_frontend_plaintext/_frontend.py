@@ -9,13 +9,13 @@ from collections.abc import AsyncGenerator, AsyncIterator
 import numpy as np
 
 from kernel import InferenceRequest, InferenceResponse, InferenceServer, KernelError
-from kernel._errors import http_status
 from kernel.frontends import (
     HttpLimits,
     HttpListener,
     HttpRequest,
     Reply,
     StreamingReply,
+    http_status,
 )
 
 _TEXT = (b"content-type", b"text/plain; charset=utf-8")

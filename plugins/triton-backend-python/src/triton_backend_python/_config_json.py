@@ -10,8 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from kernel._config_text import ConfigParseError, config_from_json, config_to_json
-from kernel.config import ModelConfig
+from kernel.config import ConfigParseError, ModelConfig, config_from_json, config_to_json
 
 __all__ = ["config_from_model_json", "config_to_model_json"]
 

@@ -118,7 +118,7 @@ class TestModel(Model):
         io_file = self.context.path / "io.json"
         if config.input or not io_file.is_file():
             return config
-        from kernel._proto.inference import DataType, ModelInput, ModelOutput, ModelParameter
+        from kernel.config import DataType, ModelInput, ModelOutput, ModelParameter
 
         spec: dict[str, Any] = json.loads(io_file.read_text())
         if not config.max_batch_size:

@@ -25,7 +25,7 @@ import logging
 import httptools
 import orjson
 
-from kernel.frontends._http_types import HttpLimits, HttpRequest, Reply
+from ._types import HttpLimits, HttpRequest, Reply
 
 __all__ = ["CONTINUE", "Continue", "Received", "Refusal", "RequestReader", "error_reply"]
 

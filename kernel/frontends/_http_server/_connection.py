@@ -24,15 +24,14 @@ from collections import deque
 from http import HTTPStatus
 from typing import cast
 
-from kernel.frontends._http_types import (
+from ._reader import CONTINUE, Received, Refusal, RequestReader, error_reply
+from ._types import (
     HttpLimits,
     HttpRequest,
     Reply,
     RequestHandler,
     StreamingReply,
 )
-
-from ._reader import CONTINUE, Received, Refusal, RequestReader, error_reply
 
 __all__ = ["HttpConnection", "RequestHandler"]
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from kernel._inference import InferenceRequest
 from kernel._proto.inference import ModelConfig
 
+__all__ = ["BatchPolicy"]
+
 
 @dataclass(frozen=True, slots=True)
 class BatchPolicy:
