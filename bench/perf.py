@@ -30,7 +30,8 @@ statistics API counted in that time. Unlike infer/s it hardly moves when other w
 machine. ``--variant LABEL=ARGS`` runs the kernel once per variant with those extra arguments
 (``{tmp}``: a scratch folder, ``{otlp}``: the URL of an OTLP/HTTP sink this script runs with
 ``--otlp-sink``), ``--rounds N`` repeats the variants interleaved, and a last table gives each
-variant's median.
+variant's median. Servers named with ``--servers`` run beside the variants (``--servers triton
+kernel --variant 'nowait=--backend-config=python,answer-wait-us=0'``).
 
 perf_analyzer comes from ``/work/shared/tools/setup-reference.sh`` (its ``run-pa`` wrapper);
 pass ``--perf-analyzer`` to use another one. Figures go to bench/RESULTS.md by hand, with the
@@ -142,6 +143,8 @@ class Row:
     """Server process CPU time per request (user + system), microseconds."""
     tree_cpu_us: float = 0.0
     """The same for the server's whole process tree (model processes included)."""
+    batch: float = 0.0
+    """Mean batch size: inferences per model execution, from the statistics API."""
 
 
 def _wait_ready(http_port: int, timeout: float = 120) -> None:
@@ -299,12 +302,17 @@ def _cpu(pid: int) -> tuple[float, float]:
     return own, own + descendants
 
 
-def _served(http_port: int, model: str) -> int:
-    """Requests the server's statistics API counted so far for ``model``."""
+def _served(http_port: int, model: str) -> tuple[int, int, int]:
+    """(requests, inferences, executions) the server's statistics API counted so far for
+    ``model``."""
     url = f"http://127.0.0.1:{http_port}/v2/models/{model}/stats"
     with urllib.request.urlopen(url, timeout=30) as reply:
         stats = json.loads(reply.read())["model_stats"]
-    return sum(int(s["inference_stats"]["success"]["count"]) for s in stats)
+    return (
+        sum(int(s["inference_stats"]["success"]["count"]) for s in stats),
+        sum(int(s.get("inference_count", 0)) for s in stats),
+        sum(int(s.get("execution_count", 0)) for s in stats),
+    )
 
 
 class _OtlpSink:
@@ -391,8 +399,9 @@ def main() -> None:
             label, _, text = variant.partition("=")
             extra = [a.format(**fill) for a in shlex.split(text)]
             runs.append((label, "kernel", [*args.kernel_arg, *extra]))
-        if not runs:
-            runs = [(server, server, args.kernel_arg) for server in servers]
+        if not runs or args.servers:
+            # Named servers (--servers) run beside the variants, interleaved with them.
+            runs = [(server, server, args.kernel_arg) for server in servers] + runs
         for _ in range(args.rounds):
             for label, server, extra in runs:
                 proc, http, grpc = _start(server, repo, reference, extra)
@@ -410,7 +419,9 @@ def main() -> None:
                                         args.stability,
                                     )  # fmt: skip
                                     cpu_after = _cpu(proc.pid)
-                                    count = max(_served(http, model) - count_before, 1)
+                                    after = _served(http, model)
+                                    count = max(after[0] - count_before[0], 1)
+                                    runs_ = max(after[2] - count_before[2], 1)
                                     rows.append(
                                         replace(
                                             row,
@@ -419,6 +430,7 @@ def main() -> None:
                                             tree_cpu_us=(cpu_after[1] - cpu_before[1])
                                             / count
                                             * 1e6,
+                                            batch=(after[1] - count_before[1]) / runs_,
                                         )
                                     )
                                     print(rows[-1], file=sys.stderr)
@@ -430,14 +442,14 @@ def main() -> None:
     print()
     print(
         "| model | shm | server | protocol | concurrency | infer/s | p50 ms | p99 ms |"
-        " CPU us/req (tree) |"
+        " CPU us/req (tree) | batch |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(
             f"| {r.model} | {r.shared_memory} | {r.server} | {r.protocol} | {r.concurrency} |"
             f" {r.throughput:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} |"
-            f" {r.cpu_us:.0f} ({r.tree_cpu_us:.0f}) |"
+            f" {r.cpu_us:.0f} ({r.tree_cpu_us:.0f}) | {r.batch:.2f} |"
         )
     if args.rounds > 1:
         print()
@@ -445,9 +457,9 @@ def main() -> None:
         print()
         print(
             "| model | shm | server | protocol | concurrency | infer/s | CPU us/req |"
-            " tree CPU us/req |"
+            " tree CPU us/req | batch |"
         )
-        print("|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|")
         groups: dict[tuple[str, str, str, str, int], list[Row]] = {}
         for r in rows:
             groups.setdefault(
@@ -459,21 +471,27 @@ def main() -> None:
                 f" {statistics.median(r.throughput for r in group):,.0f} |"
                 f" {statistics.median(r.cpu_us for r in group):.1f} |"
                 f" {statistics.median(r.tree_cpu_us for r in group):.1f} |"
+                f" {statistics.median(r.batch for r in group):.2f} |"
             )
-    by_key = {(r.server, r.model, r.shared_memory, r.protocol, r.concurrency): r for r in rows}
-    if "kernel" in servers and "triton" in servers:
+    medians: dict[tuple[str, str, str, str, int], float] = {}
+    for r in rows:
+        key = (r.server, r.model, r.shared_memory, r.protocol, r.concurrency)
+        medians[key] = statistics.median(
+            o.throughput
+            for o in rows
+            if (o.server, o.model, o.shared_memory, o.protocol, o.concurrency) == key
+        )
+    if any(key[0] == "triton" for key in medians):
         print()
-        print("| model | shm | protocol | concurrency | kernel/Triton |")
-        print("|---|---|---|---|---|")
-        for r in rows:
-            if r.server != "kernel":
-                continue
-            other = by_key.get(("triton", r.model, r.shared_memory, r.protocol, r.concurrency))
-            if other is not None:
-                print(
-                    f"| {r.model} | {r.shared_memory} | {r.protocol} | {r.concurrency} |"
-                    f" {r.throughput / other.throughput:.2f} |"
-                )
+        which = "medians of the rounds" if args.rounds > 1 else "one round"
+        print(f"Throughput against Triton ({which}):")
+        print()
+        print("| model | shm | server | protocol | concurrency | x Triton |")
+        print("|---|---|---|---|---|---|")
+        for (server, model, shm, protocol, c), value in medians.items():
+            other = medians.get(("triton", model, shm, protocol, c))
+            if server != "triton" and other:
+                print(f"| {model} | {shm} | {server} | {protocol} | {c} | {value / other:.2f} |")
 
 
 if __name__ == "__main__":
