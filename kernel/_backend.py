@@ -224,10 +224,11 @@ class ModelInstance(ABC):
 
     overlapping_batches: ClassVar[int] = 1
     """How many calls of an ``async def execute`` the kernel may have running at once on this
-    instance (unbatched requests only; a plain ``def execute`` is fed by the kernel's own
-    thread and ignores it). Raise it when ``execute`` hands its batch to something that runs
-    batches one at a time in order (a process, a device queue): the next batch is then already
-    there when one finishes, instead of a round trip through the event loop later."""
+    instance (at most two behind the dynamic batcher, one behind the sequence batcher; a
+    plain ``def execute`` is fed by the kernel's own thread and ignores it). Raise it when
+    ``execute`` hands its batch to something that runs batches one at a time in order (a
+    process, a device queue): the next batch is then already there when one finishes, instead
+    of a round trip through the event loop later."""
 
     def __init__(self, context: InstanceContext) -> None:
         self.context = context

@@ -86,13 +86,19 @@ class VersionView(Protocol):
     def decoupled(self) -> bool: ...
 
 
-def batches_ahead(scheduler: Scheduler, limit: int, active_instances: int) -> int:
+def batches_ahead(
+    scheduler: Scheduler, limit: int, active_instances: int, *, ordered: bool = False
+) -> int:
     """How many batches a worker hands its instance at once (at most ``limit``).
 
-    The scheduler decides (``batches_ahead``). With several instances a worker hands at most
-    two: a request queued behind a long batch would wait while another instance idles.
+    The scheduler decides (``batches_ahead``, or ``ordered_batches_ahead`` for an instance that
+    runs the batches it holds in order by itself). With several instances a worker hands at
+    most two: a request queued behind a long batch would wait while another instance idles.
     """
-    ahead = min(scheduler.batches_ahead, limit)
+    most = scheduler.batches_ahead
+    if ordered and scheduler.ordered_batches_ahead is not None:
+        most = scheduler.ordered_batches_ahead
+    ahead = min(most, limit)
     return min(ahead, 2) if active_instances > 1 else ahead
 
 
@@ -128,7 +134,8 @@ class InstanceWorker(ABC):
             return ThreadWorker(version, item, index, depth)
         if scheduler.overlapping:
             return AsyncWorker(version, item, index, None)
-        ahead = batches_ahead(scheduler, instance.overlapping_batches, active_instances)
+        limit = instance.overlapping_batches
+        ahead = batches_ahead(scheduler, limit, active_instances, ordered=limit > 1)
         if item.need is None and not is_default(instance.submit, ModelInstance.submit):
             return SubmitWorker(version, item, index, ahead)
         return AsyncWorker(version, item, index, ahead)

@@ -271,8 +271,26 @@ async def test_a_submit_worker_behind_a_batching_scheduler_takes_batches(tmp_pat
     async with _serving(tmp_path, SubmitInstance, batch=8, extra=extra) as version:
         [worker] = version.workers
         assert isinstance(worker, SubmitWorker)
-        assert worker.ahead == 1  # a batching scheduler hands one batch at a time
+        # it runs what it holds in order: one batch waits behind the running one, as in Triton
+        assert worker.ahead == 2
         await _answers_each_request(version)
+        instance = worker.item.instance
+        assert isinstance(instance, SubmitInstance)
+        assert instance.most <= 2
+
+
+async def test_workers_behind_the_sequence_batcher_hand_one_batch_at_a_time(
+    tmp_path: Path,
+) -> None:
+    extra = "sequence_batching { }"
+    async with _serving(tmp_path, SubmitInstance, batch=8, extra=extra) as version:
+        [worker] = version.workers
+        assert isinstance(worker, SubmitWorker)
+        assert worker.ahead == 1  # a sequence's next request waits for its state
+    async with _serving(tmp_path, PlainInstance, batch=8, extra=extra) as version:
+        [worker] = version.workers
+        assert isinstance(worker, ThreadWorker)
+        assert worker.depth == 1
 
 
 @pytest.mark.parametrize("instance_class", [SubmitInstance, OverlappingInstance])

@@ -33,7 +33,14 @@ class Scheduler(ABC):
     plain-``def`` instance's thread (see ``kernel._instance_thread``), or as overlapping calls
     of an ``async def execute`` that allows them (``ModelInstance.overlapping_batches``). More
     than one only where forming a batch early loses nothing: a batching scheduler would form
-    smaller batches."""
+    smaller batches (see :attr:`ordered_batches_ahead` for the exception)."""
+
+    ordered_batches_ahead: ClassVar[int | None] = None
+    """The same for an instance that runs the batches it holds one at a time in order by
+    itself (``overlapping_batches`` above one: a model process, a device queue); None: as
+    :attr:`batches_ahead`. Handing such an instance its next batch later costs a wake-up of
+    what runs it; the dynamic batcher allows two there, as Triton's rate limiter, which queues
+    one payload behind the running one."""
 
     @abstractmethod
     def enqueue(self, request: InferenceRequest) -> None:

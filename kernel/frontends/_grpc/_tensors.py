@@ -179,35 +179,67 @@ _PLANS = 256
 """Request plans kept per server; past it the cache starts over (one per request shape)."""
 
 
+_SHARED_MEMORY_KEYS = frozenset(
+    ("shared_memory_region", "shared_memory_offset", "shared_memory_byte_size")
+)
+
+Region = tuple[str, int, int]
+"""A shared memory range: (region name, offset, byte size)."""
+
+
 @dataclass(frozen=True, slots=True)
 class _Plan:
     """What a request decoded to apart from its id and data, for requests that differ from it
-    in nothing else: each input is in raw contents, with a fixed-size datatype."""
+    in nothing else: each input is in raw contents or in a system or CUDA shared memory range,
+    with a fixed-size datatype; outputs may name shared memory ranges and classification."""
 
     model: str
     version: str  # as requested
-    inputs: tuple[tuple[str, tuple[int, ...], np.dtype[Any], int], ...]  # name, shape, dtype, bytes
+    inputs: tuple[tuple[str, tuple[int, ...], np.dtype[Any], int, Region | None], ...]
+    """name, shape, dtype, bytes, and the shared memory range it is read from (None: raw)."""
     requested: tuple[str, ...]
     fields: dict[str, Any] | None  # the request fields its parameters set, but "parameters"
     parameters: tuple[tuple[str, ParameterValue], ...]
     empty_final: bool
+    outputs: tuple[tuple[str, Region | None, int], ...] | None
+    """The outputs' targets: name, shared memory range, classification (None: no targets)."""
 
 
 def _plan_of(message: Any, decoded: DecodedRequest) -> _Plan | None:
     """The plan of a request that decoded without error, or ``None`` when it has anything a
-    plan does not hold (shared memory, typed contents, BYTES, output parameters)."""
+    plan does not hold (typed contents, BYTES, input parameters besides shared memory)."""
     request = decoded.request
     raw = message.raw_input_contents
-    if decoded.outputs is not None or len(raw) != len(request.inputs):
-        return None
     inputs = []
-    for tensor, data in zip(message.inputs, raw, strict=True):
-        if tensor.parameters or tensor.HasField("contents") or tensor.datatype == "BYTES":
+    raw_count = 0
+    for tensor in message.inputs:
+        if tensor.HasField("contents") or tensor.datatype == "BYTES":
             return None
+        region: Region | None = None
+        if tensor.parameters:
+            if not _SHARED_MEMORY_KEYS.issuperset(tensor.parameters.keys()):
+                return None
+            region = _shared_memory_params(tensor.parameters, tensor.name)
         array = request.inputs[tensor.name]
-        if array.nbytes != len(data):
+        if region is None:
+            if raw_count >= len(raw) or array.nbytes != len(raw[raw_count]):
+                return None
+            raw_count += 1
+        elif array.nbytes != region[2]:
             return None
-        inputs.append((tensor.name, array.shape, array.dtype, array.nbytes))
+        inputs.append((tensor.name, array.shape, array.dtype, array.nbytes, region))
+    if raw_count != len(raw) or len(inputs) != len(request.inputs):
+        return None
+    outputs: tuple[tuple[str, Region | None, int], ...] | None = None
+    if decoded.outputs is not None:
+        outputs = tuple(
+            (
+                target.name,
+                None if target.view is None else _output_region(message, target.name),
+                target.classification,
+            )
+            for target in decoded.outputs.values()
+        )
     fields: dict[str, Any] | None = None
     if message.parameters:
         fields = {
@@ -224,7 +256,15 @@ def _plan_of(message: Any, decoded: DecodedRequest) -> _Plan | None:
         fields,
         tuple(request.parameters.items()),
         decoded.empty_final,
+        outputs,
     )
+
+
+def _output_region(message: Any, name: str) -> Region | None:
+    for output in message.outputs:
+        if output.name == name:
+            return _shared_memory_params(output.parameters, name)
+    return None
 
 
 class TensorCodec:
@@ -265,15 +305,38 @@ class TensorCodec:
 
     def _planned(self, plan: _Plan, message: Any, unary: bool) -> DecodedRequest | None:
         """The request of ``plan`` with ``message``'s data (``None`` when the data does not
-        fit: the full decode words the error)."""
+        fit, or a shared memory range is gone: the full decode words the error)."""
         raw = message.raw_input_contents
-        if len(raw) != len(plan.inputs):
-            return None
+        raw_index = 0
         inputs: dict[str, npt.NDArray[Any]] = {}
-        for (name, shape, dtype, size), data in zip(plan.inputs, raw, strict=True):
-            if len(data) != size:
-                return None
-            inputs[name] = np.frombuffer(data, dtype=dtype).reshape(shape)
+        memory = self._server.shared_memory
+        try:
+            for name, shape, dtype, size, region in plan.inputs:
+                if region is None:
+                    if raw_index >= len(raw):
+                        return None
+                    data = raw[raw_index]
+                    raw_index += 1
+                    if len(data) != size:
+                        return None
+                else:
+                    data = memory.view(*region)
+                inputs[name] = np.frombuffer(data, dtype=dtype).reshape(shape)
+            targets: dict[str, OutputTarget] | None = None
+            if plan.outputs is not None:
+                targets = {
+                    name: OutputTarget(
+                        name,
+                        "" if region is None else region[0],
+                        None if region is None else memory.view(*region),
+                        classification,
+                    )
+                    for name, region, classification in plan.outputs
+                }
+        except KernelError:
+            return None
+        if raw_index != len(raw):
+            return None
         version = self._server.prepare(plan.model, plan.version)
         if unary and version.decoupled:
             raise KernelError(
@@ -289,7 +352,7 @@ class TensorCodec:
             requested_output_names=plan.requested,
             **(_NO_FIELDS if fields is None else {**fields, "parameters": dict(plan.parameters)}),
         )
-        return DecodedRequest(request, version, None, plan.empty_final)
+        return DecodedRequest(request, version, targets, plan.empty_final)
 
     def _decode(self, message: Any, unary: bool) -> DecodedRequest:
         server = self._server
