@@ -37,8 +37,9 @@ class ProcessInstance(ModelInstance):
     """An instance whose model runs in a process of its own, restarted when it dies."""
 
     # The process runs batches one at a time in the order they came: the next batches go to it
-    # ahead (as many as the scheduler allows), so it starts the next as soon as one returns. A request cancelled while it
-    # waits there still reaches the model, which can ask ``request.is_cancelled()``.
+    # ahead (as many as the scheduler allows), so it starts the next as soon as one returns.
+    # A request cancelled while it waits there still reaches the model, which can ask
+    # ``request.is_cancelled()``.
     overlapping_batches = 8
 
     def __init__(self, context: InstanceContext, model: PythonModel) -> None:
