@@ -61,7 +61,7 @@ from kernel import (
 )
 from triton_backend_python._convert import STATUS_BY_CODE
 from triton_backend_python._process_calls import ModelCalls
-from triton_backend_python._quick import LINGER, QuickAnswers
+from triton_backend_python._quick import LINGER, SMALL_BATCH, SMALL_BATCH_LINGER, QuickAnswers
 from triton_backend_python._ring import Ring, RingError, new_ring_fd
 from triton_backend_python._wire import (
     Packed,
@@ -151,6 +151,11 @@ class ModelProcess:
         self.model = model
         self.server: ServerHandle = model.context.server
         self.decoupled = model.context.decoupled
+        self._batching = (
+            model.context.config.dynamic_batching is not None and model.backend.answer_wait > 0
+        )
+        """Batches come from the dynamic batcher, and waiting is allowed (``answer-wait-us``
+        not 0): the process lingers after small batches (see ``SMALL_BATCH_LINGER``)."""
         self.logger = logger
         self.on_death = on_death
         """Called (on the loop) with the reason when the process dies while serving."""
@@ -715,9 +720,15 @@ class ModelProcess:
             and len(inflight) == len(keys)
         )
         budget = self._quick.budget(alone)
-        # One client in sequence to a quick model: the process looks for the next request for
-        # a moment after answering instead of sleeping (``_quick.py``, ``LINGER``).
-        linger = LINGER if budget else 0.0
+        # One client in sequence to a quick model, or a few clients behind the dynamic batcher:
+        # the process looks for the next request for a moment after answering instead of
+        # sleeping (``_quick.py``, ``LINGER``, ``SMALL_BATCH_LINGER``).
+        if budget:
+            linger = LINGER
+        elif self._batching and len(keys) <= SMALL_BATCH:
+            linger = SMALL_BATCH_LINGER
+        else:
+            linger = 0.0
         try:
             if windows:  # before the batch: the process holds their senders from the start
                 self.send(("windows", windows))

@@ -30,7 +30,7 @@ class only decides.
 
 from __future__ import annotations
 
-__all__ = ["LIMIT", "LINGER", "STREAK", "QuickAnswers"]
+__all__ = ["LIMIT", "LINGER", "SMALL_BATCH", "SMALL_BATCH_LINGER", "STREAK", "QuickAnswers"]
 
 LIMIT = 150e-6
 """The longest the loop looks at the ring for an answer by default (seconds;
@@ -44,6 +44,14 @@ of a client in sequence then costs no doorbell and no wake-up either. Measured o
 machine at c=1 (bench/RESULTS.md, issue 14): ~3,450 -> ~5,700 infer/s over gRPC with the same
 CPU per request; only for lone batches (with several requests in flight the process's own
 30 us look-ahead is enough, and a longer one took CPU the server needed: -20% at c=8)."""
+SMALL_BATCH_LINGER = 150e-6
+"""Behind the dynamic batcher, after a batch of at most :data:`SMALL_BATCH` requests the model
+process looks for the next batch this long before it sleeps: batches that small mean a few
+clients whose next requests come within a round trip, and each one found so costs no doorbell
+and no wake-up. Measured on the 2-core machine with the large-input model at concurrency 4
+(bench/RESULTS.md, issue 22): +8% over gRPC, +18% over HTTP; after every batch it cost at
+concurrency 16 (batches of ~6, where the next batch is mostly there already), hence the size."""
+SMALL_BATCH = 2
 _WEIGHT = 0.25
 """Of the newest round trip in the moving average."""
 _FIRST_PAUSE = 8
