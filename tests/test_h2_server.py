@@ -346,3 +346,63 @@ def test_keepalive_and_limit_flags() -> None:
         options.grpc_max_concurrent_streams,
         options.grpc_max_header_list_size,
     ) == (1000, 500, True, 0, 10000, 5, 7, 4096)
+
+
+async def test_the_replies_of_one_answer_leave_in_one_write() -> None:
+    """Calls multiplexed on one connection whose replies become ready together (one model
+    answer for their batch) go out in one write, not a write each; a lone reply at once."""
+    from kernel.frontends._grpc._rpc import Cardinality, Method, Stream
+
+    loop = asyncio.get_running_loop()
+    answer: asyncio.Future[bytes] = loop.create_future()
+    answer_ready = [False]
+
+    async def handler(stream: Stream) -> None:
+        await stream.recv_message()
+        stream.answer_ready = lambda: answer_ready[0]
+        stream.reply = await answer
+
+    method = Method(handler, Cardinality.UNARY_UNARY, lambda data: bytes(data), bytes)
+    path = b"/t.S/M"
+    limits = Http2Limits(keepalive_time_ms=0)
+    connection = ServerConnection(
+        GrpcServer({path.decode(): method}, max_message_bytes=1 << 20, limits=limits)
+    )
+    transport = _Transport()
+    connection.connection_made(transport)  # type: ignore[arg-type]
+    config = h2.config.H2Configuration(client_side=True, header_encoding=None)
+    client = h2.connection.H2Connection(config)
+    client.initiate_connection()
+    for stream_id in (1, 3, 5):
+        client.send_headers(stream_id, _request(path))
+        client.send_data(stream_id, b"\x00\x00\x00\x00\x01x", end_stream=True)
+    connection.data_received(client.data_to_send())
+    for _ in range(5):
+        await asyncio.sleep(0)  # the three handlers wait for the answer
+    transport.written.clear()
+    answer_ready[0] = True  # the batch's answer: each handler's reply is ready at once
+    answer.set_result(b"\x00\x00\x00\x00\x01y")
+    for _ in range(5):
+        await asyncio.sleep(0)
+    events = client.receive_data(b"".join(transport.written))
+    ended = {e.stream_id for e in events if isinstance(e, h2.events.StreamEnded)}
+    assert ended == {1, 3, 5}
+    assert len(transport.written) == 1  # one write for the three replies
+
+    # a lone call's reply leaves at once, in the handler's own turn
+    answer = loop.create_future()
+    answer_ready[0] = False
+    client.send_headers(7, _request(path))
+    client.send_data(7, b"\x00\x00\x00\x00\x01x", end_stream=True)
+    connection.data_received(client.data_to_send())
+    for _ in range(5):
+        await asyncio.sleep(0)
+    transport.written.clear()
+    answer_ready[0] = True
+    answer.set_result(b"\x00\x00\x00\x00\x01z")
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert len(transport.written) == 1
+    events = client.receive_data(b"".join(transport.written))
+    assert any(isinstance(e, h2.events.StreamEnded) and e.stream_id == 7 for e in events)
+    connection.connection_lost(None)

@@ -94,7 +94,9 @@ class InferenceRpcs:
         tracer = self._server.tracer
         if tracer.propagates:  # OpenTelemetry mode: continue the client's trace
             decoded.request.trace = _continued(tracer, stream)
-        response = await self._server.infer_once(decoded.request, decoded.target)
+        request = decoded.request
+        stream.answer_ready = lambda: request.answered
+        response = await self._server.infer_once(request, decoded.target)
         if response.error is not None:
             raise response.error
         framed = self._codec.encode_framed(decoded, response)

@@ -137,6 +137,7 @@ class Stream:
         "_partial_size",
         "_waiter",
         "_window_waiter",
+        "answer_ready",
         "client_done",
         "headers_sent",
         "id",
@@ -166,6 +167,10 @@ class Stream:
         self.task: asyncio.Task[None] | None = None
         self.metadata: dict[bytes, bytes] = {}
         """The request's header fields by (lower-case) name, pseudo-headers included."""
+        self.answer_ready: Callable[[], bool] | None = None
+        """Set by a handler that awaits its reply: whether the reply is ready, so its task
+        sends it in this loop turn (the connection then leaves the write to the last such rpc:
+        see :meth:`ServerConnection.answered`)."""
 
     # -- what handlers use ----------------------------------------------------------------------
 
