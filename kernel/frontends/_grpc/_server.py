@@ -41,9 +41,9 @@ __all__ = ["GOAWAY_ACK_SECS", "GrpcServer", "ServerConnection"]
 log = logging.getLogger("kernel.frontends.grpc")
 
 GOAWAY_ACK_SECS = 1.0
+"""How long a stop waits for the PING after its first GOAWAY before the final GOAWAY."""
 _READY_LOOKS = 32
 """How many of a connection's open calls an answer looks at for one with its reply ready."""
-"""How long a stop waits for the PING after its first GOAWAY before the final GOAWAY."""
 
 
 class ServerConnection(asyncio.Protocol):

@@ -190,7 +190,7 @@ Region = tuple[str, int, int]
 @dataclass(frozen=True, slots=True)
 class _Plan:
     """What a request decoded to apart from its id and data, for requests that differ from it
-    in nothing else: each input is in raw contents or in a system or CUDA shared memory range,
+    in nothing else: each input is in raw contents or in a registered shared memory range,
     with a fixed-size datatype; outputs may name shared memory ranges and classification."""
 
     model: str

@@ -151,7 +151,7 @@ class ModelProcess:
         self.model = model
         self.server: ServerHandle = model.context.server
         self.decoupled = model.context.decoupled
-        self._batching = (
+        self._small_batch_linger = (
             model.context.config.dynamic_batching is not None and model.backend.answer_wait > 0
         )
         """Batches come from the dynamic batcher, and waiting is allowed (``answer-wait-us``
@@ -725,7 +725,7 @@ class ModelProcess:
         # sleeping (``_quick.py``, ``LINGER``, ``SMALL_BATCH_LINGER``).
         if budget:
             linger = LINGER
-        elif self._batching and len(keys) <= SMALL_BATCH:
+        elif self._small_batch_linger and len(keys) <= SMALL_BATCH:
             linger = SMALL_BATCH_LINGER
         else:
             linger = 0.0
